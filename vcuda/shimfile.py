@@ -1,0 +1,238 @@
+"""The per-container files the shim reads (config) and writes (usage), defined once for Python and C.
+
+Config (written by the plugin at Allocate, read-only in the container): a fixed-size file of a header and
+``MAX_GPUS`` GPU records; ``crc32`` covers the whole file with that field zeroed. A reader rejects a wrong
+magic, an unknown layout version, a wrong size or a bad checksum (the shim then fails CUDA initialisation).
+
+Usage (written by every shim process of the container, read by the node exporter): a header and
+``MAX_PROCS`` process slots, each with per-GPU counters. Standard library only.
+"""
+
+import zlib
+from dataclasses import dataclass
+from typing import Any, Final
+
+from vcuda.errors import ContractError
+from vcuda.layout import Field, Struct
+from vcuda.model import GpuUuid
+from vcuda.units import CORE_PER_GPU
+
+__all__ = [
+    "CONFIG_HEADER",
+    "CONFIG_MAGIC",
+    "CONFIG_VERSION",
+    "GPU_RECORD",
+    "MAX_GPUS",
+    "MAX_PROCS",
+    "USAGE_FILE",
+    "USAGE_MAGIC",
+    "USAGE_VERSION",
+    "GpuLimit",
+    "ShimConfig",
+    "decode_config",
+    "encode_config",
+    "decode_usage",
+    "ProcessUsage",
+    "GpuUsage",
+    "empty_usage_file",
+]
+
+MAX_GPUS: Final = 16
+MAX_PROCS: Final = 64
+CONFIG_MAGIC: Final = b"VCUDACFG"
+CONFIG_VERSION: Final = 1
+USAGE_MAGIC: Final = b"VCUDAUSE"
+USAGE_VERSION: Final = 1
+UUID_BYTES: Final = 96  # NVML_DEVICE_UUID_V2_BUFFER_SIZE
+
+GPU_RECORD: Final = Struct(
+    "vcuda_gpu_record",
+    (
+        Field("uuid", "char", UUID_BYTES, "GPU UUID as NVML prints it, NUL-terminated"),
+        Field("memory_limit", "u64", doc="bytes this container may hold on the GPU"),
+        Field("core_limit", "u32", doc="hard compute share in percent, 1..100 (100 = no throttling)"),
+        Field("soft_limit", "u32", doc="elastic ceiling in percent, >= core_limit (== it when hard)"),
+    ),
+    "One GPU the container may use.",
+)
+
+CONFIG_HEADER: Final = Struct(
+    "vcuda_config",
+    (
+        Field("magic", "char", 8, '"VCUDACFG" without a terminator'),
+        Field("version", "u32", doc="layout version"),
+        Field("size", "u32", doc="total file size in bytes"),
+        Field("gpu_count", "u32", doc="records in use, 1..VCUDA_MAX_GPUS"),
+        Field("crc32", "u32", doc="zlib crc32 of the whole file with this field zero"),
+        Field("pod_uid", "char", 64),
+        Field("namespace_", "char", 64),
+        Field("pod_name", "char", 256),
+        Field("container", "char", 64),
+        Field("gpus", GPU_RECORD, MAX_GPUS),
+    ),
+    "The per-container shim config file.",
+)
+
+GPU_USAGE: Final = Struct(
+    "vcuda_gpu_usage",
+    (
+        Field("memory_used", "u64", doc="bytes held by this process on this GPU"),
+        Field("launches", "u64", doc="kernel and graph launches (flushed periodically)"),
+        Field("throttled_ns", "u64", doc="time launches waited for compute budget"),
+        Field("refused_allocs", "u64", doc="allocations refused over the memory limit"),
+        Field("busy_ns", "u64", doc="estimated GPU busy time of this process"),
+    ),
+    "One process's counters on one GPU (index = config record index).",
+)
+
+PROC_SLOT: Final = Struct(
+    "vcuda_proc_slot",
+    (
+        Field("pid", "i32", doc="0 = free slot; pid in the container's namespace"),
+        Field("state", "u32", doc="0 free, 1 live"),
+        Field("start_time", "u64", doc="process start time (clock ticks) to tell a reused pid"),
+        Field("host_pid", "i32", doc="pid on the node when known, else 0"),
+        Field("pad", "u32"),
+        Field("gpus", GPU_USAGE, MAX_GPUS),
+    ),
+    "One process of the container.",
+)
+
+USAGE_FILE: Final = Struct(
+    "vcuda_usage",
+    (
+        Field("magic", "char", 8, '"VCUDAUSE" without a terminator'),
+        Field("version", "u32"),
+        Field("size", "u32"),
+        Field("gpu_count", "u32"),
+        Field("slot_count", "u32"),
+        Field("memory_used", "u64", MAX_GPUS, "bytes held per GPU by all live processes"),
+        Field("slots", PROC_SLOT, MAX_PROCS),
+    ),
+    "The per-container usage file shared by the shim processes and the exporter.",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GpuLimit:
+    uuid: GpuUuid
+    memory_limit_bytes: int
+    core_limit: int
+    soft_limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class ShimConfig:
+    pod_uid: str
+    namespace: str
+    pod_name: str
+    container: str
+    gpus: tuple[GpuLimit, ...]
+
+
+def encode_config(config: ShimConfig) -> bytes:
+    _check_limits(config)
+    values: dict[str, Any] = {
+        "magic": CONFIG_MAGIC,
+        "version": CONFIG_VERSION,
+        "size": CONFIG_HEADER.size,
+        "gpu_count": len(config.gpus),
+        "crc32": 0,
+        "pod_uid": config.pod_uid,
+        "namespace_": config.namespace,
+        "pod_name": config.pod_name,
+        "container": config.container,
+        "gpus": [
+            {
+                "uuid": g.uuid,
+                "memory_limit": g.memory_limit_bytes,
+                "core_limit": g.core_limit,
+                "soft_limit": g.soft_limit,
+            }
+            for g in config.gpus
+        ],
+    }
+    unsigned = CONFIG_HEADER.pack(values)
+    return CONFIG_HEADER.pack({**values, "crc32": zlib.crc32(unsigned)})
+
+
+def decode_config(data: bytes) -> ShimConfig:
+    if len(data) != CONFIG_HEADER.size:
+        raise ContractError(f"shim config is {len(data)} bytes, expected {CONFIG_HEADER.size}")
+    raw = CONFIG_HEADER.unpack(data)
+    if raw["magic"] != CONFIG_MAGIC:
+        raise ContractError("shim config: bad magic (not a kube-vgpu config file)")
+    if raw["version"] != CONFIG_VERSION:
+        raise ContractError(f"shim config: layout version {raw['version']}, expected {CONFIG_VERSION}")
+    crc_at = CONFIG_HEADER.offset("crc32")
+    zeroed = data[:crc_at] + b"\0\0\0\0" + data[crc_at + 4 :]
+    if zlib.crc32(zeroed) != raw["crc32"] or raw["size"] != len(data):
+        raise ContractError("shim config: checksum or size mismatch (corrupt file)")
+    count = raw["gpu_count"]
+    config = ShimConfig(
+        pod_uid=raw["pod_uid"].decode(),
+        namespace=raw["namespace_"].decode(),
+        pod_name=raw["pod_name"].decode(),
+        container=raw["container"].decode(),
+        gpus=tuple(
+            GpuLimit(GpuUuid(g["uuid"].decode()), g["memory_limit"], g["core_limit"], g["soft_limit"])
+            for g in raw["gpus"][:count]
+        ),
+    )
+    _check_limits(config)
+    return config
+
+
+def _check_limits(config: ShimConfig) -> None:
+    if not 1 <= len(config.gpus) <= MAX_GPUS:
+        raise ContractError(f"shim config: {len(config.gpus)} GPUs, expected 1..{MAX_GPUS}")
+    for g in config.gpus:
+        if not 1 <= g.core_limit <= g.soft_limit <= CORE_PER_GPU or g.memory_limit_bytes <= 0:
+            raise ContractError(f"shim config: GPU {g.uuid} has limits out of range")
+
+
+@dataclass(frozen=True, slots=True)
+class GpuUsage:
+    memory_used: int
+    launches: int
+    throttled_ns: int
+    refused_allocs: int
+    busy_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessUsage:
+    pid: int
+    host_pid: int
+    start_time: int
+    gpus: tuple[GpuUsage, ...]
+
+
+def empty_usage_file(gpu_count: int) -> bytes:
+    return USAGE_FILE.pack(
+        {
+            "magic": USAGE_MAGIC,
+            "version": USAGE_VERSION,
+            "size": USAGE_FILE.size,
+            "gpu_count": gpu_count,
+            "slot_count": MAX_PROCS,
+        }
+    )
+
+
+def decode_usage(data: bytes) -> tuple[ProcessUsage, ...]:
+    """The live process slots of a usage file, GPU counters in config-record order."""
+    raw = USAGE_FILE.unpack(data)
+    if raw["magic"] != USAGE_MAGIC or raw["version"] != USAGE_VERSION:
+        raise ContractError("usage file: bad magic or unknown version")
+    count = min(raw["gpu_count"], MAX_GPUS)
+    return tuple(
+        ProcessUsage(
+            pid=slot["pid"],
+            host_pid=slot["host_pid"],
+            start_time=slot["start_time"],
+            gpus=tuple(GpuUsage(**g) for g in slot["gpus"][:count]),
+        )
+        for slot in raw["slots"]
+        if slot["state"] == 1 and slot["pid"] > 0
+    )
