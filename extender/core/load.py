@@ -1,0 +1,47 @@
+"""How much of each GPU is taken: the ledger values placement reads, with pure reserve and release."""
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from vcuda.model import ContainerAssignment, GpuUuid
+
+__all__ = ["GpuLoad", "NodeLoad", "release", "reserve"]
+
+
+@dataclass(frozen=True, slots=True)
+class GpuLoad:
+    """Cores (percent, 100 = the whole GPU) and MiB given out on one GPU."""
+
+    cores: int = 0
+    memory_mib: int = 0
+
+    @property
+    def idle(self) -> bool:
+        return self.cores == 0 and self.memory_mib == 0
+
+
+NodeLoad = Mapping[GpuUuid, GpuLoad]
+_IDLE = GpuLoad()
+
+
+def _apply(load: NodeLoad, containers: Iterable[ContainerAssignment], sign: int) -> dict[GpuUuid, GpuLoad]:
+    out = dict(load)
+    for container in containers:
+        for share in container.shares:
+            old = out.get(share.uuid, _IDLE)
+            new = GpuLoad(old.cores + sign * share.cores, old.memory_mib + sign * share.memory_mib)
+            if new.idle:
+                out.pop(share.uuid, None)
+            else:
+                out[share.uuid] = new
+    return out
+
+
+def reserve(load: NodeLoad, containers: Iterable[ContainerAssignment]) -> dict[GpuUuid, GpuLoad]:
+    """The load after giving out ``containers``' shares (a new mapping; idle GPUs are absent)."""
+    return _apply(load, containers, +1)
+
+
+def release(load: NodeLoad, containers: Iterable[ContainerAssignment]) -> dict[GpuUuid, GpuLoad]:
+    """The load after taking the shares back: ``release(reserve(l, c), c) == l`` for a normalised ``l``."""
+    return _apply(load, containers, -1)

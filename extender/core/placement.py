@@ -1,0 +1,208 @@
+"""Where a pod's GPU containers go on one node: the pure placement core both the filter and bind trust.
+
+``place_pod`` returns a :class:`Placement` (per container: GPU shares and the soft limit, plus a 0..10 node
+score) or a typed :class:`Rejection` whose ``detail`` is the sentence a user reads in ``kubectl describe``.
+Deterministic: the same input gives the same output, ties end on the GPU UUID.
+"""
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+from extender.core.load import GpuLoad, NodeLoad, reserve
+from extender.core.topology import LinkMap, best_connected, link_map
+from vcuda.model import (
+    ContainerAssignment,
+    ContainerRequest,
+    GpuInfo,
+    GpuShare,
+    NodeInventory,
+    PodRequest,
+    Policy,
+)
+from vcuda.units import CORE_PER_GPU
+
+__all__ = ["Placement", "RejectReason", "Rejection", "node_utilisation", "place_pod"]
+
+_IDLE: Final = GpuLoad()
+
+
+class RejectReason(StrEnum):
+    NO_GPUS = "no-gpus"
+    NO_MATCHING_GPU = "no-matching-gpu"
+    NO_HEALTHY_GPU = "no-healthy-gpu"
+    TOO_LARGE = "too-large"
+    INSUFFICIENT_MEMORY = "insufficient-memory"
+    INSUFFICIENT_CORES = "insufficient-cores"
+    INSUFFICIENT_GPUS = "insufficient-gpus"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why the pod does not fit. ``resolvable`` is False when no change in load can ever make it fit."""
+
+    reason: RejectReason
+    detail: str
+    resolvable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    containers: tuple[ContainerAssignment, ...]
+    score: int
+
+
+# The key a GPU policy minimises over fitting GPUs: (free cores after, free MiB after).
+_GpuKey = Callable[[int, int], tuple[int, int]]
+GPU_POLICIES: Final[Mapping[Policy, _GpuKey]] = {
+    Policy.BINPACK: lambda cores_left, mib_left: (cores_left, mib_left),
+    Policy.SPREAD: lambda cores_left, mib_left: (-cores_left, -mib_left),
+}
+
+
+def place_pod(
+    inventory: NodeInventory,
+    load: NodeLoad,
+    request: PodRequest,
+    *,
+    gpu_policy: Policy,
+    node_policy: Policy,
+) -> Placement | Rejection:
+    gpus = _usable_gpus(inventory, request)
+    if isinstance(gpus, Rejection):
+        return gpus
+    links = link_map(inventory.links)
+    policy = request.constraints.gpu_policy or gpu_policy
+    working: NodeLoad = load
+    placed: list[ContainerAssignment] = []
+    for container in request.containers:
+        result = _place_container(gpus, working, container, policy, links, request.core_limit)
+        if isinstance(result, Rejection):
+            return result
+        placed.append(result)
+        working = reserve(working, [result])
+    utilisation = node_utilisation(inventory, working)
+    wanted = request.constraints.node_policy or node_policy
+    score = utilisation if wanted is Policy.BINPACK else 1.0 - utilisation
+    return Placement(tuple(placed), round(10 * score))
+
+
+def node_utilisation(inventory: NodeInventory, load: NodeLoad) -> float:
+    """Mean of the node's given-out compute and memory fractions, 0..1."""
+    if not inventory.gpus:
+        return 0.0
+    cores = sum(load.get(g.uuid, _IDLE).cores for g in inventory.gpus)
+    memory = sum(load.get(g.uuid, _IDLE).memory_mib for g in inventory.gpus)
+    total_memory = sum(g.memory_mib for g in inventory.gpus) or 1
+    return min(1.0, (cores / (CORE_PER_GPU * len(inventory.gpus)) + memory / total_memory) / 2)
+
+
+def _usable_gpus(inventory: NodeInventory, request: PodRequest) -> list[GpuInfo] | Rejection:
+    if not inventory.gpus:
+        return Rejection(RejectReason.NO_GPUS, "node has no GPUs", resolvable=False)
+    matching = [g for g in inventory.gpus if request.constraints.accepts(g)]
+    if not matching:
+        return Rejection(
+            RejectReason.NO_MATCHING_GPU,
+            "no GPU on the node matches the pod's GPU model or UUID selection",
+            resolvable=False,
+        )
+    healthy = [g for g in matching if g.healthy]
+    if not healthy:
+        return Rejection(RejectReason.NO_HEALTHY_GPU, "every matching GPU is unhealthy", resolvable=True)
+    return healthy
+
+
+def _place_container(
+    gpus: Sequence[GpuInfo],
+    load: NodeLoad,
+    container: ContainerRequest,
+    policy: Policy,
+    links: LinkMap,
+    core_limit: int | None,
+) -> ContainerAssignment | Rejection:
+    if container.exclusive:
+        return _place_exclusive(gpus, load, container, links)
+    return _place_share(gpus, load, container, policy, core_limit)
+
+
+def _place_share(
+    gpus: Sequence[GpuInfo],
+    load: NodeLoad,
+    container: ContainerRequest,
+    policy: Policy,
+    core_limit: int | None,
+) -> ContainerAssignment | Rejection:
+    key = GPU_POLICIES[policy]
+    best: tuple[tuple[int, int], str, GpuInfo] | None = None
+    for gpu in gpus:
+        used = load.get(gpu.uuid, _IDLE)
+        cores_left = CORE_PER_GPU - used.cores - container.cores
+        mib_left = gpu.memory_mib - used.memory_mib - container.memory_mib
+        if cores_left < 0 or mib_left < 0:
+            continue
+        candidate = (key(cores_left, mib_left), gpu.uuid, gpu)
+        if best is None or candidate[:2] < best[:2]:
+            best = candidate
+    if best is None:
+        return _share_rejection(gpus, load, container)
+    share = GpuShare(best[2].uuid, container.cores, container.memory_mib)
+    limit = max(container.cores, core_limit or 0)
+    return ContainerAssignment(container.name, (share,), core_limit=limit)
+
+
+def _share_rejection(gpus: Sequence[GpuInfo], load: NodeLoad, container: ContainerRequest) -> Rejection:
+    largest = max(g.memory_mib for g in gpus)
+    if container.memory_mib > largest:
+        return Rejection(
+            RejectReason.TOO_LARGE,
+            f"no GPU has {container.memory_mib} MiB, the largest has {largest}",
+            resolvable=False,
+        )
+    free = [
+        (CORE_PER_GPU - load.get(g.uuid, _IDLE).cores, g.memory_mib - load.get(g.uuid, _IDLE).memory_mib)
+        for g in gpus
+    ]
+    most_memory = max((mib for cores, mib in free if cores >= container.cores), default=None)
+    if most_memory is not None:
+        return Rejection(
+            RejectReason.INSUFFICIENT_MEMORY,
+            f"no single GPU has {container.memory_mib} MiB free, the largest has {most_memory}",
+            resolvable=True,
+        )
+    most_cores = max(cores for cores, _ in free)
+    return Rejection(
+        RejectReason.INSUFFICIENT_CORES,
+        f"no GPU has {container.cores} % compute free, the most free is {most_cores} %",
+        resolvable=True,
+    )
+
+
+def _place_exclusive(
+    gpus: Sequence[GpuInfo], load: NodeLoad, container: ContainerRequest, links: LinkMap
+) -> ContainerAssignment | Rejection:
+    wanted = container.gpu_count
+    big_enough = [g for g in gpus if g.memory_mib >= container.memory_mib]
+    idle = [g for g in big_enough if load.get(g.uuid, _IDLE).idle]
+    if len(idle) < wanted:
+        return _exclusive_rejection(len(big_enough), len(idle), container)
+    chosen = best_connected(idle, wanted, links)
+    shares = tuple(GpuShare(g.uuid, CORE_PER_GPU, g.memory_mib) for g in chosen)
+    return ContainerAssignment(container.name, shares, core_limit=CORE_PER_GPU)
+
+
+def _exclusive_rejection(matching: int, idle: int, container: ContainerRequest) -> Rejection:
+    wanted = container.gpu_count
+    memory = f" with {container.memory_mib} MiB" if container.memory_mib else ""
+    if matching < wanted:
+        return Rejection(
+            RejectReason.TOO_LARGE,
+            f"needs {wanted} whole GPUs{memory}, the node has {matching} usable",
+            resolvable=False,
+        )
+    return Rejection(
+        RejectReason.INSUFFICIENT_GPUS,
+        f"needs {wanted} idle GPUs{memory}, the node has {idle} idle",
+        resolvable=True,
+    )
