@@ -32,6 +32,7 @@ __all__ = [
     "VERSION",
     "PodStatus",
     "decode_assignment",
+    "decode_assignment_unverified",
     "decode_inventory",
     "decode_status",
     "encode_assignment",
@@ -128,6 +129,16 @@ def decode_assignment(text: str, key: bytes) -> PodAssignment:
     if not isinstance(mac, str) or not hmac.compare_digest(mac, _mac(_assignment_doc(assignment), key)):
         raise ContractError("assignment annotation is not signed by kube-vgpu (bad or missing mac)")
     return assignment
+
+
+def decode_assignment_unverified(text: str) -> PodAssignment:
+    """Decode without checking the signature, for read-only display by tools that hold no key
+    (``kubectl vgpu``). Never grant anything on the strength of the result."""
+    doc = _load(text, "assignment")
+    return PodAssignment(
+        node=NodeName(_get(doc, "node", str, "assignment")),
+        containers=_items(doc, "containers", "assignment", _read_container),
+    )
 
 
 def _read_container(raw: object) -> ContainerAssignment:

@@ -42,8 +42,9 @@ MAX_PROCS: Final = 64
 CONFIG_MAGIC: Final = b"VCUDACFG"
 CONFIG_VERSION: Final = 1
 USAGE_MAGIC: Final = b"VCUDAUSE"
-USAGE_VERSION: Final = 1
+USAGE_VERSION: Final = 2  # 2: the trailing lock word
 UUID_BYTES: Final = 96  # NVML_DEVICE_UUID_V2_BUFFER_SIZE
+USAGE_LOCK_BYTES: Final = 64  # the shim's lock word (owner slot + pid), padded to a cache line
 
 GPU_RECORD: Final = Struct(
     "vcuda_gpu_record",
@@ -108,6 +109,7 @@ USAGE_FILE: Final = Struct(
         Field("slot_count", "u32"),
         Field("memory_used", "u64", MAX_GPUS, "bytes held per GPU by all live processes"),
         Field("slots", PROC_SLOT, MAX_PROCS),
+        Field("lock", "char", USAGE_LOCK_BYTES, "shim-private crash-safe lock word (readers ignore it)"),
     ),
     "The per-container usage file shared by the shim processes and the exporter.",
 )

@@ -12,7 +12,7 @@
 #define VCUDA_CONFIG_MAGIC "VCUDACFG"
 #define VCUDA_USAGE_MAGIC "VCUDAUSE"
 #define VCUDA_CONFIG_VERSION 1
-#define VCUDA_USAGE_VERSION 1
+#define VCUDA_USAGE_VERSION 2
 #define VCUDA_MAX_GPUS 16
 #define VCUDA_MAX_PROCS 64
 #define VCUDA_UUID_BYTES 96
@@ -74,8 +74,9 @@ typedef struct vcuda_usage {
     uint32_t slot_count;
     uint64_t memory_used[16]; /* bytes held per GPU by all live processes */
     struct vcuda_proc_slot slots[64];
+    char lock[64]; /* shim-private crash-safe lock word (readers ignore it) */
 } vcuda_usage_t;
-_Static_assert(sizeof(struct vcuda_usage) == 42648, "vcuda_usage layout drifted");
+_Static_assert(sizeof(struct vcuda_usage) == 42712, "vcuda_usage layout drifted");
 
 #pragma pack(pop)
 

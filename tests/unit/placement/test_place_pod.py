@@ -9,7 +9,7 @@ release restores the load.
 from dataclasses import replace
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from extender.core.load import GpuLoad, NodeLoad, release, reserve
@@ -163,6 +163,7 @@ def _loads(node: NodeInventory, result: Placement) -> dict[GpuUuid, GpuLoad]:
     return reserve({}, result.containers)
 
 
+@settings(max_examples=300)
 @given(nodes, st.lists(requests, max_size=12), st.sampled_from(Policy))
 def test_a_sequence_of_placements_never_overcommits(
     node: NodeInventory, reqs: list[PodRequest], policy: Policy

@@ -4,7 +4,7 @@ malformed documents."""
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vcuda.annotations import (
@@ -42,11 +42,13 @@ assignments = st.builds(
 )
 
 
+@settings(max_examples=300)
 @given(assignments)
 def test_assignment_round_trips(assignment: PodAssignment) -> None:
     assert decode_assignment(encode_assignment(assignment, KEY), KEY) == assignment
 
 
+@settings(max_examples=300)
 @given(st.builds(PodStatus, st.sampled_from(Phase), st.lists(names).map(tuple), st.floats(0, 2e9), names))
 def test_status_round_trips(status: PodStatus) -> None:
     assert decode_status(encode_status(status)) == status
@@ -69,6 +71,7 @@ def inventories(draw: st.DrawFn) -> NodeInventory:
     return NodeInventory(gpus, links)
 
 
+@settings(max_examples=300)
 @given(inventories())
 def test_inventory_round_trips(inventory: NodeInventory) -> None:
     assert decode_inventory(encode_inventory(inventory)) == inventory

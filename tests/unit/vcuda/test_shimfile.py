@@ -1,7 +1,7 @@
 """The shim config file: exact round trip, and every kind of corruption refused with a clear message."""
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vcuda import shimfile
@@ -26,6 +26,7 @@ configs = st.builds(
 )
 
 
+@settings(max_examples=300)
 @given(configs)
 def test_config_round_trips(config: ShimConfig) -> None:
     data = encode_config(config)

@@ -1,0 +1,237 @@
+"""HTTP: kube-scheduler's extender verbs, health, metrics and the admission webhook. Translation only.
+
+Every verb reads the raw body, validates it with the wire models (a malformed body is a 400 with a message,
+never a 500), hands plain values to the scheduler and encodes its answer in the Go shapes. The filter always
+answers in the mode of the request (``NodeNames`` or full ``Nodes``), even when no node passes. The verbs are
+served under ``url_prefix`` (``/scheduler`` by default, the chart's ``urlPrefix``) and at the root.
+"""
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ValidationError
+
+from extender.api import (
+    AdmissionReview,
+    ExtenderArgs,
+    ExtenderBindingArgs,
+    ExtenderBindingResult,
+    ExtenderPreemptionArgs,
+    ExtenderPreemptionResult,
+    MetaPod,
+    MetaVictims,
+    NodeList,
+    encode_host_priorities,
+)
+from extender.metrics import ExtenderMetrics
+from extender.scheduling import FilterOutcome, Scheduler
+from extender.state import ClusterState
+from extender.webhook import mutate, validate
+
+__all__ = ["Deps", "create_app"]
+
+M = TypeVar("M", bound=BaseModel)
+_JSON = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    """Everything the HTTP layer needs, built by ``__main__`` (or a test)."""
+
+    scheduler: Scheduler
+    state: ClusterState
+    metrics: ExtenderMetrics
+    url_prefix: str = "/scheduler"
+    node_cache_capable: bool = True
+    webhook_scheduler_name: str | None = None
+
+
+class BadRequestError(Exception):
+    pass
+
+
+def _parse(model: type[M], body: bytes) -> M:
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as err:
+        first = err.errors()[0] if err.errors() else {"msg": str(err), "loc": ()}
+        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        raise BadRequestError(f"malformed {model.__name__}: {where}: {first.get('msg')}") from err
+
+
+def _raw(payload: bytes | str) -> Response:
+    return Response(content=payload, media_type=_JSON)
+
+
+def _names_of(nodes: NodeList) -> list[str]:
+    names = []
+    for item in nodes.items:
+        meta = item.get("metadata")
+        name = meta.get("name") if isinstance(meta, dict) else None
+        names.append(name if isinstance(name, str) else "")
+    return names
+
+
+def _filter_answer(args: ExtenderArgs, outcome: FilterOutcome, full_mode: bool) -> str:
+    doc: dict[str, Any] = {
+        "Nodes": None,
+        "NodeNames": None,
+        "FailedNodes": outcome.failed or None,
+        "FailedAndUnresolvableNodes": outcome.unresolvable or None,
+        "Error": "",
+    }
+    if full_mode:
+        source = args.nodes or NodeList()
+        passing = set(outcome.passing)
+        items = [i for i, name in zip(source.items, _names_of(source), strict=True) if name in passing]
+        doc["Nodes"] = {**source.model_dump(), "items": items}
+    else:
+        doc["NodeNames"] = outcome.passing
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def _candidates(deps: Deps, args: ExtenderArgs) -> tuple[list[str], bool]:
+    """The candidate node names and whether the answer is in full-Nodes mode."""
+    if args.node_names is not None:
+        return args.node_names, False
+    if args.nodes is not None:
+        for item in args.nodes.items:
+            deps.state.apply_node(item)
+        return [n for n in _names_of(args.nodes) if n], True
+    return [], not deps.node_cache_capable
+
+
+def _routes(app: FastAPI, deps: Deps, prefix: str) -> None:
+    scheduler, metrics = deps.scheduler, deps.metrics
+
+    async def filter_verb(request: Request) -> Response:
+        args = _parse(ExtenderArgs, await request.body())
+        names, full = _candidates(deps, args)
+        return _raw(_filter_answer(args, scheduler.filter(args.pod, names), full))
+
+    async def prioritize_verb(request: Request) -> Response:
+        args = _parse(ExtenderArgs, await request.body())
+        names, _ = _candidates(deps, args)
+        scores = scheduler.prioritize(args.pod, names)
+        return _raw(encode_host_priorities(scores))
+
+    async def bind_verb(request: Request) -> Response:
+        args = _parse(ExtenderBindingArgs, await request.body())
+        bound = await scheduler.bind(args.pod_namespace, args.pod_name, args.pod_uid, args.node)
+        return _raw(ExtenderBindingResult(error=bound.error).model_dump_json(by_alias=True))
+
+    async def preempt_verb(request: Request) -> Response:
+        args = _parse(ExtenderPreemptionArgs, await request.body())
+        victims = _victim_uids(args)
+        kept = scheduler.preempt(args.pod, victims)
+        result = ExtenderPreemptionResult(
+            node_name_to_meta_victims={
+                node: MetaVictims(pods=[MetaPod(uid=u) for u in uids], num_pdb_violations=_pdb(args, node))
+                for node, uids in kept.items()
+            }
+        )
+        return _raw(result.model_dump_json(by_alias=True))
+
+    verbs: dict[str, Callable[[Request], Awaitable[Response]]] = {
+        "filter": filter_verb,
+        "prioritize": prioritize_verb,
+        "bind": bind_verb,
+        "preempt": preempt_verb,
+    }
+    for verb, handler in verbs.items():
+        app.add_api_route(f"{prefix}/{verb}", _timed(metrics, verb, handler), methods=["POST"])
+
+
+def _victim_uids(args: ExtenderPreemptionArgs) -> dict[str, list[str]]:
+    if args.node_name_to_meta_victims is not None:
+        return {n: [p.uid for p in v.pods or []] for n, v in args.node_name_to_meta_victims.items()}
+    out: dict[str, list[str]] = {}
+    for node, victims in (args.node_name_to_victims or {}).items():
+        metas = [p.get("metadata") for p in victims.pods or []]
+        out[node] = [str(m.get("uid", "")) for m in metas if isinstance(m, dict)]
+    return out
+
+
+def _pdb(args: ExtenderPreemptionArgs, node: str) -> int:
+    for source in (args.node_name_to_meta_victims, args.node_name_to_victims):
+        if source and node in source:
+            return source[node].num_pdb_violations
+    return 0
+
+
+def _timed(
+    metrics: ExtenderMetrics, verb: str, handler: Callable[[Request], Awaitable[Response]]
+) -> Callable[[Request], Awaitable[Response]]:
+    async def timed(request: Request) -> Response:
+        start = time.perf_counter()
+        try:
+            return await handler(request)
+        except BadRequestError as err:
+            metrics.bad_requests.labels(verb).inc()
+            return JSONResponse({"Error": str(err)}, status_code=400)
+        finally:
+            metrics.observe(verb, time.perf_counter() - start)
+
+    timed.__name__ = f"{verb}_verb"
+    return timed
+
+
+def _admission(app: FastAPI, deps: Deps) -> None:
+    names = deps.state.names
+
+    async def review(request: Request, verb: str) -> Response:
+        args = _parse(AdmissionReview, await request.body())
+        if args.request is None:
+            raise BadRequestError("AdmissionReview without a request")
+        if verb == "validate":
+            answer = validate(args.request, names)
+        else:
+            answer = mutate(args.request, names, deps.webhook_scheduler_name)
+        doc = {
+            "apiVersion": args.apiVersion,
+            "kind": "AdmissionReview",
+            "response": answer.model_dump(exclude_none=True),
+        }
+        return _raw(json.dumps(doc))
+
+    async def validate_verb(request: Request) -> Response:
+        return await review(request, "validate")
+
+    async def mutate_verb(request: Request) -> Response:
+        return await review(request, "mutate")
+
+    app.add_api_route("/validate", _timed(deps.metrics, "validate", validate_verb), methods=["POST"])
+    app.add_api_route("/mutate", _timed(deps.metrics, "mutate", mutate_verb), methods=["POST"])
+
+
+def create_app(deps: Deps) -> FastAPI:
+    app = FastAPI(title="kube-vgpu extender", docs_url=None, redoc_url=None, openapi_url=None)
+    prefix = "/" + deps.url_prefix.strip("/") if deps.url_prefix.strip("/") else ""
+    _routes(app, deps, prefix)
+    if prefix:
+        _routes(app, deps, "")
+    _admission(app, deps)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return Response("ok", media_type="text/plain")
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        ready = deps.state.synced.is_set()
+        return Response(
+            "ok" if ready else "cluster state not yet listed",
+            media_type="text/plain",
+            status_code=200 if ready else 503,
+        )
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(deps.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return app

@@ -1,0 +1,107 @@
+"""Who holds which GPU shares on each node, and which of those pods are still in flight. Pure, no locking.
+
+A :class:`Holding` is one pod's assignment on a node: reserved at bind (before the API server knows), or read
+back from a bound pod's verified annotation. It is *in flight* until the plugin confirms it (phase allocated
+or failed) or the grace passes. A :class:`NodeLedger` keeps a node's inventory, holdings and the load and
+summary derived from them, recomputed on every change so reads are free.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import NewType
+
+from extender.core.inflight import Signature, signature
+from extender.core.load import GpuLoad, reserve
+from extender.core.summary import EMPTY_SUMMARY, NodeSummary, summarise
+from vcuda.model import ContainerAssignment, GpuUuid, NodeInventory, NodeName
+
+__all__ = ["Expiry", "Holding", "NodeLedger", "PodKey", "expire"]
+
+PodKey = NewType("PodKey", str)
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """``since`` is when it was reserved or first seen (seconds); ``bound`` once the API server has the pod on
+    the node; ``settled`` once it is no longer in flight."""
+
+    pod: PodKey
+    containers: tuple[ContainerAssignment, ...]
+    since: float
+    bound: bool = False
+    settled: bool = False
+
+    @property
+    def in_flight(self) -> bool:
+        return not self.settled
+
+
+class NodeLedger:
+    """One node's GPUs and the holdings on them. ``generation`` changes whenever an answer
+    could."""
+
+    __slots__ = ("_holdings", "generation", "in_flight", "inventory", "load", "name", "summary")
+
+    def __init__(self, name: NodeName, inventory: NodeInventory | None = None) -> None:
+        self.name = name
+        self.inventory = inventory
+        self._holdings: dict[PodKey, Holding] = {}
+        self.load: dict[GpuUuid, GpuLoad] = {}
+        self.summary: NodeSummary = EMPTY_SUMMARY
+        self.in_flight: tuple[Signature, ...] = ()
+        self.generation = 0
+        self._refresh()
+
+    def holdings(self) -> Iterator[Holding]:
+        return iter(self._holdings.values())
+
+    def get(self, pod: PodKey) -> Holding | None:
+        return self._holdings.get(pod)
+
+    def set_inventory(self, inventory: NodeInventory | None) -> None:
+        self.inventory = inventory
+        self._refresh()
+
+    def hold(self, holding: Holding) -> None:
+        """Add or replace the pod's holding."""
+        self._holdings[holding.pod] = holding
+        self._refresh()
+
+    def drop(self, pod: PodKey) -> Holding | None:
+        holding = self._holdings.pop(pod, None)
+        if holding is not None:
+            self._refresh()
+        return holding
+
+    def _refresh(self) -> None:
+        load: dict[GpuUuid, GpuLoad] = {}
+        for holding in self._holdings.values():
+            load = reserve(load, holding.containers)
+        self.load = load
+        self.summary = summarise(self.inventory, load) if self.inventory is not None else EMPTY_SUMMARY
+        self.in_flight = tuple(
+            signature(c) for h in self._holdings.values() if h.in_flight for c in h.containers
+        )
+        self.generation += 1
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    settled: int = 0
+    dropped: int = 0
+
+
+def expire(ledger: NodeLedger, now: float, grace_s: float) -> Expiry:
+    """End in-flight holdings older than the grace: a bound pod keeps its load but stops being in flight; a
+    reservation the API server never confirmed (its bind is stuck) gives its GPUs back."""
+    settled = dropped = 0
+    for holding in list(ledger.holdings()):
+        if holding.settled or now - holding.since < grace_s:
+            continue
+        if holding.bound:
+            ledger.hold(replace(holding, settled=True))
+            settled += 1
+        else:
+            ledger.drop(holding.pod)
+            dropped += 1
+    return Expiry(settled, dropped)

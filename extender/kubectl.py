@@ -1,0 +1,298 @@
+"""``kubectl vgpu``: a read-only view of GPU capacity and vGPU pods, built from the API server only.
+
+``nodes`` lists every GPU of every node that publishes a ``vgpu-inventory`` annotation with the compute and
+memory allocated on it and the pods holding it; ``pods`` lists each vGPU pod's GPUs, limits and phase. The
+user's kubeconfig is used; nothing is written. Assignments are decoded **without verifying** their signature
+(the HMAC key stays in the cluster), and the output says so.
+"""
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from vcuda.annotations import decode_assignment_unverified, decode_inventory, decode_status
+from vcuda.errors import ContractError
+from vcuda.model import Phase, PodAssignment
+from vcuda.names import DEFAULT_DOMAIN, Names
+from vcuda.request import wants_gpu
+from vcuda.units import CORE_PER_GPU
+
+__all__ = ["ClusterReader", "GpuRow", "KubeClusterReader", "PodRow", "gpu_rows", "main", "pod_rows"]
+
+Obj = Mapping[str, Any]
+_DONE_PHASES = frozenset({"Succeeded", "Failed"})
+UNVERIFIED_NOTE = "allocations read from unverified vgpu-assignment annotations"
+
+
+class ClusterReader(Protocol):
+    """The two reads the plugin needs, as raw Kubernetes JSON objects."""
+
+    def list_nodes(self) -> list[dict[str, Any]]: ...
+
+    def list_pods(self, namespace: str | None) -> list[dict[str, Any]]:
+        """Pods of one namespace, or of all namespaces when None."""
+        ...
+
+
+class KubeClusterReader:
+    """A :class:`ClusterReader` over the official client (raw JSON, no model deserialisation)."""
+
+    def __init__(self, api_client: Any) -> None:
+        from kubernetes import client
+
+        self._core = client.CoreV1Api(api_client)
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        return _items(self._core.list_node(_preload_content=False))
+
+    def list_pods(self, namespace: str | None) -> list[dict[str, Any]]:
+        if namespace is None:
+            return _items(self._core.list_pod_for_all_namespaces(_preload_content=False))
+        return _items(self._core.list_namespaced_pod(namespace, _preload_content=False))
+
+
+def _items(response: Any) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = json.loads(response.data)["items"]
+    return items
+
+
+# --- pure views ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GpuRow:
+    node: str
+    index: int
+    uuid: str
+    model: str
+    healthy: bool
+    memory_mib: int
+    cores_allocated: int
+    memory_allocated_mib: int
+    pods: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ShareRow:
+    container: str
+    gpu: str
+    cores: int
+    core_limit: int
+    memory_mib: int
+
+
+@dataclass(frozen=True, slots=True)
+class PodRow:
+    namespace: str
+    pod: str
+    node: str
+    phase: str  # the vGPU phase: assumed / allocated / failed, "pending" before placement, "invalid"
+    pod_phase: str
+    shares: tuple[ShareRow, ...] = field(default=())
+
+
+def _meta(obj: Obj, key: str) -> str:
+    return str((obj.get("metadata") or {}).get(key) or "")
+
+
+def _annotation(obj: Obj, key: str) -> str | None:
+    value = ((obj.get("metadata") or {}).get("annotations") or {}).get(key)
+    return value if isinstance(value, str) else None
+
+
+def _assignment(pod: Obj, names: Names) -> PodAssignment | None:
+    text = _annotation(pod, names.assignment)
+    try:
+        return None if text is None else decode_assignment_unverified(text)
+    except ContractError:
+        return None
+
+
+def _vgpu_phase(pod: Obj, names: Names) -> str:
+    text = _annotation(pod, names.status)
+    if text is None:
+        return Phase.ASSUMED.value
+    try:
+        return decode_status(text).phase.value
+    except ContractError:
+        return "invalid"
+
+
+def _holds_gpus(pod: Obj, names: Names) -> bool:
+    """The pod's assignment still counts: not finished, and the plugin did not fail it."""
+    pod_phase = str((pod.get("status") or {}).get("phase") or "")
+    return pod_phase not in _DONE_PHASES and _vgpu_phase(pod, names) != Phase.FAILED.value
+
+
+def gpu_rows(nodes: Iterable[Obj], pods: Iterable[Obj], names: Names) -> list[GpuRow]:
+    """One row per GPU of every node with an inventory, ordered by node then GPU index."""
+    used: dict[tuple[str, str], tuple[int, int, list[str]]] = {}
+    for pod in pods:
+        assignment = _assignment(pod, names)
+        if assignment is None or not _holds_gpus(pod, names):
+            continue
+        who = f"{_meta(pod, 'namespace')}/{_meta(pod, 'name')}"
+        for c in assignment.containers:
+            for s in c.shares:
+                cores, memory, holders = used.get((assignment.node, s.uuid), (0, 0, []))
+                used[(assignment.node, s.uuid)] = (cores + s.cores, memory + s.memory_mib, [*holders, who])
+    rows = []
+    for node in nodes:
+        text = _annotation(node, names.inventory)
+        try:
+            inventory = None if text is None else decode_inventory(text)
+        except ContractError:
+            inventory = None
+        name = _meta(node, "name")
+        for g in () if inventory is None else inventory.gpus:
+            cores, memory, holders = used.get((name, g.uuid), (0, 0, []))
+            pods_ = tuple(sorted(set(holders)))
+            rows.append(GpuRow(name, g.index, g.uuid, g.model, g.healthy, g.memory_mib, cores, memory, pods_))
+    return sorted(rows, key=lambda r: (r.node, r.index, r.uuid))
+
+
+def pod_rows(pods: Iterable[Obj], names: Names) -> list[PodRow]:
+    """Every pod with an assignment or a vcuda request, ordered by namespace and name."""
+    rows = []
+    for pod in pods:
+        assignment = _assignment(pod, names)
+        pod_phase = str((pod.get("status") or {}).get("phase") or "")
+        ns, name = _meta(pod, "namespace"), _meta(pod, "name")
+        node = str((pod.get("spec") or {}).get("nodeName") or "")
+        if assignment is None:
+            if _annotation(pod, names.assignment) is not None:
+                rows.append(PodRow(ns, name, node, "invalid", pod_phase))
+            elif wants_gpu(pod, names):
+                rows.append(PodRow(ns, name, node, "pending", pod_phase))
+            continue
+        shares = tuple(
+            ShareRow(c.name, s.uuid, s.cores, c.core_limit, s.memory_mib)
+            for c in assignment.containers
+            for s in c.shares
+        )
+        rows.append(PodRow(ns, name, node or assignment.node, _vgpu_phase(pod, names), pod_phase, shares))
+    return sorted(rows, key=lambda r: (r.namespace, r.pod))
+
+
+# --- output -------------------------------------------------------------------------------------
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    lines = [
+        "   ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip()
+        for line in [header, *rows]
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_gpus(rows: Sequence[GpuRow]) -> str:
+    header = ("NODE", "GPU", "MODEL", "HEALTH", "CORES", "MEMORY(MiB)", "PODS")
+    body = [
+        (
+            r.node,
+            str(r.index),
+            r.model,
+            "Healthy" if r.healthy else "Unhealthy",
+            f"{r.cores_allocated}/{CORE_PER_GPU}",
+            f"{r.memory_allocated_mib}/{r.memory_mib}",
+            ",".join(r.pods) or "-",
+        )
+        for r in rows
+    ]
+    return _table(header, body) + f"# {UNVERIFIED_NOTE}\n"
+
+
+def render_pods(rows: Sequence[PodRow]) -> str:
+    header = (
+        "NAMESPACE",
+        "POD",
+        "NODE",
+        "CONTAINER",
+        "GPU",
+        "CORES",
+        "CORE-LIMIT",
+        "MEMORY(MiB)",
+        "PHASE",
+        "STATUS",
+    )
+    body: list[tuple[str, ...]] = []
+    for r in rows:
+        lead = (r.namespace, r.pod, r.node or "-")
+        tail = (r.phase, r.pod_phase or "-")
+        if not r.shares:
+            body.append((*lead, "-", "-", "-", "-", "-", *tail))
+        for s in r.shares:
+            body.append(
+                (*lead, s.container, s.gpu, str(s.cores), str(s.core_limit), str(s.memory_mib), *tail)
+            )
+    return _table(header, body) + f"# {UNVERIFIED_NOTE}\n"
+
+
+def render_json(kind: str, rows: Sequence[GpuRow] | Sequence[PodRow]) -> str:
+    doc = {kind: [asdict(r) for r in rows], "verified": False, "note": UNVERIFIED_NOTE}
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    common.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)"
+    )
+    common.add_argument("--context", default=None, help="kubeconfig context")
+    common.add_argument("--domain", default=DEFAULT_DOMAIN, help="resource and annotation domain")
+    parser = argparse.ArgumentParser(prog="kubectl vgpu", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("nodes", parents=[common], help="GPUs per node: capacity, allocation, pods")
+    pods = sub.add_parser("pods", parents=[common], help="vGPU pods: GPUs, limits, phase")
+    scope = pods.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", default=None)
+    scope.add_argument("-A", "--all-namespaces", action="store_true")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace, cluster: ClusterReader) -> str:
+    names = Names(args.domain)
+    if args.command == "nodes":
+        gpus = gpu_rows(cluster.list_nodes(), cluster.list_pods(None), names)
+        return render_json("gpus", gpus) if args.output == "json" else render_gpus(gpus)
+    namespace = None if args.all_namespaces else (args.namespace or _current_namespace(args))
+    pods = pod_rows(cluster.list_pods(namespace), names)
+    return render_json("pods", pods) if args.output == "json" else render_pods(pods)
+
+
+def _current_namespace(args: argparse.Namespace) -> str:
+    """The namespace of the chosen kubeconfig context, as kubectl would use it."""
+    from kubernetes import config
+
+    contexts, active = config.list_kube_config_contexts(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
+    chosen = next((c for c in contexts if c["name"] == args.context), active) if args.context else active
+    return str((chosen or {}).get("context", {}).get("namespace") or "default")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    from kubernetes import config
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        api_client = config.new_client_from_config(config_file=args.kubeconfig, context=args.context)  # type: ignore[no-untyped-call]
+        sys.stdout.write(run(args, KubeClusterReader(api_client)))
+    except (config.ConfigException, OSError) as err:
+        print(f"kubectl-vgpu: cannot load kubeconfig: {err}", file=sys.stderr)
+        return 1
+    except ApiException as err:
+        print(f"kubectl-vgpu: API server refused: {err.status} {err.reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

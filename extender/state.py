@@ -1,0 +1,273 @@
+"""The extender's picture of the cluster: one ledger per GPU node, fed by the watches and by binds.
+
+Translates Kubernetes JSON (nodes with the plugin's inventory annotation, pods with the extender's signed
+assignment and the plugin's status) into ledger holdings. Everything is rebuilt from the API server on
+start; nothing is stored locally. Thread-safe: the watches call in from their threads and the HTTP handlers
+from the event loop; every method holds one short lock, never across I/O. Assignments that fail verification
+are a user forging them (HAMi#3041): the annotation is ignored and never claims a GPU.
+"""
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Final, Protocol
+
+from extender.core.ledger import Expiry, Holding, NodeLedger, PodKey, expire
+from vcuda.annotations import decode_assignment, decode_inventory, decode_status
+from vcuda.errors import ContractError
+from vcuda.model import ContainerAssignment, NodeInventory, NodeName, Phase, PodAssignment
+from vcuda.names import Names
+
+__all__ = ["ClusterState", "StateEvents", "pod_key"]
+
+log = logging.getLogger(__name__)
+Obj = Mapping[str, Any]
+_TERMINAL: Final = frozenset({"Succeeded", "Failed"})
+_SETTLED: Final = frozenset({Phase.ALLOCATED, Phase.FAILED})
+
+
+class StateEvents(Protocol):
+    """What the state reports for metrics."""
+
+    def forged_assignment(self, reason: str) -> None: ...
+
+    def expired(self, expiry: Expiry) -> None: ...
+
+
+class _Quiet:
+    def forged_assignment(self, reason: str) -> None:
+        pass
+
+    def expired(self, expiry: Expiry) -> None:
+        pass
+
+
+def _meta(obj: Obj) -> Obj:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, Mapping) else {}
+
+
+def _annotations(obj: Obj) -> Obj:
+    found = _meta(obj).get("annotations")
+    return found if isinstance(found, Mapping) else {}
+
+
+def pod_key(pod: Obj) -> PodKey:
+    """The pod's UID, or ``namespace/name`` where an API server (a fake one) sets none."""
+    meta = _meta(pod)
+    uid = meta.get("uid")
+    if isinstance(uid, str) and uid:
+        return PodKey(uid)
+    return PodKey(f"{meta.get('namespace') or 'default'}/{meta.get('name')}")
+
+
+@dataclass(frozen=True, slots=True)
+class _NodeSource:
+    text: str | None
+
+
+class ClusterState:
+    """Every node's ledger. ``lock`` is public so the scheduler can decide and reserve in one step."""
+
+    def __init__(
+        self,
+        names: Names,
+        key: bytes,
+        *,
+        grace_s: float,
+        clock: Callable[[], float],
+        events: StateEvents | None = None,
+    ) -> None:
+        self.names, self._key, self.grace_s, self.clock = names, key, grace_s, clock
+        self.events: StateEvents = events or _Quiet()
+        self.lock = threading.RLock()
+        self._nodes: dict[str, NodeLedger] = {}
+        self._sources: dict[NodeName, _NodeSource] = {}
+        self._where: dict[PodKey, NodeName] = {}
+        self._forged: dict[PodKey, str] = {}
+        self.synced = threading.Event()
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    @property
+    def nodes(self) -> Mapping[str, NodeLedger]:
+        """Every node's ledger by name (read under ``lock``)."""
+        return self._nodes
+
+    def ledger(self, name: str) -> NodeLedger | None:
+        return self._nodes.get(NodeName(name))
+
+    def ledgers(self) -> Iterator[NodeLedger]:
+        return iter(list(self._nodes.values()))
+
+    def holding(self, pod: PodKey) -> Holding | None:
+        node = self._where.get(pod)
+        return None if node is None else self._nodes[node].get(pod)
+
+    def in_flight_count(self) -> int:
+        with self.lock:
+            return sum(1 for n in self._nodes.values() for h in n.holdings() if h.in_flight)
+
+    # --- nodes ---------------------------------------------------------------------------------
+
+    def apply_node(self, node: Obj) -> None:
+        name = NodeName(str(_meta(node).get("name", "")))
+        text = _annotations(node).get(self.names.inventory)
+        text = text if isinstance(text, str) else None
+        with self.lock:
+            if name in self._sources and self._sources[name].text == text:
+                return
+            self._sources[name] = _NodeSource(text)
+            self._ledger_for(name).set_inventory(self._inventory(name, text))
+
+    def _inventory(self, name: str, text: str | None) -> NodeInventory | None:
+        if text is None:
+            return None
+        try:
+            return decode_inventory(text)
+        except ContractError as err:
+            log.warning("ignoring a malformed GPU inventory", extra={"node": name, "error": str(err)})
+            return None
+
+    def remove_node(self, name: str) -> None:
+        with self.lock:
+            ledger = self._nodes.pop(NodeName(name), None)
+            self._sources.pop(NodeName(name), None)
+            for holding in ledger.holdings() if ledger else ():
+                self._where.pop(holding.pod, None)
+
+    def replace_nodes(self, nodes: Iterable[Obj]) -> None:
+        """A fresh list: apply each node and forget the ones that are gone."""
+        with self.lock:
+            seen = set()
+            for node in nodes:
+                self.apply_node(node)
+                seen.add(str(_meta(node).get("name", "")))
+            for gone in [n for n in self._nodes if n not in seen]:
+                self.remove_node(gone)
+
+    def _ledger_for(self, name: NodeName) -> NodeLedger:
+        ledger = self._nodes.get(name)
+        if ledger is None:
+            ledger = self._nodes[name] = NodeLedger(name)
+        return ledger
+
+    # --- pods ----------------------------------------------------------------------------------
+
+    def apply_pod(self, pod: Obj) -> None:
+        key = pod_key(pod)
+        spec = pod.get("spec") if isinstance(pod.get("spec"), Mapping) else {}
+        status = pod.get("status") if isinstance(pod.get("status"), Mapping) else {}
+        assert isinstance(spec, Mapping)
+        assert isinstance(status, Mapping)
+        with self.lock:
+            if status.get("phase") in _TERMINAL:
+                self._drop(key)
+                return
+            node = spec.get("nodeName")
+            assignment = self._verified(key, pod)
+            if assignment is None or not isinstance(node, str) or not node:
+                return  # only a reservation of our own (if any) stands for an unbound pod
+            if assignment.node != node:
+                self._forgery(key, "assignment names another node than the pod's", str(assignment.node))
+                return
+            current = self.holding(key)
+            settled = self._settled(pod, status) or (current is not None and current.settled)
+            since = current.since if current is not None else self.clock()
+            self._put(NodeName(node), Holding(key, assignment.containers, since, bound=True, settled=settled))
+
+    def remove_pod(self, pod: Obj) -> None:
+        with self.lock:
+            self._drop(pod_key(pod))
+            self._forged.pop(pod_key(pod), None)
+
+    def replace_pods(self, pods: Iterable[Obj]) -> None:
+        """A fresh list: apply each pod and drop bound holdings of pods that are gone (reservations of binds
+        still in progress stay)."""
+        with self.lock:
+            seen = set()
+            for pod in pods:
+                self.apply_pod(pod)
+                seen.add(pod_key(pod))
+            for key in [k for k in self._where if k not in seen]:
+                holding = self.holding(key)
+                if holding is not None and holding.bound:
+                    self._drop(key)
+
+    def _verified(self, key: PodKey, pod: Obj) -> PodAssignment | None:
+        text = _annotations(pod).get(self.names.assignment)
+        if text is None:
+            return None
+        if not isinstance(text, str):
+            self._forgery(key, "assignment annotation is not a string", repr(text))
+            return None
+        try:
+            return decode_assignment(text, self._key)
+        except ContractError as err:
+            self._forgery(key, str(err), text)
+            return None
+
+    def _forgery(self, key: PodKey, why: str, text: str) -> None:
+        if self._forged.get(key) == text:
+            return
+        self._forged[key] = text
+        log.warning(
+            "ignoring an assignment annotation kube-vgpu did not write", extra={"pod": key, "why": why}
+        )
+        self.events.forged_assignment(why)
+
+    def _settled(self, pod: Obj, status: Obj) -> bool:
+        if status.get("phase") == "Running":
+            return True
+        text = _annotations(pod).get(self.names.status)
+        if not isinstance(text, str):
+            return False
+        try:
+            return decode_status(text).phase in _SETTLED
+        except ContractError:
+            return False
+
+    # --- reservations (called by the scheduler under ``lock``) ------------------------------------
+
+    def reserve(self, pod: PodKey, node: NodeName, containers: tuple[ContainerAssignment, ...]) -> None:
+        with self.lock:
+            self._put(node, Holding(pod, containers, self.clock()))
+
+    def mark_bound(self, pod: PodKey) -> None:
+        with self.lock:
+            holding = self.holding(pod)
+            if holding is not None and not holding.bound:
+                self._put(self._where[pod], replace(holding, bound=True, since=self.clock()))
+
+    def rollback(self, pod: PodKey) -> None:
+        with self.lock:
+            holding = self.holding(pod)
+            if holding is not None and not holding.bound:
+                self._drop(pod)
+
+    def expire(self) -> Expiry:
+        """End in-flight holdings older than the grace (see :func:`extender.core.ledger.expire`)."""
+        now, total = self.clock(), Expiry()
+        with self.lock:
+            for ledger in self._nodes.values():
+                if ledger.in_flight:
+                    done = expire(ledger, now, self.grace_s)
+                    total = Expiry(total.settled + done.settled, total.dropped + done.dropped)
+            for key in [k for k, n in self._where.items() if self._nodes[n].get(k) is None]:
+                del self._where[key]
+        if total.settled or total.dropped:
+            self.events.expired(total)
+        return total
+
+    def _put(self, node: NodeName, holding: Holding) -> None:
+        old = self._where.get(holding.pod)
+        if old is not None and old != node:
+            self._drop(holding.pod)
+        self._ledger_for(node).hold(holding)
+        self._where[holding.pod] = node
+
+    def _drop(self, pod: PodKey) -> None:
+        node = self._where.pop(pod, None)
+        if node is not None and node in self._nodes:
+            self._nodes[node].drop(pod)

@@ -1,0 +1,113 @@
+"""Composition root of ``kube-vgpu-plugin``: settings, logging, NVML, the API client, the kubelet, the agent.
+
+The only module that wires adapters together. Exit codes: 0 after ``--uninstall``, 2 for a bad
+configuration (the message names the field), 3 when NVML cannot start and ``--fail-on-init-error`` is on.
+"""
+
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from kubernetes import client, config
+
+from plugin.agent import Agent
+from plugin.core.errors import ConfigError
+from plugin.core.gpu import GpuSource, NodeGpus
+from plugin.kube import ApiCluster
+from plugin.kubelet import PodResourcesClient
+from plugin.node import NodePublisher
+from plugin.settings import Settings, load_settings
+from vcuda.model import GpuUuid
+from vcuda.names import Names
+
+__all__ = ["main"]
+
+log = logging.getLogger("plugin")
+
+
+class _NoGpus:
+    """A :class:`GpuSource` with no GPUs, used when NVML fails and ``--fail-on-init-error=false``."""
+
+    def discover(self) -> NodeGpus:
+        return NodeGpus((), (), "", "")
+
+    def is_reachable(self, uuid: GpuUuid) -> bool:
+        return False
+
+    async def xid_events(self):  # type: ignore[no-untyped-def]  # an empty async generator
+        return
+        yield
+
+
+def _read_key(path: Path) -> bytes:
+    try:
+        key = path.read_bytes().strip()
+    except OSError as err:
+        raise ConfigError(f"invalid setting --assignment-key-file: cannot read {path}: {err}") from err
+    if len(key) < 16:
+        raise ConfigError(f"invalid setting --assignment-key-file: {path} holds fewer than 16 bytes")
+    return key
+
+
+def _api_client() -> client.ApiClient:
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()
+
+
+def _gpu_source(settings: Settings) -> GpuSource:
+    from plugin.nvml import Nvml, NvmlError  # the only pynvml importer, loaded only here
+
+    nvml = Nvml()
+    try:
+        nvml.open()
+        return nvml
+    except NvmlError as err:
+        if settings.fail_on_init_error:
+            log.error("NVML failed to initialise: %s", err)
+            raise SystemExit(3) from err
+        log.warning("NVML failed to initialise (%s); running without GPUs", err)
+        return _NoGpus()
+
+
+async def _run(settings: Settings, key: bytes) -> None:
+    cluster = ApiCluster(_api_client())
+    names = Names(settings.resource_domain)
+    if settings.uninstall:
+        await NodePublisher(cluster, settings.node_name, names).uninstall()
+        return
+    pod_resources = PodResourcesClient(settings.pod_resources_socket, names.core)
+    agent = Agent(
+        settings, source=_gpu_source(settings), cluster=cluster, pod_resources=pod_resources.held, key=key
+    )
+    try:
+        await agent.run()
+    finally:
+        await pod_resources.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = load_settings(argv)
+        key = b"" if settings.uninstall else _read_key(settings.assignment_key_file)
+    except ConfigError as err:
+        print(f"kube-vgpu-plugin: {err}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        asyncio.run(_run(settings, key))
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

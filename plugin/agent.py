@@ -1,0 +1,147 @@
+"""The running node agent: discovery, the ``vcuda-core`` device plugin, health, node publishing and reclaim.
+
+Built from already-made adapters (a :class:`GpuSource`, a :class:`Cluster`, the PodResources client) so
+that tests run the very same object against fakes; :mod:`plugin.__main__` builds the real adapters.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import grpc
+
+from plugin.allocator import Allocator, PodResourcesSource
+from plugin.api.deviceplugin.v1beta1 import api_pb2_grpc
+from plugin.core.allocate import DeviceListStrategy, PlanOptions
+from plugin.core.gpu import Gpu, GpuSource, NodeGpus, XidEvent
+from plugin.core.health import HealthPolicy
+from plugin.core.inventory import node_view
+from plugin.core.slices import slices
+from plugin.health import HealthMonitor
+from plugin.kube import Cluster
+from plugin.kubelet import Registrar
+from plugin.node import NodePublisher
+from plugin.reclaim import Reclaimer
+from plugin.server import DeviceBoard, DevicePluginServicer
+from plugin.settings import Settings
+from plugin.state import StateDir, driver_files, write_cdi_spec
+from vcuda.model import GpuUuid
+from vcuda.names import Names
+
+__all__ = ["Agent", "Timings"]
+
+log = logging.getLogger(__name__)
+CORE_SOCKET = "kube-vgpu-core.sock"
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """Loop periods; tests shorten them."""
+
+    kubelet_poll_s: float = 0.2
+    node_resync_s: float | None = None  # None: the setting ``node_resync_seconds``
+
+
+class Agent:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        source: GpuSource,
+        cluster: Cluster,
+        pod_resources: PodResourcesSource,
+        key: bytes,
+        timings: Timings = Timings(),
+        on_xid: Callable[[XidEvent], None] | None = None,
+        on_health: Callable[[Mapping[GpuUuid, bool]], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.names = Names(settings.resource_domain)
+        self._source = source
+        self._cluster = cluster
+        self._timings = timings
+        self.node_gpus: NodeGpus = source.discover()
+        self.gpus: Mapping[str, Gpu] = {g.uuid: g for g in self.node_gpus.gpus}
+        self.state = StateDir(settings.state_dir)
+        self.board = DeviceBoard()
+        self.allocator = Allocator(
+            names=self.names,
+            node=settings.node_name,
+            key=key,
+            cluster=cluster,
+            pod_resources=pod_resources,
+            state=self.state,
+            gpus=lambda: self.gpus,
+            options=self._plan_options(),
+        )
+        policy = HealthPolicy(settings.ignored_xids, settings.xid_recovery_seconds)
+        uuids = [GpuUuid(g.uuid) for g in self.node_gpus.gpus]
+        self._on_health = on_health
+        self.health = HealthMonitor(
+            source, uuids, policy, self._health_changed, settings.health_probe_seconds, on_xid=on_xid
+        )
+        resync = timings.node_resync_s or settings.node_resync_seconds
+        self.node = NodePublisher(cluster, settings.node_name, self.names, resync)
+        self.reclaimer = Reclaimer(
+            state=self.state,
+            cluster=cluster,
+            node=settings.node_name,
+            pod_resources=pod_resources,
+            allocator=self.allocator,
+            interval_s=settings.reclaim_interval_seconds,
+            grace_s=settings.reclaim_grace_seconds,
+        )
+        self.registrar = Registrar(
+            plugin_dir=settings.device_plugin_dir,
+            socket_name=CORE_SOCKET,
+            resource=self.names.core,
+            add_servicer=self._add_servicer,
+            poll_s=timings.kubelet_poll_s,
+            on_registered=self.node.wake,
+        )
+
+    def _plan_options(self) -> PlanOptions:
+        s = self.settings
+        files = {}
+        if s.device_list_strategy is DeviceListStrategy.DEVICE_SPECS:
+            files = driver_files(s.nvidia_driver_root, s.driver_host_root)
+        return PlanOptions(
+            list_strategy=s.device_list_strategy,
+            id_strategy=s.device_id_strategy,
+            cdi_prefix=s.cdi_prefix,
+            state_dir=str(s.state_dir),
+            shim_dir=str(s.shim_dir),
+            driver_files=files,
+        )
+
+    def _add_servicer(self, server: grpc.aio.Server) -> None:
+        servicer = DevicePluginServicer(self.board, self.allocator)
+        api_pb2_grpc.add_DevicePluginServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+
+    async def _health_changed(self, healthy: Mapping[GpuUuid, bool]) -> None:
+        if self._on_health is not None:
+            self._on_health(healthy)
+        await self.board.publish(slices(self.node_gpus.gpus, healthy))
+        await self.node.publish(
+            node_view(self.node_gpus, healthy, self.settings.device_memory_scaling, self.names)
+        )
+
+    async def start(self) -> None:
+        """Everything that must hold before the first registration: files, device list, node view."""
+        self.state.prepare()
+        if self.settings.device_list_strategy is DeviceListStrategy.CDI:
+            write_cdi_spec(self.settings.cdi_dir, self.settings.cdi_prefix, self.node_gpus.gpus)
+        await self._health_changed(self.health.healthy)
+        removed = await self.reclaimer.once(grace_s=0.0)
+        if removed:
+            log.info("removed %d leftover per-container directories at start-up", len(removed))
+
+    async def run(self) -> None:
+        await self.start()
+        log.info("serving %d GPUs as %s on node %s", len(self.gpus), self.names.core, self.settings.node_name)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.registrar.run())
+            tasks.create_task(self.health.run())
+            tasks.create_task(self.node.run())
+            tasks.create_task(self.reclaimer.run())

@@ -1,0 +1,150 @@
+"""Which pod and container a kubelet call is for. Standard library only.
+
+The kubelet's ``GetPreferredAllocation`` and ``Allocate`` carry no pod identity, only device IDs. The extender
+records each container's GPUs in a signed assignment when it binds the pod, so the plugin knows the
+*candidates*: the GPU containers of pods bound to this node that are not allocated yet. Then:
+
+- :func:`prefer` steers the kubelet to the GPUs of the most likely candidate of the requested size: a pod
+  already part-way through admission first (the kubelet allocates a pod's containers one after another),
+  then the pod known to be admitted now (listed by PodResources), then the oldest pod, then container order.
+- :func:`attribute` picks, for the IDs the kubelet actually chose, a candidate whose recorded GPUs are exactly
+  those IDs' GPUs with as many slices each; several matches are resolved by the same priority.
+- ``plugin.core.verify.verify`` (``PreStartContainer``) compares the attribution with PodResources'
+  answer: the same container is confirmed; an interchangeable container (identical request, constraints
+  and core limit) may have swapped places; anything else is a mismatch and the container must not start.
+"""
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from plugin.core.errors import AllocationError
+from plugin.core.slices import gpu_split, parse_slice_id
+from vcuda.model import Constraints, ContainerAssignment, ContainerRequest, GpuUuid, PodAssignment, PodRequest
+
+__all__ = [
+    "Candidate",
+    "ContainerKey",
+    "PendingPod",
+    "PodKey",
+    "attribute",
+    "candidates",
+    "container_name",
+    "interchangeable",
+    "prefer",
+]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class PodKey:
+    namespace: str
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ContainerKey:
+    pod: PodKey
+    container: str
+
+
+@dataclass(frozen=True, slots=True)
+class PendingPod:
+    """A pod bound to this node with a valid assignment. ``allocated``: containers already attributed."""
+
+    key: PodKey
+    created: str
+    request: PodRequest
+    assignment: PodAssignment
+    allocated: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One not-yet-allocated GPU container; ``rank`` orders candidates (lower = more likely next)."""
+
+    key: ContainerKey
+    request: ContainerRequest
+    assignment: ContainerAssignment
+    constraints: Constraints
+    rank: tuple[int, int, str, PodKey, int]
+
+    @property
+    def split(self) -> dict[GpuUuid, int]:
+        return {s.uuid: s.cores for s in self.assignment.shares}
+
+
+def candidates(pods: Iterable[PendingPod], admitting: frozenset[PodKey] = frozenset()) -> list[Candidate]:
+    """Every unallocated GPU container with an assignment, best first."""
+    found: list[Candidate] = []
+    for pod in pods:
+        in_progress = 0 if pod.allocated else 1
+        known = 0 if pod.key in admitting else 1
+        for index, request in enumerate(pod.request.containers):
+            assigned = pod.assignment.container(request.name)
+            if request.name in pod.allocated or assigned is None or assigned.cores != request.cores:
+                continue
+            rank = (in_progress, known, pod.created, pod.key, index)
+            key = ContainerKey(pod.key, request.name)
+            found.append(Candidate(key, request, assigned, pod.request.constraints, rank))
+    return sorted(found, key=lambda c: c.rank)
+
+
+def prefer(
+    ranked: Sequence[Candidate], available: Sequence[str], must_include: Sequence[str], size: int
+) -> list[str]:
+    """The IDs to suggest: the best candidate's GPUs, lowest slice numbers first, else a plain pick."""
+    by_gpu: dict[GpuUuid, list[tuple[int, str]]] = {}
+    for text in available:
+        uuid, n = parse_slice_id(text)
+        by_gpu.setdefault(uuid, []).append((n, text))
+    must = gpu_split(must_include)
+    for cand in ranked:
+        split = cand.split
+        if cand.request.cores != size or any(split.get(u, 0) < k for u, k in must.items()):
+            continue
+        chosen = _take(split, by_gpu, must_include)
+        if chosen is not None:
+            return chosen
+    rest = sorted(set(available) - set(must_include))
+    return [*must_include, *rest][:size]
+
+
+def _take(
+    split: Mapping[GpuUuid, int], by_gpu: Mapping[GpuUuid, list[tuple[int, str]]], must_include: Sequence[str]
+) -> list[str] | None:
+    chosen = list(must_include)
+    have = gpu_split(must_include)
+    for uuid, count in sorted(split.items()):
+        free = [t for _, t in sorted(by_gpu.get(uuid, [])) if t not in must_include]
+        need = count - have.get(uuid, 0)
+        if len(free) < need:
+            return None
+        chosen += free[:need]
+    return chosen
+
+
+def attribute(ranked: Sequence[Candidate], ids: Sequence[str]) -> tuple[Candidate, bool]:
+    """The candidate the IDs belong to, and whether the choice was ambiguous (non-interchangeable matches)."""
+    split = gpu_split(ids)
+    matches = [c for c in ranked if c.split == split]
+    if not matches:
+        where = ", ".join(f"{u} x{k}" for u, k in sorted(split.items()))
+        raise AllocationError(f"no pending container on this node is assigned {len(ids)} slices as [{where}]")
+    best = matches[0]
+    return best, any(not interchangeable(best, other) for other in matches[1:])
+
+
+def interchangeable(a: Candidate, b: Candidate) -> bool:
+    """Identical requests, selection constraints and limits: either may run with the other's record."""
+    shape_a = sorted((s.cores, s.memory_mib) for s in a.assignment.shares)
+    shape_b = sorted((s.cores, s.memory_mib) for s in b.assignment.shares)
+    return (
+        (a.request.cores, a.request.memory_mib) == (b.request.cores, b.request.memory_mib)
+        and a.constraints == b.constraints
+        and a.assignment.core_limit == b.assignment.core_limit
+        and shape_a == shape_b
+    )
+
+
+def container_name(key: ContainerKey) -> str:
+    return f"{key.pod.namespace}/{key.pod.name}/{key.container}"

@@ -1,0 +1,58 @@
+"""``vcuda-core`` device IDs: 100 slices per GPU, ``<gpu-uuid>::<n>``, and the list sent to the kubelet.
+
+Standard library only.
+"""
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, NewType
+
+from plugin.core.errors import AllocationError
+from plugin.core.gpu import Gpu
+from vcuda.model import GpuUuid
+from vcuda.units import CORE_PER_GPU
+
+__all__ = ["SEPARATOR", "Slice", "SliceId", "gpu_split", "parse_slice_id", "slice_id", "slices"]
+
+SliceId = NewType("SliceId", str)
+SEPARATOR: Final = "::"
+
+
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """One advertised device: a hundredth of a GPU's compute, carrying the GPU's health and NUMA node."""
+
+    id: SliceId
+    uuid: GpuUuid
+    healthy: bool
+    numa_node: int
+
+
+def slice_id(uuid: GpuUuid, n: int) -> SliceId:
+    return SliceId(f"{uuid}{SEPARATOR}{n}")
+
+
+def parse_slice_id(text: str) -> tuple[GpuUuid, int]:
+    uuid, sep, n = text.rpartition(SEPARATOR)
+    if not sep or not uuid or not n.isdigit() or not 0 <= int(n) < CORE_PER_GPU:
+        raise AllocationError(f"device ID {text!r} is not a kube-vgpu slice (<gpu-uuid>::0..99)")
+    return GpuUuid(uuid), int(n)
+
+
+def gpu_split(ids: Iterable[str]) -> dict[GpuUuid, int]:
+    """How many slices of each GPU a set of device IDs holds."""
+    return dict(Counter(parse_slice_id(i)[0] for i in ids))
+
+
+def slices(gpus: Sequence[Gpu], healthy: Mapping[GpuUuid, bool]) -> tuple[Slice, ...]:
+    """Every slice of every shareable GPU, in GPU index order then slice number (stable across restarts).
+
+    MIG-enabled GPUs are not shared through the shim and get no slices.
+    """
+    return tuple(
+        Slice(slice_id(g.uuid, n), g.uuid, healthy.get(g.uuid, True), g.numa_node)
+        for g in sorted(gpus, key=lambda g: (g.index, g.uuid))
+        if not g.mig_enabled
+        for n in range(CORE_PER_GPU)
+    )

@@ -1,0 +1,128 @@
+"""The plugin's Kubernetes API calls, over the official client, with raw JSON bodies.
+
+Pods are read as plain dicts (``_preload_content=False``): the client's model classes cost about a
+millisecond per pod to build, and the decision code (:mod:`vcuda.request`) takes dicts anyway. Each call is
+blocking and runs in a worker thread (``asyncio.to_thread``). Library errors leave as :class:`KubeError`.
+"""
+
+import asyncio
+import datetime
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from kubernetes import client
+
+from plugin.core.errors import PluginError
+
+__all__ = ["ApiCluster", "Cluster", "KubeError"]
+
+log = logging.getLogger(__name__)
+Body = dict[str, Any]
+
+
+class KubeError(PluginError):
+    """An API call failed."""
+
+
+class Cluster(Protocol):
+    """What the plugin asks of the API server (a fake implements it in unit tests)."""
+
+    async def node_pods(self, node: str) -> list[Body]: ...
+
+    async def patch_pod_annotations(
+        self, namespace: str, name: str, annotations: Mapping[str, str | None]
+    ) -> None: ...
+
+    async def get_node(self, node: str) -> Body | None: ...
+
+    async def patch_node(self, node: str, body: Body) -> None: ...
+
+    async def patch_node_status(self, node: str, body: Body) -> None: ...
+
+    async def pod_event(
+        self, pod: Mapping[str, str], reason: str, message: str, warning: bool = True
+    ) -> None: ...
+
+
+class ApiCluster:
+    """:class:`Cluster` over ``kubernetes.client.CoreV1Api``."""
+
+    def __init__(self, api: client.ApiClient, component: str = "kube-vgpu-plugin") -> None:
+        self._core = client.CoreV1Api(api)
+        self._component = component
+
+    async def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except Exception as err:  # the client raises ApiException, urllib3 and socket errors alike
+            raise KubeError(f"{what}: {err}") from err
+
+    async def node_pods(self, node: str) -> list[Body]:
+        resp = await self._call(
+            "list pods",
+            self._core.list_pod_for_all_namespaces,
+            field_selector=f"spec.nodeName={node}",
+            _preload_content=False,
+        )
+        items: list[Body] = json.loads(resp.data).get("items") or []
+        return [p for p in items if (p.get("spec") or {}).get("nodeName") == node]
+
+    async def patch_pod_annotations(
+        self, namespace: str, name: str, annotations: Mapping[str, str | None]
+    ) -> None:
+        body = {"metadata": {"annotations": dict(annotations)}}
+        patch = self._core.patch_namespaced_pod
+        await self._call(
+            f"patch pod {namespace}/{name}", patch, name, namespace, body, _preload_content=False
+        )
+
+    async def get_node(self, node: str) -> Body | None:
+        try:
+            resp: Any = await asyncio.to_thread(self._core.read_node, node, _preload_content=False)
+        except client.ApiException as err:
+            if err.status == 404:
+                return None
+            raise KubeError(f"read node {node}: {err}") from err
+        except Exception as err:
+            raise KubeError(f"read node {node}: {err}") from err
+        doc: Body = json.loads(resp.data)
+        return doc
+
+    async def patch_node(self, node: str, body: Body) -> None:
+        await self._call(f"patch node {node}", self._core.patch_node, node, body, _preload_content=False)
+
+    async def patch_node_status(self, node: str, body: Body) -> None:
+        await self._call(
+            f"patch node {node} status", self._core.patch_node_status, node, body, _preload_content=False
+        )
+
+    async def pod_event(
+        self, pod: Mapping[str, str], reason: str, message: str, warning: bool = True
+    ) -> None:
+        now = datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "metadata": {
+                "namespace": pod["namespace"],
+                "name": f"{pod['name']}.{datetime.datetime.now(tz=datetime.UTC).timestamp():.6f}",
+            },
+            "involvedObject": {"kind": "Pod", "apiVersion": "v1", **pod},
+            "reason": reason,
+            "message": message,
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": self._component},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self._call(
+                "create event",
+                self._core.create_namespaced_event,
+                pod["namespace"],
+                body,
+                _preload_content=False,
+            )
+        except KubeError as err:  # an event is best effort; the log line already carries the message
+            log.warning("could not record event %s on %s/%s: %s", reason, pod["namespace"], pod["name"], err)

@@ -1,0 +1,172 @@
+"""Attribute NVML's per-process samples to kube-vgpu containers. Pure: the file reads arrive as values.
+
+A host PID's cgroup names its pod (UID) and container (ID). The pod's kube-vgpu containers come from the state
+directory; when the pod has several, the container ID is looked up in ``container_ids`` (from the pods'
+``status.containerStatuses``), or the PID is matched against the shim's process slots (host PID, or namespaced
+PID + start time). A container ID placed once places every other PID with that ID. Samples are deduplicated by
+(GPU, PID) first, so nothing is counted twice.
+"""
+
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from plugin.metrics.cgroups import CgroupRef
+from plugin.metrics.procfs import NamespacedPid
+from plugin.metrics.sources import ProcessSample
+from plugin.metrics.usage import ContainerState
+from vcuda.model import GpuUuid
+
+__all__ = ["Attribution", "ProcessTotals", "attribute", "container_ids_from_pods", "dedupe_samples"]
+
+
+@dataclass(slots=True)
+class ProcessTotals:
+    """NVML readings summed over one container's distinct processes on one GPU."""
+
+    memory_used_bytes: int = 0
+    utilization: float = 0.0
+    pids: set[int] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """``by_container`` is keyed by (state directory name, GPU UUID)."""
+
+    by_container: Mapping[tuple[str, GpuUuid], ProcessTotals]
+    unattributed: Mapping[GpuUuid, int]
+
+
+def dedupe_samples(samples: Iterable[ProcessSample]) -> list[ProcessSample]:
+    """One sample per (GPU, PID): the largest memory and utilisation seen for it."""
+    best: dict[tuple[GpuUuid, int], ProcessSample] = {}
+    for s in samples:
+        old = best.get((s.gpu_uuid, s.host_pid))
+        if old is not None:
+            s = ProcessSample(
+                s.gpu_uuid,
+                s.host_pid,
+                max(s.memory_used_bytes, old.memory_used_bytes),
+                max(s.utilization, old.utilization),
+            )
+        best[(s.gpu_uuid, s.host_pid)] = s
+    return list(best.values())
+
+
+def attribute(
+    samples: Sequence[ProcessSample],
+    containers: Sequence[ContainerState],
+    *,
+    cgroups: Mapping[int, CgroupRef | None],
+    container_ids: Mapping[str, str],
+    namespaced_pid: Callable[[int], NamespacedPid | None],
+    live: Collection[str] | None = None,
+) -> Attribution:
+    """Sum deduplicated samples per (container, GPU); count the PIDs no live kube-vgpu container owns.
+
+    ``containers`` should be every container with a state directory, even those the kubelet no longer lists,
+    so that a dead sibling's PID is not pinned on the pod's one remaining container; ``live`` (state directory
+    names) then decides which owners are reported.
+    """
+    owners = _owners({s.host_pid for s in samples}, containers, cgroups, container_ids, namespaced_pid)
+    if live is not None:
+        owners = {pid: owner for pid, owner in owners.items() if owner in live}
+    by_container: dict[tuple[str, GpuUuid], ProcessTotals] = {}
+    unattributed: dict[GpuUuid, int] = {}
+    for s in dedupe_samples(samples):
+        owner = owners.get(s.host_pid)
+        if owner is None:
+            unattributed[s.gpu_uuid] = unattributed.get(s.gpu_uuid, 0) + 1
+            continue
+        totals = by_container.setdefault((owner, s.gpu_uuid), ProcessTotals())
+        totals.memory_used_bytes += s.memory_used_bytes
+        totals.utilization += s.utilization
+        totals.pids.add(s.host_pid)
+    return Attribution(by_container, unattributed)
+
+
+def _owners(
+    pids: Iterable[int],
+    containers: Sequence[ContainerState],
+    cgroups: Mapping[int, CgroupRef | None],
+    container_ids: Mapping[str, str],
+    namespaced_pid: Callable[[int], NamespacedPid | None],
+) -> dict[int, str]:
+    """Host PID -> state directory name of the owning container, for the PIDs that can be placed.
+
+    Evidence first (pod status container IDs, shim slots); then a container ID placed by evidence places
+    its other PIDs; last, a pod's only GPU container takes a PID unless evidence tied it to another ID.
+    """
+    by_pod: dict[str, list[ContainerState]] = {}
+    for c in containers:
+        by_pod.setdefault(c.config.pod_uid, []).append(c)
+    owners: dict[int, str] = {}
+    placed_ids: dict[str, str] = {}
+    undecided: list[tuple[int, CgroupRef]] = []
+    for pid in sorted(pids):
+        ref = cgroups.get(pid)
+        if ref is None or ref.pod_uid not in by_pod:
+            continue
+        candidates = by_pod[ref.pod_uid]
+        if ref.container_id is not None and ref.container_id in container_ids:
+            name = container_ids[ref.container_id]
+            owner = next((c.name for c in candidates if c.config.container == name), None)
+        else:
+            owner = _match_slots(pid, candidates, namespaced_pid)
+            if owner is None:
+                undecided.append((pid, ref))
+                continue
+        if owner is not None:
+            owners[pid] = owner
+            if ref.container_id is not None:
+                placed_ids[ref.container_id] = owner
+    for pid, ref in undecided:
+        owner = _fallback_owner(ref, by_pod[ref.pod_uid], placed_ids)
+        if owner is not None:
+            owners[pid] = owner
+    return owners
+
+
+def _fallback_owner(
+    ref: CgroupRef, candidates: Sequence[ContainerState], placed_ids: Mapping[str, str]
+) -> str | None:
+    if ref.container_id is not None and ref.container_id in placed_ids:
+        return placed_ids[ref.container_id]
+    if len(candidates) != 1:
+        return None
+    only = candidates[0].name
+    tied_elsewhere = any(owner == only and cid != ref.container_id for cid, owner in placed_ids.items())
+    return None if tied_elsewhere else only
+
+
+def _match_slots(
+    pid: int, candidates: Sequence[ContainerState], namespaced_pid: Callable[[int], NamespacedPid | None]
+) -> str | None:
+    """The one candidate whose shim slots record this host PID, or (with several candidates only, as it costs
+    two file reads) its namespaced PID and start time."""
+    by_host = {c.name for c in candidates for p in c.processes if p.host_pid == pid}
+    if len(by_host) == 1:
+        return by_host.pop()
+    me = namespaced_pid(pid) if len(candidates) > 1 else None
+    if me is None:
+        return None
+    by_ns = {
+        c.name for c in candidates for p in c.processes if (p.pid, p.start_time) == (me.pid, me.start_time)
+    }
+    return by_ns.pop() if len(by_ns) == 1 else None
+
+
+def container_ids_from_pods(pods: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Container ID -> container name from pod objects' ``status`` (``containerd://<id>``, ``cri-o://``, ...).
+
+    The plugin passes the pods it already watches on its node; init containers are included.
+    """
+    out: dict[str, str] = {}
+    for pod in pods:
+        status = pod.get("status") or {}
+        for key in ("initContainerStatuses", "containerStatuses"):
+            for c in status.get(key) or ():
+                _, sep, container_id = str(c.get("containerID") or "").partition("://")
+                if sep and container_id and c.get("name"):
+                    out[container_id] = str(c["name"])
+    return out

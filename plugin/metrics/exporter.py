@@ -1,0 +1,152 @@
+"""The node exporter: a prometheus_client Collector reading the state directory, NVML and the kubelet.
+
+Wiring (in ``plugin/__main__.py``; every source but the state directory is optional)::
+
+    tally = XidTally(healthy=lambda: monitor.healthy)        # and HealthMonitor(..., on_xid=tally.record)
+    collector = NodeCollector(
+        node=settings.node_name,
+        state_dir=Path(settings.state_dir),                  # vcuda.names.HOST_STATE_DIR
+        root=Path("/"),                                      # hostPID: /proc shows the node's processes
+        telemetry=NvmlTelemetry(nvml, gpus=node_gpus.gpus),  # plugin.metrics.nvml_telemetry
+        pod_resources=KubeletPodResources(),                 # plugin.metrics.podresources
+        health=tally,
+        container_ids=lambda: container_ids_from_pods(pods_on_this_node()),  # optional
+    )
+    server, thread = serve(settings.metrics_port, collector)  # skip when the port is 0
+    ...
+    server.shutdown(); server.server_close()
+
+A source that fails leaves its series out and ``kube_vgpu_exporter_source_up{source=...}`` at 0. No global
+registry is used.
+"""
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Final
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from plugin.metrics.attribution import Attribution, attribute
+from plugin.metrics.families import GpuLabels, NodeView, node_families
+from plugin.metrics.procfs import read_cgroup, read_namespaced_pid
+from plugin.metrics.sources import (
+    ContainerName,
+    GpuSample,
+    GpuTelemetry,
+    HealthView,
+    PodResourcesSource,
+    SourceError,
+)
+from plugin.metrics.usage import ContainerState, StateReader
+from vcuda.model import GpuUuid
+
+__all__ = ["DEFAULT_PORT", "NodeCollector", "serve"]
+
+DEFAULT_PORT: Final = 9400
+
+
+class NodeCollector:
+    """Reads every source on each scrape and yields the families listed in ``docs/metrics.md``."""
+
+    def __init__(
+        self,
+        *,
+        node: str,
+        state_dir: Path,
+        root: Path = Path("/"),
+        telemetry: GpuTelemetry | None = None,
+        pod_resources: PodResourcesSource | None = None,
+        health: HealthView | None = None,
+        container_ids: Callable[[], Mapping[str, str]] | None = None,
+    ) -> None:
+        self._node = node
+        self._root = root
+        self._state = StateReader(state_dir)
+        self._telemetry = telemetry
+        self._pod_resources = pod_resources
+        self._health = health
+        self._container_ids = container_ids
+        self._gpu_labels: dict[GpuUuid, GpuLabels] = {}
+        self._lock = threading.Lock()
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            view = self.read()
+        return list(node_families(view))
+
+    def read(self) -> NodeView:
+        start = time.perf_counter()
+        state = self._state.read()
+        up: dict[str, bool] = {"state": state.readable}
+        containers = self._live(state.containers, up)
+        gpus, attribution = self._nvml(state.containers, {c.name for c in containers}, up)
+        return NodeView(
+            node=self._node,
+            containers=containers,
+            usage=None if attribution is None else attribution.by_container,
+            gpus=gpus,
+            gpu_labels=dict(self._gpu_labels),
+            healthy=self._health.healthy() if self._health else {},
+            xids=self._health.xid_counts() if self._health else {},
+            unattributed={} if attribution is None else attribution.unattributed,
+            unreadable=state.unreadable,
+            sources_up=up,
+            duration_s=time.perf_counter() - start,
+        )
+
+    def _live(
+        self, containers: tuple[ContainerState, ...], up: dict[str, bool]
+    ) -> tuple[ContainerState, ...]:
+        """Drop containers the kubelet no longer lists (their directory may outlive them a while)."""
+        if self._pod_resources is None:
+            return containers
+        try:
+            live = self._pod_resources.live_containers()
+        except SourceError:
+            up["podresources"] = False
+            return containers
+        up["podresources"] = True
+        return tuple(
+            c for c in containers
+            if ContainerName(c.config.namespace, c.config.pod_name, c.config.container) in live
+        )  # fmt: skip
+
+    def _nvml(
+        self, containers: tuple[ContainerState, ...], live: set[str], up: dict[str, bool]
+    ) -> tuple[list[GpuSample] | None, Attribution | None]:
+        if self._telemetry is None:
+            return None, None
+        try:
+            gpus = list(self._telemetry.gpu_samples())
+            samples = list(self._telemetry.process_samples())
+        except SourceError:
+            up["nvml"] = False
+            return None, None
+        up["nvml"] = True
+        for g in gpus:
+            self._gpu_labels[g.uuid] = GpuLabels(str(g.index), g.model)
+        pids = {s.host_pid for s in samples}
+        attribution = attribute(
+            samples,
+            containers,
+            cgroups={pid: read_cgroup(self._root, pid) for pid in pids},
+            container_ids=self._container_ids() if self._container_ids else {},
+            namespaced_pid=lambda pid: read_namespaced_pid(self._root, pid),
+            live=live,
+        )
+        return gpus, attribution
+
+
+def serve(port: int, collector: Collector, addr: str = "0.0.0.0") -> tuple[WSGIServer, threading.Thread]:
+    """Serve ``collector`` alone on ``addr:port`` at ``/metrics`` in a daemon thread (port 0 picks one).
+
+    Stop with ``server.shutdown(); server.server_close()``.
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return start_http_server(port, addr=addr, registry=registry)

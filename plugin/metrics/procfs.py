@@ -1,0 +1,44 @@
+"""Read what the exporter needs about a host process from ``<root>/proc``; ``root`` is injected for tests.
+
+A process that exits between NVML's answer and these reads is simply absent (``None``), never an error.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from plugin.metrics.cgroups import CgroupRef, parse_cgroup
+
+__all__ = ["NamespacedPid", "read_cgroup", "read_namespaced_pid"]
+
+
+@dataclass(frozen=True, slots=True)
+class NamespacedPid:
+    """A process as it knows itself: its PID in the innermost PID namespace and its start time in ticks."""
+
+    pid: int
+    start_time: int
+
+
+def read_cgroup(root: Path, host_pid: int) -> CgroupRef | None:
+    """The pod and container of a host PID, or None when it is gone or lives outside any pod."""
+    try:
+        text = (root / "proc" / str(host_pid) / "cgroup").read_text()
+    except OSError:
+        return None
+    return parse_cgroup(text)
+
+
+def read_namespaced_pid(root: Path, host_pid: int) -> NamespacedPid | None:
+    """``NSpid`` (last value) from ``status``, ``starttime`` (field 22) from ``stat``; None if unreadable."""
+    proc = root / "proc" / str(host_pid)
+    try:
+        status = (proc / "status").read_text()
+        stat = (proc / "stat").read_text()
+    except OSError:
+        return None
+    ns_pid = next((line.split()[-1] for line in status.splitlines() if line.startswith("NSpid:")), None)
+    fields = stat.rpartition(")")[2].split()
+    # fields[0] is field 3 (state), so starttime (field 22) is fields[19].
+    if ns_pid is None or len(fields) < 20 or not (ns_pid.isdigit() and fields[19].isdigit()):
+        return None
+    return NamespacedPid(int(ns_pid), int(fields[19]))

@@ -1,0 +1,150 @@
+"""The ``v1beta1.DevicePlugin`` servicer for ``vcuda-core``: translates protobuf to the allocator and back.
+
+``ListAndWatch`` follows grpc's asyncio health servicer: the current device list lives in a
+:class:`DeviceBoard` with an :class:`asyncio.Condition`; each stream sends the list, waits for the version
+to change and sends the whole list again. Errors leave as gRPC status codes.
+"""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import grpc
+
+from plugin.allocator import Allocator
+from plugin.api.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
+from plugin.core.allocate import ContainerPlan
+from plugin.core.errors import AllocationError, AttributionMismatchError
+from plugin.core.slices import Slice
+from plugin.kube import KubeError
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+__all__ = ["DeviceBoard", "DevicePluginServicer", "device_list", "plan_response"]
+
+log = logging.getLogger(__name__)
+HEALTHY = "Healthy"
+UNHEALTHY = "Unhealthy"
+
+
+class DeviceBoard:
+    """The advertised slices and a version bumped on every change; streams wait on its condition."""
+
+    def __init__(self, slices: Sequence[Slice] = ()) -> None:
+        self._slices = tuple(slices)
+        self._version = 0
+        self._cond = asyncio.Condition()
+
+    @property
+    def slices(self) -> tuple[Slice, ...]:
+        return self._slices
+
+    async def publish(self, slices: Sequence[Slice]) -> None:
+        async with self._cond:
+            if tuple(slices) == self._slices:
+                return
+            self._slices = tuple(slices)
+            self._version += 1
+            self._cond.notify_all()
+
+    async def watch(self) -> AsyncIterator[tuple[Slice, ...]]:
+        seen = -1
+        while True:
+            async with self._cond:
+                await self._cond.wait_for(self._changed_since(seen))
+                seen = self._version
+                current = self._slices
+            yield current
+
+    def _changed_since(self, seen: int) -> "Callable[[], bool]":
+        return lambda: self._version != seen
+
+
+def device_list(slices: Sequence[Slice]) -> api_pb2.ListAndWatchResponse:
+    return api_pb2.ListAndWatchResponse(
+        devices=[
+            api_pb2.Device(
+                ID=s.id,
+                health=HEALTHY if s.healthy else UNHEALTHY,
+                topology=api_pb2.TopologyInfo(nodes=[api_pb2.NUMANode(ID=s.numa_node)])
+                if s.numa_node >= 0
+                else None,
+            )
+            for s in slices
+        ]
+    )
+
+
+def plan_response(plan: ContainerPlan) -> api_pb2.ContainerAllocateResponse:
+    return api_pb2.ContainerAllocateResponse(
+        envs=dict(plan.envs),
+        mounts=[
+            api_pb2.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
+            for m in plan.mounts
+        ],
+        devices=[
+            api_pb2.DeviceSpec(
+                container_path=d.container_path, host_path=d.host_path, permissions=d.permissions
+            )
+            for d in plan.devices
+        ],
+        cdi_devices=[api_pb2.CDIDevice(name=n) for n in plan.cdi_devices],
+    )
+
+
+class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
+    def __init__(self, board: DeviceBoard, allocator: Allocator) -> None:
+        self._board = board
+        self._allocator = allocator
+
+    async def GetDevicePluginOptions(  # noqa: N802 (gRPC method name)
+        self, request: api_pb2.Empty, context: Ctx
+    ) -> api_pb2.DevicePluginOptions:
+        return api_pb2.DevicePluginOptions(pre_start_required=True, get_preferred_allocation_available=True)
+
+    async def ListAndWatch(  # noqa: N802 (gRPC method name)
+        self, request: api_pb2.Empty, context: Ctx
+    ) -> AsyncIterator[api_pb2.ListAndWatchResponse]:
+        async for slices in self._board.watch():
+            yield device_list(slices)
+
+    async def GetPreferredAllocation(  # noqa: N802 (gRPC method name)
+        self, request: api_pb2.PreferredAllocationRequest, context: Ctx
+    ) -> api_pb2.PreferredAllocationResponse:
+        responses = []
+        for req in request.container_requests:
+            try:
+                ids = await self._allocator.preferred(
+                    list(req.available_deviceIDs), list(req.must_include_deviceIDs), req.allocation_size
+                )
+            except (AllocationError, KubeError) as err:
+                log.warning("GetPreferredAllocation: %s; leaving the choice to the kubelet", err)
+                ids = [*req.must_include_deviceIDs, *req.available_deviceIDs][: req.allocation_size]
+            responses.append(api_pb2.ContainerPreferredAllocationResponse(deviceIDs=ids))
+        return api_pb2.PreferredAllocationResponse(container_responses=responses)
+
+    async def Allocate(  # noqa: N802 (gRPC method name)
+        self, request: api_pb2.AllocateRequest, context: Ctx
+    ) -> api_pb2.AllocateResponse:
+        responses = []
+        for req in request.container_requests:
+            try:
+                plan = await self._allocator.allocate(list(req.devices_ids))
+            except (AllocationError, KubeError) as err:
+                log.error("Allocate refused: %s", err)
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"kube-vgpu: {err}")
+            responses.append(plan_response(plan))
+        return api_pb2.AllocateResponse(container_responses=responses)
+
+    async def PreStartContainer(  # noqa: N802 (gRPC method name)
+        self, request: api_pb2.PreStartContainerRequest, context: Ctx
+    ) -> api_pb2.PreStartContainerResponse:
+        try:
+            await self._allocator.prestart(list(request.devices_ids))
+        except AttributionMismatchError as err:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
+        except (KubeError, grpc.aio.AioRpcError) as err:
+            log.error("PreStartContainer could not verify: %s", err)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"kube-vgpu: cannot verify attribution: {err}")
+        return api_pb2.PreStartContainerResponse()

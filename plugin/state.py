@@ -1,0 +1,198 @@
+"""The plugin's files on the node: per-container shim config and usage, ``ld.so.preload``, the CDI spec.
+
+Layout under the state directory (shared with :mod:`plugin.metrics.usage`)::
+
+    <state>/ld.so.preload                         the shim's path, mounted at /etc/ld.so.preload
+    <state>/containers/<pod-uid>_<container>/
+        vcuda.config                              shim limits (vcuda.shimfile), read-only in the container
+        usage/usage.bin                           shim counters; the usage dir is writable in the container
+        allocation.json                           the device IDs and attribution (plugin only)
+
+Every file is written to a temporary name and renamed into place, so a reader never sees half a file and
+a crash leaves at most a ``.tmp`` file, which start-up removes.
+"""
+
+import functools
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from plugin.core.allocate import CONFIG_FILE_NAME
+from plugin.core.attribution import ContainerKey, PodKey
+from plugin.core.gpu import Gpu
+from plugin.core.reclaim import ContainerDir
+from vcuda import names
+from vcuda.errors import ContractError
+from vcuda.shimfile import ShimConfig, decode_config, empty_usage_file, encode_config
+
+__all__ = ["AllocationRecord", "StateDir", "driver_files", "write_cdi_spec"]
+
+log = logging.getLogger(__name__)
+RECORD_FILE: Final = "allocation.json"
+TMP_SUFFIX: Final = ".tmp"
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationRecord:
+    """What ``Allocate`` decided for one container, kept on disk so a restarted plugin can verify it."""
+
+    dir_name: str
+    device_ids: tuple[str, ...]
+    owner: ContainerKey
+    confirmed: bool = False
+
+    def to_json(self) -> str:
+        pod = self.owner.pod
+        doc = {"v": 1, "deviceIDs": list(self.device_ids), "podUID": pod.uid, "namespace": pod.namespace}
+        doc |= {"pod": pod.name, "container": self.owner.container, "confirmed": self.confirmed}
+        return json.dumps(doc)
+
+    @classmethod
+    def from_json(cls, dir_name: str, text: str) -> "AllocationRecord":
+        doc = json.loads(text)
+        pod = PodKey(doc["namespace"], doc["pod"], doc["podUID"])
+        return cls(
+            dir_name, tuple(doc["deviceIDs"]), ContainerKey(pod, doc["container"]), bool(doc["confirmed"])
+        )
+
+
+@functools.cache
+def _empty_usage(gpu_count: int) -> bytes:
+    return empty_usage_file(gpu_count)
+
+
+def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    tmp.write_bytes(data)
+    tmp.chmod(mode)
+    os.replace(tmp, path)
+
+
+class StateDir:
+    """Reads and writes the state directory; the only code that knows its layout (besides metrics)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.containers = root / "containers"
+
+    def prepare(self) -> None:
+        """Create the layout, write ``ld.so.preload`` and remove crash leftovers (``.tmp`` files)."""
+        self.containers.mkdir(parents=True, exist_ok=True)
+        _write_atomic(self.root / "ld.so.preload", (names.CONTAINER_SHIM_PATH + "\n").encode())
+        for tmp in self.root.rglob("*" + TMP_SUFFIX):
+            log.info("removing leftover %s", tmp)
+            tmp.unlink(missing_ok=True)
+
+    def write_container(self, record: AllocationRecord, config: ShimConfig) -> None:
+        folder = self.containers / record.dir_name
+        usage = folder / "usage"
+        usage.mkdir(parents=True, exist_ok=True)
+        usage.chmod(0o777)  # the container's user, whoever it is, runs the shim that writes here
+        usage_file = usage / names.USAGE_FILE_NAME
+        if not usage_file.exists():
+            _write_atomic(usage_file, _empty_usage(len(config.gpus)), 0o666)
+        _write_atomic(folder / CONFIG_FILE_NAME, encode_config(config))
+        _write_atomic(folder / RECORD_FILE, record.to_json().encode())
+
+    def write_config(self, dir_name: str, config: ShimConfig) -> None:
+        _write_atomic(self.containers / dir_name / CONFIG_FILE_NAME, encode_config(config))
+
+    def write_record(self, record: AllocationRecord) -> None:
+        _write_atomic(self.containers / record.dir_name / RECORD_FILE, record.to_json().encode())
+
+    def poison_config(self, dir_name: str) -> None:
+        """Make the config unreadable for the shim (it then fails CUDA initialisation): never wrong limits."""
+        _write_atomic(self.containers / dir_name / CONFIG_FILE_NAME, b"")
+
+    def read_config(self, dir_name: str) -> ShimConfig | None:
+        try:
+            return decode_config((self.containers / dir_name / CONFIG_FILE_NAME).read_bytes())
+        except (OSError, ContractError):
+            return None
+
+    def records(self) -> list[AllocationRecord]:
+        found = []
+        for folder in self._folders():
+            try:
+                found.append(AllocationRecord.from_json(folder.name, (folder / RECORD_FILE).read_text()))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return found
+
+    def scan(self, now: float | None = None) -> list[ContainerDir]:
+        now = time.time() if now is None else now
+        found = []
+        for folder in self._folders():
+            config = self.read_config(folder.name)
+            age = now - folder.stat().st_mtime
+            pod = (config.namespace, config.pod_name) if config else None
+            found.append(ContainerDir(folder.name, age, config.pod_uid if config else None, pod))
+        return found
+
+    def remove(self, dir_names: Iterable[str]) -> None:
+        for name in dir_names:
+            log.info("reclaiming per-container files %s", name)
+            shutil.rmtree(self.containers / name, ignore_errors=True)
+
+    def _folders(self) -> list[Path]:
+        try:
+            return sorted(p for p in self.containers.iterdir() if p.is_dir())
+        except FileNotFoundError:
+            return []
+
+
+_LIB_DIRS: Final = ("usr/lib/x86_64-linux-gnu", "usr/lib64", "usr/lib", "lib64", "lib/x86_64-linux-gnu")
+_LIB_PREFIXES: Final = ("libcuda.so", "libnvidia-ml.so", "libnvidia-ptxjitcompiler.so", "libnvidia-nvvm.so")
+_BINARIES: Final = ("nvidia-smi",)
+
+
+def driver_files(root: Path, host_root: Path) -> dict[str, str]:
+    """Driver libraries and tools under ``root``, as container path -> host path (device-specs strategy).
+
+    Libraries go to ``/usr/local/nvidia/lib64`` and tools to ``/usr/local/nvidia/bin``, where CUDA images
+    look (their ``LD_LIBRARY_PATH`` and ``PATH`` include them), as gpu-manager does (seed 001).
+    """
+    found: dict[str, str] = {}
+    for lib_dir in _LIB_DIRS:
+        folder = root / lib_dir
+        if not folder.is_dir():
+            continue
+        for entry in sorted(folder.iterdir()):
+            if entry.name.startswith(_LIB_PREFIXES):
+                target = f"/usr/local/nvidia/lib64/{entry.name}"
+                found.setdefault(target, str(host_root / entry.relative_to(root)))
+    for tool in _BINARIES:
+        for bin_dir in ("usr/bin", "bin"):
+            if (root / bin_dir / tool).exists():
+                found.setdefault(f"/usr/local/nvidia/bin/{tool}", str(host_root / bin_dir / tool))
+    return found
+
+
+def write_cdi_spec(
+    cdi_dir: Path, kind: str, gpus: Sequence[Gpu], extra: Mapping[str, Any] | None = None
+) -> Path:
+    """A CDI spec (``cdiVersion`` 0.5.0) naming each GPU by UUID, with the control devices as common edits."""
+    spec = {
+        "cdiVersion": "0.5.0",
+        "kind": kind,
+        "devices": [
+            {"name": g.uuid, "containerEdits": {"deviceNodes": [{"path": f"/dev/nvidia{g.minor}"}]}}
+            for g in gpus
+        ],
+        "containerEdits": {
+            "deviceNodes": [
+                {"path": p} for p in ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools")
+            ],
+            **(extra or {}),
+        },
+    }
+    cdi_dir.mkdir(parents=True, exist_ok=True)
+    path = cdi_dir / (kind.replace("/", "-") + ".json")
+    _write_atomic(path, json.dumps(spec, indent=2, sort_keys=True).encode())
+    return path

@@ -1,0 +1,226 @@
+"""The extender's benchmarks, end to end over loopback HTTP (uvicorn, as deployed).
+
+- ``extender_filter_p99_5000n`` / ``extender_prioritize_p99_5000n``: 5,000 candidate nodes of 8 H100s, about
+  a third of them partly used by bound pods; ``nodeCacheCapable`` requests for one-container fractional pods
+  whose memory changes every round (no answer can be reused across pods); prioritize follows each filter for
+  the same pod. Latency is the client's round trip, request encoding excluded.
+- ``extender_pods_per_s_1000n``: the whole filter + prioritize + bind cycle, one pod after another, against
+  kmock (``tests/kmock_cluster.py``) with 1,000 GPU nodes; bind writes the signed assignment and creates the
+  Binding through the official client, and the extender's watches see the results. kmock, the extender and
+  the driver share one Python process (and its GIL), so this is a floor, not the extender alone.
+- ``extender_rss_5000n``: peak RSS of a fresh process holding 5,000 nodes (and their pods) after serving
+  filters, i.e. the extender's working set at that size.
+- ``extender_*_cpu_*``: the same filter and prioritize measured in thread CPU time inside the process, which
+  stays meaningful on a busy shared machine where wall-clock percentiles measure the neighbours.
+"""
+
+import contextlib
+import http.client
+import itertools
+import json
+import random
+import resource
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+
+from extender.__main__ import settle_memory
+from extender.app import Deps, create_app
+from tests.builders import uuid
+from tests.unit.extender.fakes import KEY, NAMES, gpu_node, make_deps, pod_obj
+from vcuda.annotations import encode_assignment
+from vcuda.model import ContainerAssignment, GpuShare, NodeName, PodAssignment
+
+ROUNDS = 200
+_uids = itertools.count()
+
+
+def _p(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+@contextlib.contextmanager
+def _serve(deps: Deps) -> Iterator[int]:
+    """The app on a uvicorn server in a background thread (its own event loop); yields the port."""
+    server = uvicorn.Server(uvicorn.Config(create_app(deps), host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="extender", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise TimeoutError("uvicorn did not start")
+        threading.Event().wait(0.01)
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def _post(conn: http.client.HTTPConnection, path: str, body: bytes) -> tuple[Any, float]:
+    start = time.perf_counter()
+    conn.request("POST", path, body, {"Content-Type": "application/json"})
+    data = conn.getresponse().read()
+    elapsed = time.perf_counter() - start
+    return json.loads(data), elapsed
+
+
+def _bound_pod(node: str, gpu: int, cores: int, mib: int) -> dict[str, Any]:
+    share = GpuShare(uuid(node, gpu), cores, mib)
+    text = encode_assignment(
+        PodAssignment(NodeName(node), (ContainerAssignment("c0", (share,), cores),)), KEY
+    )
+    return pod_obj(f"busy-{next(_uids)}", (cores, mib), node=node, phase="Running",
+                   annotations={NAMES.assignment: text})  # fmt: skip
+
+
+def cluster_5000() -> tuple[Deps, list[str]]:
+    names = [f"gpu-node-{i:05d}" for i in range(5000)]
+    deps, _ = make_deps([gpu_node(n) for n in names])
+    rng = random.Random(5)
+    for name in rng.sample(names, len(names) // 3):
+        for gpu in range(rng.randint(1, 4)):
+            deps.state.apply_pod(_bound_pod(name, gpu, rng.randint(10, 60), rng.randint(1024, 40000)))
+    settle_memory()
+    return deps, names
+
+
+def _filter_and_prioritize(port: int, names: list[str]) -> tuple[list[float], list[float]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    filters, priorities = [], []
+    for i in range(ROUNDS + 10):
+        pod = pod_obj(f"bench-{i}", (20 + i % 50, 2048 + 37 * i))
+        answer, took = _post(conn, "/scheduler/filter", json.dumps({"Pod": pod, "Nodes": None,
+                                                                     "NodeNames": names}).encode())  # fmt: skip
+        passing = answer["NodeNames"]
+        _, took_p = _post(conn, "/scheduler/prioritize", json.dumps({"Pod": pod, "Nodes": None,
+                                                                      "NodeNames": passing}).encode())  # fmt: skip
+        if i >= 10:  # warm-up
+            filters.append(took)
+            priorities.append(took_p)
+    conn.close()
+    return filters, priorities
+
+
+def _cpu_times(deps: Deps, names: list[str]) -> tuple[list[float], list[float]]:
+    filters, priorities = [], []
+    for i in range(ROUNDS // 2):
+        pod = pod_obj(f"cpu-{i}", (20 + i % 50, 3000 + 41 * i))
+        start = time.thread_time()
+        outcome = deps.scheduler.filter(pod, names)
+        middle = time.thread_time()
+        deps.scheduler.prioritize(pod, outcome.passing)
+        filters.append(middle - start)
+        priorities.append(time.thread_time() - middle)
+    return filters, priorities
+
+
+def latency_5000() -> list[tuple[str, float, str]]:
+    deps, names = cluster_5000()
+    cpu_f, cpu_p = _cpu_times(deps, names)
+    with _serve(deps) as port:
+        filters, priorities = _filter_and_prioritize(port, names)
+    ms = 1000
+    return [
+        ("extender_filter_p99_5000n", round(_p(filters, 0.99) * ms, 2), "ms"),
+        ("extender_filter_p50_5000n", round(_p(filters, 0.50) * ms, 2), "ms"),
+        ("extender_prioritize_p99_5000n", round(_p(priorities, 0.99) * ms, 2), "ms"),
+        ("extender_prioritize_p50_5000n", round(_p(priorities, 0.50) * ms, 2), "ms"),
+        ("extender_filter_cpu_p99_5000n", round(_p(cpu_f, 0.99) * ms, 2), "ms"),
+        ("extender_prioritize_cpu_p99_5000n", round(_p(cpu_p, 0.99) * ms, 2), "ms"),
+    ]
+
+
+# --- whole cycle against kmock -------------------------------------------------------------------
+
+
+def pods_per_second(nodes: int = 1000, pods: int = 300) -> float:
+    from extender.kube import KubeCluster, Watcher
+    from extender.metrics import ExtenderMetrics
+    from extender.scheduling import Scheduler
+    from extender.state import ClusterState
+    from tests.kmock_cluster import KmockCluster
+    from vcuda.model import Policy
+
+    names = [f"kn-{i:04d}" for i in range(nodes)]
+    with KmockCluster() as api:
+        core = api.core()
+        for name in names:
+            core.create_node(gpu_node(name), _preload_content=False)
+        created = []
+        for i in range(pods):
+            pod = pod_obj(f"cycle-{i}", (10 + i % 40, 1024 + 64 * (i % 50)))
+            pod["metadata"].pop("uid")
+            data = core.create_namespaced_pod("default", pod, _preload_content=False).data
+            created.append(json.loads(data))
+        metrics = ExtenderMetrics()
+        state = ClusterState(NAMES, KEY, grace_s=120, clock=time.monotonic, events=metrics)
+        client = api.api_client()
+        scheduler = Scheduler(state, KubeCluster(client), key=KEY, gpu_policy=Policy.SPREAD,
+                              node_policy=Policy.BINPACK, recorder=metrics)  # fmt: skip
+        watcher = Watcher(client, state)
+        watcher.start()
+        assert state.synced.wait(60), "the extender never listed the cluster"
+        settle_memory()
+        with _serve(Deps(scheduler, state, metrics)) as port:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            start = time.perf_counter()
+            bound = sum(_cycle(conn, pod, names) for pod in created)
+            elapsed = time.perf_counter() - start
+            conn.close()
+        watcher.stop()
+        for name in names[:1]:  # let kmock's closed watch handlers notice (see test_kmock_bind.py)
+            core.patch_node(name, {"metadata": {"labels": {"done": "1"}}}, _preload_content=False)
+        core.create_namespaced_pod("default", {"metadata": {"name": "done"}, "spec": {"containers": []}},
+                                   _preload_content=False)  # fmt: skip
+    assert bound == pods, f"only {bound} of {pods} pods bound"
+    return pods / elapsed
+
+
+def _cycle(conn: http.client.HTTPConnection, pod: dict[str, Any], names: list[str]) -> int:
+    args = {"Pod": pod, "Nodes": None, "NodeNames": names}
+    passing = _post(conn, "/scheduler/filter", json.dumps(args).encode())[0]["NodeNames"]
+    scores = _post(conn, "/scheduler/prioritize", json.dumps({**args, "NodeNames": passing}).encode())[0]
+    node = max(scores, key=lambda s: (s["Score"], s["Host"]))["Host"]
+    meta = pod["metadata"]
+    body = {"PodName": meta["name"], "PodNamespace": "default", "PodUID": meta["uid"], "Node": node}
+    return 1 if _post(conn, "/scheduler/bind", json.dumps(body).encode())[0]["Error"] == "" else 0
+
+
+# --- memory --------------------------------------------------------------------------------------
+
+
+def rss_child() -> None:
+    """Run in a fresh process: hold 5,000 nodes, serve filters, print the peak RSS in MiB."""
+    deps, names = cluster_5000()
+    for i in range(20):
+        pod = pod_obj(f"rss-{i}", (30, 4096 + i))
+        deps.scheduler.prioritize(pod, deps.scheduler.filter(pod, names).passing)
+    deps.metrics.render()
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def rss_5000() -> float:
+    code = "from tests.bench.bench_extender import rss_child; rss_child()"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def run() -> list[tuple[str, float, str]]:
+    results = latency_5000()
+    results.append(("extender_pods_per_s_1000n", round(pods_per_second(), 1), ""))
+    results.append(("extender_rss_5000n", round(rss_5000(), 1), "MiB"))
+    return results
+
+
+if __name__ == "__main__":
+    for name, value, unit in run():
+        print(f"{name}: {value:g} {unit}".rstrip())

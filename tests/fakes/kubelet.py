@@ -1,0 +1,281 @@
+# mypy: disable-error-code="no-untyped-call"
+"""FakeKubelet: a test double of the kubelet's device-manager side, over real gRPC on Unix sockets.
+
+It follows contracts §1.4 and §2:
+
+- serves ``v1beta1.Registration`` on ``<dir>/kubelet.sock``; ``Register`` validates the version and the
+  resource name, dials the plugin back at ``<dir>/<endpoint>``, calls ``GetDevicePluginOptions`` and starts
+  reading ``ListAndWatch`` in the background into an :class:`asyncio.Queue` (every read is bounded);
+- :meth:`admit` admits a pod like the kubelet: the pod becomes known to PodResources, then for each container
+  in order (init containers first) it picks among healthy unallocated IDs, asks ``GetPreferredAllocation``
+  when the plugin enabled it, takes the answer when it is valid, and calls ``Allocate`` with one container
+  request; :meth:`start_container` calls ``PreStartContainer`` with that container's IDs;
+- serves ``v1.PodResourcesLister/List`` on its own socket with the allocations it recorded;
+- :meth:`restart` behaves like a kubelet restart: deletes every non-directory entry in the plugin directory
+  except ``kubelet_internal_checkpoint`` and re-creates ``kubelet.sock``; registrations are forgotten.
+
+It is a fake: no cgroups, no containers, no checkpoint, no topology manager, no init-device reuse.
+"""
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from plugin.api.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
+from plugin.api.podresources.v1 import api_pb2 as pr_pb2
+from plugin.api.podresources.v1 import api_pb2_grpc as pr_grpc
+
+__all__ = ["Admitted", "FakeKubelet", "PluginEndpoint"]
+
+CHECKPOINT = "kubelet_internal_checkpoint"
+
+
+@dataclass
+class PluginEndpoint:
+    """One registered resource: the plugin's channel, options and the ListAndWatch queue."""
+
+    resource: str
+    endpoint: str
+    options: api_pb2.DevicePluginOptions
+    channel: grpc.aio.Channel
+    stub: Any
+    updates: asyncio.Queue[list[api_pb2.Device]] = field(default_factory=asyncio.Queue)
+    devices: list[api_pb2.Device] = field(default_factory=list)
+    reader: asyncio.Task[None] | None = None
+
+
+@dataclass
+class Admitted:
+    """The kubelet's record of one container's allocation."""
+
+    namespace: str
+    pod: str
+    container: str
+    ids: list[str]
+    resource: str = ""
+    response: api_pb2.ContainerAllocateResponse | None = None
+    preferred: list[str] | None = None
+    preferred_s: float = 0.0  # GetPreferredAllocation round trip, as the kubelet sees it
+    allocate_s: float = 0.0  # Allocate round trip
+
+
+class _Registration(api_pb2_grpc.RegistrationServicer):
+    def __init__(self, kubelet: "FakeKubelet") -> None:
+        self._kubelet = kubelet
+
+    async def Register(self, request, context):  # noqa: N802
+        if request.version != "v1beta1":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unsupported version {request.version}")
+        name = request.resource_name
+        if "/" not in name or name.startswith("kubernetes.io/") or name.startswith("requests."):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not an extended resource name: {name}")
+        try:
+            await self._kubelet._connect(request)
+        except grpc.aio.AioRpcError as err:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot dial the plugin back: {err.details()}")
+        return api_pb2.Empty()
+
+
+class _PodResources(pr_grpc.PodResourcesListerServicer):
+    def __init__(self, kubelet: "FakeKubelet") -> None:
+        self._kubelet = kubelet
+
+    async def List(self, request, context):  # noqa: N802
+        self._kubelet.list_calls += 1
+        return self._kubelet.pod_resources()
+
+
+class FakeKubelet:
+    def __init__(self, plugin_dir: Path, pod_resources_socket: Path) -> None:
+        self.plugin_dir = plugin_dir
+        self.pod_resources_socket = pod_resources_socket
+        self.endpoints: dict[str, PluginEndpoint] = {}
+        self.registered: asyncio.Queue[str] = asyncio.Queue()
+        self.pods: dict[
+            tuple[str, str], list[str]
+        ] = {}  # (ns, pod) -> container names, as PodResources knows
+        self.allocations: dict[tuple[str, str, str], Admitted] = {}
+        self.list_calls = 0
+        self._server: grpc.aio.Server | None = None
+        self._pr_server: grpc.aio.Server | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.plugin_dir.mkdir(parents=True, exist_ok=True)
+        self.pod_resources_socket.parent.mkdir(parents=True, exist_ok=True)
+        await self._start_registration()
+        self._pr_server = grpc.aio.server()
+        pr_grpc.add_PodResourcesListerServicer_to_server(_PodResources(self), self._pr_server)
+        self._pr_server.add_insecure_port(f"unix://{self.pod_resources_socket}")
+        await self._pr_server.start()
+
+    async def _start_registration(self) -> None:
+        self._server = grpc.aio.server()
+        api_pb2_grpc.add_RegistrationServicer_to_server(_Registration(self), self._server)
+        self._server.add_insecure_port(f"unix://{self.plugin_dir / 'kubelet.sock'}")
+        await self._server.start()
+
+    async def stop(self) -> None:
+        await self._forget_endpoints()
+        for server in (self._server, self._pr_server):
+            if server is not None:
+                await server.stop(grace=0)
+
+    async def restart(self) -> None:
+        """A kubelet restart: forget plugins, CleanupPluginDirectory, serve a new ``kubelet.sock``."""
+        if self._server is not None:
+            await self._server.stop(grace=0)
+        await self._forget_endpoints()
+        for entry in os.scandir(self.plugin_dir):
+            if not entry.is_dir() and entry.name != CHECKPOINT:
+                os.unlink(entry.path)
+        await self._start_registration()
+
+    async def _forget_endpoints(self) -> None:
+        for ep in self.endpoints.values():
+            if ep.reader is not None:
+                ep.reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await ep.reader
+            await ep.channel.close(None)
+        self.endpoints.clear()
+
+    # --- registration and ListAndWatch --------------------------------------------------------
+
+    async def _connect(self, request: api_pb2.RegisterRequest) -> None:
+        channel = grpc.aio.insecure_channel(f"unix://{self.plugin_dir / request.endpoint}")
+        stub = api_pb2_grpc.DevicePluginStub(channel)
+        options = await stub.GetDevicePluginOptions(api_pb2.Empty(), timeout=10)
+        old = self.endpoints.pop(request.resource_name, None)
+        if old is not None and old.reader is not None:
+            old.reader.cancel()
+        ep = PluginEndpoint(request.resource_name, request.endpoint, options, channel, stub)
+        ep.reader = asyncio.get_running_loop().create_task(self._read(ep))
+        self.endpoints[request.resource_name] = ep
+        self.registered.put_nowait(request.resource_name)
+
+    async def _read(self, ep: PluginEndpoint) -> None:
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
+            async for reply in ep.stub.ListAndWatch(api_pb2.Empty()):
+                ep.devices = list(reply.devices)
+                ep.updates.put_nowait(ep.devices)
+
+    async def wait_registered(self, resource: str, timeout: float = 5.0) -> PluginEndpoint:
+        async def wait() -> PluginEndpoint:
+            while resource not in self.endpoints:
+                await self.registered.get()
+            return self.endpoints[resource]
+
+        return await asyncio.wait_for(wait(), timeout)
+
+    async def next_devices(self, resource: str, timeout: float = 2.0) -> list[api_pb2.Device]:
+        ep = await self.wait_registered(resource, timeout)
+        return await asyncio.wait_for(ep.updates.get(), timeout)
+
+    async def devices_until(
+        self, resource: str, predicate: Any, timeout: float = 2.0
+    ) -> list[api_pb2.Device]:
+        """Read ListAndWatch messages until one satisfies ``predicate`` (bounded by ``timeout``)."""
+
+        async def wait() -> list[api_pb2.Device]:
+            ep = await self.wait_registered(resource, timeout)
+            if ep.devices and predicate(ep.devices):
+                return ep.devices
+            while True:
+                devices = await ep.updates.get()
+                if predicate(devices):
+                    return devices
+
+        return await asyncio.wait_for(wait(), timeout)
+
+    # --- admission ----------------------------------------------------------------------------
+
+    def _free(self, resource: str) -> list[str]:
+        taken = {i for a in self.allocations.values() for i in a.ids}
+        ep = self.endpoints[resource]
+        return [d.ID for d in ep.devices if d.health == "Healthy" and d.ID not in taken]
+
+    async def admit(
+        self,
+        namespace: str,
+        pod: str,
+        containers: Sequence[tuple[str, int]],
+        resource: str,
+        *,
+        all_containers: Sequence[str] | None = None,
+        follow_preference: bool = True,
+    ) -> list[Admitted]:
+        """Admit a pod: ``containers`` = (name, vcuda-core count) of its GPU containers, in kubelet order."""
+        ep = self.endpoints[resource]
+        if not ep.devices:  # the kubelet knows no devices before the first ListAndWatch message
+            await self.devices_until(resource, bool)
+        self.pods[(namespace, pod)] = list(all_containers or [c for c, _ in containers])
+        done = []
+        for name, count in containers:
+            free = self._free(resource)
+            ids = free[:count]
+            preferred, preferred_s = None, 0.0
+            if ep.options.get_preferred_allocation_available:
+                req = api_pb2.ContainerPreferredAllocationRequest(
+                    available_deviceIDs=free, allocation_size=count
+                )
+                started = time.perf_counter()
+                reply = await ep.stub.GetPreferredAllocation(
+                    api_pb2.PreferredAllocationRequest(container_requests=[req]), timeout=10
+                )
+                preferred_s = time.perf_counter() - started
+                preferred = list(reply.container_responses[0].deviceIDs)
+                if follow_preference and len(preferred) == count and set(preferred) <= set(free):
+                    ids = preferred
+            admitted = Admitted(
+                namespace, pod, name, ids, resource, preferred=preferred, preferred_s=preferred_s
+            )
+            request = api_pb2.AllocateRequest(
+                container_requests=[api_pb2.ContainerAllocateRequest(devices_ids=ids)]
+            )
+            started = time.perf_counter()
+            reply = await ep.stub.Allocate(request, timeout=10)
+            admitted.allocate_s = time.perf_counter() - started
+            if not reply.container_responses:
+                raise AssertionError("no containers return in allocation response")
+            admitted.response = reply.container_responses[0]
+            # As the kubelet: podDevices (what PodResources reports) is updated after Allocate returns.
+            self.allocations[(namespace, pod, name)] = admitted
+            done.append(admitted)
+        return done
+
+    async def start_container(self, namespace: str, pod: str, container: str, resource: str) -> None:
+        """``PreStartContainer`` with the container's IDs; raises ``AioRpcError`` when the plugin refuses."""
+        ep = self.endpoints[resource]
+        if not ep.options.pre_start_required:
+            return
+        ids = self.allocations[(namespace, pod, container)].ids
+        await ep.stub.PreStartContainer(api_pb2.PreStartContainerRequest(devices_ids=ids), timeout=30)
+
+    def remove_pod(self, namespace: str, pod: str) -> None:
+        self.pods.pop((namespace, pod), None)
+        for key in [k for k in self.allocations if k[:2] == (namespace, pod)]:
+            del self.allocations[key]
+
+    def pod_resources(self) -> pr_pb2.ListPodResourcesResponse:
+        pods = []
+        for (namespace, pod), names in self.pods.items():
+            containers = []
+            for name in names:
+                admitted = self.allocations.get((namespace, pod, name))
+                devices = []
+                if admitted is not None:
+                    devices = [
+                        pr_pb2.ContainerDevices(resource_name=admitted.resource, device_ids=admitted.ids)
+                    ]
+                containers.append(pr_pb2.ContainerResources(name=name, devices=devices))
+            pods.append(pr_pb2.PodResources(name=pod, namespace=namespace, containers=containers))
+        return pr_pb2.ListPodResourcesResponse(pod_resources=pods)

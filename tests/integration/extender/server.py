@@ -1,0 +1,27 @@
+"""Serve an extender app with a real uvicorn server on a loopback port, inside the test's event loop."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+
+STARTUP_TIMEOUT_S = 10.0
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any, **config: Any) -> AsyncIterator[int]:
+    """Yield the port of a running uvicorn server for ``app``; stop it on exit (bounded waits)."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", **config))
+    task = asyncio.create_task(server.serve())
+    async with asyncio.timeout(STARTUP_TIMEOUT_S):
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, STARTUP_TIMEOUT_S)

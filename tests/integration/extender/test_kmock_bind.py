@@ -1,0 +1,161 @@
+"""The Kubernetes adapter against kmock as the API server (``tests/kmock_cluster.py``, a simulated API server:
+merge patches, no admission, no real scheduler or kubelet).
+
+Cases: the watches list nodes and pods into the state (readiness follows); a bind through the real client
+writes the signed assignment and creates the Binding (``spec.nodeName`` set), and the watch then shows the
+pod bound on its GPUs; a Binding the API server refuses (pod already bound) rolls the reservation back; a
+fresh extender rebuilds the same load from the API server alone; a hand-written assignment on a pod never
+claims a GPU.
+"""
+
+import itertools
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from extender.core.ledger import PodKey
+from extender.kube import KubeCluster, Watcher
+from extender.metrics import ExtenderMetrics
+from extender.scheduling import Scheduler
+from extender.state import ClusterState
+from tests.builders import uuid
+from tests.kmock_cluster import KmockCluster
+from tests.unit.extender.fakes import KEY, NAMES, gpu_node, ledger_of, pod_obj
+from vcuda.annotations import decode_assignment
+from vcuda.model import Policy
+
+WAIT_S = 10.0
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Bounded wait for the watch to deliver (the state offers no change signal to block on)."""
+    deadline = time.monotonic() + WAIT_S
+    pause = threading.Event()
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        pause.wait(0.01)
+
+
+def has_inventory(state: ClusterState, name: str) -> bool:
+    ledger = state.ledger(name)
+    return ledger is not None and ledger.inventory is not None
+
+
+def is_bound(state: ClusterState, pod: str) -> bool:
+    holding = state.holding(PodKey(pod))
+    return holding is not None and holding.bound
+
+
+class Extender:
+    """An extender (state, watches, scheduler) on the real client, pointed at kmock."""
+
+    def __init__(self, api: KmockCluster) -> None:
+        self.api = api
+        self.metrics = ExtenderMetrics()
+        self.state = ClusterState(NAMES, KEY, grace_s=60, clock=time.monotonic, events=self.metrics)
+        client = api.api_client()
+        self.scheduler = Scheduler(
+            self.state,
+            KubeCluster(client),
+            key=KEY,
+            gpu_policy=Policy.SPREAD,
+            node_policy=Policy.BINPACK,
+            recorder=self.metrics,
+        )
+        self.watcher = Watcher(client, self.state, retry_s=0.05)
+
+    def __enter__(self) -> "Extender":
+        self.watcher.start()
+        assert self.state.synced.wait(WAIT_S), "the first lists never completed"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.watcher.stop()
+        _poke_watchers(self.api)
+
+
+_pokes = itertools.count()
+
+
+def _poke_watchers(api: KmockCluster) -> None:
+    """kmock's watch handlers notice a closed client only when they next write, and kmock's shutdown waits for
+    them: one node and one pod event let the closed watches end."""
+    core, n = api.core(), next(_pokes)
+    core.patch_node("n1", {"metadata": {"labels": {"poke": str(n)}}}, _preload_content=False)
+    core.create_namespaced_pod(
+        "default", {"metadata": {"name": f"poke-{n}"}, "spec": {"containers": []}}, _preload_content=False
+    )
+
+
+def read_pod(api: KmockCluster, name: str) -> dict[str, Any]:
+    pod: dict[str, Any] = json.loads(
+        api.core().read_namespaced_pod(name, "default", _preload_content=False).data
+    )
+    return pod
+
+
+def create_pod(api: KmockCluster, pod: dict[str, Any]) -> dict[str, Any]:
+    pod["metadata"].pop("uid", None)
+    api.core().create_namespaced_pod("default", pod, _preload_content=False)
+    return read_pod(api, pod["metadata"]["name"])
+
+
+@pytest.fixture
+def api():
+    with KmockCluster() as cluster:
+        core = cluster.core()
+        for node in (gpu_node("n1", gpus=2), gpu_node("n2", gpus=2)):
+            core.create_node(node, _preload_content=False)
+        yield cluster
+
+
+async def test_bind_writes_the_assignment_and_creates_the_binding(api):
+    with Extender(api) as ext:
+        wait_until(lambda: has_inventory(ext.state, "n2"), "inventories")
+        pod = create_pod(api, pod_obj("p1", (30, 4096)))
+        uid = pod["metadata"]["uid"]
+        assert ext.scheduler.filter(pod, ["n1", "n2"]).passing == ["n1", "n2"]
+        assert (await ext.scheduler.bind("default", "p1", uid, "n1")).error == ""
+        stored = read_pod(api, "p1")
+        assert stored["spec"]["nodeName"] == "n1"
+        assignment = decode_assignment(stored["metadata"]["annotations"][NAMES.assignment], KEY)
+        assert assignment.node == "n1"
+        assert assignment.containers[0].shares[0].memory_mib == 4096
+        wait_until(lambda: is_bound(ext.state, uid), "the bound pod")
+        assert sum(load.memory_mib for load in ledger_of(ext.state, "n1").load.values()) == 4096
+
+
+async def test_a_refused_binding_rolls_the_reservation_back(api):
+    with Extender(api) as ext:
+        pod = create_pod(api, pod_obj("p1", (30, 4096), node="n2"))
+        assert "failed" in (await ext.scheduler.bind("default", "p1", pod["metadata"]["uid"], "n1")).error
+        assert ledger_of(ext.state, "n1").load == {}
+
+
+async def test_a_fresh_extender_rebuilds_the_load_from_the_api_server(api):
+    with Extender(api) as first:
+        wait_until(lambda: has_inventory(first.state, "n1"), "inventory")
+        pod = create_pod(api, pod_obj("p1", (30, 4096)))
+        assert (await first.scheduler.bind("default", "p1", pod["metadata"]["uid"], "n1")).error == ""
+        before = dict(ledger_of(first.state, "n1").load)
+    with Extender(api) as second:
+        wait_until(
+            lambda: has_inventory(second.state, "n1") and ledger_of(second.state, "n1").load == before,
+            "the rebuilt load",
+        )
+
+
+async def test_a_hand_written_assignment_never_claims_a_gpu(api):
+    forged = (
+        '{{"v":1,"node":"n1","containers":[{{"name":"c0","coreLimit":100,"gpus":[{{"uuid":"{}","cores":100,'
+        '"memoryMiB":81920}}]}}],"mac":"00"}}'.format(uuid("n1", 0))
+    )
+    create_pod(api, pod_obj("evil", (1, 1), node="n1", annotations={NAMES.assignment: forged}))
+    with Extender(api) as ext:
+        wait_until(lambda: ext.metrics.forged._value.get() == 1, "the forged annotation to be counted")
+        assert ledger_of(ext.state, "n1").load == {}

@@ -1,0 +1,54 @@
+# mypy: disable-error-code="no-untyped-call"
+"""The kmock subclass closes the gaps of contracts §8.2: ids on create, resourceVersion bumps, selectors,
+the binding subresource (seen by watchers), node status patches."""
+
+import json
+
+import pytest
+from kubernetes import watch
+
+from tests.kmock_cluster import KmockCluster, matches_selectors
+
+POD = {"metadata": {"name": "p", "labels": {"app": "x", "tier": "gpu"}}, "spec": {"nodeName": "n1"}}
+
+
+@pytest.mark.parametrize(
+    ("labels", "fields", "matches"),
+    [
+        pytest.param("app=x", "", True, id="label equals"),
+        pytest.param("app=x,tier!=cpu", "", True, id="label and not-equals"),
+        pytest.param("app=y", "", False, id="label differs"),
+        pytest.param("tier", "", True, id="label exists"),
+        pytest.param("!tier", "", False, id="label must not exist"),
+        pytest.param("", "spec.nodeName=n1", True, id="field equals"),
+        pytest.param("", "spec.nodeName==n2", False, id="field differs"),
+        pytest.param("", "metadata.name!=q", True, id="field not-equals"),
+    ],
+)
+def test_selectors(labels, fields, matches):
+    assert matches_selectors(POD, labels, fields) is matches
+
+
+def test_create_patch_bind_and_watch_behave_like_an_api_server():
+    with KmockCluster() as cluster:
+        core = cluster.core()
+        core.create_namespaced_pod("ns1", {"metadata": {"name": "p1"}, "spec": {"containers": []}})
+        pod = json.loads(core.read_namespaced_pod("p1", "ns1", _preload_content=False).data)
+        meta = pod["metadata"]
+        assert meta["uid"]
+        assert meta["namespace"] == "ns1"
+        assert meta["creationTimestamp"]
+        core.patch_namespaced_pod("p1", "ns1", {"metadata": {"labels": {"a": "b"}}}, _preload_content=False)
+        after = json.loads(core.read_namespaced_pod("p1", "ns1", _preload_content=False).data)["metadata"]
+        assert int(after["resourceVersion"]) > int(meta["resourceVersion"])
+        cluster.bind("ns1", "p1", "n1")
+        watcher = watch.Watch()
+        first = next(watcher.stream(core.list_namespaced_pod, "ns1", _request_timeout=2))
+        watcher.stop()
+        assert first["object"].spec.node_name == "n1"
+        listed = core.list_pod_for_all_namespaces(field_selector="spec.nodeName=n2", _preload_content=False)
+        assert json.loads(listed.data)["items"] == []
+        core.create_node({"metadata": {"name": "n1"}})
+        core.patch_node_status("n1", {"status": {"capacity": {"example.com/x": "5"}}}, _preload_content=False)
+        node = json.loads(core.read_node("n1", _preload_content=False).data)
+        assert node["status"]["capacity"] == {"example.com/x": "5"}

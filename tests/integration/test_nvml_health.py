@@ -1,0 +1,154 @@
+"""Health through real pynvml over the FAKE NVML: XID events and lost GPUs.
+
+Case matrix: XID on a whole GPU, on a MIG device (by its UUID, or by the GPU's UUID with instance ids), several
+XIDs in order, only events after the stream was opened, a wait cancelled mid-way keeps its event, close;
+a lost GPU is unreachable and comes back after recovery; an unknown UUID is unreachable.
+Every wait is bounded by ``asyncio.wait_for``.
+"""
+
+import asyncio
+
+import pytest
+
+from plugin.core.gpu import XidEvent
+from plugin.nvml import Nvml, NvmlError
+from tests.fakenvml.harness import fake_nvml_fixture  # noqa: F401 (fixture)
+
+WAIT_S = 5.0
+
+
+@pytest.fixture
+def open_nvml():
+    """Opens an ``Nvml`` on the active fake node (after ``fake_nvml(...)``); closes it after the test."""
+    opened: list[Nvml] = []
+
+    def open_() -> Nvml:
+        nvml = Nvml(event_poll_ms=50)
+        nvml.open()
+        opened.append(nvml)
+        return nvml
+
+    yield open_
+    for nvml in opened:
+        nvml.close()
+
+
+async def next_event(stream) -> XidEvent:
+    return await asyncio.wait_for(anext(stream), WAIT_S)
+
+
+async def test_an_injected_xid_reaches_the_stream(fake_nvml, open_nvml):
+    node = fake_nvml("h100x8")
+    nvml = open_nvml()
+    stream = nvml.xid_events()
+
+    node.inject_xid(node.uuid(5), 79)
+
+    assert await next_event(stream) == XidEvent(uuid=node.uuid(5), xid=79)
+    await stream.aclose()
+
+
+@pytest.mark.parametrize("by_mig_uuid", [True, False], ids=["by MIG UUID", "by GPU UUID and instance ids"])
+async def test_an_xid_on_a_mig_device_carries_its_instance_ids(fake_nvml, open_nvml, by_mig_uuid):
+    node = fake_nvml("a100x4-mig")
+    nvml = open_nvml()
+    mig = nvml.discover().gpus[1].mig_instances[2]
+    stream = nvml.xid_events()
+
+    if by_mig_uuid:
+        node.inject_xid(mig.uuid, 43)
+    else:
+        node.inject_xid(node.uuid(1), 43, gpu_instance_id=3, compute_instance_id=0)
+
+    assert await next_event(stream) == XidEvent(
+        uuid=node.uuid(1), xid=43, gpu_instance_id=3, compute_instance_id=0
+    )
+    await stream.aclose()
+
+
+async def test_xids_arrive_in_injection_order(fake_nvml, open_nvml):
+    node = fake_nvml("a10x4")
+    nvml = open_nvml()
+    stream = nvml.xid_events()
+
+    for index, xid in [(0, 13), (3, 48), (0, 79)]:
+        node.inject_xid(node.uuid(index), xid)
+
+    got = [await next_event(stream) for _ in range(3)]
+    assert [(e.uuid, e.xid) for e in got] == [(node.uuid(0), 13), (node.uuid(3), 48), (node.uuid(0), 79)]
+    await stream.aclose()
+
+
+async def test_xids_from_before_the_stream_was_opened_are_not_seen(fake_nvml, open_nvml):
+    node = fake_nvml("a10x4")
+    nvml = open_nvml()
+    node.inject_xid(node.uuid(0), 31)
+    nvml.discover()  # any NVML call applies the pending line
+    stream = nvml.xid_events()
+
+    node.inject_xid(node.uuid(1), 94)
+
+    assert await next_event(stream) == XidEvent(uuid=node.uuid(1), xid=94)
+    await stream.aclose()
+
+
+async def test_a_cancelled_wait_keeps_the_event_for_the_next_read(fake_nvml, open_nvml):
+    node = fake_nvml("a10x4")
+    nvml = open_nvml()
+    stream = nvml.xid_events()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(anext(stream), 0.01)
+
+    node.inject_xid(node.uuid(2), 79)
+
+    assert await next_event(stream) == XidEvent(uuid=node.uuid(2), xid=79)
+    await stream.aclose()
+
+
+async def test_a_closed_stream_ends(fake_nvml, open_nvml):
+    fake_nvml("a10x4")
+    nvml = open_nvml()
+    stream = nvml.xid_events()
+
+    await stream.aclose()
+
+    assert [e async for e in stream] == []
+
+
+def test_a_lost_gpu_is_unreachable_until_it_recovers(fake_nvml, open_nvml):
+    node = fake_nvml("h200x8")
+    nvml = open_nvml()
+    uuid = node.uuid(4)
+    before = nvml.is_reachable(uuid)
+
+    node.lose_gpu(uuid)
+    lost = nvml.is_reachable(uuid), nvml.is_reachable(node.uuid(3))
+    node.recover_gpu(uuid)
+
+    assert (before, lost, nvml.is_reachable(uuid)) == (True, (False, True), True)
+
+
+def test_calls_on_a_lost_gpu_raise_nvml_error_with_the_gpu_and_code(fake_nvml, open_nvml):
+    node = fake_nvml("h100x8")
+    nvml = open_nvml()
+    node.lose_gpu(node.uuid(0))
+
+    with pytest.raises(NvmlError, match=node.uuid(0)) as raised:
+        nvml.gpu_usage(node.uuid(0))
+
+    assert (raised.value.code, raised.value.uuid) == (15, node.uuid(0))  # NVML_ERROR_GPU_IS_LOST
+
+
+def test_an_unknown_uuid_is_unreachable(fake_nvml, open_nvml):
+    fake_nvml("a10x4")
+    nvml = open_nvml()
+
+    assert not nvml.is_reachable("GPU-00000000-0000-0000-0000-000000000000")
+
+
+def test_asking_before_nvml_is_open_is_an_error(fake_nvml, tmp_path):
+    node = fake_nvml("a10x4")
+    private = node.private_pynvml(tmp_path / "private")  # its own library: never initialised by other tests
+
+    with pytest.raises(NvmlError, match="not initialised"):
+        Nvml(library=private).is_reachable(node.uuid(0))

@@ -1,0 +1,68 @@
+"""Compute limit: the controller's decisions against a simulated clock, then end to end over the FAKE driver.
+
+Simulated (exact, deterministic; tests/shim/throttle_sim.c drives vcuda/shim/throttle.c): targets 10..90 %
+x (many tiny kernels, few large kernels, one large kernel + synchronize, CPU-bound tiny kernels), soft limit
+with an idle GPU and with a neighbour; each within 5 points over a 5 s window.
+End to end (wall clock, loose bounds: these check behaviour, not timing): the fake driver's virtual GPU is
+kept busy about 30 % at a 30 % hard limit and fully without a limit; a soft limit uses the ceiling only when
+NVML shows no other process on the GPU; launches and throttled time reach the usage file.
+"""
+
+import subprocess
+
+import pytest
+
+from tests.shim.harness import BUILD, read_until, results, run_app, shim_env, start_app
+
+KERNEL_NS = 200_000
+
+
+def _simulated_shares() -> list[tuple[str, int, float]]:
+    out = subprocess.run(
+        [str(BUILD / "throttle_sim")], capture_output=True, text=True, timeout=60, check=True
+    )
+    return [(w[1], int(w[2]), float(w[3])) for w in results(out.stdout) if w[0] == "share"]
+
+
+def test_the_controller_holds_every_target_within_5_points_in_simulation():
+    shares = _simulated_shares()
+    assert len(shares) == 22
+    misses = [(name, target, got) for name, target, got in shares if abs(got - target) > 5]
+    assert misses == []
+
+
+def _busy_share(tmp_path, *, core: int, soft: int | None = None, neighbours: int = 0) -> float:
+    env = shim_env(
+        tmp_path,
+        memory_mib=64,
+        core=core,
+        soft=soft,
+        FAKE_CUDA_KERNEL_NS=str(KERNEL_NS),
+        FAKE_NVML_PROCS=str(neighbours),
+    )
+    out = run_app(env, ["init", "ctx", "0", "run", "1.0"])
+    (run,) = (w for w in results(out.stdout) if w[0] == "run")
+    return 100.0 * int(run[1]) * KERNEL_NS / 1e9 / float(run[2])
+
+
+@pytest.mark.parametrize(
+    ("core", "soft", "neighbours", "low", "high"),
+    [
+        pytest.param(30, None, 0, 15, 45, id="hard 30 % -> about 30 %"),
+        pytest.param(100, None, 0, 80, 101, id="no limit -> the whole virtual GPU"),
+        pytest.param(20, 60, 0, 40, 75, id="soft 20..60 % alone on the GPU -> about 60 %"),
+        pytest.param(20, 60, 3, 8, 32, id="soft 20..60 % with neighbours -> about 20 %"),
+    ],
+)
+def test_the_fake_gpu_is_kept_busy_about_the_allowed_share(tmp_path, core, soft, neighbours, low, high):
+    assert low <= _busy_share(tmp_path, core=core, soft=soft, neighbours=neighbours) <= high
+
+
+def test_launches_and_throttled_time_reach_the_usage_file(tmp_path):
+    env = shim_env(tmp_path, memory_mib=64, core=10, FAKE_CUDA_KERNEL_NS=str(KERNEL_NS))
+    with start_app(env, ["init", "ctx", "0", "run", "0.3", "launch", "5000", "pause"]) as proc:
+        read_until(proc, "paused")
+        (me,) = env.processes()
+    assert me.gpus[0].launches > 0
+    assert me.gpus[0].throttled_ns > 100_000_000
+    assert me.gpus[0].busy_ns > 0

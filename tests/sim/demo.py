@@ -1,0 +1,137 @@
+"""``make demo``: start a SIMULATED cluster, submit the example pods, show where every container landed.
+
+Real: the extender and one plugin per node (child processes), the kubelet gRPC APIs they speak, the shim config
+files, the metrics. Simulated: the API server, kube-scheduler, the kubelets and the GPUs (see
+``docs/simulation.md``). Exits 0 when every example settled as expected, 1 otherwise.
+"""
+
+import argparse
+import asyncio
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.sim.cluster import DEMO_NODES, ClusterSpec, PodState, SimCluster
+from tests.sim.invariants import check_invariants
+from tests.sim.report import format_table, placements, render_placements, render_unplaced
+
+__all__ = ["EXAMPLES_DIR", "demo_pods", "main"]
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES_DIR = REPO / "deploy" / "examples"
+
+# A pod no GPU can hold (a share of 90000 MiB; the largest GPU has 81559), to show the extender's reason.
+TOO_LARGE: dict[str, Any] = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {"name": "demo-share-larger-than-any-gpu", "namespace": "default"},
+    "spec": {
+        "schedulerName": "kube-vgpu-scheduler",
+        "containers": [
+            {
+                "name": "cuda",
+                "image": "cuda",
+                "resources": {"limits": {"nvidia.com/vcuda-core": 50, "nvidia.com/vcuda-memory": 90000}},
+            }
+        ],
+    },
+}
+
+
+def demo_pods(directory: Path | None = None) -> list[dict[str, Any]]:
+    """The example pods of ``deploy/examples/*.yaml`` (or of ``directory``), in file-name order."""
+    folder = directory or EXAMPLES_DIR
+    pods = []
+    for path in sorted(folder.glob("*.yaml")):
+        pods += [d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") == "Pod"]
+    return pods
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _node_table(nodes: Sequence[dict[str, Any]], cluster: SimCluster) -> str:
+    rows = []
+    for node in sorted(nodes, key=lambda n: n["metadata"]["name"]):
+        allocatable = (node.get("status") or {}).get("allocatable") or {}
+        spec = cluster.nodes[node["metadata"]["name"]].spec
+        rows.append((node["metadata"]["name"], spec.hardware, allocatable.get(cluster.names.core, "-"),
+                     allocatable.get(cluster.names.memory, "-")))  # fmt: skip
+    return format_table(("NODE", "FAKE GPUs", "vcuda-core", "vcuda-memory (MiB)"), rows)
+
+
+async def _metrics_sample(cluster: SimCluster, node: str, pod: str) -> str:
+    lines: list[str] = []
+    port = cluster.nodes[node].metrics_port if node in cluster.nodes else 0
+    if port:
+        status, text = await cluster.http("GET", f"http://127.0.0.1:{port}/metrics")
+        if status == 200:
+            lines += [f"[{node} exporter] {line}" for line in text.splitlines()
+                      if line.startswith("kube_vgpu_container") and f'pod="{pod}"' in line][:8]  # fmt: skip
+            lines += [f"[{node} exporter] {line}" for line in text.splitlines()
+                      if line.startswith("kube_vgpu_gpu_cores_allocated_ratio")][:3]  # fmt: skip
+        else:
+            lines.append(
+                f"[{node} exporter] not serving on :{port} (the plugin does not start its exporter yet)"
+            )
+    _, text = await cluster.http("GET", f"{cluster.extender_url}/metrics")
+    lines += [f"[extender] {line}" for line in text.splitlines()
+              if line.startswith("kube_vgpu_extender") and not any(s in line for s in ("_bucket", "_created"))][:10]  # fmt: skip
+    return "\n".join(lines)
+
+
+async def run_demo(workdir: Path, examples: Path | None) -> int:
+    started = time.monotonic()
+    _say(
+        "kube-vgpu demo: a SIMULATED cluster (kmock API server, simulated kube-scheduler and kubelets, FAKE GPUs)"
+    )
+    _say("running the REAL kube-vgpu-extender and one REAL kube-vgpu-plugin per node.\n")
+    async with SimCluster(ClusterSpec(nodes=DEMO_NODES), workdir) as cluster:
+        _say(f"cluster up in {time.monotonic() - started:.1f} s\n")
+        _say(_node_table(await cluster.kube.list("nodes"), cluster) + "\n")
+        pods = [*demo_pods(examples), TOO_LARGE]
+        for pod in pods:
+            await cluster.submit(pod)
+        keys = [f"default/{p['metadata']['name']}" for p in pods]
+        states = await cluster.wait_settled(keys, timeout_s=30)
+        rows = placements(await cluster.pods(), await cluster.kube.list("nodes"), cluster.names)
+        _say(f"submitted {len(pods)} pods:\n")
+        _say(render_placements(rows, states) + "\n")
+        _say("not placed:\n")
+        _say(render_unplaced(states) + "\n")
+        problems = await check_invariants(cluster)
+        _say("invariants (no GPU over-committed, every shim config equals its assignment): "
+             + ("ok" if not problems else "VIOLATED\n  " + "\n  ".join(problems)) + "\n")  # fmt: skip
+        if rows:
+            _say("a sample of the metrics:\n")
+            _say(await _metrics_sample(cluster, rows[0].node, rows[0].pod) + "\n")
+        return _verdict(states, problems, started)
+
+
+def _verdict(states: dict[str, PodState], problems: list[str], started: float) -> int:
+    running = sum(1 for s in states.values() if s.phase == "running")
+    _say(f"{running} pods running, {len(states) - running} not placed, in {time.monotonic() - started:.1f} s")
+    return 1 if problems or running == 0 else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.sim.demo", description=__doc__)
+    parser.add_argument("--examples", type=Path, default=None, help="folder of pod YAML files")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep logs and state here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.workdir is not None:
+        return asyncio.run(run_demo(args.workdir, args.examples))
+    with tempfile.TemporaryDirectory(prefix="kube-vgpu-demo-") as tmp:
+        return asyncio.run(run_demo(Path(tmp), args.examples))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

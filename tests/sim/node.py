@@ -1,0 +1,114 @@
+"""One SIMULATED GPU node: FAKE GPUs (fake NVML), the REAL plugin as a child process, a simulated kubelet.
+
+The plugin runs exactly as on a node, with the kubelet's directories under the node's work directory
+(``device-plugins/``, ``pod-resources/``) and its own state directory, where it writes every container's
+shim config file.
+"""
+
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.fakenvml.harness import FakeNvml
+from tests.sim.hardware import write_node_hardware
+from tests.sim.kubeapi import ApiError, KubeApi
+from tests.sim.kubelet import KubeletSettings, SimKubelet
+from tests.sim.processes import Child, console_script
+from tests.sim.waiting import wait_until
+from vcuda.names import Names
+
+__all__ = ["NodeSpec", "SimNode", "free_port"]
+
+DEFAULT_KUBELET = KubeletSettings()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    name: str
+    hardware: str  # a node description of tests/fakenvml/nodes, e.g. "h100x8"
+    labels: dict[str, str] = field(default_factory=dict)
+    metrics: bool = True
+
+
+class SimNode:
+    def __init__(self, spec: NodeSpec, root: Path, api: KubeApi, *, kubeconfig: Path, key_file: Path,
+                 names: Names, kubelet: KubeletSettings = DEFAULT_KUBELET) -> None:  # fmt: skip
+        self.spec, self.name, self.root, self.api, self.names = spec, spec.name, root, api, names
+        self.hardware: FakeNvml = write_node_hardware(root / "nvml", spec.name, spec.hardware)
+        self.kubelet_settings = kubelet
+        self.labels = {"nvidia-device-enable": "enable", **spec.labels}
+        self.kubelet = self._new_kubelet()
+        self.metrics_port = free_port() if spec.metrics else 0
+        self.state_dir = root / "state"
+        argv = [
+            *console_script("kube-vgpu-plugin"),
+            f"--node-name={spec.name}",
+            f"--resource-domain={names.domain}",
+            f"--device-plugin-dir={self.kubelet.plugin_dir}",
+            f"--pod-resources-socket={self.kubelet.pod_resources_socket}",
+            f"--state-dir={self.state_dir}",
+            f"--shim-dir={root / 'shim'}",
+            f"--cdi-dir={root / 'cdi'}",
+            f"--assignment-key-file={key_file}",
+            f"--metrics-port={self.metrics_port}",
+            "--reclaim-interval-seconds=2",
+            "--log-level=info",
+        ]
+        env = {**self.hardware.env(), "KUBECONFIG": str(kubeconfig), "NODE_NAME": spec.name}
+        self.plugin = Child(f"plugin-{spec.name}", argv, env, root / "plugin.log")
+
+    def _new_kubelet(self) -> SimKubelet:
+        return SimKubelet(
+            self.api, self.name, self.root / "kubelet", labels=self.labels, settings=self.kubelet_settings
+        )
+
+    async def start(self) -> None:
+        await self.kubelet.start()
+        await self.plugin.start()
+
+    async def stop(self) -> None:
+        await self.plugin.stop()
+        await self.kubelet.stop()
+
+    async def wait_ready(self, timeout_s: float = 30.0) -> None:
+        """The plugin registered both ways: devices with the kubelet, inventory and memory on the Node."""
+
+        async def ready() -> bool:
+            if not self.plugin.alive:
+                raise AssertionError(f"plugin of {self.name} exited:\n{self.plugin.log_tail()}")
+            endpoint = self.kubelet.devices.endpoints.get(self.names.core)
+            if endpoint is None or endpoint.stopped or not endpoint.listed.is_set():
+                return False
+            try:
+                node = await self.api.get(f"/api/v1/nodes/{self.name}")
+            except ApiError:
+                return False
+            annotations = node["metadata"].get("annotations") or {}
+            allocatable = (node.get("status") or {}).get("allocatable") or {}
+            return self.names.inventory in annotations and self.names.memory in allocatable
+
+        try:
+            await wait_until(ready, timeout_s=timeout_s, what=f"node {self.name} to register its GPUs")
+        except AssertionError as err:
+            raise AssertionError(f"{err}\n--- plugin log:\n{self.plugin.log_tail()}") from err
+
+    async def restart_plugin(self, *, kill: bool = True) -> None:
+        await self.plugin.stop(kill=kill)
+        await self.plugin.start()
+
+    async def restart_kubelet(self) -> None:
+        """Stop the kubelet and start a new one on the same directories (it reloads its checkpoint)."""
+        await self.kubelet.stop()
+        self.kubelet = self._new_kubelet()
+        await self.kubelet.start()
+
+    def config_files(self) -> dict[str, Any]:
+        return {str(p.relative_to(self.state_dir)): p for p in self.state_dir.rglob("vcuda.config")}

@@ -1,0 +1,177 @@
+"""Fakes and builders for the extender's tests: Kubernetes JSON for nodes and pods, and ``FakeCluster``, an
+in-memory implementation of ``extender.kube.Cluster`` that plays the API server and (optionally) the watch.
+
+``FakeCluster`` is a fake, not kmock: patches merge annotations into stored pod dicts, bindings set
+``spec.nodeName``, and with ``state`` given every change is fed to the state as the watch would deliver it.
+"""
+
+import asyncio
+import itertools
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from extender.app import Deps
+from extender.core.ledger import Holding, NodeLedger, PodKey
+from extender.kube import ClusterError
+from extender.metrics import ExtenderMetrics
+from extender.scheduling import Scheduler
+from extender.state import ClusterState
+from tests.builders import nvswitch_node
+from vcuda.annotations import encode_inventory
+from vcuda.model import NodeInventory, Policy
+from vcuda.names import Names
+
+KEY = b"fake-test-assignment-key-0123456789"
+NAMES = Names()
+_uids = itertools.count(1)
+
+
+def node_obj(name: str, inventory: NodeInventory | None = None) -> dict[str, Any]:
+    annotations = {NAMES.inventory: encode_inventory(inventory)} if inventory is not None else {}
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "annotations": annotations}}
+
+
+def gpu_node(name: str, gpus: int = 8, memory_mib: int = 81920) -> dict[str, Any]:
+    return node_obj(name, nvswitch_node(gpus, node=name, memory_mib=memory_mib))
+
+
+def pod_obj(
+    name: str,
+    *containers: tuple[int, int],
+    namespace: str = "default",
+    uid: str | None = None,
+    annotations: Mapping[str, str] | None = None,
+    node: str | None = None,
+    phase: str = "Pending",
+    version: str = "1",
+) -> dict[str, Any]:
+    """A pod with one container per (vcuda-core, vcuda-memory MiB) pair, named c0, c1, ..."""
+    specs = []
+    for i, (cores, mib) in enumerate(containers):
+        limits = {NAMES.core: str(cores)}
+        if mib:
+            limits[NAMES.memory] = str(mib)
+        specs.append({"name": f"c{i}", "image": "cuda", "resources": {"limits": limits}})
+    spec: dict[str, Any] = {"containers": specs or [{"name": "c0", "image": "busybox"}]}
+    if node:
+        spec["nodeName"] = node
+    meta = {"name": name, "namespace": namespace, "uid": uid or f"uid-{next(_uids)}", "resourceVersion": version,
+            "annotations": dict(annotations or {})}  # fmt: skip
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec, "status": {"phase": phase}}
+
+
+class FakeClock:
+    """A settable clock (seconds) for grace and expiry tests."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeCluster:
+    """In-memory ``Cluster``: stores pods, records every patch and binding, feeds ``state`` like a watch.
+
+    ``fail_bind`` / ``fail_patch``: pod names whose call raises ``ClusterError``. ``bind_gate``: when set,
+    every bind waits on it, and it opens once ``release_at`` binds wait together (proof that they run in
+    parallel: serialised binds would never get there). Every call yields to the event loop once, as real I/O
+    would."""
+
+    def __init__(self, state: ClusterState | None = None) -> None:
+        self.state = state
+        self.pods: dict[tuple[str, str], dict[str, Any]] = {}
+        self.patches: list[tuple[str, str, dict[str, str | None]]] = []
+        self.bindings: list[tuple[str, str, str, str]] = []
+        self.fail_bind: set[str] = set()
+        self.fail_patch: set[str] = set()
+        self.bind_gate: asyncio.Event | None = None
+        self.release_at = 0
+        self.binds_waiting = 0
+
+    def add(self, *pods: dict[str, Any]) -> None:
+        for pod in pods:
+            self.pods[(pod["metadata"]["namespace"], pod["metadata"]["name"])] = pod
+            self._feed(pod)
+
+    def _feed(self, pod: dict[str, Any]) -> None:
+        if self.state is not None:
+            self.state.apply_pod(pod)
+
+    async def read_pod(self, namespace: str, name: str) -> dict[str, Any]:
+        try:
+            return self.pods[(namespace, name)]
+        except KeyError:
+            raise ClusterError(f"pod {namespace}/{name} not found (fake)") from None
+
+    async def patch_pod_annotations(
+        self, namespace: str, name: str, annotations: Mapping[str, str | None]
+    ) -> None:
+        await asyncio.sleep(0)
+        if name in self.fail_patch:
+            raise ClusterError("patch refused (fake)")
+        pod = await self.read_pod(namespace, name)
+        self.patches.append((namespace, name, dict(annotations)))
+        current = pod["metadata"].setdefault("annotations", {})
+        for key, value in annotations.items():
+            if value is None:
+                current.pop(key, None)
+            else:
+                current[key] = value
+        self._feed(pod)
+
+    async def bind_pod(self, namespace: str, name: str, uid: str, node: str) -> None:
+        await asyncio.sleep(0)
+        if self.bind_gate is not None:
+            self.binds_waiting += 1
+            if self.binds_waiting >= self.release_at:
+                self.bind_gate.set()
+            await self.bind_gate.wait()
+        if name in self.fail_bind:
+            raise ClusterError("binding refused (fake)")
+        pod = await self.read_pod(namespace, name)
+        self.bindings.append((namespace, name, uid, node))
+        pod["spec"]["nodeName"] = node
+        self._feed(pod)
+
+
+def ledger_of(state: ClusterState, name: str) -> NodeLedger:
+    found = state.ledger(name)
+    assert found is not None, f"no ledger for {name}"
+    return found
+
+
+def holding_of(state: ClusterState, pod: str) -> Holding:
+    found = state.holding(PodKey(pod))
+    assert found is not None, f"no holding for {pod}"
+    return found
+
+
+def make_deps(
+    nodes: Iterable[dict[str, Any]] = (),
+    *,
+    clock: FakeClock | None = None,
+    grace_s: float = 60.0,
+    node_policy: Policy = Policy.BINPACK,
+    gpu_policy: Policy = Policy.SPREAD,
+    node_cache_capable: bool = True,
+    scheduler_name: str | None = None,
+) -> tuple[Deps, FakeCluster]:
+    metrics = ExtenderMetrics()
+    state = ClusterState(NAMES, KEY, grace_s=grace_s, clock=clock or time.monotonic, events=metrics)
+    metrics.watch(state)
+    state.replace_nodes(list(nodes))
+    state.synced.set()
+    cluster = FakeCluster(state)
+    scheduler = Scheduler(
+        state, cluster, key=KEY, gpu_policy=gpu_policy, node_policy=node_policy, recorder=metrics
+    )
+    deps = Deps(
+        scheduler,
+        state,
+        metrics,
+        node_cache_capable=node_cache_capable,
+        webhook_scheduler_name=scheduler_name,
+    )
+    return deps, cluster

@@ -1,0 +1,200 @@
+"""kubectl-vgpu over a fake API (FakeClusterReader implements ClusterReader): node GPU tables, pod tables,
+JSON output, and which pods count as holding GPUs (finished pods and failed assignments do not; unsigned or
+wrongly signed annotations are shown because the view is unverified; broken annotations are marked invalid).
+"""
+
+import json
+from typing import Any
+
+import pytest
+
+from extender.kubectl import gpu_rows, parse_args, pod_rows, run
+from tests.builders import gpu, nvswitch_node
+from vcuda.annotations import (
+    PodStatus,
+    decode_assignment_unverified,
+    encode_assignment,
+    encode_inventory,
+    encode_status,
+)
+from vcuda.model import ContainerAssignment, GpuShare, NodeInventory, NodeName, Phase, PodAssignment
+from vcuda.names import Names
+
+N = Names()
+KEY = b"cluster-secret"
+
+
+class FakeClusterReader:
+    """A fake API server read path: fixed lists of node and pod JSON objects."""
+
+    def __init__(self, nodes: list[dict[str, Any]], pods: list[dict[str, Any]]) -> None:
+        self.nodes, self.pods = nodes, pods
+        self.asked: list[str | None] = []
+
+    def list_nodes(self):
+        return self.nodes
+
+    def list_pods(self, namespace):
+        self.asked.append(namespace)
+        return [p for p in self.pods if namespace is None or p["metadata"]["namespace"] == namespace]
+
+
+def node(name: str, inventory: NodeInventory | None) -> dict[str, Any]:
+    annotations = {} if inventory is None else {N.inventory: encode_inventory(inventory)}
+    return {"metadata": {"name": name, "annotations": annotations}}
+
+
+def pod(ns: str, name: str, node_name: str, shares: Any, *, phase: str = "Running", status: Phase | None = None,
+        key: bytes = KEY, annotation: str | None = None, requests: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+    assignment = PodAssignment(
+        NodeName(node_name),
+        tuple(
+            ContainerAssignment(c, tuple(GpuShare(u, cores, mib) for u, cores, mib in s), limit)
+            for c, s, limit in shares
+        ),
+    )
+    annotations = {N.assignment: annotation if annotation is not None else encode_assignment(assignment, key)}
+    if status is not None:
+        annotations[N.status] = encode_status(PodStatus(status))
+    if not shares and annotation is None:
+        annotations = {}
+    container = {"name": "main", "resources": {"limits": requests or {}}}
+    return {
+        "metadata": {"namespace": ns, "name": name, "annotations": annotations},
+        "spec": {"nodeName": node_name, "containers": [container]},
+        "status": {"phase": phase},
+    }
+
+
+A = nvswitch_node(2, node="a")
+G0, G1 = A.gpus[0].uuid, A.gpus[1].uuid
+NODES = [
+    node("a", A),
+    node("b", NodeInventory((gpu(0, node="b", memory_mib=24576, model="NVIDIA A10", healthy=False),))),
+    node("cpu", None),
+]
+PODS = [
+    pod("ml", "train", "a", [("trainer", [(G0, 50, 20480), (G1, 50, 20480)], 80)], status=Phase.ALLOCATED),
+    pod("ml", "serve", "a", [("model", [(G1, 30, 10240)], 30)]),
+    pod("ml", "done", "a", [("x", [(G0, 40, 1024)], 40)], phase="Succeeded"),
+    pod("ml", "oops", "a", [("x", [(G0, 40, 1024)], 40)], status=Phase.FAILED),
+    pod("web", "forged", "a", [("x", [(G0, 10, 512)], 10)], key=b"not-the-key"),
+    pod("web", "broken", "a", [], annotation="{not json"),
+    pod("web", "waiting", "", [], phase="Pending", requests={N.core: "20", N.memory: "1024"}),
+    pod("web", "plain", "a", [], requests={"cpu": "1"}),
+]
+
+
+def test_node_rows_sum_live_assignments_per_gpu():
+    rows = gpu_rows(NODES, PODS, N)
+    got = [
+        (r.node, r.index, r.cores_allocated, r.memory_allocated_mib, r.memory_mib, r.healthy, r.pods)
+        for r in rows
+    ]
+    assert got == [
+        ("a", 0, 60, 20992, 81920, True, ("ml/train", "web/forged")),
+        ("a", 1, 80, 30720, 81920, True, ("ml/serve", "ml/train")),
+        ("b", 0, 0, 0, 24576, False, ()),
+    ]
+
+
+def test_pod_rows_show_shares_limits_and_phases():
+    rows = {(r.namespace, r.pod): r for r in pod_rows(PODS, N)}
+    assert set(rows) == {
+        ("ml", "train"),
+        ("ml", "serve"),
+        ("ml", "done"),
+        ("ml", "oops"),
+        ("web", "forged"),
+        ("web", "broken"),
+        ("web", "waiting"),
+    }
+    train = rows[("ml", "train")]
+    assert (train.node, train.phase, train.pod_phase) == ("a", "allocated", "Running")
+    assert [(s.container, s.gpu, s.cores, s.core_limit, s.memory_mib) for s in train.shares] == [
+        ("trainer", G0, 50, 80, 20480),
+        ("trainer", G1, 50, 80, 20480),
+    ]
+    assert [(k, r.phase) for k, r in sorted(rows.items()) if k != ("ml", "train")] == [
+        (("ml", "done"), "assumed"),
+        (("ml", "oops"), "failed"),
+        (("ml", "serve"), "assumed"),
+        (("web", "broken"), "invalid"),
+        (("web", "forged"), "assumed"),
+        (("web", "waiting"), "pending"),
+    ]
+
+
+def test_nodes_table_lists_every_gpu_and_says_unverified():
+    out = run(parse_args(["nodes"]), FakeClusterReader(NODES, PODS))
+    lines = out.splitlines()
+    assert lines[0].split() == ["NODE", "GPU", "MODEL", "HEALTH", "CORES", "MEMORY(MiB)", "PODS"]
+    assert lines[1].split() == [
+        "a",
+        "0",
+        "NVIDIA",
+        "H100",
+        "80GB",
+        "HBM3",
+        "Healthy",
+        "60/100",
+        "20992/81920",
+        "ml/train,web/forged",
+    ]
+    assert lines[3].split() == ["b", "0", "NVIDIA", "A10", "Unhealthy", "0/100", "0/24576", "-"]
+    assert lines[-1] == "# allocations read from unverified vgpu-assignment annotations"
+
+
+@pytest.mark.parametrize(
+    ("argv", "asked"),
+    [
+        pytest.param(["pods", "-A"], [None], id="-A asks every namespace"),
+        pytest.param(["pods", "-n", "web"], ["web"], id="-n asks one namespace"),
+    ],
+)
+def test_pods_table_has_one_line_per_container_gpu(argv, asked):
+    cluster = FakeClusterReader(NODES, PODS)
+    out = run(parse_args(argv), cluster)
+    assert cluster.asked == asked
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "NAMESPACE",
+        "POD",
+        "NODE",
+        "CONTAINER",
+        "GPU",
+        "CORES",
+        "CORE-LIMIT",
+        "MEMORY(MiB)",
+        "PHASE",
+        "STATUS",
+    ]
+    if asked == ["web"]:
+        assert [line.split()[:2] for line in lines[1:-1]] == [
+            ["web", "broken"],
+            ["web", "forged"],
+            ["web", "waiting"],
+        ]
+        assert lines[3].split() == ["web", "waiting", "-", "-", "-", "-", "-", "-", "pending", "Pending"]
+
+
+def test_json_output_is_machine_readable_and_marked_unverified():
+    doc = json.loads(run(parse_args(["nodes", "-o", "json"]), FakeClusterReader(NODES, PODS)))
+    assert doc["verified"] is False
+    assert doc["gpus"][0] == {
+        "node": "a", "index": 0, "uuid": G0, "model": "NVIDIA H100 80GB HBM3", "healthy": True,
+        "memory_mib": 81920, "cores_allocated": 60, "memory_allocated_mib": 20992, "pods": ["ml/train", "web/forged"],
+    }  # fmt: skip
+    pods = json.loads(run(parse_args(["pods", "-A", "-o", "json"]), FakeClusterReader(NODES, PODS)))["pods"]
+    assert pods[-1] == {
+        "namespace": "web", "pod": "waiting", "node": "", "phase": "pending", "pod_phase": "Pending", "shares": [],
+    }  # fmt: skip
+
+
+def test_unverified_decoder_reads_any_signature_but_rejects_bad_documents():
+    text = encode_assignment(
+        PodAssignment(NodeName("a"), (ContainerAssignment("c", (GpuShare(G0, 10, 1),), 10),)), b"k"
+    )
+    assert decode_assignment_unverified(text).node == "a"
+    with pytest.raises(ValueError, match="version"):
+        decode_assignment_unverified('{"v": 2}')
