@@ -30,7 +30,11 @@ __all__ = ["Bound", "FilterOutcome", "Recorder", "Scheduler"]
 log = logging.getLogger(__name__)
 Obj = Mapping[str, Any]
 NO_INVENTORY: Final = "node publishes no kube-vgpu GPU inventory (is the device plugin running there?)"
-_MEMO_SIZE: Final = 4096
+_MEMO_SIZE: Final = 64
+"""Filter outcomes kept for prioritize: it follows its filter at once, and each outcome may hold thousands of
+nodes, so a few dozen pods' worth is plenty."""
+_REQUESTS_SIZE: Final = 4096
+"""Parsed requests kept for bind (small values): pods filtered but not yet bound."""
 
 
 class Recorder(Protocol):
@@ -146,7 +150,7 @@ class Scheduler:
 
     def _request(self, pod: Obj) -> PodRequest:
         request = parse_pod_request(pod, self.state.names)
-        _put(self._requests, pod_key(pod), request)
+        _put(self._requests, pod_key(pod), request, _REQUESTS_SIZE)
         return request
 
     def _judge(self, ledger: NodeLedger | None, request: PodRequest, query: QuickQuery | None) -> _Verdict:
@@ -188,7 +192,7 @@ class Scheduler:
             outcome.reasons[str(verdict.reason)] += 1
 
     def _remember(self, pod: Obj, outcome: FilterOutcome) -> None:
-        _put(self._memo, _memo_key(pod), outcome)
+        _put(self._memo, _memo_key(pod), outcome, _MEMO_SIZE)
 
     def _record(self, verb: str, outcome: FilterOutcome) -> None:
         self.recorder.decided(verb, "fit", len(outcome.passing))
@@ -316,8 +320,8 @@ def _memo_key(pod: Obj) -> tuple[str, str]:
     return pod_key(pod), str(version or "")
 
 
-def _put(cache: "OrderedDict[Any, Any]", key: Any, value: Any) -> None:
+def _put(cache: "OrderedDict[Any, Any]", key: Any, value: Any, size: int) -> None:
     cache[key] = value
     cache.move_to_end(key)
-    if len(cache) > _MEMO_SIZE:
+    if len(cache) > size:
         cache.popitem(last=False)

@@ -15,6 +15,7 @@ from kubernetes import client, config
 from plugin.agent import Agent
 from plugin.core.errors import ConfigError
 from plugin.core.gpu import GpuSource, NodeGpus
+from plugin.core.mig_partition import PartitionSettings
 from plugin.kube import ApiCluster
 from plugin.kubelet import PodResourcesClient
 from plugin.node import NodePublisher
@@ -74,6 +75,18 @@ def _gpu_source(settings: Settings) -> GpuSource:
         return _NoGpus()
 
 
+async def _partition_mig(settings: Settings, source: GpuSource, names: Names) -> None:
+    """MIG partitioning (ENABLE_MIG, docs/mig.md) before discovery feeds the agent; MigConfigError stops."""
+    from plugin.mig_partition import partition_at_start
+    from plugin.nvml import Nvml
+
+    if settings.enable_mig and isinstance(source, Nvml):
+        wanted = PartitionSettings(
+            True, settings.mig_profile, settings.mig_instance_count, settings.skip_configured
+        )
+        await partition_at_start(source, wanted, settings.pod_resources_socket, names)
+
+
 async def _run(settings: Settings, key: bytes) -> None:
     cluster = ApiCluster(_api_client())
     names = Names(settings.resource_domain)
@@ -81,9 +94,9 @@ async def _run(settings: Settings, key: bytes) -> None:
         await NodePublisher(cluster, settings.node_name, names).uninstall()
         return
     pod_resources = PodResourcesClient(settings.pod_resources_socket, names.core)
-    agent = Agent(
-        settings, source=_gpu_source(settings), cluster=cluster, pod_resources=pod_resources.held, key=key
-    )
+    source = _gpu_source(settings)
+    await _partition_mig(settings, source, names)
+    agent = Agent(settings, source=source, cluster=cluster, pod_resources=pod_resources.held, key=key)
     try:
         await agent.run()
     finally:
@@ -106,6 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(_run(settings, key))
     except KeyboardInterrupt:
         return 0
+    except ConfigError as err:  # found after discovery: an invalid MIG_PROFILE, mixed profiles under single
+        print(f"kube-vgpu-plugin: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -7,7 +7,7 @@ that tests run the very same object against fakes; :mod:`plugin.__main__` builds
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 
@@ -17,10 +17,12 @@ from plugin.core.allocate import DeviceListStrategy, PlanOptions
 from plugin.core.gpu import Gpu, GpuSource, NodeGpus, XidEvent
 from plugin.core.health import HealthPolicy
 from plugin.core.inventory import node_view
+from plugin.core.mig import mig_labels
 from plugin.core.slices import slices
 from plugin.health import HealthMonitor
 from plugin.kube import Cluster
 from plugin.kubelet import Registrar
+from plugin.mig import MigOptions, MigPlugins, mig_capable
 from plugin.node import NodePublisher
 from plugin.reclaim import Reclaimer
 from plugin.server import DeviceBoard, DevicePluginServicer
@@ -100,6 +102,24 @@ class Agent:
             poll_s=timings.kubelet_poll_s,
             on_registered=self.node.wake,
         )
+        # MIG instances are served whole, one registration per resource, apart from vcuda-core (plugin.mig,
+        # docs/mig.md). Raises MigConfigError (a ConfigError) for --mig-strategy=single with several profiles.
+        self.mig = MigPlugins(
+            self.node_gpus,
+            source,
+            self.names,
+            MigOptions(
+                strategy=settings.mig_strategy,
+                plan=self._plan_options(),
+                cdi_dir=settings.cdi_dir,
+                plugin_dir=settings.device_plugin_dir,
+                policy=policy,
+                probe_s=settings.health_probe_seconds,
+                poll_s=timings.kubelet_poll_s,
+            ),
+        )
+        capable = mig_capable(source, self.node_gpus.gpus)
+        self._mig_labels = mig_labels(self.node_gpus.gpus, capable, settings.mig_strategy, self.names)
 
     def _plan_options(self) -> PlanOptions:
         s = self.settings
@@ -123,9 +143,8 @@ class Agent:
         if self._on_health is not None:
             self._on_health(healthy)
         await self.board.publish(slices(self.node_gpus.gpus, healthy))
-        await self.node.publish(
-            node_view(self.node_gpus, healthy, self.settings.device_memory_scaling, self.names)
-        )
+        view = node_view(self.node_gpus, healthy, self.settings.device_memory_scaling, self.names)
+        await self.node.publish(replace(view, labels={**view.labels, **self._mig_labels}))  # + MIG labels
 
     async def start(self) -> None:
         """Everything that must hold before the first registration: files, device list, node view."""
@@ -145,3 +164,4 @@ class Agent:
             tasks.create_task(self.health.run())
             tasks.create_task(self.node.run())
             tasks.create_task(self.reclaimer.run())
+            tasks.create_task(self.mig.run())  # returns at once when no MIG resource is served

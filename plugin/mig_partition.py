@@ -7,17 +7,22 @@ is switched. NVML itself refuses to destroy an instance with processes (``IN_USE
 forced.
 """
 
+import asyncio
 import logging
 from collections.abc import Sequence, Set
+from pathlib import Path
 from typing import Protocol
 
 from plugin.core.gpu import Gpu, MigInstance, NodeGpus
+from plugin.core.mig import mig_devices, profile_resource
 from plugin.core.mig_partition import GpuPartition, PartitionSettings, plan_partition
 from plugin.core.slices import SEPARATOR
+from plugin.mig import held_device_ids
 from plugin.nvml import MigProfile, NvmlError, ProcessUsage
 from vcuda.model import GpuUuid
+from vcuda.names import Names
 
-__all__ = ["MigControl", "apply_partition", "plan_node"]
+__all__ = ["MigControl", "apply_partition", "partition_at_start", "plan_node"]
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +42,7 @@ class MigControl(Protocol):
 def _busy_gpu_instances(nvml: MigControl, gpu: Gpu) -> frozenset[int]:
     if not gpu.mig_enabled:
         return frozenset()
-    return frozenset(
-        p.gpu_instance_id for p in nvml.process_usage(gpu.uuid) if p.gpu_instance_id is not None
-    )
+    return frozenset(p.gpu_instance_id for p in nvml.process_usage(gpu.uuid) if p.gpu_instance_id is not None)
 
 
 def _shared_in_use(gpu: Gpu, held: Set[str]) -> bool:
@@ -124,3 +127,17 @@ def apply_partition(
         _apply_one(nvml, plan)
     return plans
 
+
+async def partition_at_start(
+    nvml: MigControl, settings: PartitionSettings, pod_resources_socket: Path, names: Names
+) -> Sequence[GpuPartition]:
+    """Start-up partitioning: what pods hold (vcuda-core, ``<domain>/gpu`` and every current ``mig-*``
+    resource) from PodResources, then :func:`apply_partition` in a worker thread. A no-op when disabled."""
+    if not settings.enabled:
+        return ()
+    devices = mig_devices((await asyncio.to_thread(nvml.discover)).gpus)
+    resources = {names.core, f"{names.domain}/gpu"} | {
+        f"{names.domain}/{profile_resource(d.profile)}" for d in devices
+    }
+    held = await held_device_ids(pod_resources_socket, sorted(resources))
+    return await asyncio.to_thread(apply_partition, nvml, settings, held)

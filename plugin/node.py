@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from plugin.core.inventory import NodeView
+from plugin.core.mig import is_mig_label
 from plugin.kube import Cluster, KubeError
 from vcuda.annotations import encode_inventory
 from vcuda.names import Names
@@ -33,7 +34,10 @@ class NodePublisher:
         self.patches = 0
 
     def _ours(self, label: str) -> bool:
-        return label.startswith((self._names.label("gpu."), self._names.label("cuda.")))
+        # MIG labels (plugin.core.mig.mig_labels) are ours too, so stale ones are removed.
+        return label.startswith((self._names.label("gpu."), self._names.label("cuda."))) or is_mig_label(
+            label, self._names
+        )
 
     def wake(self) -> None:
         """Re-check the Node now (after a kubelet restart it may have reset our extended resource)."""

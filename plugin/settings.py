@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from plugin.core.allocate import DeviceIdStrategy, DeviceListStrategy
 from plugin.core.errors import ConfigError
 from plugin.core.health import DEFAULT_IGNORED_XIDS
+from plugin.core.mig import MigStrategy
 from vcuda.names import DEFAULT_DOMAIN, HOST_STATE_DIR
 
 __all__ = ["CONFIG_VERSION", "Settings", "load_settings", "parse_args"]
@@ -78,8 +79,18 @@ class Settings(BaseModel):
     node_resync_seconds: float = Field(default=30.0, gt=0.0)
     """How often the Node is re-read and ``vcuda-memory``, inventory and labels re-patched if they drifted
     (the kubelet may reset unknown extended resources when it re-creates its Node)."""
-    mig_strategy: Literal["none", "single", "mixed"] = "none"
-    """MIG-enabled GPUs are not shared through the shim; this version advertises them under no strategy."""
+    # MIG (docs/mig.md, plugin.mig). MIG-enabled GPUs are never shared through the shim.
+    mig_strategy: MigStrategy = MigStrategy.NONE
+    """How MIG instances are advertised (as NVIDIA's plugin): ``none`` keeps them out, so that nothing the
+    cluster did not ask for appears; ``single`` (one profile, ``<domain>/gpu``); ``mixed`` (``mig-<p>``)."""
+    enable_mig: bool = False
+    """Partition MIG-capable GPUs at start-up (seed env ``ENABLE_MIG``); off because it reconfigures GPUs."""
+    mig_profile: str = ""
+    """Profile to create (``MIG_PROFILE``); empty: each GPU's ``3g`` profile (the seed's A100 ``3g.20gb``)."""
+    mig_instance_count: int = Field(default=0, ge=0)
+    """Instances of the profile per GPU (``MIG_INSTANCE_COUNT``); 0 = as many as fit, as in the seed."""
+    skip_configured: bool = True
+    """Leave GPUs that already have MIG instances alone (``SKIP_CONFIGURED``): never disturb a set-up node."""
     metrics_port: int = Field(default=9400, ge=0, le=65535)
     """Port of the Prometheus exporter (``plugin.metrics``); 0 disables it."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -108,7 +119,14 @@ class Settings(BaseModel):
 
 
 _FIELDS: Final = tuple(Settings.model_fields)
-_BOOL_FIELDS: Final = frozenset({"fail_on_init_error", "uninstall"})
+_BOOL_FIELDS: Final = frozenset({"fail_on_init_error", "uninstall", "enable_mig", "skip_configured"})
+# The micro GPU plugin's (seed 000) MIG env names, honoured like CDI_ENABLED / CDI_PREFIX.
+_SEED_MIG_ENV: Final = {
+    "ENABLE_MIG": "enable_mig",
+    "MIG_PROFILE": "mig_profile",
+    "MIG_INSTANCE_COUNT": "mig_instance_count",
+    "SKIP_CONFIGURED": "skip_configured",
+}
 _NODE_IGNORED: Final = frozenset({"containerRuntimeEndpoint", "cgroupDriver"})
 
 
@@ -137,6 +155,9 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         found.setdefault("device_list_strategy", DeviceListStrategy.CDI.value)
     if "CDI_PREFIX" in env:
         found.setdefault("cdi_prefix", env["CDI_PREFIX"])
+    for name, field in _SEED_MIG_ENV.items():
+        if name in env:
+            found.setdefault(field, env[name])
     return found
 
 

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from plugin.core.gpu import NodeGpus
+from plugin.core.mig import shareable
 from vcuda.model import GpuInfo, GpuUuid, NodeInventory
 from vcuda.names import Names
 
@@ -40,7 +41,7 @@ def node_inventory(node: NodeGpus, healthy: Mapping[GpuUuid, bool], scaling: flo
             g.numa_node,
         )
         for g in node.gpus
-        if not g.mig_enabled
+        if shareable(g)  # MIG GPUs (on or pending) stay out: the extender must never share them
     )
     known = {g.uuid for g in gpus}
     links = tuple(link for link in node.links if link.a in known and link.b in known)

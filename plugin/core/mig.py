@@ -94,7 +94,7 @@ def _device(gpu: Gpu, mig: MigInstance) -> MigDevice:
 
 
 def mig_devices(gpus: Iterable[Gpu]) -> tuple[MigDevice, ...]:
-    """Every MIG instance of every MIG-enabled GPU, by GPU index then instance ids (stable across restarts)."""
+    """Every MIG instance of every MIG-enabled GPU, by GPU index then instance ids (stable over restarts)."""
     found = (_device(g, m) for g in gpus if g.mig_enabled for m in g.mig_instances)
     return tuple(sorted(found, key=lambda d: (d.parent_index, d.gpu_instance_id, d.compute_instance_id)))
 
@@ -139,7 +139,9 @@ def _label_value(text: str) -> str:
     return value[:63].strip("._-")
 
 
-def _profile_labels(devices: Sequence[MigDevice], models: Mapping[GpuUuid, str], names: Names) -> dict[str, str]:
+def _profile_labels(
+    devices: Sequence[MigDevice], models: Mapping[GpuUuid, str], names: Names
+) -> dict[str, str]:
     labels: dict[str, str] = {}
     by_profile: dict[str, list[MigDevice]] = defaultdict(list)
     for device in devices:

@@ -10,6 +10,7 @@ from typing import Final, NewType
 
 from plugin.core.errors import AllocationError
 from plugin.core.gpu import Gpu
+from plugin.core.mig import shareable
 from vcuda.model import GpuUuid
 from vcuda.units import CORE_PER_GPU
 
@@ -48,11 +49,11 @@ def gpu_split(ids: Iterable[str]) -> dict[GpuUuid, int]:
 def slices(gpus: Sequence[Gpu], healthy: Mapping[GpuUuid, bool]) -> tuple[Slice, ...]:
     """Every slice of every shareable GPU, in GPU index order then slice number (stable across restarts).
 
-    MIG-enabled GPUs are not shared through the shim and get no slices.
+    MIG-enabled GPUs (MIG on or pending) are not shared through the shim and get no slices.
     """
     return tuple(
         Slice(slice_id(g.uuid, n), g.uuid, healthy.get(g.uuid, True), g.numa_node)
         for g in sorted(gpus, key=lambda g: (g.index, g.uuid))
-        if not g.mig_enabled
+        if shareable(g)  # MIG GPUs are served whole by plugin.mig, never as vcuda-core
         for n in range(CORE_PER_GPU)
     )

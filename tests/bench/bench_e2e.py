@@ -54,7 +54,7 @@ async def _throughput(workdir: Path) -> float:
         start = time.perf_counter()
         await _submit(cluster, pods)
         keys = [f"default/{p['metadata']['name']}" for p in pods]
-        states = await cluster.wait_settled(keys, timeout_s=600, settled=("running", "failed"))
+        states = await cluster.wait_settled(keys, timeout_s=900, settled=("running", "failed", "blocked"))
         elapsed = time.perf_counter() - start
         running = sum(1 for k in keys if states[k].phase == "running")
     return running / elapsed

@@ -140,7 +140,7 @@ def latency_5000() -> list[tuple[str, float, str]]:
 # --- whole cycle against kmock -------------------------------------------------------------------
 
 
-def pods_per_second(nodes: int = 1000, pods: int = 300) -> float:
+def pods_per_second(nodes: int = 1000, pods: int = 100) -> float:
     from extender.kube import KubeCluster, Watcher
     from extender.metrics import ExtenderMetrics
     from extender.scheduling import Scheduler

@@ -33,7 +33,8 @@ async def test_every_example_lands_as_its_comments_say(sim_cluster):
     async with sim_cluster(nodes=DEMO_NODES) as cluster:
         for pod in examples:
             await cluster.submit(pod)
-        states = await settle_and_check(cluster, [f"default/{p['metadata']['name']}" for p in examples])
+        keys = [f"default/{p['metadata']['name']}" for p in examples]
+        states = await settle_and_check(cluster, keys, settled=("running", "failed", "rejected"))
         pods = _by_name(await cluster.pods())
         nodes = {n["metadata"]["name"]: n for n in await cluster.kube.list("nodes")}
 
@@ -82,7 +83,7 @@ async def test_the_shim_config_of_a_soft_limited_container_carries_both_limits(s
     example = next(p for p in demo_pods() if p["metadata"]["name"] == "vgpu-soft-limit")
     async with sim_cluster() as cluster:
         await cluster.submit(example)
-        await settle_and_check(cluster, ["default/vgpu-soft-limit"])
+        await settle_and_check(cluster, ["default/vgpu-soft-limit"], settled=("running", "failed"))
         pod = _by_name(await cluster.pods())["vgpu-soft-limit"]
         node = cluster.node(pod["spec"]["nodeName"])
         alloc = node.kubelet.checkpoint.get(pod["metadata"]["uid"], "cuda", cluster.names.core)

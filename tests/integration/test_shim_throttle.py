@@ -60,7 +60,7 @@ def test_the_fake_gpu_is_kept_busy_about_the_allowed_share(tmp_path, core, soft,
 
 def test_launches_and_throttled_time_reach_the_usage_file(tmp_path):
     env = shim_env(tmp_path, memory_mib=64, core=10, FAKE_CUDA_KERNEL_NS=str(KERNEL_NS))
-    with start_app(env, ["init", "ctx", "0", "run", "0.3", "launch", "5000", "pause"]) as proc:
+    with start_app(env, ["init", "ctx", "0", "run", "0.3", "launch", "100", "pause"]) as proc:
         read_until(proc, "paused")
         (me,) = env.processes()
     assert me.gpus[0].launches > 0

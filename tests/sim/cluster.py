@@ -61,7 +61,8 @@ class ClusterSpec:
 
 @dataclass(frozen=True, slots=True)
 class PodState:
-    """Where a pod stands: ``running``, ``failed``, ``unschedulable``, ``rejected`` (webhook) or ``pending``."""
+    """Where a pod stands: ``running``, ``failed``, ``unschedulable``, ``rejected`` (webhook), ``blocked`` (a
+    container cannot start: PreStartContainer refused) or ``pending``."""
 
     phase: str
     node: str = ""
@@ -83,7 +84,12 @@ def pod_state(pod: Obj) -> PodState:
         for c in status.get("containerStatuses") or []
         if "waiting" in c.get("state", {})
     ]
-    return PodState("pending", node, "; ".join(f"{w.get('reason')}: {w.get('message')}" for w in waiting))
+    message = "; ".join(f"{w.get('reason')}: {w.get('message')}" for w in waiting)
+    if any(w.get("reason") == "CreateContainerError" for w in waiting):
+        return PodState(
+            "blocked", node, message
+        )  # PreStartContainer refused; the kubelet retries with backoff
+    return PodState("pending", node, message)
 
 
 class SimCluster:

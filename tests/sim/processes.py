@@ -14,6 +14,18 @@ from pathlib import Path
 
 __all__ = ["Child", "console_script", "write_kubeconfig"]
 
+PR_SET_PDEATHSIG = 1
+
+
+# Exec'd in front of every child: ask for SIGTERM when the simulation's process dies (so no plugin outlives
+# it), then exec the real command. A wrapper rather than ``preexec_fn``: forking a process that runs gRPC
+# threads is unsafe (gRPC warns and skips its fork handlers).
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys; "
+    f"ctypes.CDLL(None).prctl({PR_SET_PDEATHSIG}, signal.SIGTERM); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
 
 def console_script(name: str) -> list[str]:
     """The installed entry point next to this interpreter (``.venv/bin/<name>``)."""
@@ -48,7 +60,7 @@ class Child:
             out.write(f"--- start {self.starts}: {' '.join(self.argv)}\n".encode())
             out.flush()
             self.process = await asyncio.create_subprocess_exec(
-                *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
+                sys.executable, "-S", "-c", _DIE_WITH_PARENT, *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
                 env={**os.environ, **self.env}, start_new_session=True,
             )  # fmt: skip
         self.starts += 1

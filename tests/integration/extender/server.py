@@ -13,6 +13,7 @@ STARTUP_TIMEOUT_S = 10.0
 @contextlib.asynccontextmanager
 async def serving(app: Any, **config: Any) -> AsyncIterator[int]:
     """Yield the port of a running uvicorn server for ``app``; stop it on exit (bounded waits)."""
+    config.setdefault("timeout_keep_alive", 120)  # a busy test machine must not see idle sockets closed
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", **config))
     task = asyncio.create_task(server.serve())
     async with asyncio.timeout(STARTUP_TIMEOUT_S):

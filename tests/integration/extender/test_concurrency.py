@@ -21,7 +21,7 @@ from vcuda.annotations import decode_assignment
 NODES = [f"n{i:02d}" for i in range(20)]
 GPU_MIB = 10000
 KINDS = [(10, 1000), (20, 2000), (30, 3000), (40, 1500), (25, 2500)]  # distinct core counts: never confused
-BOUND_S = 30.0
+BOUND_S = 120.0  # generous: a shared 2-core CI machine under load
 
 
 async def _cycle(http: httpx.AsyncClient, pod: dict[str, Any], rng: random.Random) -> str:
@@ -29,9 +29,7 @@ async def _cycle(http: httpx.AsyncClient, pod: dict[str, Any], rng: random.Rando
     passing = (await http.post("/scheduler/filter", json=request)).json()["NodeNames"]
     if not passing:
         return "unschedulable"
-    scores = (await http.post("/scheduler/prioritize", json={**request, "NodeNames": passing})).json()
-    best = max(s["Score"] for s in scores)
-    node = rng.choice([s["Host"] for s in scores if s["Score"] == best])
+    node = rng.choice(passing)  # random among the fitting nodes: the most contention
     meta = pod["metadata"]
     body = {"PodName": meta["name"], "PodNamespace": "default", "PodUID": meta["uid"], "Node": node}
     error = (await http.post("/scheduler/bind", json=body)).json()["Error"]

@@ -1,0 +1,288 @@
+"""MIG device plugins: one ``v1beta1.DevicePlugin`` per MIG resource, with per-instance health.
+
+:class:`MigPlugins` builds, from discovery and the strategy (:mod:`plugin.core.mig`), one resource per
+profile (``mixed``) or ``<domain>/gpu`` (``single``); each gets its own socket, :class:`MigServicer` and
+:class:`plugin.kubelet.Registrar`, as the kubelet needs one registration per resource. Device lists live
+in :class:`plugin.server.DeviceBoard` (a MIG instance travels as a one-device
+:class:`plugin.core.slices.Slice` whose ID is the MIG UUID) and go out through
+:func:`plugin.server.device_list`, exactly as ``vcuda-core``'s.
+
+Health reuses :class:`plugin.health.HealthMonitor` over :class:`MigEventSource`, which names MIG instances
+instead of GPUs: an XID carrying GPU/compute instance ids marks only that instance, a whole-GPU XID or a
+lost GPU marks every instance of the GPU (:func:`plugin.core.mig.xid_targets`).
+"""
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import grpc
+
+from plugin.api.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
+from plugin.core.allocate import DeviceListStrategy, PlanOptions
+from plugin.core.errors import AllocationError
+from plugin.core.gpu import Gpu, GpuSource, NodeGpus, XidEvent
+from plugin.core.health import HealthPolicy
+from plugin.core.mig import MigDevice, MigStrategy, mig_devices, mig_resources, xid_targets
+from plugin.core.mig_allocate import MIG_MINORS_PATH, MigPlan, cdi_spec, parse_mig_minors, plan_mig_container
+from plugin.core.slices import Slice, SliceId
+from plugin.health import HealthMonitor
+from plugin.kubelet import PodResourcesClient, Registrar
+from plugin.server import DeviceBoard, device_list
+from vcuda.model import GpuUuid
+from vcuda.names import Names
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+__all__ = [
+    "MigEventSource",
+    "MigOptions",
+    "MigPlugins",
+    "MigServicer",
+    "held_device_ids",
+    "mig_capable",
+    "mig_response",
+    "read_mig_minors",
+]
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class _ProfileSource(Protocol):
+    def mig_profiles(self, uuid: GpuUuid) -> tuple[Any, ...]: ...
+
+
+def mig_capable(source: object, gpus: Iterable[Gpu]) -> frozenset[GpuUuid]:
+    """GPUs that offer MIG profiles (asked of NVML when the source can tell; else those with MIG on)."""
+    if isinstance(source, _ProfileSource):
+        return frozenset(g.uuid for g in gpus if source.mig_profiles(g.uuid))
+    return frozenset(g.uuid for g in gpus if g.mig_enabled or g.mig_pending)
+
+
+async def held_device_ids(socket: Path, resources: Iterable[str]) -> frozenset[str] | None:
+    """Device IDs pods hold under any of ``resources`` (kubelet PodResources); ``None`` when unreadable."""
+    held: set[str] = set()
+    for resource in resources:
+        client = PodResourcesClient(socket, resource)
+        try:
+            held |= {i for container in await client.held() for i in container.device_ids}
+        except grpc.aio.AioRpcError as err:
+            log.warning("cannot read PodResources at %s: %s", socket, err.details())
+            return None
+        finally:
+            await client.close()
+    return frozenset(held)
+
+
+def read_mig_minors(path: Path) -> dict[str, int]:
+    """The driver's capability minors; empty when the file is absent (no MIG, or no driver)."""
+    try:
+        return parse_mig_minors(path.read_text())
+    except OSError:
+        return {}
+
+
+def mig_response(plan: MigPlan) -> api_pb2.ContainerAllocateResponse:
+    return api_pb2.ContainerAllocateResponse(
+        envs=dict(plan.envs),
+        mounts=[
+            api_pb2.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
+            for m in plan.mounts
+        ],
+        devices=[
+            api_pb2.DeviceSpec(
+                container_path=d.container_path, host_path=d.host_path, permissions=d.permissions
+            )
+            for d in plan.devices
+        ],
+        cdi_devices=[api_pb2.CDIDevice(name=n) for n in plan.cdi_devices],
+    )
+
+
+def _board_entries(devices: Sequence[MigDevice], healthy: Mapping[GpuUuid, bool]) -> list[Slice]:
+    return [
+        Slice(SliceId(d.uuid), d.parent, healthy.get(GpuUuid(d.uuid), True), d.numa_node) for d in devices
+    ]
+
+
+class MigServicer(api_pb2_grpc.DevicePluginServicer):
+    """One MIG resource. Instances are whole and isolated: no attribution, no PreStartContainer check."""
+
+    def __init__(
+        self,
+        board: DeviceBoard,
+        devices: Sequence[MigDevice],
+        options: PlanOptions,
+        minors: Callable[[], Mapping[str, int]],
+    ) -> None:
+        self._board = board
+        self._devices = {d.uuid: d for d in devices}
+        self._options = options
+        self._minors = minors
+
+    async def GetDevicePluginOptions(  # noqa: N802 (gRPC method name)
+        self, request: api_pb2.Empty, context: Ctx
+    ) -> api_pb2.DevicePluginOptions:
+        return api_pb2.DevicePluginOptions(pre_start_required=False, get_preferred_allocation_available=False)
+
+    async def ListAndWatch(  # noqa: N802 (gRPC method name)
+        self, request: api_pb2.Empty, context: Ctx
+    ) -> AsyncIterator[api_pb2.ListAndWatchResponse]:
+        async for entries in self._board.watch():
+            yield device_list(entries)
+
+    async def GetPreferredAllocation(  # noqa: N802 (gRPC method name)
+        self, request: api_pb2.PreferredAllocationRequest, context: Ctx
+    ) -> api_pb2.PreferredAllocationResponse:
+        responses = []
+        for req in request.container_requests:
+            rest = [i for i in req.available_deviceIDs if i not in req.must_include_deviceIDs]
+            ids = [*req.must_include_deviceIDs, *rest][: req.allocation_size]
+            responses.append(api_pb2.ContainerPreferredAllocationResponse(deviceIDs=ids))
+        return api_pb2.PreferredAllocationResponse(container_responses=responses)
+
+    async def Allocate(  # noqa: N802 (gRPC method name)
+        self, request: api_pb2.AllocateRequest, context: Ctx
+    ) -> api_pb2.AllocateResponse:
+        responses = []
+        for req in request.container_requests:
+            unknown = [i for i in req.devices_ids if i not in self._devices]
+            if unknown:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"kube-vgpu: unknown MIG devices {unknown}"
+                )
+            devices = [self._devices[i] for i in req.devices_ids]
+            minors = self._minors() if self._options.list_strategy is DeviceListStrategy.DEVICE_SPECS else {}
+            try:
+                plan = plan_mig_container(devices, self._options, minors)
+            except AllocationError as err:
+                log.error("Allocate of MIG devices refused: %s", err)
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"kube-vgpu: {err}")
+            log.info("allocated MIG instances %s", ",".join(req.devices_ids))
+            responses.append(mig_response(plan))
+        return api_pb2.AllocateResponse(container_responses=responses)
+
+    async def PreStartContainer(  # noqa: N802 (gRPC method name)
+        self, request: api_pb2.PreStartContainerRequest, context: Ctx
+    ) -> api_pb2.PreStartContainerResponse:
+        return api_pb2.PreStartContainerResponse()
+
+
+class MigEventSource:
+    """A :class:`plugin.core.gpu.GpuSource` whose "GPUs" are MIG instances, over the physical source."""
+
+    def __init__(self, source: GpuSource, devices: Sequence[MigDevice]) -> None:
+        self._source = source
+        self._devices = tuple(devices)
+        self._parent = {d.uuid: d.parent for d in devices}
+
+    def discover(self) -> NodeGpus:
+        return self._source.discover()
+
+    def is_reachable(self, uuid: GpuUuid) -> bool:
+        return self._source.is_reachable(self._parent[uuid])
+
+    async def xid_events(self) -> AsyncIterator[XidEvent]:
+        stream = self._source.xid_events()
+        try:
+            async for event in stream:
+                for target in xid_targets(event, self._devices):
+                    yield XidEvent(GpuUuid(target), event.xid)
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
+
+
+@dataclass(frozen=True, slots=True)
+class MigOptions:
+    """MIG serving settings; ``minors_path`` and ``poll_s`` are for tests."""
+
+    strategy: MigStrategy = MigStrategy.NONE
+    plan: PlanOptions = field(default_factory=PlanOptions)
+    cdi_dir: Path = Path("/var/run/cdi")
+    plugin_dir: Path = Path("/var/lib/kubelet/device-plugins")
+    policy: HealthPolicy = field(default_factory=HealthPolicy)
+    probe_s: float = 0.5
+    poll_s: float = 0.2
+    minors_path: Path = Path(MIG_MINORS_PATH)
+
+
+class MigPlugins:
+    """Every MIG resource of the node (none under ``none`` or without instances). Raises
+    :class:`plugin.core.mig.MigConfigError` for ``single`` with several profiles."""
+
+    def __init__(self, node: NodeGpus, source: GpuSource, names: Names, options: MigOptions) -> None:
+        self._options = options
+        self.devices = mig_devices(node.gpus)
+        self.resources = mig_resources(self.devices, options.strategy, names)
+        self.boards = {r: DeviceBoard() for r in self.resources}
+        self.registrars = [self._registrar(r, devices) for r, devices in self.resources.items()]
+        served = [d for devices in self.resources.values() for d in devices]
+        self.health = HealthMonitor(
+            MigEventSource(source, served),
+            [GpuUuid(d.uuid) for d in served],
+            options.policy,
+            self._health_changed,
+            options.probe_s,
+        )
+
+    def _registrar(self, resource: str, devices: Sequence[MigDevice]) -> Registrar:
+        servicer = MigServicer(
+            self.boards[resource],
+            devices,
+            self._options.plan,
+            lambda: read_mig_minors(self._options.minors_path),
+        )
+
+        def add(server: grpc.aio.Server) -> None:
+            api_pb2_grpc.add_DevicePluginServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+
+        return Registrar(
+            plugin_dir=self._options.plugin_dir,
+            socket_name=f"kube-vgpu-{resource.partition('/')[2]}.sock",
+            resource=resource,
+            add_servicer=add,
+            poll_s=self._options.poll_s,
+        )
+
+    async def _health_changed(self, healthy: Mapping[GpuUuid, bool]) -> None:
+        for resource, devices in self.resources.items():
+            await self.boards[resource].publish(_board_entries(devices, healthy))
+
+    def write_cdi_spec(self) -> Path:
+        """The MIG spec next to the whole-GPU one: ``<cdi-dir>/<kind>-mig.json``."""
+        kind = self._options.plan.cdi_prefix
+        served = [d for devices in self.resources.values() for d in devices]
+        spec = cdi_spec(kind, served, read_mig_minors(self._options.minors_path))
+        missing = len(served) - len(spec["devices"])
+        if missing:
+            log.error("%d MIG instances have no capability minors in %s", missing, self._options.minors_path)
+        self._options.cdi_dir.mkdir(parents=True, exist_ok=True)
+        path = self._options.cdi_dir / (kind.replace("/", "-") + "-mig.json")
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(spec, indent=2, sort_keys=True))
+        os.replace(tmp, path)
+        return path
+
+    async def start(self) -> None:
+        """Device lists (all healthy until told otherwise) and the CDI spec, before any registration."""
+        if self.resources and self._options.plan.list_strategy is DeviceListStrategy.CDI:
+            await asyncio.to_thread(self.write_cdi_spec)
+        await self._health_changed(self.health.healthy)
+
+    async def run(self) -> None:
+        await self.start()
+        if not self.resources:
+            return
+        log.info("serving MIG resources %s", ", ".join(f"{r} ({len(d)})" for r, d in self.resources.items()))
+        async with asyncio.TaskGroup() as tasks:
+            for registrar in self.registrars:
+                tasks.create_task(registrar.run())
+            tasks.create_task(self.health.run())
