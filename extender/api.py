@@ -8,6 +8,7 @@ No decisions here; ``app.py`` validates requests with these models and encodes a
 """
 
 from collections.abc import Mapping
+from itertools import repeat
 from json.encoder import encode_basestring_ascii
 from typing import Any, Final
 
@@ -82,13 +83,21 @@ class HostPriorityList(RootModel[list[HostPriority]]):
     """A bare JSON array of :class:`HostPriority`."""
 
 
+_SCORE_TAILS: Final = {score: f',"Score":{score:d}}}' for score in range(MIN_PRIORITY, MAX_PRIORITY + 1)}
+_tail = _SCORE_TAILS.__getitem__
+_quoted = encode_basestring_ascii
+_ITEM_HEADS: Final = repeat('{"Host":')
+
+
 def encode_host_priorities(scores: Mapping[str, int]) -> str:
     """``HostPriorityList`` JSON, the same document ``HostPriorityList(...).model_dump_json(by_alias=True)``
-    gives (non-ASCII escaped), about three times faster for thousands of nodes (the prioritize hot path)."""
-    items = [
-        f'{{"Host":{encode_basestring_ascii(host)},"Score":{score:d}}}' for host, score in scores.items()
-    ]
-    return "[" + ",".join(items) + "]"
+    gives (non-ASCII escaped), several times faster for thousands of nodes (the prioritize hot path): each
+    item is joined from C-level iterators, with a precomputed tail per score 0..10."""
+    try:
+        return "[" + ",".join(map("".join, zip(_ITEM_HEADS, map(_quoted, scores), map(_tail, scores.values())))) + "]"
+    except KeyError:  # a score outside 0..10: format each item
+        items = [f'{{"Host":{_quoted(h)},"Score":{s:d}}}' for h, s in scores.items()]
+        return "[" + ",".join(items) + "]"
 
 
 class ExtenderBindingArgs(_Go):

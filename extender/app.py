@@ -7,6 +7,7 @@ served under ``url_prefix`` (``/scheduler`` by default, the chart's ``urlPrefix`
 """
 
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,6 +38,9 @@ __all__ = ["Deps", "create_app"]
 
 M = TypeVar("M", bound=BaseModel)
 _JSON = "application/json"
+_ARGS_KEYS = frozenset({"Pod", "Nodes", "NodeNames"})
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+"""A ``\\uD800``-style escape: the wire models' parser and ``json`` differ on lone surrogates."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,35 @@ def _parse(model: type[M], body: bytes) -> M:
         first = err.errors()[0] if err.errors() else {"msg": str(err), "loc": ()}
         where = ".".join(str(p) for p in first.get("loc", ())) or "body"
         raise BadRequestError(f"malformed {model.__name__}: {where}: {first.get('msg')}") from err
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def _parse_args(body: bytes) -> ExtenderArgs:
+    """The filter and prioritize request, as :func:`_parse` would give it. The common shape (``Pod`` and
+    ``NodeNames``, thousands of names) is read with ``json`` into plain values, about twice as fast as
+    validating it; anything else (full ``Nodes``, other keys, ``NaN``, surrogate escapes, bytes that are not
+    UTF-8, a wrong type anywhere) goes through the wire model, so answers and 400 messages do not change."""
+    try:
+        doc = None if _SURROGATE.search(body) else json.loads(body.decode(), parse_constant=_reject_constant)
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError included
+        doc = None
+    if type(doc) is dict and doc.keys() <= _ARGS_KEYS and doc.get("Nodes") is None:
+        pod, names = doc.get("Pod"), doc.get("NodeNames")
+        if type(pod) is dict and type(names) is list and _all_str(names):
+            return ExtenderArgs.model_construct(pod=pod, nodes=None, node_names=names)
+    return _parse(ExtenderArgs, body)
+
+
+def _all_str(items: list[Any]) -> bool:
+    """Whether every item is a ``str``: one C-level pass (``str.join`` refuses anything else)."""
+    try:
+        "".join(items)
+    except TypeError:
+        return False
+    return True
 
 
 def _raw(payload: bytes | str) -> Response:
@@ -110,12 +143,12 @@ def _routes(app: FastAPI, deps: Deps, prefix: str) -> None:
     scheduler, metrics = deps.scheduler, deps.metrics
 
     async def filter_verb(request: Request) -> Response:
-        args = _parse(ExtenderArgs, await request.body())
+        args = _parse_args(await request.body())
         names, full = _candidates(deps, args)
         return _raw(_filter_answer(args, scheduler.filter(args.pod, names), full))
 
     async def prioritize_verb(request: Request) -> Response:
-        args = _parse(ExtenderArgs, await request.body())
+        args = _parse_args(await request.body())
         names, _ = _candidates(deps, args)
         scores = scheduler.prioritize(args.pod, names)
         return _raw(encode_host_priorities(scores))

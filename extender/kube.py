@@ -95,36 +95,38 @@ class KubeCluster:
         except self._errors as err:
             raise ClusterError(f"{what}: {_describe(err)}") from err
 
+    async def _send(self, what: str, fn: Callable[..., Any], *args: Any) -> bytes:
+        """Call ``fn`` raw and read the whole answer in the worker thread, so that the connection goes back to
+        the client's pool: a raw answer left unread keeps its connection, and every later call would open
+        (and, in a cluster, TLS-handshake) a new one."""
+        data: bytes = await self._call(what, _read_all, fn, *args)
+        return data
+
     async def read_pod(self, namespace: str, name: str) -> dict[str, Any]:
-        response = await self._call(
-            "reading the pod", self._core.read_namespaced_pod, name, namespace, _preload_content=False
-        )
-        pod: dict[str, Any] = json.loads(response.data)
+        data = await self._send("reading the pod", self._core.read_namespaced_pod, name, namespace)
+        pod: dict[str, Any] = json.loads(data)
         return pod
 
     async def patch_pod_annotations(
         self, namespace: str, name: str, annotations: Mapping[str, str | None]
     ) -> None:
         body = {"metadata": {"annotations": dict(annotations)}}
-        await self._call(
-            "writing the assignment",
-            self._core.patch_namespaced_pod,
-            name,
-            namespace,
-            body,
-            _preload_content=False,
-        )
+        await self._send("writing the assignment", self._core.patch_namespaced_pod, name, namespace, body)
 
     async def bind_pod(self, namespace: str, name: str, uid: str, node: str) -> None:
         body = binding_body(namespace, name, uid, node)
-        await self._call(
-            "creating the Binding",
-            self._core.create_namespaced_pod_binding,
-            name,
-            namespace,
-            body,
-            _preload_content=False,
+        await self._send(
+            "creating the Binding", self._core.create_namespaced_pod_binding, name, namespace, body
         )
+
+
+def _read_all(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bytes:
+    """``fn(*args, _preload_content=False)``'s whole body; its connection is back in the pool afterwards."""
+    response = fn(*args, _preload_content=False, **kwargs)
+    try:
+        return bytes(response.data)
+    finally:
+        response.release_conn()
 
 
 def _describe(err: BaseException) -> str:

@@ -117,22 +117,32 @@ class Scheduler:
         return outcome
 
     def _judge_all(self, outcome: FilterOutcome, node_names: Sequence[str], request: PodRequest) -> None:
-        """The hot loop (thousands of nodes per call): nodes with nothing in flight get the summary's answer
-        inline; everything else goes through :meth:`_judge`."""
+        """The hot loop (thousands of nodes per call). Nodes the summary answers for (``state.quick``) get
+        its verdict, computed once per distinct summary object (equal summaries are one object, and idle
+        nodes of one shape share one); everything else goes through :meth:`_judge`."""
         query = quick_query(request, self.node_policy) if request.containers else None
-        nodes, passing, scores = self.state.nodes, outcome.passing, outcome.scores
         with self.state.lock:
+            if query is None:
+                for name in node_names:
+                    self._sort(outcome, name, self._judge(self.state.ledger(name), request, None))
+                return
+            quick, judge = self.state.quick.get, query.judge
+            known: dict[int, int | Rejection] = {}
+            seen = known.get
+            passing, scores = outcome.passing, outcome.scores
             for name in node_names:
-                ledger = nodes.get(name)
-                if query is not None and ledger is not None and ledger.summary.free and not ledger.in_flight:
-                    verdict = query.judge(ledger.summary)
-                    if type(verdict) is int:
-                        passing.append(name)
-                        scores[name] = verdict
-                    else:
-                        self._sort(outcome, name, verdict)
+                summary = quick(name)
+                if summary is None:
+                    self._sort(outcome, name, self._judge(self.state.ledger(name), request, query))
+                    continue
+                verdict = seen(id(summary))
+                if verdict is None:
+                    verdict = known[id(summary)] = judge(summary)
+                if type(verdict) is int:
+                    passing.append(name)
+                    scores[name] = verdict
                 else:
-                    self._sort(outcome, name, self._judge(ledger, request, query))
+                    self._sort(outcome, name, verdict)
 
     def prioritize(self, pod: Obj, node_names: Sequence[str]) -> dict[str, int]:
         """Scores 0..10: the filter's, from memory for the same pod version; computed afresh otherwise."""

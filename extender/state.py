@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 
 from extender.core.ledger import Expiry, Holding, NodeLedger, PodKey, expire
+from extender.core.summary import NodeSummary, SummaryIndex
 from vcuda.annotations import decode_assignment, decode_inventory, decode_status
 from vcuda.errors import ContractError
 from vcuda.model import ContainerAssignment, NodeInventory, NodeName, Phase, PodAssignment
@@ -83,6 +84,7 @@ class ClusterState:
         self.events: StateEvents = events or _Quiet()
         self.lock = threading.RLock()
         self._nodes: dict[str, NodeLedger] = {}
+        self._index = SummaryIndex()
         self._sources: dict[NodeName, _NodeSource] = {}
         self._where: dict[PodKey, NodeName] = {}
         self._forged: dict[PodKey, str] = {}
@@ -94,6 +96,12 @@ class ClusterState:
     def nodes(self) -> Mapping[str, NodeLedger]:
         """Every node's ledger by name (read under ``lock``)."""
         return self._nodes
+
+    @property
+    def quick(self) -> Mapping[str, NodeSummary]:
+        """The summary of every node the summary alone answers for (healthy GPUs, nothing in flight), by name;
+        equal summaries are one object (read under ``lock``)."""
+        return self._index.quick
 
     def ledger(self, name: str) -> NodeLedger | None:
         return self._nodes.get(NodeName(name))
@@ -134,6 +142,8 @@ class ClusterState:
         with self.lock:
             ledger = self._nodes.pop(NodeName(name), None)
             self._sources.pop(NodeName(name), None)
+            if ledger is not None:
+                ledger.detach()
             for holding in ledger.holdings() if ledger else ():
                 self._where.pop(holding.pod, None)
 
@@ -150,7 +160,7 @@ class ClusterState:
     def _ledger_for(self, name: NodeName) -> NodeLedger:
         ledger = self._nodes.get(name)
         if ledger is None:
-            ledger = self._nodes[name] = NodeLedger(name)
+            ledger = self._nodes[name] = NodeLedger(name, index=self._index)
         return ledger
 
     # --- pods ----------------------------------------------------------------------------------

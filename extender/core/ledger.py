@@ -12,7 +12,7 @@ from typing import NewType
 
 from extender.core.inflight import Signature, signature
 from extender.core.load import GpuLoad, reserve
-from extender.core.summary import EMPTY_SUMMARY, NodeSummary, summarise
+from extender.core.summary import EMPTY_SUMMARY, NodeSummary, SummaryIndex, summarise
 from vcuda.model import ContainerAssignment, GpuUuid, NodeInventory, NodeName
 
 __all__ = ["Expiry", "Holding", "NodeLedger", "PodKey", "expire"]
@@ -38,13 +38,17 @@ class Holding:
 
 class NodeLedger:
     """One node's GPUs and the holdings on them. ``generation`` changes whenever an answer
-    could."""
+    could. With an ``index`` (the state's), every change also updates the node's entry there and the summary
+    is the index's shared object for its value."""
 
-    __slots__ = ("_holdings", "generation", "in_flight", "inventory", "load", "name", "summary")
+    __slots__ = ("_holdings", "_index", "generation", "in_flight", "inventory", "load", "name", "summary")
 
-    def __init__(self, name: NodeName, inventory: NodeInventory | None = None) -> None:
+    def __init__(
+        self, name: NodeName, inventory: NodeInventory | None = None, *, index: SummaryIndex | None = None
+    ) -> None:
         self.name = name
         self.inventory = inventory
+        self._index = index
         self._holdings: dict[PodKey, Holding] = {}
         self.load: dict[GpuUuid, GpuLoad] = {}
         self.summary: NodeSummary = EMPTY_SUMMARY
@@ -73,16 +77,32 @@ class NodeLedger:
             self._refresh()
         return holding
 
+    def detach(self) -> None:
+        """The node is gone: leave the index (the ledger must not be changed afterwards)."""
+        if self._index is not None:
+            self._index.set(self.name, None)
+            self._index.give_back(self.summary)
+            self._index = None
+
     def _refresh(self) -> None:
         load: dict[GpuUuid, GpuLoad] = {}
         for holding in self._holdings.values():
             load = reserve(load, holding.containers)
         self.load = load
-        self.summary = summarise(self.inventory, load) if self.inventory is not None else EMPTY_SUMMARY
+        summary = summarise(self.inventory, load) if self.inventory is not None else EMPTY_SUMMARY
         self.in_flight = tuple(
             signature(c) for h in self._holdings.values() if h.in_flight for c in h.containers
         )
         self.generation += 1
+        index = self._index
+        if index is None:
+            self.summary = summary
+            return
+        if self.generation > 1:
+            index.give_back(self.summary)
+        self.summary = index.share(summary)
+        quick = self.inventory is not None and self.summary.free and not self.in_flight
+        index.set(self.name, self.summary if quick else None)
 
 
 @dataclass(frozen=True, slots=True)

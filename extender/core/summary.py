@@ -16,7 +16,16 @@ from extender.core.placement import Rejection, RejectReason
 from vcuda.model import GpuUuid, NodeInventory, PodRequest, Policy
 from vcuda.units import CORE_PER_GPU
 
-__all__ = ["EMPTY_SUMMARY", "NodeSummary", "QuickFit", "QuickQuery", "quick_fit", "quick_query", "summarise"]
+__all__ = [
+    "EMPTY_SUMMARY",
+    "NodeSummary",
+    "QuickFit",
+    "QuickQuery",
+    "SummaryIndex",
+    "quick_fit",
+    "quick_query",
+    "summarise",
+]
 
 _IDLE: Final = GpuLoad()
 
@@ -80,6 +89,51 @@ def _front(free: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
         if not front or mib > front[-1][1]:
             front.append((cores, mib))
     return tuple(front)
+
+
+class SummaryIndex:
+    """The nodes the summary answers for, by name, with equal summaries shared as one object.
+
+    ``quick`` maps each node with healthy GPUs and nothing in flight to its summary: the filter's hot loop reads
+    it with one lookup per candidate and judges each distinct summary object once per pod (idle nodes of one
+    shape, usually most of a cluster, share one). Summaries are shared by value with a count of the ledgers
+    holding each, so one that no ledger holds any more is forgotten. Not thread-safe: the state's lock guards
+    it, as it guards the ledgers that update it.
+    """
+
+    __slots__ = ("_shared", "quick")
+
+    def __init__(self) -> None:
+        self.quick: dict[str, NodeSummary] = {}
+        self._shared: dict[NodeSummary, list[NodeSummary | int]] = {}
+
+    def share(self, summary: NodeSummary) -> NodeSummary:
+        """The one object equal to ``summary`` (counted until :meth:`give_back`)."""
+        entry = self._shared.get(summary)
+        if entry is None:
+            entry = self._shared[summary] = [summary, 0]
+        entry[1] = int(entry[1]) + 1
+        shared = entry[0]
+        assert isinstance(shared, NodeSummary)
+        return shared
+
+    def give_back(self, summary: NodeSummary) -> None:
+        entry = self._shared.get(summary)
+        if entry is not None:
+            entry[1] = int(entry[1]) - 1
+            if entry[1] <= 0:
+                del self._shared[summary]
+
+    def set(self, name: str, summary: NodeSummary | None) -> None:
+        """``summary`` answers for node ``name`` (None: the node needs the slow path or is gone)."""
+        if summary is None:
+            self.quick.pop(name, None)
+        else:
+            self.quick[name] = summary
+
+    def shared_count(self) -> int:
+        """How many distinct summaries are held (for tests)."""
+        return len(self._shared)
 
 
 @dataclass(frozen=True, slots=True)

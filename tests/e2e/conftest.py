@@ -50,7 +50,7 @@ def sim_cluster() -> Iterator[Callable[..., SimCluster]]:
 
 
 async def settle_and_check(cluster: SimCluster, keys: list[str], *, timeout_s: float = 60.0,
-                           settled: tuple[str, ...] = ("running", "failed", "unschedulable", "rejected")) -> dict[str, Any]:  # fmt: skip
+                           settled: tuple[str, ...] = ("running", "failed", "unschedulable", "rejected", "blocked")) -> dict[str, Any]:  # fmt: skip
     """Wait for ``keys`` to reach ``settled`` states, then assert the invariants; the pods' states."""
     from tests.sim.invariants import check_invariants
 

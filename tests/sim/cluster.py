@@ -78,7 +78,9 @@ def pod_state(pod: Obj) -> PodState:
         return PodState("failed", node, f"{status.get('reason', '')}: {status.get('message', '')}")
     for condition in status.get("conditions") or []:
         if condition.get("type") == "PodScheduled" and condition.get("status") == "False" and not node:
-            return PodState("unschedulable", "", condition.get("message", ""))
+            # A scheduling error (a refused bind, an extender error) is retried after backoff: still pending.
+            kind = "unschedulable" if condition.get("reason") == "Unschedulable" else "pending"
+            return PodState(kind, "", condition.get("message", ""))
     waiting = [
         c["state"]["waiting"]
         for c in status.get("containerStatuses") or []
@@ -272,7 +274,7 @@ class SimCluster:
         return out
 
     async def wait_settled(self, keys: list[str], *, timeout_s: float = 30.0,
-                           settled: tuple[str, ...] = ("running", "failed", "unschedulable", "rejected")) -> dict[str, PodState]:  # fmt: skip
+                           settled: tuple[str, ...] = ("running", "failed", "unschedulable", "rejected", "blocked")) -> dict[str, PodState]:  # fmt: skip
         """Wait until each pod is in one of the ``settled`` states; return every pod's state."""
 
         async def done() -> dict[str, PodState] | None:

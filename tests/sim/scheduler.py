@@ -64,7 +64,6 @@ class SimScheduler:
         self.outcomes: dict[str, Outcome] = {}
         self.binds_in_flight: set[asyncio.Task[None]] = set()
         self._rng = random.Random(seed)
-        self._synced = asyncio.Event()
 
     async def aclose(self) -> None:
         for task in list(self.binds_in_flight):

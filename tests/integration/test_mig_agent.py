@@ -1,0 +1,50 @@
+"""The whole node agent on the FAKE ``a100x4-mig`` node with ``--mig-strategy=mixed``: MIG resources are
+registered beside ``vcuda-core``, MIG GPUs stay out of ``vcuda-core`` and the inventory, MIG labels are set.
+
+Runs the plugin engineer's PluginEnv (FakeKubelet, kmock API server) with real pynvml over the fake NVML.
+"""
+
+import json
+
+from plugin.nvml import Nvml
+from tests.fakenvml.harness import fake_nvml_fixture  # noqa: F401 (fixture)
+from tests.integration.plugin.conftest import (  # noqa: F401 (fixtures)
+    env_factory,
+    eventually,
+    kmock_cluster,
+    short_dir,
+)
+from tests.unit.plugin.builders import NAMES
+
+
+async def test_mig_instances_are_served_apart_from_vcuda_sharing(fake_nvml, env_factory):  # noqa: F811
+    node = fake_nvml("a100x4-mig")
+    nvml = Nvml(event_poll_ms=20)
+    nvml.open()
+    try:
+        env = await env_factory(source=nvml, mig_strategy="mixed")
+        core = await env.kubelet.next_devices(NAMES.core)
+        mig = await env.kubelet.next_devices("nvidia.com/mig-3g.20gb")
+
+        def labelled() -> bool:
+            labels = env.node()["metadata"].get("labels", {})
+            return bool(labels.get("nvidia.com/mig-3g.20gb.count") == "2")
+
+        await eventually(labelled)
+        meta = env.node()["metadata"]
+        inventory = json.loads(meta["annotations"][NAMES.inventory])
+    finally:
+        nvml.close()
+
+    assert {d.ID.rpartition("::")[0] for d in core} == {node.uuid(3)}  # the only GPU with MIG off
+    assert len(mig) == 2
+    assert sorted(env.kubelet.endpoints) == [
+        "nvidia.com/mig-1g.5gb",
+        "nvidia.com/mig-2g.10gb",
+        "nvidia.com/mig-3g.20gb",
+        NAMES.core,
+    ]
+    assert meta["labels"]["nvidia.com/mig.capable"] == "true"
+    assert meta["labels"]["nvidia.com/mig.strategy"] == "mixed"
+    assert node.uuid(0) not in json.dumps(inventory)
+    assert node.uuid(3) in json.dumps(inventory)
