@@ -177,7 +177,9 @@ def _routes(app: FastAPI, deps: Deps, prefix: str) -> None:
         "preempt": preempt_verb,
     }
     for verb, handler in verbs.items():
-        app.add_api_route(f"{prefix}/{verb}", _timed(metrics, verb, handler), methods=["POST"])
+        # A plain (Starlette) route: the handler reads the raw body itself, so FastAPI's per-request
+        # dependency and validation machinery would only add time.
+        app.add_route(f"{prefix}/{verb}", _timed(metrics, verb, handler), methods=["POST"])
 
 
 def _victim_uids(args: ExtenderPreemptionArgs) -> dict[str, list[str]]:

@@ -80,6 +80,7 @@ class Agent:
         policy = HealthPolicy(settings.ignored_xids, settings.xid_recovery_seconds)
         uuids = [GpuUuid(g.uuid) for g in self.node_gpus.gpus]
         self._on_health = on_health
+        self._background: set[asyncio.Task[None]] = set()
         self.health = HealthMonitor(
             source, uuids, policy, self._health_changed, settings.health_probe_seconds, on_xid=on_xid
         )
@@ -100,7 +101,7 @@ class Agent:
             resource=self.names.core,
             add_servicer=self._add_servicer,
             poll_s=timings.kubelet_poll_s,
-            on_registered=self.node.wake,
+            on_registered=self._registered,
         )
         # MIG instances are served whole, one registration per resource, apart from vcuda-core (plugin.mig,
         # docs/mig.md). Raises MigConfigError (a ConfigError) for --mig-strategy=single with several profiles.
@@ -136,8 +137,15 @@ class Agent:
         )
 
     def _add_servicer(self, server: grpc.aio.Server) -> None:
+        self.allocator.kubelet_session()  # a new server, before Register: earlier Allocates are suspects
         servicer = DevicePluginServicer(self.board, self.allocator)
         api_pb2_grpc.add_DevicePluginServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+
+    def _registered(self) -> None:
+        self.node.wake()
+        task = asyncio.get_running_loop().create_task(self.allocator.reconcile())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _health_changed(self, healthy: Mapping[GpuUuid, bool]) -> None:
         if self._on_health is not None:

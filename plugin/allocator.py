@@ -25,6 +25,7 @@ from plugin.core.attribution import (
 from plugin.core.errors import AllocationError, AttributionMismatchError
 from plugin.core.gpu import Gpu
 from plugin.core.pods import pending_pod, pod_key
+from plugin.core.reconcile import KubeletView, Suspect, reconcile
 from plugin.core.slices import gpu_split
 from plugin.core.verify import Outcome, verify
 from plugin.kube import Cluster, KubeError
@@ -77,6 +78,7 @@ class Allocator:
         self._pods: dict[PodKey, PendingPod] = {}
         self._records: dict[str, AllocationRecord] = {r.dir_name: r for r in state.records()}
         self._steered: tuple[frozenset[str], ContainerKey] | None = None
+        self._suspects: dict[str, AllocationRecord] = {}
         self._decoded: dict[tuple[str, str], PendingPod | str] = {}
         self._seen: set[tuple[str, str]] = set()
         self._refreshed_at = float("-inf")
@@ -89,6 +91,8 @@ class Allocator:
     async def preferred(self, available: Sequence[str], must_include: Sequence[str], size: int) -> list[str]:
         async with self._lock:
             held = await self._held()
+            if held is not None:
+                await self._reconcile(held)
             if held is None or self._stale(held):
                 await self._refresh()
             ranked = self._ranked()
@@ -124,6 +128,40 @@ class Allocator:
                 return
             await self._verify(record)
 
+    # --- kubelet sessions (plugin.core.reconcile) ------------------------------------------------
+
+    def kubelet_session(self) -> None:
+        """A (re)registration with the kubelet begins: every unconfirmed record made so far is a suspect
+        until one PodResources ``List`` shows whether the kubelet's checkpoint kept its ``Allocate``."""
+        self._suspects = {n: r for n, r in self._records.items() if not r.confirmed}
+
+    async def reconcile(self) -> None:
+        """Drop the suspects whose ``Allocate`` the kubelet lost (called once registered)."""
+        async with self._lock:
+            await self._reconcile()
+
+    async def _reconcile(self, held: Sequence[Held] | None = None) -> None:
+        if not self._suspects:
+            return
+        if held is None and (held := await self._held()) is None:
+            return  # PodResources unavailable: ask again at the next kubelet call
+        # A record replaced since (a new Allocate, confirmed, swapped, reclaimed) is no suspect any more.
+        live = {n: r for n, r in self._suspects.items() if self._records.get(n) is r}
+        view = KubeletView(
+            frozenset((h.namespace, h.pod) for h in held), frozenset(h.device_ids for h in held)
+        )
+        verdict = reconcile((Suspect(n, frozenset(r.device_ids), r.owner) for n, r in live.items()), view)
+        for name in verdict.dropped:
+            log.warning(
+                "the kubelet lost the Allocate of %d slices for %s (restarted before its checkpoint): "
+                "counting the container as pending again",
+                len(live[name].device_ids),
+                _name(live[name].owner),
+            )
+            del self._records[name]
+            self._state.remove_record(name)
+        self._suspects = {n: live[n] for n in verdict.undecided}
+
     # --- attribution state ----------------------------------------------------------------------
 
     def _steered_candidate(self, ids: Sequence[str]) -> Candidate | None:
@@ -134,6 +172,7 @@ class Allocator:
         return next((c for c in self._ranked() if c.key == steered[1] and c.split == gpu_split(ids)), None)
 
     async def _attribute(self, ids: Sequence[str]) -> tuple[Candidate, bool]:
+        await self._reconcile()
         try:
             cand, ambiguous = attribute(self._ranked(), ids)
         except AllocationError:

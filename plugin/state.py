@@ -106,6 +106,11 @@ class StateDir:
     def write_record(self, record: AllocationRecord) -> None:
         _write_atomic(self.containers / record.dir_name / RECORD_FILE, record.to_json().encode())
 
+    def remove_record(self, dir_name: str) -> None:
+        """Forget an ``Allocate`` the kubelet lost; the config stays until the directory is rewritten or
+        reclaimed; the kubelet holds no answer with its IDs, so no container starts with it."""
+        (self.containers / dir_name / RECORD_FILE).unlink(missing_ok=True)
+
     def poison_config(self, dir_name: str) -> None:
         """Make the config unreadable for the shim (it then fails CUDA initialisation): never wrong limits."""
         _write_atomic(self.containers / dir_name / CONFIG_FILE_NAME, b"")

@@ -94,45 +94,43 @@ def _front(free: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
 class SummaryIndex:
     """The nodes the summary answers for, by name, with equal summaries shared as one object.
 
-    ``quick`` maps each node with healthy GPUs and nothing in flight to its summary: the filter's hot loop reads
-    it with one lookup per candidate and judges each distinct summary object once per pod (idle nodes of one
-    shape, usually most of a cluster, share one). Summaries are shared by value with a count of the ledgers
-    holding each, so one that no ledger holds any more is forgotten. Not thread-safe: the state's lock guards
-    it, as it guards the ledgers that update it.
+    ``quick`` maps each node with healthy GPUs and nothing in flight to its summary: the filter's hot loop
+    reads it with one lookup per candidate and judges each distinct summary object once per pod (idle nodes
+    of one shape, usually most of a cluster, share one). Summaries are shared by value and counted, so one
+    that no ledger holds any more is forgotten. Not thread-safe: the state's lock guards it, as it guards the
+    ledgers that update it.
     """
 
-    __slots__ = ("_shared", "quick")
+    __slots__ = ("_shared", "_users", "quick")
 
     def __init__(self) -> None:
         self.quick: dict[str, NodeSummary] = {}
-        self._shared: dict[NodeSummary, list[NodeSummary | int]] = {}
+        self._shared: dict[NodeSummary, NodeSummary] = {}
+        self._users: dict[NodeSummary, int] = {}
 
     def share(self, summary: NodeSummary) -> NodeSummary:
-        """The one object equal to ``summary`` (counted until :meth:`give_back`)."""
-        entry = self._shared.get(summary)
-        if entry is None:
-            entry = self._shared[summary] = [summary, 0]
-        entry[1] = int(entry[1]) + 1
-        shared = entry[0]
-        assert isinstance(shared, NodeSummary)
+        """The one object equal to ``summary``, counted until :meth:`give_back`."""
+        shared = self._shared.setdefault(summary, summary)
+        self._users[shared] = self._users.get(shared, 0) + 1
         return shared
 
     def give_back(self, summary: NodeSummary) -> None:
-        entry = self._shared.get(summary)
-        if entry is not None:
-            entry[1] = int(entry[1]) - 1
-            if entry[1] <= 0:
-                del self._shared[summary]
+        users = self._users.get(summary, 0) - 1
+        if users > 0:
+            self._users[summary] = users
+        else:
+            self._users.pop(summary, None)
+            self._shared.pop(summary, None)
 
     def set(self, name: str, summary: NodeSummary | None) -> None:
-        """``summary`` answers for node ``name`` (None: the node needs the slow path or is gone)."""
+        """``summary`` answers for node ``name`` (None: the node needs the slow path, or is gone)."""
         if summary is None:
             self.quick.pop(name, None)
         else:
             self.quick[name] = summary
 
     def shared_count(self) -> int:
-        """How many distinct summaries are held (for tests)."""
+        """How many distinct summaries are held."""
         return len(self._shared)
 
 

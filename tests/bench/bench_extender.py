@@ -192,12 +192,14 @@ def pods_per_second(nodes: int = 1000, pods: int = 100) -> tuple[float, float]:
     with _kmock_process() as url:
         core = _core(url)
         for name in names:
-            core.create_node(gpu_node(name), _preload_content=False).data
+            core.create_node(gpu_node(name), _preload_content=False).release_conn()
         created = []
         for i in range(pods):
             pod = pod_obj(f"cycle-{i}", (10 + i % 40, 1024 + 64 * (i % 50)))
             pod["metadata"].pop("uid")
-            created.append(json.loads(core.create_namespaced_pod("default", pod, _preload_content=False).data))
+            created.append(
+                json.loads(core.create_namespaced_pod("default", pod, _preload_content=False).data)
+            )
         metrics = ExtenderMetrics()
         state = ClusterState(NAMES, KEY, grace_s=120, clock=time.monotonic, events=metrics)
         client = _api_client(url)

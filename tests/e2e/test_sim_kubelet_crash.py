@@ -7,18 +7,11 @@ same container, and an identical pod submitted afterwards must run too.
 
 import asyncio
 
-import pytest
-
 from tests.e2e.conftest import gpu_pod, settle_and_check, submit_all
 
 H100_ONLY = {"nvidia.com/vgpu-include-models": "H100"}
 
 
-@pytest.mark.xfail(
-    reason="plugin keeps the lost Allocate in its book: the twin pod's Allocate is refused "
-    "(reported to the plugin engineer; see docs/simulation.md, known gaps)",
-    strict=False,
-)
 async def test_a_kubelet_crash_after_allocate_leaves_no_phantom_allocation(sim_cluster):
     async with sim_cluster() as cluster:
         node = cluster.node("sim-h100")

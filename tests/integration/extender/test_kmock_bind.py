@@ -5,7 +5,7 @@ Cases: the watches list nodes and pods into the state (readiness follows); a bin
 writes the signed assignment and creates the Binding (``spec.nodeName`` set), and the watch then shows the
 pod bound on its GPUs; a Binding the API server refuses (pod already bound) rolls the reservation back; a
 fresh extender rebuilds the same load from the API server alone; a hand-written assignment on a pod never
-claims a GPU.
+claims a GPU; binds reuse the client's pooled connections (their raw answers are read and given back).
 """
 
 import itertools
@@ -58,7 +58,7 @@ class Extender:
         self.api = api
         self.metrics = ExtenderMetrics()
         self.state = ClusterState(NAMES, KEY, grace_s=60, clock=time.monotonic, events=self.metrics)
-        client = api.api_client()
+        client = self.client = api.api_client()
         self.scheduler = Scheduler(
             self.state,
             KubeCluster(client),
@@ -159,3 +159,18 @@ async def test_a_hand_written_assignment_never_claims_a_gpu(api):
     with Extender(api) as ext:
         wait_until(lambda: ext.metrics.forged._value.get() == 1, "the forged annotation to be counted")
         assert ledger_of(ext.state, "n1").load == {}
+
+
+def connections_opened(client: Any) -> int:
+    """Connections the client's urllib3 pools have opened so far (the watches hold two)."""
+    return sum(pool.num_connections for pool in client.rest_client.pool_manager.pools._container.values())
+
+
+async def test_binds_reuse_the_clients_connections(api):
+    with Extender(api) as ext:
+        wait_until(lambda: has_inventory(ext.state, "n2"), "inventories")
+        before = connections_opened(ext.client)
+        for i in range(5):
+            pod = create_pod(api, pod_obj(f"p{i}", (10, 1024)))
+            assert (await ext.scheduler.bind("default", f"p{i}", pod["metadata"]["uid"], "n1")).error == ""
+        assert connections_opened(ext.client) - before <= 1  # not one per API call (ten)
