@@ -5,25 +5,29 @@ configuration (the message names the field), 3 when NVML cannot start and ``--fa
 """
 
 import asyncio
+import contextlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from kubernetes import client, config
 
 from plugin.agent import Agent
 from plugin.core.errors import ConfigError
-from plugin.core.gpu import GpuSource, NodeGpus
+from plugin.core.gpu import Gpu, GpuSource, NodeGpus
 from plugin.core.mig_partition import PartitionSettings
 from plugin.kube import ApiCluster
 from plugin.kubelet import PodResourcesClient
+from plugin.metrics.exporter import NodeCollector, serve
+from plugin.metrics.podresources import KubeletPodResources
+from plugin.metrics.sources import XidTally
 from plugin.node import NodePublisher
 from plugin.settings import Settings, load_settings
 from vcuda.model import GpuUuid
 from vcuda.names import Names
 
-__all__ = ["main"]
+__all__ = ["main", "node_exporter", "tally_health"]
 
 log = logging.getLogger("plugin")
 
@@ -87,6 +91,46 @@ async def _partition_mig(settings: Settings, source: GpuSource, names: Names) ->
         await partition_at_start(source, wanted, settings.pod_resources_socket, names)
 
 
+def tally_health(tally: XidTally) -> Callable[[Mapping[GpuUuid, bool]], None]:
+    """``Agent(on_health=...)``: the health advertised to the kubelet, for ``kube_vgpu_gpu_healthy``."""
+
+    def update(healthy: Mapping[GpuUuid, bool]) -> None:
+        for uuid, ok in healthy.items():
+            tally.set_healthy(uuid, ok)
+
+    return update
+
+
+@contextlib.contextmanager
+def node_exporter(
+    settings: Settings, source: GpuSource, gpus: Sequence[Gpu], tally: XidTally
+) -> Iterator[int]:
+    """The Prometheus node exporter (docs/metrics.md) on ``--metrics-port`` while the block runs; yields
+    the port (0: disabled). The agent feeds ``tally`` (``on_xid=tally.record``, ``tally_health``)."""
+    if settings.metrics_port == 0:
+        yield 0
+        return
+    from plugin.metrics.nvml_telemetry import NvmlTelemetry
+    from plugin.nvml import Nvml
+
+    pod_resources = KubeletPodResources(str(settings.pod_resources_socket))
+    collector = NodeCollector(
+        node=settings.node_name,
+        state_dir=settings.state_dir,
+        telemetry=NvmlTelemetry(source, gpus=gpus) if isinstance(source, Nvml) else None,
+        pod_resources=pod_resources,
+        health=tally,
+    )
+    server, _ = serve(settings.metrics_port, collector)
+    log.info("serving node metrics on :%d/metrics", settings.metrics_port)
+    try:
+        yield settings.metrics_port
+    finally:
+        server.shutdown()
+        server.server_close()
+        pod_resources.close()
+
+
 async def _run(settings: Settings, key: bytes) -> None:
     cluster = ApiCluster(_api_client())
     names = Names(settings.resource_domain)
@@ -96,9 +140,19 @@ async def _run(settings: Settings, key: bytes) -> None:
     pod_resources = PodResourcesClient(settings.pod_resources_socket, names.core)
     source = _gpu_source(settings)
     await _partition_mig(settings, source, names)
-    agent = Agent(settings, source=source, cluster=cluster, pod_resources=pod_resources.held, key=key)
+    tally = XidTally()
+    agent = Agent(
+        settings,
+        source=source,
+        cluster=cluster,
+        pod_resources=pod_resources.held,
+        key=key,
+        on_xid=tally.record,
+        on_health=tally_health(tally),
+    )
     try:
-        await agent.run()
+        with node_exporter(settings, source, agent.node_gpus.gpus, tally):
+            await agent.run()
     finally:
         await pod_resources.close()
 

@@ -19,11 +19,14 @@ _STRINGS = {
     "VCUDA_ENV_CONFIG_PATH": names.ENV_CONFIG_PATH,
     "VCUDA_ENV_USAGE_PATH": names.ENV_USAGE_PATH,
     "VCUDA_ENV_LOG_LEVEL": names.ENV_LOG_LEVEL,
+    "VCUDA_ENV_NODE_DIR": names.ENV_NODE_DIR,
+    "VCUDA_NODE_DIR": names.CONTAINER_NODE_DIR,
     "VCUDA_CONFIG_PATH": names.CONTAINER_CONFIG_PATH,
     "VCUDA_USAGE_DIR": names.CONTAINER_USAGE_DIR,
     "VCUDA_USAGE_FILE": names.USAGE_FILE_NAME,
     "VCUDA_CONFIG_MAGIC": shimfile.CONFIG_MAGIC.decode(),
     "VCUDA_USAGE_MAGIC": shimfile.USAGE_MAGIC.decode(),
+    "VCUDA_NODE_MAGIC": shimfile.NODE_MAGIC.decode(),
 }
 _NUMBERS = {
     "VCUDA_CONFIG_VERSION": shimfile.CONFIG_VERSION,
@@ -31,6 +34,9 @@ _NUMBERS = {
     "VCUDA_MAX_GPUS": shimfile.MAX_GPUS,
     "VCUDA_MAX_PROCS": shimfile.MAX_PROCS,
     "VCUDA_UUID_BYTES": shimfile.UUID_BYTES,
+    "VCUDA_NODE_VERSION": shimfile.NODE_VERSION,
+    "VCUDA_NODE_SLOTS": shimfile.NODE_SLOTS,
+    "VCUDA_NODE_SPANS": shimfile.NODE_SPANS,
     "VCUDA_CONFIG_CRC_OFFSET": shimfile.CONFIG_HEADER.offset("crc32"),
 }
 
@@ -53,6 +59,8 @@ def c_header() -> str:
         shimfile.GPU_USAGE,
         shimfile.PROC_SLOT,
         shimfile.USAGE_FILE,
+        shimfile.NODE_SLOT,
+        shimfile.NODE_FILE,
     ):
         parts += ["", struct.c_declaration()]
     parts += ["", "#pragma pack(pop)", "", "#endif /* VCUDA_CONTRACT_H */", ""]

@@ -9,12 +9,14 @@ from typing import Final
 
 __all__ = [
     "CONTAINER_CONFIG_PATH",
+    "CONTAINER_NODE_DIR",
     "CONTAINER_SHIM_PATH",
     "CONTAINER_USAGE_DIR",
     "DEFAULT_DOMAIN",
     "ENV_CONFIG_PATH",
     "ENV_CONTAINER_NAME",
     "ENV_LOG_LEVEL",
+    "ENV_NODE_DIR",
     "ENV_NAMESPACE",
     "ENV_POD_NAME",
     "ENV_POD_UID",
@@ -33,6 +35,10 @@ CONTAINER_USAGE_DIR: Final = "/var/run/kube-vgpu"
 CONTAINER_SHIM_PATH: Final = "/usr/local/kube-vgpu/lib/libvcuda.so"
 LD_SO_PRELOAD_PATH: Final = "/etc/ld.so.preload"
 USAGE_FILE_NAME: Final = "usage.bin"
+# Node-wide directory shared read-write by every GPU container of the node (one host directory): the shims
+# of all tenants of a GPU publish their busy intervals in `<dir>/<gpu-uuid>.bin` (layout vcuda.shimfile
+# NODE_FILE) so each can split time-sliced overlap. Optional: without it each shim runs as a lone tenant.
+CONTAINER_NODE_DIR: Final = "/var/run/kube-vgpu-node"
 
 # Paths on the node, owned by the plugin.
 HOST_STATE_DIR: Final = "/var/lib/kube-vgpu"
@@ -41,6 +47,7 @@ HOST_STATE_DIR: Final = "/var/lib/kube-vgpu"
 ENV_CONFIG_PATH: Final = "VCUDA_CONFIG_PATH"
 ENV_USAGE_PATH: Final = "VCUDA_USAGE_PATH"
 ENV_LOG_LEVEL: Final = "VCUDA_LOG_LEVEL"
+ENV_NODE_DIR: Final = "VCUDA_NODE_DIR"
 
 # Identity env variables set on every GPU container.
 ENV_POD_NAME: Final = "KUBE_VGPU_POD_NAME"

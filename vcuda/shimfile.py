@@ -24,6 +24,9 @@ __all__ = [
     "GPU_RECORD",
     "MAX_GPUS",
     "MAX_PROCS",
+    "NODE_FILE",
+    "NODE_MAGIC",
+    "NODE_VERSION",
     "USAGE_FILE",
     "USAGE_MAGIC",
     "USAGE_VERSION",
@@ -44,6 +47,10 @@ CONFIG_VERSION: Final = 1
 USAGE_MAGIC: Final = b"VCUDAUSE"
 USAGE_VERSION: Final = 2  # 2: the trailing lock word
 UUID_BYTES: Final = 96  # NVML_DEVICE_UUID_V2_BUFFER_SIZE
+NODE_MAGIC: Final = b"VCUDANOD"
+NODE_VERSION: Final = 1
+NODE_SLOTS: Final = 32
+NODE_SPANS: Final = 16
 USAGE_LOCK_BYTES: Final = 64  # the shim's lock word (owner slot + pid), padded to a cache line
 
 GPU_RECORD: Final = Struct(
@@ -238,3 +245,31 @@ def decode_usage(data: bytes) -> tuple[ProcessUsage, ...]:
         for slot in raw["slots"]
         if slot["state"] == 1 and slot["pid"] > 0
     )
+
+
+NODE_SLOT: Final = Struct(
+    "vcuda_node_slot",
+    (
+        Field("owner", "u64", doc="0 = free; random token of the shim process that claimed the slot"),
+        Field("heartbeat_ns", "u64", doc="CLOCK_MONOTONIC of the owner's last controller step"),
+        Field("open_since", "u64", doc="start of work in flight not yet measured; 0 = none"),
+        Field("open_until", "u64", doc="owner's estimate of when that work ends (bounds a stalled owner)"),
+        Field("span_count", "u64", doc="spans published so far; span i is at index i % VCUDA_NODE_SPANS"),
+        Field("span_start", "u64", NODE_SPANS, doc="measured busy spans, CLOCK_MONOTONIC ns"),
+        Field("span_end", "u64", NODE_SPANS),
+    ),
+    "One tenant process on one GPU: when it had work queued on the GPU.",
+)
+
+NODE_FILE: Final = Struct(
+    "vcuda_node",
+    (
+        Field("magic", "char", 8, '"VCUDANOD" without a terminator'),
+        Field("version", "u32"),
+        Field("size", "u32"),
+        Field("slot_count", "u32"),
+        Field("pad", "u32"),
+        Field("slots", NODE_SLOT, NODE_SLOTS),
+    ),
+    "Per-GPU node file `<node dir>/<gpu uuid>.bin` shared by the shims of every tenant of that GPU.",
+)

@@ -1,4 +1,4 @@
-"""After the kubelet (re)registers us: which ``Allocate`` answers did its checkpoint lose? Standard library only.
+"""After the kubelet (re)registers us: which ``Allocate`` answers did its checkpoint lose? Stdlib only.
 
 The kubelet records an ``Allocate`` answer in its device checkpoint after the call returns; a kubelet that
 crashes in between comes back without it, admits the pod again and calls ``Allocate`` once more. Until then

@@ -3,14 +3,19 @@
 # Builds the shim with gcc against the toolkit's cuda.h and the test program with nvcc, writes configs with
 # vcuda.shimfile (PYTHONPATH = repo root), runs everything under LD_PRELOAD and prints `name: value unit`.
 # Uses GPU 0 only. About 4 minutes on an H100; set GPU_TEST_SECONDS (default 5) to change each window.
+# `--only colocated` (about 2 minutes): two lone-tenant cases, then the co-located pairs with the node file
+# (VCUDA_NODE_DIR, as the plugin mounts it) and without it (each tenant alone in its view, the old behaviour).
 set -euo pipefail
+ONLY=""
+if [ "${1:-}" = --only ]; then ONLY=${2:?"--only colocated"}; fi
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 W=${GPU_TEST_DIR:-$(mktemp -d /tmp/vcuda-gpu.XXXXXX)}
+NODE_DIR="$W/node"
 SECONDS_PER_RUN=${GPU_TEST_SECONDS:-5}
 PY=${PYTHON:-python3}
 export CUDA_VISIBLE_DEVICES=0
-mkdir -p "$W"
+mkdir -p "$W" "$NODE_DIR"
 
 NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 CUDA_INC=$(dirname "$(dirname "$(readlink -f "$NVCC")")")/include
@@ -42,7 +47,8 @@ open(path, "wb").write(encode_config(ShimConfig("gpu-test", "default", "gpu-test
 # under <name> <command...>: run with the shim and that config
 under() {
   local name=$1; shift
-  LD_PRELOAD="$W/libvcuda.so" VCUDA_CONFIG_PATH="$W/$name.cfg" VCUDA_USAGE_PATH="$W/$name.usage" "$@"
+  LD_PRELOAD="$W/libvcuda.so" VCUDA_CONFIG_PATH="$W/$name.cfg" VCUDA_USAGE_PATH="$W/$name.usage" \
+    VCUDA_NODE_DIR="${VCUDA_NODE_DIR:-$NODE_DIR}" "$@"
 }
 
 field() { sed -n "s/.*\b$1 \([0-9.]*\).*/\1/p" | head -n 1; }
@@ -50,6 +56,7 @@ metric() { printf '%s: %s %s\n' "$1" "$2" "$3"; }
 calc() { "$PY" -c "print(round($1, 2))"; }
 
 # ---- memory ---------------------------------------------------------------------------------------------
+if [ -z "$ONLY" ]; then
 config mem4g 4096 100
 out=$(under mem4g "$W/shim_gpu" mem 256)
 metric gpu_mem_limit_mib 4096 MiB
@@ -75,6 +82,7 @@ print("allocated_mib", mib, "total_mib", total >> 20, "free_mib", free >> 20)
   metric gpu_mem_torch_allocated_mib "$(echo "$out" | field allocated_mib)" MiB
   metric gpu_mem_torch_meminfo_total_mib "$(echo "$out" | field total_mib)" MiB
 fi
+fi
 
 # ---- compute accuracy -----------------------------------------------------------------------------------
 # share = work done per second relative to the same kernels alone on the GPU without the shim.
@@ -87,6 +95,7 @@ abs_sum=0; n=0
 for target in 10 30 50 70 90; do
   config "c$target" 16384 "$target"
   for size in 20000 50; do
+    if [ -n "$ONLY" ] && ! [ "$target$size" = 3050 ] && ! [ "$target$size" = 7020000 ]; then continue; fi
     rate=$(under "c$target" "$W/shim_gpu" burn "$SECONDS_PER_RUN" "$size" | work_rate)
     share=$(calc "100 * $rate / ${SOLO[$size]}")
     kind=$([ "$size" = 50 ] && echo tiny_50us || echo large_20ms)
@@ -96,22 +105,31 @@ for target in 10 30 50 70 90; do
 done
 metric gpu_share_alone_mae "$(calc "$abs_sum / $n")" "points"
 
-abs_sum=0; n=0
-for target in 10 30 50 70 90; do
-  other=$((100 - target))
-  config "a$target" 16384 "$target"; config "b$target" 16384 "$other"
-  under "a$target" "$W/shim_gpu" burn "$SECONDS_PER_RUN" 50 > "$W/a.out" &
-  pa=$!
-  under "b$target" "$W/shim_gpu" burn "$SECONDS_PER_RUN" 50 > "$W/b.out" &
-  pb=$!
-  wait "$pa" "$pb"
-  sa=$(calc "100 * $(work_rate < "$W/a.out") / ${SOLO[50]}")
-  sb=$(calc "100 * $(work_rate < "$W/b.out") / ${SOLO[50]}")
-  metric "gpu_share_colocated_target_${target}" "$sa" "%"
-  metric "gpu_share_colocated_partner_target_${other}" "$sb" "%"
-  abs_sum=$(calc "$abs_sum + abs($sa - $target) + abs($sb - $other)"); n=$((n + 2))
-done
-metric gpu_share_colocated_mae "$(calc "$abs_sum / $n")" "points"
+# colocated <metric prefix>: pairs t + (100 - t) of tiny-kernel burners started together
+colocated() {
+  local prefix=$1 abs_sum=0 n=0
+  for target in 10 30 50 70 90; do
+    other=$((100 - target))
+    config "a$target" 16384 "$target"; config "b$target" 16384 "$other"
+    rm -f "$NODE_DIR"/*.bin
+    under "a$target" "$W/shim_gpu" burn "$SECONDS_PER_RUN" 50 > "$W/a.out" &
+    pa=$!
+    under "b$target" "$W/shim_gpu" burn "$SECONDS_PER_RUN" 50 > "$W/b.out" &
+    pb=$!
+    wait "$pa" "$pb"
+    sa=$(calc "100 * $(work_rate < "$W/a.out") / ${SOLO[50]}")
+    sb=$(calc "100 * $(work_rate < "$W/b.out") / ${SOLO[50]}")
+    metric "${prefix}_target_${target}" "$sa" "%"
+    metric "${prefix}_partner_target_${other}" "$sb" "%"
+    abs_sum=$(calc "$abs_sum + abs($sa - $target) + abs($sb - $other)"); n=$((n + 2))
+  done
+  metric "${prefix}_mae" "$(calc "$abs_sum / $n")" "points"
+}
+colocated gpu_share_colocated
+if [ -n "$ONLY" ]; then
+  VCUDA_NODE_DIR="$W/no-node-dir" colocated gpu_share_colocated_no_node_file
+  exit 0
+fi
 
 # ---- overhead -------------------------------------------------------------------------------------------
 config full 16384 100

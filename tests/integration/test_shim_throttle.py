@@ -2,7 +2,9 @@
 
 Simulated (exact, deterministic; tests/shim/throttle_sim.c drives vcuda/shim/throttle.c): targets 10..90 %
 x (many tiny kernels, few large kernels, one large kernel + synchronize, CPU-bound tiny kernels), soft limit
-with an idle GPU and with a neighbour; each within 5 points over a 5 s window.
+with an idle GPU and with a neighbour; each within 5 points over a 5 s window. Co-located: two tenants with
+targets t and 100 - t on one simulated time-sliced GPU, sharing the node file, each within 5 points; without
+the node file (the previous controller) they are charged for each other's slices and fall short.
 End to end (wall clock, loose bounds: these check behaviour, not timing): the fake driver's virtual GPU is
 kept busy about 30 % at a 30 % hard limit and fully without a limit; a soft limit uses the ceiling only when
 NVML shows no other process on the GPU; launches and throttled time reach the usage file.
@@ -17,11 +19,11 @@ from tests.shim.harness import BUILD, read_until, results, run_app, shim_env, st
 KERNEL_NS = 200_000
 
 
-def _simulated_shares() -> list[tuple[str, int, float]]:
+def _simulated_shares(kind: str = "share") -> list[tuple[str, int, float]]:
     out = subprocess.run(
         [str(BUILD / "throttle_sim")], capture_output=True, text=True, timeout=60, check=True
     )
-    return [(w[1], int(w[2]), float(w[3])) for w in results(out.stdout) if w[0] == "share"]
+    return [(w[1], int(w[2]), float(w[3])) for w in results(out.stdout) if w[0] == kind]
 
 
 def test_the_controller_holds_every_target_within_5_points_in_simulation():
@@ -29,6 +31,19 @@ def test_the_controller_holds_every_target_within_5_points_in_simulation():
     assert len(shares) == 22
     misses = [(name, target, got) for name, target, got in shares if abs(got - target) > 5]
     assert misses == []
+
+
+def test_two_colocated_tenants_each_hold_their_target_within_5_points_with_the_node_file():
+    shares = _simulated_shares("colo")
+    assert len(shares) == 20
+    misses = [(name, target, got) for name, target, got in shares if abs(got - target) > 5]
+    assert misses == []
+
+
+def test_without_the_node_file_colocated_tenants_are_charged_for_each_others_slices():
+    shares = _simulated_shares("colo_nonode")
+    assert len(shares) == 20
+    assert all(got < target - 2 for _, target, got in shares)
 
 
 def _busy_share(tmp_path, *, core: int, soft: int | None = None, neighbours: int = 0) -> float:

@@ -75,12 +75,12 @@ async def _metrics_sample(cluster: SimCluster, node: str, pod: str) -> str:
         if status == 200:
             lines += [f"[{node} exporter] {line}" for line in text.splitlines()
                       if line.startswith("kube_vgpu_container") and f'pod="{pod}"' in line][:8]  # fmt: skip
-            lines += [f"[{node} exporter] {line}" for line in text.splitlines()
-                      if line.startswith("kube_vgpu_gpu_cores_allocated_ratio")][:3]  # fmt: skip
+            for family, count in (("kube_vgpu_gpu_cores_allocated_ratio", 3), ("kube_vgpu_gpu_healthy", 1),
+                                  ("kube_vgpu_gpu_memory_total_bytes", 1)):  # fmt: skip
+                lines += [f"[{node} exporter] {line}" for line in text.splitlines()
+                          if line.startswith(family + "{")][:count]  # fmt: skip
         else:
-            lines.append(
-                f"[{node} exporter] not serving on :{port} (the plugin does not start its exporter yet)"
-            )
+            lines.append(f"[{node} exporter] not serving on :{port}: {text[:200]}")
     _, text = await cluster.http("GET", f"{cluster.extender_url}/metrics")
     lines += [f"[extender] {line}" for line in text.splitlines()
               if line.startswith("kube_vgpu_extender") and not any(s in line for s in ("_bucket", "_created"))][:10]  # fmt: skip

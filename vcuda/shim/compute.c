@@ -28,6 +28,7 @@ typedef struct vc_ckpt {
 typedef struct vc_compute {
     pthread_mutex_t mu;
     int on;
+    int node; /* the per-GPU node file is mapped: split time-sliced overlap with co-located tenants */
     vc_throttle_t bucket;
     CUcontext ctx;
     CUevent events[VC_RING];
@@ -59,6 +60,7 @@ void vc_compute_init(void) {
         c->on = dev->record >= 0 && dev->core_limit < 100;
         vc_throttle_init(&c->bucket, dev->core_limit, now);
         c->last_ckpt_ns = now;
+        c->node = c->on && vc_node_open(dev->record, now) == 0;
         vc_any_throttled |= c->on;
     }
 }
@@ -100,6 +102,12 @@ static int vc_complete_oldest(vc_compute_t *c, int rec, uint64_t *now, int block
     if (done_ns > *now) done_ns = *now;
     if (done_ns < c->ckpt[k].not_before_ns) done_ns = c->ckpt[k].not_before_ns;
     uint64_t busy = c->have_done ? vc_busy_segment(c->done_ns, c->ckpt[k].submit_ns, done_ns) : 0;
+    if (busy > 0 && c->node) { /* charge only our part of time slices shared with other tenants */
+        vc_span_t others[VC_OWN_MAX_SPANS];
+        uint64_t start = done_ns - busy;
+        vc_node_publish(rec, start, done_ns, *now);
+        busy = vc_own_busy(start, done_ns, others, vc_node_others(rec, start, done_ns, *now, others, VC_OWN_MAX_SPANS));
+    }
     vc_throttle_charge(&c->bucket, busy, c->ckpt[k].launches);
     if (rec >= 0) vc_usage_add_launches(rec, 0, 0, busy);
     c->done = k;
@@ -128,6 +136,27 @@ static uint64_t vc_record_checkpoint(vc_compute_t *c, int rec, CUstream stream, 
     return now;
 }
 
+/* With co-located tenants: before sleeping, wait for our queued work so that (a) it is charged now and (b) the
+ * node file shows exactly when we went idle (others are then charged in full for that time). Then publish the
+ * span of work we have in flight (or will submit after the wait), bounded by an estimate of its end. */
+static void vc_publish_open(vc_compute_t *c, int rec, uint64_t *now, uint64_t *wait) {
+    if (*wait > 0) {
+        while (c->outstanding > 0 && vc_complete_oldest(c, rec, now, 1)) {
+        }
+        *wait = vc_throttle_wait_ns(&c->bucket, *now);
+    }
+    uint64_t since = *now + *wait;
+    if (c->outstanding > 0) {
+        unsigned k = (c->next + VC_RING - c->outstanding) % VC_RING;
+        since = c->have_done && c->done_ns > c->ckpt[k].submit_ns ? c->done_ns : c->ckpt[k].submit_ns;
+    }
+    uint64_t segment = c->bucket.avg_kernel_ns * vc_throttle_batch(&c->bucket);
+    if (segment < VC_THROTTLE_SEGMENT_NS) segment = VC_THROTTLE_SEGMENT_NS;
+    /* Wall time of the queued work plus the next segment, doubled for sharing the GPU. */
+    uint64_t until = *now + *wait + 2 * (c->outstanding + 1) * segment;
+    vc_node_set_open(rec, since, until, *now);
+}
+
 static void vc_probe_share(vc_compute_t *c, int d, uint64_t now) {
     const vc_device_t *dev = &vc_state.devices[d];
     if (dev->soft_limit <= dev->core_limit || now < c->next_probe_ns) return;
@@ -143,8 +172,10 @@ static uint64_t vc_controller_step(int d, CUstream stream, uint64_t launches) {
     pthread_mutex_lock(&c->mu);
     c->pending_launches += launches;
     vc_probe_share(c, d, now);
-    if (vc_events_ready(c)) now = vc_record_checkpoint(c, vc_state.devices[d].record, stream, now);
+    int rec = vc_state.devices[d].record, events = vc_events_ready(c);
+    if (events) now = vc_record_checkpoint(c, rec, stream, now);
     uint64_t wait = vc_throttle_wait_ns(&c->bucket, now);
+    if (c->node && events) vc_publish_open(c, rec, &now, &wait);
     c->last_ckpt_ns = now + wait; /* the next segment is submitted after the wait */
     vc_granted = vc_throttle_batch(&c->bucket);
     pthread_mutex_unlock(&c->mu);

@@ -173,6 +173,15 @@ void *vc_nvml_hook_by_name(const char *name);
 /* compute.c */
 void vc_compute_init(void);
 
+/* node.c: the per-GPU node file shared by all tenants of a GPU (optional; see docs/shim.md). */
+struct vc_span;
+/* Maps `<node dir>/<uuid of config record rec>.bin` and claims a slot; 0 on success, -1 = lone tenant. */
+int vc_node_open(int rec, uint64_t now);
+void vc_node_publish(int rec, uint64_t start, uint64_t end, uint64_t now);
+void vc_node_set_open(int rec, uint64_t since, uint64_t until, uint64_t now);
+/* Other tenants' busy spans overlapping [start, end) (open spans clipped at `now`); returns the count. */
+unsigned vc_node_others(int rec, uint64_t start, uint64_t end, uint64_t now, struct vc_span *out, unsigned cap);
+
 /* nvml.c: 1 when processes outside this container run on the GPU of config record `rec` (or unknown). */
 int vc_nvml_others_active(int rec);
 

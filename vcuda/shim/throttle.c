@@ -66,3 +66,41 @@ uint32_t vc_throttle_max_outstanding(const vc_throttle_t *t) {
     if (n < 2) n = 2;
     return n > VC_THROTTLE_MAX_OUTSTANDING ? VC_THROTTLE_MAX_OUTSTANDING : (uint32_t)n;
 }
+
+uint64_t vc_own_busy(uint64_t start, uint64_t end, const vc_span_t *others, unsigned n) {
+    if (end <= start) return 0;
+    if (n > VC_OWN_MAX_SPANS) n = VC_OWN_MAX_SPANS;
+    uint64_t cut[2 * VC_OWN_MAX_SPANS + 2];
+    unsigned m = 0;
+    cut[m++] = start;
+    cut[m++] = end;
+    for (unsigned i = 0; i < n; i++) {
+        if (others[i].start > start && others[i].start < end) cut[m++] = others[i].start;
+        if (others[i].end > start && others[i].end < end) cut[m++] = others[i].end;
+    }
+    for (unsigned i = 1; i < m; i++) { /* insertion sort: m is small */
+        uint64_t v = cut[i];
+        unsigned j = i;
+        while (j > 0 && cut[j - 1] > v) {
+            cut[j] = cut[j - 1];
+            j--;
+        }
+        cut[j] = v;
+    }
+    uint64_t own = 0;
+    for (unsigned i = 0; i + 1 < m; i++) {
+        uint64_t a = cut[i], b = cut[i + 1];
+        if (b <= a) continue;
+        uint64_t seen = 0;
+        unsigned k = 0;
+        for (unsigned s = 0; s < n; s++) {
+            uint64_t bit = 1ULL << (others[s].owner & 63u);
+            if (others[s].start <= a && others[s].end >= b && !(seen & bit)) {
+                seen |= bit;
+                k++;
+            }
+        }
+        own += (b - a) / (1 + k);
+    }
+    return own;
+}

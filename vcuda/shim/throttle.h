@@ -42,4 +42,19 @@ uint32_t vc_throttle_max_outstanding(const vc_throttle_t *t);
  * overlapping the previous segment that completed at `prev_done_ns` (all on one clock). */
 uint64_t vc_busy_segment(uint64_t prev_done_ns, uint64_t submit_ns, uint64_t done_ns);
 
+
+/* Co-located tenants (time-slicing). A busy span measured with events covers the wall time this process
+ * had work queued, which includes other tenants' time slices. Round-robin time-slicing gives each tenant
+ * with queued work an equal part of the overlapped time, so this process's own GPU time in [start, end) is
+ * the integral of 1 / (1 + k(t)), k(t) = number of distinct other tenants (`owner` ids < 64) with a span
+ * covering t. With no other spans it is end - start (the lone tenant). */
+typedef struct vc_span {
+    uint64_t start, end;
+    uint32_t owner;
+} vc_span_t;
+
+#define VC_OWN_MAX_SPANS 128u
+
+uint64_t vc_own_busy(uint64_t start, uint64_t end, const vc_span_t *others, unsigned n);
+
 #endif /* VCUDA_THROTTLE_H */

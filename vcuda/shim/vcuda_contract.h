@@ -6,16 +6,22 @@
 #define VCUDA_ENV_CONFIG_PATH "VCUDA_CONFIG_PATH"
 #define VCUDA_ENV_USAGE_PATH "VCUDA_USAGE_PATH"
 #define VCUDA_ENV_LOG_LEVEL "VCUDA_LOG_LEVEL"
+#define VCUDA_ENV_NODE_DIR "VCUDA_NODE_DIR"
+#define VCUDA_NODE_DIR "/var/run/kube-vgpu-node"
 #define VCUDA_CONFIG_PATH "/etc/kube-vgpu/vcuda.config"
 #define VCUDA_USAGE_DIR "/var/run/kube-vgpu"
 #define VCUDA_USAGE_FILE "usage.bin"
 #define VCUDA_CONFIG_MAGIC "VCUDACFG"
 #define VCUDA_USAGE_MAGIC "VCUDAUSE"
+#define VCUDA_NODE_MAGIC "VCUDANOD"
 #define VCUDA_CONFIG_VERSION 1
 #define VCUDA_USAGE_VERSION 2
 #define VCUDA_MAX_GPUS 16
 #define VCUDA_MAX_PROCS 64
 #define VCUDA_UUID_BYTES 96
+#define VCUDA_NODE_VERSION 1
+#define VCUDA_NODE_SLOTS 32
+#define VCUDA_NODE_SPANS 16
 #define VCUDA_CONFIG_CRC_OFFSET 20
 
 #pragma pack(push, 1)
@@ -77,6 +83,29 @@ typedef struct vcuda_usage {
     char lock[64]; /* shim-private crash-safe lock word (readers ignore it) */
 } vcuda_usage_t;
 _Static_assert(sizeof(struct vcuda_usage) == 42712, "vcuda_usage layout drifted");
+
+/* One tenant process on one GPU: when it had work queued on the GPU. */
+typedef struct vcuda_node_slot {
+    uint64_t owner; /* 0 = free; random token of the shim process that claimed the slot */
+    uint64_t heartbeat_ns; /* CLOCK_MONOTONIC of the owner's last controller step */
+    uint64_t open_since; /* start of work in flight not yet measured; 0 = none */
+    uint64_t open_until; /* owner's estimate of when that work ends (bounds a stalled owner) */
+    uint64_t span_count; /* spans published so far; span i is at index i % VCUDA_NODE_SPANS */
+    uint64_t span_start[16]; /* measured busy spans, CLOCK_MONOTONIC ns */
+    uint64_t span_end[16];
+} vcuda_node_slot_t;
+_Static_assert(sizeof(struct vcuda_node_slot) == 296, "vcuda_node_slot layout drifted");
+
+/* Per-GPU node file `<node dir>/<gpu uuid>.bin` shared by the shims of every tenant of that GPU. */
+typedef struct vcuda_node {
+    char magic[8]; /* "VCUDANOD" without a terminator */
+    uint32_t version;
+    uint32_t size;
+    uint32_t slot_count;
+    uint32_t pad;
+    struct vcuda_node_slot slots[32];
+} vcuda_node_t;
+_Static_assert(sizeof(struct vcuda_node) == 9496, "vcuda_node layout drifted");
 
 #pragma pack(pop)
 

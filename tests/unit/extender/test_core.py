@@ -4,7 +4,9 @@ ledger's load, summary and expiry.
 Cases: quick_fit == place_pod (fit, score, reason, sentence) over random nodes, loads and single fractional
 requests under both node policies; quick_fit declines (None) multi-container, exclusive and selective pods;
 identical in-flight pods never conflict, differently assigned ones with the same core count do, the GPU UUID
-never matters; a ledger's load is the sum of its holdings; expiry settles bound holdings and drops unbound ones.
+never matters; a ledger's load is the sum of its holdings; expiry settles bound holdings and drops unbound ones;
+the summary index shares one object among nodes with equal summaries, lists only nodes with nothing in flight
+and healthy GPUs, and forgets a summary no node holds any more.
 """
 
 import pytest
@@ -15,7 +17,7 @@ from extender.core.inflight import find_conflict, signature
 from extender.core.ledger import Holding, NodeLedger, PodKey, expire
 from extender.core.load import GpuLoad
 from extender.core.placement import Placement, Rejection, place_pod
-from extender.core.summary import QuickFit, quick_fit, summarise
+from extender.core.summary import QuickFit, SummaryIndex, quick_fit, summarise
 from tests.builders import gpu, nvswitch_node, request, uuid
 from vcuda.model import Constraints, ContainerAssignment, GpuShare, GpuUuid, NodeInventory, NodeName, Policy
 
@@ -138,3 +140,60 @@ def test_an_unknown_rejection_type_is_still_a_rejection():
         ),
         Rejection,
     )
+
+
+def holding_on(node: str, *, settled: bool) -> Holding:
+    shares = (GpuShare(uuid(node, 0), 30, 4096),)
+    return Holding(PodKey("p"), (ContainerAssignment("c0", shares, 30),), since=0, settled=settled)
+
+
+def indexed_ledgers(index: SummaryIndex, *names: str, gpus: int = 2) -> list[NodeLedger]:
+    return [NodeLedger(NodeName(n), nvswitch_node(gpus, node=n), index=index) for n in names]
+
+
+def test_nodes_with_equal_summaries_share_one_summary_object_in_the_index():
+    index = SummaryIndex()
+    a, b, c = indexed_ledgers(index, "a", "b", "c")
+    assert a.summary is b.summary is c.summary
+    assert index.quick == {"a": a.summary, "b": a.summary, "c": a.summary}
+    assert index.shared_count() == 1
+    c.hold(holding_on("c", settled=True))
+    assert c.summary is not a.summary
+    assert index.quick["c"] is c.summary
+    assert index.shared_count() == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "listed"),
+    [
+        pytest.param(lambda ledger: None, True, id="idle"),
+        pytest.param(
+            lambda ledger: ledger.hold(holding_on("n", settled=False)),
+            False,
+            id="a pod in flight",
+        ),
+        pytest.param(lambda ledger: ledger.set_inventory(None), False, id="no inventory"),
+        pytest.param(
+            lambda ledger: ledger.set_inventory(NodeInventory((gpu(0, node="n", healthy=False),))),
+            False,
+            id="no healthy GPU",
+        ),
+    ],
+)
+def test_the_index_lists_only_nodes_the_summary_answers_for(change, listed):
+    index = SummaryIndex()
+    (ledger,) = indexed_ledgers(index, "n")
+    change(ledger)
+    assert ("n" in index.quick) == listed
+
+
+def test_a_summary_no_node_holds_is_forgotten_and_a_detached_node_leaves_the_index():
+    index = SummaryIndex()
+    a, b = indexed_ledgers(index, "a", "b")
+    a.hold(holding_on("a", settled=True))
+    a.drop(PodKey("p"))
+    assert index.shared_count() == 1
+    a.detach()
+    b.detach()
+    assert index.quick == {}
+    assert index.shared_count() == 0
