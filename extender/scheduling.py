@@ -286,6 +286,11 @@ class Scheduler:
                 wrote = True
             await self.cluster.bind_pod(namespace, name, uid, assignment.node)
         except ClusterError as err:
+            if wrote and await self._bound_anyway(namespace, name, assignment.node):
+                # The server applied the Binding but its answer was lost (timeout, retried bind answered
+                # 409): the pod runs there, so its assignment and reservation must stay.
+                self.state.mark_bound(key)
+                return Bound()
             self.state.rollback(key)
             if wrote:
                 await self._unwrite(namespace, name)
@@ -300,6 +305,14 @@ class Scheduler:
             },
         )
         return Bound()
+
+    async def _bound_anyway(self, namespace: str, name: str, node: str) -> bool:
+        try:
+            pod = await self.cluster.read_pod(namespace, name)
+        except ClusterError:
+            return False
+        spec = pod.get("spec")
+        return isinstance(spec, Mapping) and spec.get("nodeName") == node
 
     async def _unwrite(self, namespace: str, name: str) -> None:
         try:

@@ -126,6 +126,13 @@ colocated() {
   metric "${prefix}_mae" "$(calc "$abs_sum / $n")" "points"
 }
 colocated gpu_share_colocated
+# Ceiling: two unlimited tiny-kernel burners together (time-slicing's own cost shows as a total below 100 %).
+config u1 16384 100; config u2 16384 100
+under u1 "$W/shim_gpu" burn "$SECONDS_PER_RUN" 50 > "$W/a.out" & pa=$!
+under u2 "$W/shim_gpu" burn "$SECONDS_PER_RUN" 50 > "$W/b.out" & pb=$!
+wait "$pa" "$pb"
+metric gpu_share_colocated_unlimited_pair_total \
+  "$(calc "100 * ($(work_rate < "$W/a.out") + $(work_rate < "$W/b.out")) / ${SOLO[50]}")" "%"
 if [ -n "$ONLY" ]; then
   VCUDA_NODE_DIR="$W/no-node-dir" colocated gpu_share_colocated_no_node_file
   exit 0

@@ -14,7 +14,8 @@ import subprocess
 
 import pytest
 
-from tests.shim.harness import BUILD, read_until, results, run_app, shim_env, start_app
+from tests.shim.harness import BUILD, FAKE_GPU_UUID, read_until, results, run_app, shim_env, start_app
+from vcuda.shimfile import NODE_FILE, NODE_MAGIC, NODE_VERSION
 
 KERNEL_NS = 200_000
 
@@ -46,7 +47,7 @@ def test_without_the_node_file_colocated_tenants_are_charged_for_each_others_sli
     assert all(got < target - 2 for _, target, got in shares)
 
 
-def _busy_share(tmp_path, *, core: int, soft: int | None = None, neighbours: int = 0) -> float:
+def _busy_share(tmp_path, *, core: int, soft: int | None = None, neighbours: int = 0, **extra: str) -> float:
     env = shim_env(
         tmp_path,
         memory_mib=64,
@@ -54,6 +55,7 @@ def _busy_share(tmp_path, *, core: int, soft: int | None = None, neighbours: int
         soft=soft,
         FAKE_CUDA_KERNEL_NS=str(KERNEL_NS),
         FAKE_NVML_PROCS=str(neighbours),
+        **extra,
     )
     out = run_app(env, ["init", "ctx", "0", "run", "1.0"])
     (run,) = (w for w in results(out.stdout) if w[0] == "run")
@@ -81,3 +83,14 @@ def test_launches_and_throttled_time_reach_the_usage_file(tmp_path):
     assert me.gpus[0].launches > 0
     assert me.gpus[0].throttled_ns > 100_000_000
     assert me.gpus[0].busy_ns > 0
+
+
+def test_a_lone_tenant_with_the_node_file_publishes_its_spans_and_keeps_its_share(tmp_path):
+    node_dir = tmp_path / "node"
+    node_dir.mkdir()
+    assert 15 <= _busy_share(tmp_path, core=30, VCUDA_NODE_DIR=str(node_dir)) <= 45
+    node = NODE_FILE.unpack((node_dir / f"{FAKE_GPU_UUID}.bin").read_bytes())
+    assert (node["magic"], node["version"], node["size"]) == (NODE_MAGIC, NODE_VERSION, NODE_FILE.size)
+    claimed = [s for s in node["slots"] if s["owner"] != 0]
+    assert len(claimed) == 1
+    assert claimed[0]["span_count"] > 0

@@ -58,6 +58,8 @@ class ShimEnv:
             LD_LIBRARY_PATH=str(FAKE_DIR),
             VCUDA_CONFIG_PATH=str(self.config),
             VCUDA_USAGE_PATH=str(self.usage),
+            # hermetic: no node file unless a test passes VCUDA_NODE_DIR (the shim then runs as a lone tenant)
+            VCUDA_NODE_DIR=str(self.config.parent / "no-node-dir"),
         )
         env.update(self.extra)
         return env

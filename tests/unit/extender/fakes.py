@@ -74,7 +74,8 @@ class FakeClock:
 class FakeCluster:
     """In-memory ``Cluster``: stores pods, records every patch and binding, feeds ``state`` like a watch.
 
-    ``fail_bind`` / ``fail_patch``: pod names whose call raises ``ClusterError``. ``bind_gate``: when set,
+    ``fail_bind`` / ``fail_patch``: pod names whose call raises ``ClusterError``; ``lose_bind_answer``: pod
+    names whose binding is applied but whose answer is lost (the call raises after binding). ``bind_gate``: when set,
     every bind waits on it, and it opens once ``release_at`` binds wait together (proof that they run in
     parallel: serialised binds would never get there). Every call yields to the event loop once, as real I/O
     would."""
@@ -85,6 +86,7 @@ class FakeCluster:
         self.patches: list[tuple[str, str, dict[str, str | None]]] = []
         self.bindings: list[tuple[str, str, str, str]] = []
         self.fail_bind: set[str] = set()
+        self.lose_bind_answer: set[str] = set()
         self.fail_patch: set[str] = set()
         self.bind_gate: asyncio.Event | None = None
         self.release_at = 0
@@ -134,6 +136,8 @@ class FakeCluster:
         self.bindings.append((namespace, name, uid, node))
         pod["spec"]["nodeName"] = node
         self._feed(pod)
+        if name in self.lose_bind_answer:
+            raise ClusterError("timed out waiting for the answer (fake: the binding was applied)")
 
 
 def ledger_of(state: ClusterState, name: str) -> NodeLedger:

@@ -113,6 +113,17 @@ async def test_a_failed_binding_gives_the_reservation_back_and_removes_the_annot
     assert NAMES.assignment not in pod["metadata"]["annotations"]
 
 
+async def test_a_binding_applied_but_unanswered_keeps_its_assignment_and_reservation():
+    scheduler, state, cluster = scheduler_with(gpu_node("n1"))
+    pod = pod_obj("p", (30, 4096), uid="u1")
+    cluster.add(pod)
+    cluster.lose_bind_answer.add("p")
+    assert (await scheduler.bind("default", "p", "u1", "n1")).error == ""
+    assert NAMES.assignment in pod["metadata"]["annotations"]
+    assert ledger_of(state, "n1").load != {}
+    assert holding_of(state, "u1").bound
+
+
 async def test_a_failed_patch_gives_the_reservation_back():
     scheduler, state, cluster = scheduler_with(gpu_node("n1"))
     cluster.add(pod_obj("p", (30, 4096), uid="u1"))
