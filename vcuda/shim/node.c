@@ -33,11 +33,16 @@ static const char *vc_node_dir(void) {
     return (p && *p) ? p : VCUDA_NODE_DIR;
 }
 
-static vcuda_node_slot_t *vc_node_claim(vcuda_node_t *f, uint64_t now) {
+/* A slot is free, or stale: its owner has not stepped for VC_NODE_STALE_NS. A heartbeat of 0 (claimed a moment
+ * ago) or one later than our clock reading is fresh: taking such a slot would make two live tenants share it. */
+static vcuda_node_slot_t *vc_node_claim(vcuda_node_t *f) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
     for (unsigned i = 0; i < VCUDA_NODE_SLOTS; i++) {
         vcuda_node_slot_t *s = &f->slots[i];
         uint64_t o = VC_LD(&s->owner), hb = VC_LD(&s->heartbeat_ns);
-        if (o != 0 && now - hb < VC_NODE_STALE_NS) continue;
+        if (o != 0 && (hb == 0 || hb + VC_NODE_STALE_NS > now)) continue;
         if (!__atomic_compare_exchange_n(&s->owner, &o, vc_node_token, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
             continue;
         VC_ST(&s->heartbeat_ns, now);
@@ -83,7 +88,7 @@ int vc_node_open(int rec, uint64_t now) {
         munmap(m, sizeof(vcuda_node_t));
         return -1;
     }
-    vcuda_node_slot_t *s = vc_node_claim(f, now);
+    vcuda_node_slot_t *s = vc_node_claim(f);
     if (!s) {
         vc_log_error("node file %s: no free slot; co-located tenants not visible", path);
         munmap(m, sizeof(vcuda_node_t));
@@ -95,14 +100,14 @@ int vc_node_open(int rec, uint64_t now) {
 }
 
 /* Our slot, re-claimed if another process took it over (we were idle past the stale limit). */
-static vcuda_node_slot_t *vc_node_slot(int rec, uint64_t now) {
+static vcuda_node_slot_t *vc_node_slot(int rec) {
     vcuda_node_slot_t *s = vc_node_mine[rec];
-    if (s && VC_LD(&s->owner) != vc_node_token) s = vc_node_mine[rec] = vc_node_claim(vc_node[rec], now);
+    if (s && VC_LD(&s->owner) != vc_node_token) s = vc_node_mine[rec] = vc_node_claim(vc_node[rec]);
     return s;
 }
 
 void vc_node_publish(int rec, uint64_t start, uint64_t end, uint64_t now) {
-    vcuda_node_slot_t *s = vc_node_slot(rec, now);
+    vcuda_node_slot_t *s = vc_node_slot(rec);
     if (!s || end <= start) return;
     uint64_t n = VC_LD(&s->span_count);
     __atomic_store_n(&s->span_start[n % VCUDA_NODE_SPANS], start, __ATOMIC_RELAXED);
@@ -112,7 +117,7 @@ void vc_node_publish(int rec, uint64_t start, uint64_t end, uint64_t now) {
 }
 
 void vc_node_set_open(int rec, uint64_t since, uint64_t until, uint64_t now) {
-    vcuda_node_slot_t *s = vc_node_slot(rec, now);
+    vcuda_node_slot_t *s = vc_node_slot(rec);
     if (!s) return;
     VC_ST(&s->open_until, until);
     VC_ST(&s->open_since, since);

@@ -17,7 +17,9 @@ from vcuda.request import REASONS, parse_pod_request, wants_gpu
 NAMES = Names()
 
 
-def pod(*containers: dict[str, Any], annotations: dict[str, str] | None = None, init: bool = False) -> dict[str, Any]:
+def pod(
+    *containers: dict[str, Any], annotations: dict[str, str] | None = None, init: bool = False
+) -> dict[str, Any]:
     key = "initContainers" if init else "containers"
     return {"metadata": {"name": "p", "annotations": annotations or {}}, "spec": {key: list(containers)}}
 
