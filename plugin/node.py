@@ -54,8 +54,11 @@ class NodePublisher:
             except KubeError as err:
                 log.warning("could not publish node %s: %s", self._node, err)
             self._wake.clear()
+            # asyncio.timeout, not wait_for: on 3.11 a cancel racing wait_for's timeout can be lost (gh-86296)
+            # and leave the agent's shutdown hanging.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._resync_s)
+                async with asyncio.timeout(self._resync_s):
+                    await self._wake.wait()
 
     async def sync(self) -> None:
         """Patch only what differs from the wanted state (one read, at most two patches)."""

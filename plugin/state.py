@@ -3,6 +3,7 @@
 Layout under the state directory (shared with :mod:`plugin.metrics.usage`)::
 
     <state>/ld.so.preload                         the shim's path, mounted at /etc/ld.so.preload
+    <state>/node/<gpu-uuid>.bin                   per-GPU node files the co-located shims share (mode 1777)
     <state>/containers/<pod-uid>_<container>/
         vcuda.config                              shim limits (vcuda.shimfile), read-only in the container
         usage/usage.bin                           shim counters; the usage dir is writable in the container
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from plugin.core.allocate import CONFIG_FILE_NAME
+from plugin.core.allocate import CONFIG_FILE_NAME, NODE_DIR_NAME
 from plugin.core.attribution import ContainerKey, PodKey
 from plugin.core.gpu import Gpu
 from plugin.core.reclaim import ContainerDir
@@ -84,6 +85,9 @@ class StateDir:
     def prepare(self) -> None:
         """Create the layout, write ``ld.so.preload`` and remove crash leftovers (``.tmp`` files)."""
         self.containers.mkdir(parents=True, exist_ok=True)
+        node = self.root / NODE_DIR_NAME
+        node.mkdir(exist_ok=True)
+        node.chmod(0o1777)  # every tenant's shim, whatever its user, creates and maps the per-GPU files here
         _write_atomic(self.root / "ld.so.preload", (names.CONTAINER_SHIM_PATH + "\n").encode())
         for tmp in self.root.rglob("*" + TMP_SUFFIX):
             log.info("removing leftover %s", tmp)

@@ -20,6 +20,7 @@ from vcuda.model import (
     GpuLink,
     GpuShare,
     GpuUuid,
+    MigInfo,
     NodeInventory,
     NodeName,
     PcieLevel,
@@ -217,6 +218,16 @@ def encode_inventory(inventory: NodeInventory) -> str:
                 {"a": link.a, "b": link.b, "nvlinks": link.nvlinks, "pcie": int(link.pcie)}
                 for link in inventory.links
             ],
+            "mig": [
+                {
+                    "uuid": m.uuid,
+                    "parent": m.parent,
+                    "profile": m.profile,
+                    "memoryMiB": m.memory_mib,
+                    "multiprocessors": m.multiprocessors,
+                }
+                for m in inventory.mig
+            ],
         }
     )
 
@@ -230,7 +241,12 @@ def decode_inventory(text: str) -> NodeInventory:
         raise ContractError("inventory: duplicate GPU UUID")
     if any(link.a not in known or link.b not in known for link in links):
         raise ContractError("inventory: a link names a GPU the node does not have")
-    return NodeInventory(gpus=gpus, links=links)
+    mig = _items(doc, "mig", "inventory", _read_mig) if "mig" in doc else ()  # absent before MIG support
+    if len({m.uuid for m in mig}) != len(mig):
+        raise ContractError("inventory: duplicate MIG UUID")
+    if any(m.parent in known for m in mig):
+        raise ContractError("inventory: a MIG instance's GPU is also listed as a shared GPU")
+    return NodeInventory(gpus=gpus, links=links, mig=mig)
 
 
 def _read_gpu(raw: object) -> GpuInfo:
@@ -247,6 +263,21 @@ def _read_gpu(raw: object) -> GpuInfo:
     if gpu.memory_mib < 0 or gpu.index < 0:
         raise ContractError(f"{what} {gpu.uuid}: negative index or memory")
     return gpu
+
+
+def _read_mig(raw: object) -> MigInfo:
+    doc = _obj(raw, "inventory MIG instance")
+    what = "inventory MIG instance"
+    mig = MigInfo(
+        uuid=_get(doc, "uuid", str, what),
+        parent=GpuUuid(_get(doc, "parent", str, what)),
+        profile=_get(doc, "profile", str, what),
+        memory_mib=_get(doc, "memoryMiB", int, what),
+        multiprocessors=_get(doc, "multiprocessors", int, what),
+    )
+    if mig.memory_mib < 0 or mig.multiprocessors < 0:
+        raise ContractError(f"{what} {mig.uuid}: negative memory or multiprocessors")
+    return mig
 
 
 def _read_link(raw: object) -> GpuLink:

@@ -14,6 +14,7 @@ __all__ = [
     "GpuLink",
     "GpuShare",
     "GpuUuid",
+    "MigInfo",
     "NodeInventory",
     "NodeName",
     "PcieLevel",
@@ -76,11 +77,27 @@ class GpuLink:
 
 
 @dataclass(frozen=True, slots=True)
+class MigInfo:
+    """One MIG instance (GPU instance + compute instance) of a MIG-enabled GPU: served whole, never shared."""
+
+    uuid: str
+    parent: GpuUuid
+    profile: str  # e.g. "3g.40gb"
+    memory_mib: int
+    multiprocessors: int
+
+
+@dataclass(frozen=True, slots=True)
 class NodeInventory:
-    """What the plugin publishes about a node's GPUs for the extender."""
+    """What the plugin publishes about a node's GPUs for the extender.
+
+    ``gpus`` are the GPUs shared through vcuda; MIG-enabled GPUs are not among them, their instances are
+    listed in ``mig`` (for operators and ``kubectl vgpu``; the scheduler counts them as extended resources).
+    """
 
     gpus: tuple[GpuInfo, ...]
     links: tuple[GpuLink, ...] = ()
+    mig: tuple[MigInfo, ...] = ()
 
     def gpu(self, uuid: str) -> GpuInfo | None:
         return next((g for g in self.gpus if g.uuid == uuid), None)

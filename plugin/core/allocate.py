@@ -25,6 +25,7 @@ __all__ = [
     "DeviceListStrategy",
     "DeviceNode",
     "Mount",
+    "NODE_DIR_NAME",
     "PlanOptions",
     "container_dir_name",
     "plan_container",
@@ -32,6 +33,9 @@ __all__ = [
 ]
 
 CONFIG_FILE_NAME = "vcuda.config"
+NODE_DIR_NAME = (
+    "node"  # <state>/node: the per-GPU files co-located shims share (vcuda.names.CONTAINER_NODE_DIR)
+)
 CONTROL_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools")
 
 
@@ -153,6 +157,7 @@ def _shim_mounts(dir_name: str, options: PlanOptions) -> tuple[Mount, ...]:
         Mount(names.LD_SO_PRELOAD_PATH, str(state / "ld.so.preload")),
         Mount(names.CONTAINER_CONFIG_PATH, str(container_dir / CONFIG_FILE_NAME)),
         Mount(names.CONTAINER_USAGE_DIR, str(container_dir / "usage"), read_only=False),
+        Mount(names.CONTAINER_NODE_DIR, str(state / NODE_DIR_NAME), read_only=False),
     )
 
 

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from plugin.core.gpu import NodeGpus
-from plugin.core.mig import shareable
-from vcuda.model import GpuInfo, GpuUuid, NodeInventory
+from plugin.core.mig import mig_devices, shareable
+from vcuda.model import GpuInfo, GpuUuid, MigInfo, NodeInventory
 from vcuda.names import Names
 
 __all__ = ["NodeView", "gpu_labels", "node_inventory", "node_view", "scaled_mib"]
@@ -45,7 +45,10 @@ def node_inventory(node: NodeGpus, healthy: Mapping[GpuUuid, bool], scaling: flo
     )
     known = {g.uuid for g in gpus}
     links = tuple(link for link in node.links if link.a in known and link.b in known)
-    return NodeInventory(gpus, links)
+    mig = tuple(
+        MigInfo(d.uuid, d.parent, d.profile, d.memory_mib, d.multiprocessors) for d in mig_devices(node.gpus)
+    )
+    return NodeInventory(gpus, links, mig)
 
 
 def gpu_labels(node: NodeGpus, names: Names) -> dict[str, str]:

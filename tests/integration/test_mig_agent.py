@@ -46,5 +46,8 @@ async def test_mig_instances_are_served_apart_from_vcuda_sharing(fake_nvml, env_
     ]
     assert meta["labels"]["nvidia.com/mig.capable"] == "true"
     assert meta["labels"]["nvidia.com/mig.strategy"] == "mixed"
-    assert node.uuid(0) not in json.dumps(inventory)
-    assert node.uuid(3) in json.dumps(inventory)
+    assert [g["uuid"] for g in inventory["gpus"]] == [node.uuid(3)]  # MIG GPUs are never shared
+    listed = {m["uuid"]: m for m in inventory["mig"]}  # their instances are listed apart
+    assert {d.ID for d in mig} <= listed.keys()
+    assert {m["parent"] for m in listed.values()} <= {node.uuid(i) for i in range(3)}
+    assert {m["profile"] for m in listed.values()} == {"1g.5gb", "2g.10gb", "3g.20gb"}

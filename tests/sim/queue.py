@@ -135,4 +135,5 @@ class SchedulingQueue:
                     entry.attempts += 1
                     return key
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, next_due))
+                async with asyncio.timeout(max(0.01, next_due)):  # not wait_for: see plugin/node.py
+                    await self._wake.wait()

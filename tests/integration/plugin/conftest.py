@@ -26,6 +26,7 @@ from vcuda.annotations import decode_assignment, decode_status
 from vcuda.shimfile import ShimConfig, decode_config
 
 NODE = "node-1"
+STOP_S = 10.0
 
 
 @pytest.fixture
@@ -76,8 +77,10 @@ class PluginEnv:
     async def stop(self) -> None:
         if self.task is not None:
             self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.task
+            done, _ = await asyncio.wait([self.task], timeout=STOP_S)
+            assert done, f"the agent did not stop within {STOP_S} s of being cancelled"
+            if not self.task.cancelled():
+                self.task.exception()  # retrieved: a test that expects the agent to fail checks it itself
         await self.kubelet.stop()
         await self.pod_resources.close()
 

@@ -85,6 +85,10 @@ def check_shim_mounts(env, admitted):
     usage = mounts[vnames.CONTAINER_USAGE_DIR]
     assert not usage.read_only
     assert decode_usage((Path(usage.host_path) / vnames.USAGE_FILE_NAME).read_bytes()) == ()
+    node = mounts[vnames.CONTAINER_NODE_DIR]  # one directory for every tenant of the node
+    assert not node.read_only
+    assert Path(node.host_path) == env.settings.state_dir / "node"
+    assert Path(node.host_path).stat().st_mode & 0o7777 == 0o1777
     envs = dict(admitted.response.envs)
     assert envs[vnames.ENV_POD_NAME] == admitted.pod
     assert envs[vnames.ENV_NAMESPACE] == admitted.namespace

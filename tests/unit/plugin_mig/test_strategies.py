@@ -21,6 +21,7 @@ from plugin.core.mig import (
 )
 from plugin.core.slices import slices
 from tests.unit.plugin_mig.builders import a100
+from vcuda.annotations import decode_inventory, encode_inventory
 from vcuda.names import Names
 
 NAMES = Names()
@@ -98,3 +99,15 @@ def test_mig_gpus_are_kept_apart_from_vcuda_sharing(gpu, shared):
     assert (shareable_gpus([gpu]) == (gpu,)) is shared
     assert bool(slices([gpu], {})) is shared
     assert bool(node_inventory(node, {}, 1.0).gpus) is shared
+
+
+def test_mig_instances_are_listed_in_the_inventory_apart_from_shared_gpus():
+    shared, partitioned = a100(0, mig_enabled=False), a100(1, "3g.20gb", "2g.10gb")
+    inventory = node_inventory(NodeGpus((shared, partitioned), (), "580.95.05", "13.0"), {}, 0.5)
+
+    assert [g.uuid for g in inventory.gpus] == [shared.uuid]
+    assert [(m.parent, m.profile, m.memory_mib, m.multiprocessors) for m in inventory.mig] == [
+        (partitioned.uuid, "3g.20gb", 19968, 42),  # whole instances: memory scaling does not apply
+        (partitioned.uuid, "2g.10gb", 9856, 28),
+    ]
+    assert decode_inventory(encode_inventory(inventory)) == inventory

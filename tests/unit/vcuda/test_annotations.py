@@ -23,6 +23,7 @@ from vcuda.model import (
     GpuLink,
     GpuShare,
     GpuUuid,
+    MigInfo,
     NodeInventory,
     NodeName,
     PcieLevel,
@@ -68,7 +69,13 @@ def inventories(draw: st.DrawFn) -> NodeInventory:
         for i, a in enumerate(ids)
         for b in ids[i + 1 :]
     )
-    return NodeInventory(gpus, links)
+    mig_ids = draw(st.lists(names, max_size=6, unique=True))
+    parent = GpuUuid("GPU-mig-parent")  # MIG GPUs are never among the shared ones
+    mig = tuple(
+        MigInfo(u, parent, draw(names), draw(st.integers(0, 1 << 18)), draw(st.integers(0, 132)))
+        for u in mig_ids
+    )
+    return NodeInventory(gpus, links, mig)
 
 
 @settings(max_examples=300)
@@ -115,3 +122,21 @@ def test_inventory_links_must_name_known_gpus() -> None:
     text = json.dumps({"v": 1, "gpus": [], "links": [{"a": "x", "b": "y", "nvlinks": 0, "pcie": 10}]})
     with pytest.raises(ContractError, match="does not have"):
         decode_inventory(text)
+
+
+def test_an_inventory_written_before_mig_support_reads_without_instances() -> None:
+    text = json.dumps({"v": 1, "gpus": [], "links": []})
+    assert decode_inventory(text) == NodeInventory((), (), ())
+
+
+def test_a_mig_gpu_cannot_also_be_shared() -> None:
+    gpu = {"uuid": "GPU-a", "index": 0, "model": "A100", "memoryMiB": 40960, "healthy": True, "numa": 0}
+    mig = {
+        "uuid": "MIG-1",
+        "parent": "GPU-a",
+        "profile": "3g.20gb",
+        "memoryMiB": 19968,
+        "multiprocessors": 42,
+    }
+    with pytest.raises(ContractError, match="also listed as a shared GPU"):
+        decode_inventory(json.dumps({"v": 1, "gpus": [gpu], "links": [], "mig": [mig]}))
