@@ -2,7 +2,9 @@
 
 Pods are read as plain dicts (``_preload_content=False``): the client's model classes cost about a
 millisecond per pod to build, and the decision code (:mod:`vcuda.request`) takes dicts anyway. Each call is
-blocking and runs in a worker thread (``asyncio.to_thread``). Library errors leave as :class:`KubeError`.
+blocking and runs in a worker thread (``asyncio.to_thread``) with a bounded ``_request_timeout``, so an API
+server that stops answering costs one timeout, never a worker stuck for good. Library errors leave as
+:class:`KubeError`.
 """
 
 import asyncio
@@ -49,13 +51,16 @@ class Cluster(Protocol):
 class ApiCluster:
     """:class:`Cluster` over ``kubernetes.client.CoreV1Api``."""
 
-    def __init__(self, api: client.ApiClient, component: str = "kube-vgpu-plugin") -> None:
+    def __init__(
+        self, api: client.ApiClient, component: str = "kube-vgpu-plugin", *, timeout_s: float = 10.0
+    ) -> None:
         self._core = client.CoreV1Api(api)
         self._component = component
+        self._timeout = timeout_s
 
     async def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
+            return await asyncio.to_thread(fn, *args, _request_timeout=self._timeout, **kwargs)
         except Exception as err:  # the client raises ApiException, urllib3 and socket errors alike
             raise KubeError(f"{what}: {err}") from err
 
@@ -80,7 +85,9 @@ class ApiCluster:
 
     async def get_node(self, node: str) -> Body | None:
         try:
-            resp: Any = await asyncio.to_thread(self._core.read_node, node, _preload_content=False)
+            resp: Any = await asyncio.to_thread(
+                self._core.read_node, node, _preload_content=False, _request_timeout=self._timeout
+            )
         except client.ApiException as err:
             if err.status == 404:
                 return None
