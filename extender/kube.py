@@ -30,14 +30,12 @@ class ClusterError(Exception):
 class Cluster(Protocol):
     async def read_pod(self, namespace: str, name: str) -> dict[str, Any]: ...
 
-    async def patch_pod_annotations(
-        self, namespace: str, name: str, annotations: Mapping[str, str | None]
+    async def bind_pod(
+        self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str]
     ) -> None:
-        """Merge-patch the pod's annotations (``None`` deletes a key)."""
-        ...
-
-    async def bind_pod(self, namespace: str, name: str, uid: str, node: str) -> None:
-        """POST ``pods/<name>/binding``."""
+        """POST ``pods/<name>/binding``; the API server copies the Binding's annotations onto the pod in the
+        same write that sets ``spec.nodeName``, so a pod is never bound without its assignment (or the
+        reverse)."""
         ...
 
 
@@ -45,6 +43,7 @@ class _Meta(TypedDict, total=False):
     name: str
     namespace: str
     uid: str
+    annotations: dict[str, str]
 
 
 class _Target(TypedDict):
@@ -60,10 +59,14 @@ class BindingBody(TypedDict):
     target: _Target
 
 
-def binding_body(namespace: str, name: str, uid: str, node: str) -> BindingBody:
+def binding_body(
+    namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str] | None = None
+) -> BindingBody:
     meta: _Meta = {"name": name, "namespace": namespace}
     if uid:
         meta["uid"] = uid
+    if annotations:
+        meta["annotations"] = dict(annotations)
     return {
         "apiVersion": "v1",
         "kind": "Binding",
@@ -107,14 +110,10 @@ class KubeCluster:
         pod: dict[str, Any] = json.loads(data)
         return pod
 
-    async def patch_pod_annotations(
-        self, namespace: str, name: str, annotations: Mapping[str, str | None]
+    async def bind_pod(
+        self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str]
     ) -> None:
-        body = {"metadata": {"annotations": dict(annotations)}}
-        await self._send("writing the assignment", self._core.patch_namespaced_pod, name, namespace, body)
-
-    async def bind_pod(self, namespace: str, name: str, uid: str, node: str) -> None:
-        body = binding_body(namespace, name, uid, node)
+        body = binding_body(namespace, name, uid, node, annotations)
         await self._send(
             "creating the Binding", self._core.create_namespaced_pod_binding, name, namespace, body
         )

@@ -278,22 +278,22 @@ class Scheduler:
     async def _commit(
         self, key: PodKey, namespace: str, name: str, uid: str, assignment: PodAssignment
     ) -> Bound:
-        wrote = False
+        """One write: the Binding carries the assignment annotation, which the API server puts on the pod
+        together with ``spec.nodeName``."""
+        annotations = (
+            {self.state.names.assignment: encode_assignment(assignment, self._key)}
+            if assignment.containers
+            else {}
+        )
         try:
-            if assignment.containers:
-                text = encode_assignment(assignment, self._key)
-                await self.cluster.patch_pod_annotations(namespace, name, {self.state.names.assignment: text})
-                wrote = True
-            await self.cluster.bind_pod(namespace, name, uid, assignment.node)
+            await self.cluster.bind_pod(namespace, name, uid, assignment.node, annotations)
         except ClusterError as err:
-            if wrote and await self._bound_anyway(namespace, name, assignment.node):
+            if await self._bound_anyway(namespace, name, assignment.node, annotations):
                 # The server applied the Binding but its answer was lost (timeout, retried bind answered
-                # 409): the pod runs there, so its assignment and reservation must stay.
+                # 409): the pod runs there with our assignment, so the reservation must stay.
                 self.state.mark_bound(key)
                 return Bound()
             self.state.rollback(key)
-            if wrote:
-                await self._unwrite(namespace, name)
             return Bound(f"binding {namespace}/{name} to {assignment.node} failed: {err}", "api-error")
         self.state.mark_bound(key)
         log.info(
@@ -306,22 +306,18 @@ class Scheduler:
         )
         return Bound()
 
-    async def _bound_anyway(self, namespace: str, name: str, node: str) -> bool:
+    async def _bound_anyway(
+        self, namespace: str, name: str, node: str, annotations: Mapping[str, str]
+    ) -> bool:
         try:
             pod = await self.cluster.read_pod(namespace, name)
         except ClusterError:
             return False
-        spec = pod.get("spec")
-        return isinstance(spec, Mapping) and spec.get("nodeName") == node
-
-    async def _unwrite(self, namespace: str, name: str) -> None:
-        try:
-            await self.cluster.patch_pod_annotations(namespace, name, {self.state.names.assignment: None})
-        except ClusterError as err:
-            log.warning(
-                "could not remove a failed assignment",
-                extra={"pod": f"{namespace}/{name}", "error": str(err)},
-            )
+        spec, meta = pod.get("spec"), pod.get("metadata")
+        if not (isinstance(spec, Mapping) and spec.get("nodeName") == node and isinstance(meta, Mapping)):
+            return False
+        held = meta.get("annotations") or {}
+        return isinstance(held, Mapping) and all(held.get(k) == v for k, v in annotations.items())
 
     def _bound(self, bound: Bound) -> Bound:
         self.recorder.decided("bind", "bound" if not bound.error else "refused")

@@ -7,7 +7,9 @@ missing from kmock 0.8:
 - on every merge patch (including ``/status``): a new ``resourceVersion``;
 - list and watch filtered by simple label selectors (``k=v``, ``k!=v``, ``k``, comma = and) and field
   selectors (``k=v``/``k==v``/``k!=v`` over dotted paths such as ``spec.nodeName`` or ``metadata.name``);
-- ``POST .../pods/<name>/binding``: sets ``spec.nodeName`` through the same store, so watchers see MODIFIED;
+- ``POST .../pods/<name>/binding``: sets ``spec.nodeName`` and copies the Binding's ``metadata.annotations`` onto
+  the pod in one write, through the same store, so watchers see one MODIFIED; a Binding whose ``metadata.uid``
+  is not the pod's is refused with 409, as the API server's UID precondition does;
 - served requests are forgotten (kmock otherwise matches every request against all earlier ones).
 
 What stays fake, on purpose: patches are plain recursive JSON merges (no strategic merge: lists are replaced),
@@ -123,9 +125,20 @@ class SimulatedApiServer(kmock.KubernetesEmulator):
                 return aiohttp.web.json_response(
                     _status(404, "NotFound", f"pod {request.name} not found"), status=404
                 )
-            if (self._objects[key].raw.get("spec") or {}).get("nodeName"):
+            pod = self._objects[key].raw
+            meta = (request.data or {}).get("metadata") or {}
+            if meta.get("uid") and meta["uid"] != (pod.get("metadata") or {}).get("uid"):
+                return aiohttp.web.json_response(
+                    _status(409, "Conflict", "Precondition failed: UID in precondition"), status=409
+                )
+            if (pod.get("spec") or {}).get("nodeName"):
                 return aiohttp.web.json_response(_status(409, "Conflict", "pod is already bound"), status=409)
-            patch = {"spec": {"nodeName": node}, "metadata": {"resourceVersion": str(next(_versions))}}
+            # As the API server's BindingREST: the Binding's annotations land on the pod in the same write.
+            annotations = meta.get("annotations") or {}
+            patch = {
+                "spec": {"nodeName": node},
+                "metadata": {"resourceVersion": str(next(_versions)), "annotations": annotations},
+            }
             self._objects[key].patch(patch)
             await self._buses[request.resource].put({"type": "MODIFIED", "object": self._objects[key].raw})
         return aiohttp.web.json_response(_status(201, "", "bound"), status=201)

@@ -273,7 +273,7 @@ PLUGIN_RULES = (
 )
 EXTENDER_RULES = (
     _expand(("",), ("nodes",), ("get", "list", "watch"))
-    | _expand(("",), ("pods",), ("get", "list", "watch", "patch"))
+    | _expand(("",), ("pods",), ("get", "list", "watch"))  # the assignment rides on the Binding
     | _expand(("",), ("pods/binding",), ("create",))
     | _expand(("", "events.k8s.io"), ("events",), ("create", "patch"))
 )

@@ -2,8 +2,9 @@
 merge patches, no admission, no real scheduler or kubelet).
 
 Cases: the watches list nodes and pods into the state (readiness follows); a bind through the real client
-writes the signed assignment and creates the Binding (``spec.nodeName`` set), and the watch then shows the
-pod bound on its GPUs; a Binding the API server refuses (pod already bound) rolls the reservation back; a
+creates one Binding that carries the signed assignment (``spec.nodeName`` and the annotation land together),
+and the watch then shows the pod bound on its GPUs; a Binding the API server refuses (pod already bound, or a
+stale UID) rolls the reservation back and writes nothing; a
 fresh extender rebuilds the same load from the API server alone; a hand-written assignment on a pod never
 claims a GPU; binds reuse the client's pooled connections (their raw answers are read and given back).
 """
@@ -137,6 +138,17 @@ async def test_a_refused_binding_rolls_the_reservation_back(api):
         assert ledger_of(ext.state, "n1").load == {}
 
 
+async def test_a_binding_for_a_stale_uid_is_refused_and_writes_nothing(api):
+    with Extender(api) as ext:
+        wait_until(lambda: has_inventory(ext.state, "n1"), "inventory")
+        create_pod(api, pod_obj("p1", (30, 4096)))
+        assert "failed" in (await ext.scheduler.bind("default", "p1", "uid-of-a-deleted-pod", "n1")).error
+        stored = read_pod(api, "p1")
+        assert not stored["spec"].get("nodeName")
+        assert NAMES.assignment not in (stored["metadata"].get("annotations") or {})
+        assert ledger_of(ext.state, "n1").load == {}
+
+
 async def test_a_fresh_extender_rebuilds_the_load_from_the_api_server(api):
     with Extender(api) as first:
         wait_until(lambda: has_inventory(first.state, "n1"), "inventory")
@@ -173,4 +185,4 @@ async def test_binds_reuse_the_clients_connections(api):
         for i in range(5):
             pod = create_pod(api, pod_obj(f"p{i}", (10, 1024)))
             assert (await ext.scheduler.bind("default", f"p{i}", pod["metadata"]["uid"], "n1")).error == ""
-        assert connections_opened(ext.client) - before <= 1  # not one per API call (ten)
+        assert connections_opened(ext.client) - before <= 1  # not one per API call (five)

@@ -1,8 +1,8 @@
 """Fakes and builders for the extender's tests: Kubernetes JSON for nodes and pods, and ``FakeCluster``, an
 in-memory implementation of ``extender.kube.Cluster`` that plays the API server and (optionally) the watch.
 
-``FakeCluster`` is a fake, not kmock: patches merge annotations into stored pod dicts, bindings set
-``spec.nodeName``, and with ``state`` given every change is fed to the state as the watch would deliver it.
+``FakeCluster`` is a fake, not kmock: a binding sets ``spec.nodeName`` and merges the Binding's annotations
+into the stored pod dict (as the API server does), and with ``state`` given every change is fed to the state as the watch would deliver it.
 """
 
 import asyncio
@@ -72,9 +72,9 @@ class FakeClock:
 
 
 class FakeCluster:
-    """In-memory ``Cluster``: stores pods, records every patch and binding, feeds ``state`` like a watch.
+    """In-memory ``Cluster``: stores pods, records every binding, feeds ``state`` like a watch.
 
-    ``fail_bind`` / ``fail_patch``: pod names whose call raises ``ClusterError``; ``lose_bind_answer``: pod
+    ``fail_bind``: pod names whose binding raises ``ClusterError`` and changes nothing; ``lose_bind_answer``: pod
     names whose binding is applied but whose answer is lost (the call raises after binding). ``bind_gate``: when set,
     every bind waits on it, and it opens once ``release_at`` binds wait together (proof that they run in
     parallel: serialised binds would never get there). Every call yields to the event loop once, as real I/O
@@ -83,11 +83,9 @@ class FakeCluster:
     def __init__(self, state: ClusterState | None = None) -> None:
         self.state = state
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
-        self.patches: list[tuple[str, str, dict[str, str | None]]] = []
         self.bindings: list[tuple[str, str, str, str]] = []
         self.fail_bind: set[str] = set()
         self.lose_bind_answer: set[str] = set()
-        self.fail_patch: set[str] = set()
         self.bind_gate: asyncio.Event | None = None
         self.release_at = 0
         self.binds_waiting = 0
@@ -107,23 +105,9 @@ class FakeCluster:
         except KeyError:
             raise ClusterError(f"pod {namespace}/{name} not found (fake)") from None
 
-    async def patch_pod_annotations(
-        self, namespace: str, name: str, annotations: Mapping[str, str | None]
+    async def bind_pod(
+        self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str]
     ) -> None:
-        await asyncio.sleep(0)
-        if name in self.fail_patch:
-            raise ClusterError("patch refused (fake)")
-        pod = await self.read_pod(namespace, name)
-        self.patches.append((namespace, name, dict(annotations)))
-        current = pod["metadata"].setdefault("annotations", {})
-        for key, value in annotations.items():
-            if value is None:
-                current.pop(key, None)
-            else:
-                current[key] = value
-        self._feed(pod)
-
-    async def bind_pod(self, namespace: str, name: str, uid: str, node: str) -> None:
         await asyncio.sleep(0)
         if self.bind_gate is not None:
             self.binds_waiting += 1
@@ -135,6 +119,7 @@ class FakeCluster:
         pod = await self.read_pod(namespace, name)
         self.bindings.append((namespace, name, uid, node))
         pod["spec"]["nodeName"] = node
+        pod["metadata"].setdefault("annotations", {}).update(annotations)
         self._feed(pod)
         if name in self.lose_bind_answer:
             raise ClusterError("timed out waiting for the answer (fake: the binding was applied)")

@@ -2,9 +2,9 @@
 
 Cases: filter passes nodes that fit and says why the others fail (resolvable vs unresolvable); an invalid
 request fails every node unresolvably with the user's sentence; unknown nodes are unresolvable; prioritize
-returns the filter's scores from memory; bind writes a verified, signed assignment and then the Binding; a
-failed Binding gives the reservation back and removes the annotation; a pod differently assigned but with the
-same core count waits while another is in flight; identical pods do not; bind refuses when the node filled up
+returns the filter's scores from memory; bind creates one Binding that carries the signed assignment; a
+failed Binding gives the reservation back and writes nothing; a pod differently assigned but with the same
+core count waits while another is in flight; identical pods do not; bind refuses when the node filled up
 in between; preemption keeps only nodes where the victims free enough.
 """
 
@@ -102,7 +102,7 @@ async def test_bind_writes_a_signed_assignment_then_the_binding():
     assert holding_of(state, "u1").bound
 
 
-async def test_a_failed_binding_gives_the_reservation_back_and_removes_the_annotation():
+async def test_a_failed_binding_gives_the_reservation_back_and_writes_nothing():
     scheduler, state, cluster = scheduler_with(gpu_node("n1"))
     pod = pod_obj("p", (30, 4096), uid="u1")
     cluster.add(pod)
@@ -124,13 +124,24 @@ async def test_a_binding_applied_but_unanswered_keeps_its_assignment_and_reserva
     assert holding_of(state, "u1").bound
 
 
-async def test_a_failed_patch_gives_the_reservation_back():
+async def test_the_assignment_travels_on_the_binding_itself():
+    scheduler, _, cluster = scheduler_with(gpu_node("n1"))
+    pod = pod_obj("p", (30, 4096), uid="u1")
+    cluster.add(pod)
+    pod["metadata"]["annotations"]["keep"] = "me"
+    assert (await scheduler.bind("default", "p", "u1", "n1")).error == ""
+    assert pod["metadata"]["annotations"]["keep"] == "me"
+    assert decode_assignment(pod["metadata"]["annotations"][NAMES.assignment], KEY).node == "n1"
+
+
+async def test_a_pod_bound_elsewhere_meanwhile_is_not_mistaken_for_our_binding():
     scheduler, state, cluster = scheduler_with(gpu_node("n1"))
-    cluster.add(pod_obj("p", (30, 4096), uid="u1"))
-    cluster.fail_patch.add("p")
-    assert (await scheduler.bind("default", "p", "u1", "n1")).error
+    pod = pod_obj("p", (30, 4096), uid="u1")
+    cluster.add(pod)
+    pod["spec"]["nodeName"] = "n1"  # bound by someone else, without our assignment
+    cluster.fail_bind.add("p")
+    assert "failed" in (await scheduler.bind("default", "p", "u1", "n1")).error
     assert ledger_of(state, "n1").load == {}
-    assert cluster.bindings == []
 
 
 async def test_bind_reads_the_pod_when_filter_never_saw_it_and_refuses_an_unknown_one():
