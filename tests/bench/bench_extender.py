@@ -6,7 +6,7 @@
   the same pod. Latency is the client's round trip, request encoding excluded.
 - ``extender_pods_per_s_1000n``: the whole filter + prioritize + bind cycle, one pod after another, with 1,000
   GPU nodes in kmock (``tests/kmock_cluster.py``), run in its own process so its work is not the extender's;
-  bind writes the signed assignment and creates the Binding through the official client, and the extender's
+  bind creates the Binding (carrying the signed assignment) through the official client, and the extender's
   watches see the results. The figure is pods per second of the extender's CPU time (this process's CPU minus
   the driver thread's): the rate one core spent on the extender sustains.
 - ``extender_pods_per_s_wall_1000n``: the same cycle per wall-clock second, which also waits on kmock (a
