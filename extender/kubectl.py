@@ -1,7 +1,9 @@
 """``kubectl vgpu``: a read-only view of GPU capacity and vGPU pods, built from the API server only.
 
 ``nodes`` lists every GPU of every node that publishes a ``vgpu-inventory`` annotation with the compute and
-memory allocated on it and the pods holding it; ``pods`` lists each vGPU pod's GPUs, limits and phase. The
+memory allocated on it and the pods holding it; ``mig`` lists the nodes' MIG instances (served whole, as
+extended resources, so the API shows no holder per instance); ``pods`` lists each vGPU pod's GPUs, limits and
+phase. The
 user's kubeconfig is used; nothing is written. Assignments are decoded **without verifying** their signature
 (the HMAC key stays in the cluster), and the output says so.
 """
@@ -15,12 +17,22 @@ from typing import Any, Protocol
 
 from vcuda.annotations import decode_assignment_unverified, decode_inventory, decode_status
 from vcuda.errors import ContractError
-from vcuda.model import Phase, PodAssignment
+from vcuda.model import NodeInventory, Phase, PodAssignment
 from vcuda.names import DEFAULT_DOMAIN, Names
 from vcuda.request import wants_gpu
 from vcuda.units import CORE_PER_GPU
 
-__all__ = ["ClusterReader", "GpuRow", "KubeClusterReader", "PodRow", "gpu_rows", "main", "pod_rows"]
+__all__ = [
+    "ClusterReader",
+    "GpuRow",
+    "KubeClusterReader",
+    "MigRow",
+    "PodRow",
+    "gpu_rows",
+    "main",
+    "mig_rows",
+    "pod_rows",
+]
 
 Obj = Mapping[str, Any]
 _DONE_PHASES = frozenset({"Succeeded", "Failed"})
@@ -73,6 +85,16 @@ class GpuRow:
     cores_allocated: int
     memory_allocated_mib: int
     pods: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MigRow:
+    node: str
+    parent: str
+    uuid: str
+    profile: str
+    memory_mib: int
+    multiprocessors: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,17 +163,31 @@ def gpu_rows(nodes: Iterable[Obj], pods: Iterable[Obj], names: Names) -> list[Gp
                 used[(assignment.node, s.uuid)] = (cores + s.cores, memory + s.memory_mib, [*holders, who])
     rows = []
     for node in nodes:
-        text = _annotation(node, names.inventory)
-        try:
-            inventory = None if text is None else decode_inventory(text)
-        except ContractError:
-            inventory = None
-        name = _meta(node, "name")
+        inventory, name = _inventory(node, names), _meta(node, "name")
         for g in () if inventory is None else inventory.gpus:
             cores, memory, holders = used.get((name, g.uuid), (0, 0, []))
             pods_ = tuple(sorted(set(holders)))
             rows.append(GpuRow(name, g.index, g.uuid, g.model, g.healthy, g.memory_mib, cores, memory, pods_))
     return sorted(rows, key=lambda r: (r.node, r.index, r.uuid))
+
+
+def mig_rows(nodes: Iterable[Obj], names: Names) -> list[MigRow]:
+    """One row per MIG instance of every node with an inventory, ordered by node, parent GPU and profile."""
+    rows = []
+    for node in nodes:
+        inventory, name = _inventory(node, names), _meta(node, "name")
+        for m in () if inventory is None else inventory.mig:
+            rows.append(MigRow(name, m.parent, m.uuid, m.profile, m.memory_mib, m.multiprocessors))
+    return sorted(rows, key=lambda r: (r.node, r.parent, r.profile, r.uuid))
+
+
+def _inventory(node: Obj, names: Names) -> NodeInventory | None:
+    """The node's published inventory; None when absent or unreadable (the view skips such nodes)."""
+    text = _annotation(node, names.inventory)
+    try:
+        return None if text is None else decode_inventory(text)
+    except ContractError:
+        return None
 
 
 def pod_rows(pods: Iterable[Obj], names: Names) -> list[PodRow]:
@@ -206,6 +242,12 @@ def render_gpus(rows: Sequence[GpuRow]) -> str:
     return _table(header, body) + f"# {UNVERIFIED_NOTE}\n"
 
 
+def render_mig(rows: Sequence[MigRow]) -> str:
+    header = ("NODE", "GPU", "MIG-DEVICE", "PROFILE", "MEMORY(MiB)", "SMS")
+    body = [(r.node, r.parent, r.uuid, r.profile, str(r.memory_mib), str(r.multiprocessors)) for r in rows]
+    return _table(header, body)
+
+
 def render_pods(rows: Sequence[PodRow]) -> str:
     header = (
         "NAMESPACE",
@@ -232,7 +274,7 @@ def render_pods(rows: Sequence[PodRow]) -> str:
     return _table(header, body) + f"# {UNVERIFIED_NOTE}\n"
 
 
-def render_json(kind: str, rows: Sequence[GpuRow] | Sequence[PodRow]) -> str:
+def render_json(kind: str, rows: Sequence[GpuRow] | Sequence[MigRow] | Sequence[PodRow]) -> str:
     doc = {kind: [asdict(r) for r in rows], "verified": False, "note": UNVERIFIED_NOTE}
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
@@ -251,6 +293,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="kubectl vgpu", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("nodes", parents=[common], help="GPUs per node: capacity, allocation, pods")
+    sub.add_parser("mig", parents=[common], help="MIG instances per node: parent GPU, profile, memory")
     pods = sub.add_parser("pods", parents=[common], help="vGPU pods: GPUs, limits, phase")
     scope = pods.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", default=None)
@@ -263,6 +306,9 @@ def run(args: argparse.Namespace, cluster: ClusterReader) -> str:
     if args.command == "nodes":
         gpus = gpu_rows(cluster.list_nodes(), cluster.list_pods(None), names)
         return render_json("gpus", gpus) if args.output == "json" else render_gpus(gpus)
+    if args.command == "mig":
+        migs = mig_rows(cluster.list_nodes(), names)
+        return render_json("mig", migs) if args.output == "json" else render_mig(migs)
     namespace = None if args.all_namespaces else (args.namespace or _current_namespace(args))
     pods = pod_rows(cluster.list_pods(namespace), names)
     return render_json("pods", pods) if args.output == "json" else render_pods(pods)

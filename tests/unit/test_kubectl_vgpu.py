@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from extender.kubectl import gpu_rows, parse_args, pod_rows, run
+from extender.kubectl import gpu_rows, mig_rows, parse_args, pod_rows, run
 from tests.builders import gpu, nvswitch_node
 from vcuda.annotations import (
     PodStatus,
@@ -17,7 +17,16 @@ from vcuda.annotations import (
     encode_inventory,
     encode_status,
 )
-from vcuda.model import ContainerAssignment, GpuShare, NodeInventory, NodeName, Phase, PodAssignment
+from vcuda.model import (
+    ContainerAssignment,
+    GpuShare,
+    GpuUuid,
+    MigInfo,
+    NodeInventory,
+    NodeName,
+    Phase,
+    PodAssignment,
+)
 from vcuda.names import Names
 
 N = Names()
@@ -189,6 +198,34 @@ def test_json_output_is_machine_readable_and_marked_unverified():
     assert pods[-1] == {
         "namespace": "web", "pod": "waiting", "node": "", "phase": "pending", "pod_phase": "Pending", "shares": [],
     }  # fmt: skip
+
+
+MIG_PARENT = GpuUuid("GPU-aaaaaaaa-0000-0000-0000-000000000001")
+MIG_NODE = node(
+    "m",
+    NodeInventory(
+        (gpu(1, node="m"),),
+        mig=(
+            MigInfo("MIG-2", MIG_PARENT, "4g.40gb", 40192, 64),
+            MigInfo("MIG-1", MIG_PARENT, "3g.40gb", 40192, 60),
+        ),
+    ),
+)
+
+
+def test_mig_view_lists_every_instance_and_leaves_shared_gpus_to_nodes():
+    nodes = [*NODES, MIG_NODE]
+    assert [(r.node, r.profile, r.uuid, r.memory_mib, r.multiprocessors) for r in mig_rows(nodes, N)] == [
+        ("m", "3g.40gb", "MIG-1", 40192, 60),
+        ("m", "4g.40gb", "MIG-2", 40192, 64),
+    ]
+    lines = run(parse_args(["mig"]), FakeClusterReader(nodes, PODS)).splitlines()
+    assert lines[0].split() == ["NODE", "GPU", "MIG-DEVICE", "PROFILE", "MEMORY(MiB)", "SMS"]
+    assert lines[1].split() == ["m", MIG_PARENT, "MIG-1", "3g.40gb", "40192", "60"]
+    assert len(lines) == 3
+    assert [r.node for r in gpu_rows(nodes, PODS, N)].count("m") == 1  # the shared GPU only
+    doc = json.loads(run(parse_args(["mig", "-o", "json"]), FakeClusterReader(nodes, PODS)))
+    assert doc["mig"][1]["profile"] == "4g.40gb"
 
 
 def test_unverified_decoder_reads_any_signature_but_rejects_bad_documents():
