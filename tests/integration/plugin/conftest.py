@@ -138,7 +138,7 @@ class PluginEnv:
         return decode_config(Path(mount.host_path).read_bytes())
 
 
-async def eventually(predicate: Any, timeout: float = 2.0) -> None:
+async def eventually(predicate: Any, timeout: float = 10.0) -> None:
     """Re-check ``predicate`` (an API read) until it holds; bounded by ``timeout``. The API server has no
     push channel to the test, so this bounded poll is the only way to observe a patch."""
     deadline = time.monotonic() + timeout

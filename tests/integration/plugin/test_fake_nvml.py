@@ -18,7 +18,7 @@ async def test_h100_node_from_fake_nvml_is_advertised_and_published(env_factory,
     nvml.open()
     try:
         env = await env_factory(nvml)
-        devices = await env.kubelet.devices_until(NAMES.core, lambda d: len(d) == 800, timeout=3)
+        devices = await env.kubelet.devices_until(NAMES.core, lambda d: len(d) == 800, timeout=10)
         assert {d.health for d in devices} == {"Healthy"}
         assert env.agent is not None
         uuids = [g.uuid for g in env.agent.node_gpus.gpus]
@@ -37,7 +37,7 @@ async def test_xid_79_injected_into_fake_nvml_reaches_list_and_watch(env_factory
     nvml.open()
     try:
         env = await env_factory(nvml)
-        await env.kubelet.devices_until(NAMES.core, lambda d: len(d) == 400, timeout=3)
+        await env.kubelet.devices_until(NAMES.core, lambda d: len(d) == 400, timeout=10)
         bad = node.uuid(2)
         started = time.monotonic()
         node.inject_xid(bad, 79)

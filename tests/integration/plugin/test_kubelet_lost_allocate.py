@@ -25,8 +25,8 @@ async def lose_allocation_and_restart(env, name):
     """The kubelet 'crashes' after Allocate returned: it comes back listing the pod, holding no devices."""
     del env.kubelet.allocations[("default", name, "c")]
     await env.kubelet.restart()
-    await env.kubelet.wait_registered(NAMES.core, timeout=2.0)
-    await env.kubelet.devices_until(NAMES.core, lambda d: len(d) == 800, timeout=2.0)
+    await env.kubelet.wait_registered(NAMES.core, timeout=10.0)
+    await env.kubelet.devices_until(NAMES.core, lambda d: len(d) == 800, timeout=10.0)
 
 
 async def test_the_re_asked_allocate_goes_to_the_same_container_and_its_twin_still_runs(env_factory):
@@ -62,7 +62,7 @@ async def test_an_allocate_the_restarted_kubelet_kept_is_still_verified_and_conf
     env.create_pod("kept", [("c", 10, 2048)], SHARE)
     (admitted,) = await env.admit("kept", [("c", 10)])
     await env.kubelet.restart()  # the checkpoint has it: PodResources still lists the IDs
-    await env.kubelet.wait_registered(NAMES.core, timeout=2.0)
+    await env.kubelet.wait_registered(NAMES.core, timeout=10.0)
     assert env.agent is not None
     await env.agent.allocator.reconcile()
     assert record_file(env, "kept").exists()
