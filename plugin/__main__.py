@@ -1,7 +1,8 @@
 """Composition root of ``kube-vgpu-plugin``: settings, logging, NVML, the API client, the kubelet, the agent.
 
 The only module that wires adapters together. Exit codes: 0 after ``--uninstall``, 2 for a bad
-configuration (the message names the field), 3 when NVML cannot start and ``--fail-on-init-error`` is on.
+configuration (the message names the field), 3 when NVML cannot start and ``--fail-on-init-error`` is on,
+4 when the GPUs' MIG layout changed while serving (the DaemonSet starts the plugin again on the new layout).
 """
 
 import asyncio
@@ -14,7 +15,7 @@ from pathlib import Path
 from kubernetes import client, config
 
 from plugin.agent import Agent
-from plugin.core.errors import ConfigError
+from plugin.core.errors import ConfigError, MigLayoutChangedError
 from plugin.core.gpu import Gpu, GpuSource, NodeGpus
 from plugin.core.mig_partition import PartitionSettings
 from plugin.kube import ApiCluster
@@ -30,6 +31,7 @@ from vcuda.names import Names
 __all__ = ["main", "node_exporter", "tally_health"]
 
 log = logging.getLogger("plugin")
+EXIT_MIG_LAYOUT_CHANGED = 4
 
 
 class _NoGpus:
@@ -176,6 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:  # found after discovery: an invalid MIG_PROFILE, mixed profiles under single
         print(f"kube-vgpu-plugin: {err}", file=sys.stderr)
         return 2
+    except MigLayoutChangedError as err:
+        print(f"kube-vgpu-plugin: MIG layout changed, exiting to start again on it: {err}", file=sys.stderr)
+        return EXIT_MIG_LAYOUT_CHANGED
     return 0
 
 

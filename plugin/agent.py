@@ -14,10 +14,11 @@ import grpc
 from plugin.allocator import Allocator, PodResourcesSource
 from plugin.api.deviceplugin.v1beta1 import api_pb2_grpc
 from plugin.core.allocate import DeviceListStrategy, PlanOptions
+from plugin.core.errors import MigLayoutChangedError
 from plugin.core.gpu import Gpu, GpuSource, NodeGpus, XidEvent
 from plugin.core.health import HealthPolicy
 from plugin.core.inventory import node_view
-from plugin.core.mig import mig_labels
+from plugin.core.mig import mig_labels, mig_layout_change
 from plugin.core.slices import slices
 from plugin.health import HealthMonitor
 from plugin.kube import Cluster
@@ -120,6 +121,7 @@ class Agent:
             ),
         )
         capable = mig_capable(source, self.node_gpus.gpus)
+        self._mig_capable = bool(capable)
         self._mig_labels = mig_labels(self.node_gpus.gpus, capable, settings.mig_strategy, self.names)
 
     def _plan_options(self) -> PlanOptions:
@@ -165,11 +167,36 @@ class Agent:
             log.info("removed %d leftover per-container directories at start-up", len(removed))
 
     async def run(self) -> None:
+        """Serves until cancelled; raises :class:`MigLayoutChangedError` when the MIG layout changed."""
         await self.start()
         log.info("serving %d GPUs as %s on node %s", len(self.gpus), self.names.core, self.settings.node_name)
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self.registrar.run())
-            tasks.create_task(self.health.run())
-            tasks.create_task(self.node.run())
-            tasks.create_task(self.reclaimer.run())
-            tasks.create_task(self.mig.run())  # returns at once when no MIG resource is served
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.registrar.run())
+                tasks.create_task(self.health.run())
+                tasks.create_task(self.node.run())
+                tasks.create_task(self.reclaimer.run())
+                tasks.create_task(self.mig.run())  # returns at once when no MIG resource is served
+                tasks.create_task(self.watch_mig_layout())
+        except* MigLayoutChangedError as group:
+            raise group.exceptions[0] from None
+
+    async def watch_mig_layout(self) -> None:
+        """Re-discover every ``mig_rediscover_seconds`` on a MIG-capable node; raise on a changed layout.
+
+        Someone ran ``nvidia-smi mig`` or a MIG manager: GPUs may have left or joined ``vcuda-core`` and MIG
+        resources changed. Serving on is wrong and rebuilding in place would race the kubelet, so the plugin
+        stops and its DaemonSet starts it again (allocation records on disk survive the restart)."""
+        period = self.settings.mig_rediscover_seconds
+        if period <= 0 or not self._mig_capable:
+            return
+        while True:
+            await asyncio.sleep(period)
+            try:
+                now = await asyncio.to_thread(self._source.discover)
+            except Exception as err:  # NVML trouble is health's business; look again next period
+                log.warning("MIG re-discovery failed: %s", err)
+                continue
+            change = mig_layout_change(self.node_gpus.gpus, now.gpus)
+            if change is not None:
+                raise MigLayoutChangedError(change)

@@ -91,6 +91,9 @@ class Settings(BaseModel):
     """Instances of the profile per GPU (``MIG_INSTANCE_COUNT``); 0 = as many as fit, as in the seed."""
     skip_configured: bool = True
     """Leave GPUs that already have MIG instances alone (``SKIP_CONFIGURED``): never disturb a set-up node."""
+    mig_rediscover_seconds: float = Field(default=60.0, ge=0.0)
+    """How often MIG modes and instances are looked at again on a node with MIG-capable GPUs; a change makes
+    the plugin exit (code 4) so that the DaemonSet starts it on the new layout. 0 disables the check."""
     metrics_port: int = Field(default=9400, ge=0, le=65535)
     """Port of the Prometheus exporter (``plugin.metrics``); 0 disables it."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"

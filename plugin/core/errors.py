@@ -2,7 +2,14 @@
 
 from typing import Final
 
-__all__ = ["MISMATCH_PREFIX", "AllocationError", "AttributionMismatchError", "ConfigError", "PluginError"]
+__all__ = [
+    "MISMATCH_PREFIX",
+    "AllocationError",
+    "AttributionMismatchError",
+    "ConfigError",
+    "MigLayoutChangedError",
+    "PluginError",
+]
 
 MISMATCH_PREFIX: Final = "kube-vgpu attribution mismatch:"
 
@@ -27,3 +34,7 @@ class AttributionMismatchError(PluginError):
 
 class ConfigError(PluginError):
     """A setting is invalid; the message names the field."""
+
+
+class MigLayoutChangedError(PluginError):
+    """The GPUs' MIG modes or instances changed since start-up: what the plugin serves must be rebuilt."""

@@ -31,6 +31,7 @@ __all__ = [
     "MigStrategy",
     "is_mig_label",
     "mig_devices",
+    "mig_layout_change",
     "mig_labels",
     "mig_resources",
     "profile_resource",
@@ -199,3 +200,30 @@ def xid_targets(event: XidEvent, devices: Iterable[MigDevice]) -> tuple[str, ...
         if d.gpu_instance_id == event.gpu_instance_id
         and event.compute_instance_id in (None, d.compute_instance_id)
     )
+
+
+def _layout(gpu: Gpu) -> tuple[bool, bool, frozenset[tuple[str, str]]]:
+    return gpu.mig_enabled, gpu.mig_pending, frozenset((m.uuid, m.profile) for m in gpu.mig_instances)
+
+
+def mig_layout_change(before: Iterable[Gpu], after: Iterable[Gpu]) -> str | None:
+    """What changed in the GPUs' MIG modes and instances since ``before``, in words; None when nothing did.
+
+    Everything served (``vcuda-core`` GPUs, MIG resources, labels, inventory) follows from this layout, so a
+    change means the plugin must start again; GPUs that appear or vanish are health's business, not this."""
+    old, new = {g.uuid: _layout(g) for g in before}, {g.uuid: _layout(g) for g in after}
+    changes = []
+    for uuid in sorted(old.keys() & new.keys()):
+        (was_on, was_pending, was), (on, pending, now) = old[uuid], new[uuid]
+        if (was_on, was_pending) != (on, pending):
+            changes.append(f"GPU {uuid}: MIG mode {_mode(was_on, was_pending)} -> {_mode(on, pending)}")
+        if was != now:
+            added = ", ".join(sorted(p for _, p in now - was)) or "none"
+            removed = ", ".join(sorted(p for _, p in was - now)) or "none"
+            changes.append(f"GPU {uuid}: MIG instances added {added}, removed {removed}")
+    return "; ".join(changes) or None
+
+
+def _mode(current: bool, pending: bool) -> str:
+    """NVML's two MIG modes: the one in effect and the one after the next GPU reset."""
+    return f"{'on' if current else 'off'} (after reset: {'on' if pending else 'off'})"

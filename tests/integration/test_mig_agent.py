@@ -1,11 +1,14 @@
 """The whole node agent on the FAKE ``a100x4-mig`` node with ``--mig-strategy=mixed``: MIG resources are
-registered beside ``vcuda-core``, MIG GPUs stay out of ``vcuda-core`` and the inventory, MIG labels are set.
+registered beside ``vcuda-core``, MIG GPUs stay out of ``vcuda-core`` and the inventory, MIG labels are set;
+a MIG layout changed while serving stops the agent (the DaemonSet then starts it on the new layout).
 
 Runs the plugin engineer's PluginEnv (FakeKubelet, kmock API server) with real pynvml over the fake NVML.
 """
 
+import asyncio
 import json
 
+from plugin.core.errors import MigLayoutChangedError
 from plugin.nvml import Nvml
 from tests.fakenvml.harness import fake_nvml_fixture  # noqa: F401 (fixture)
 from tests.integration.plugin.conftest import (  # noqa: F401 (fixtures)
@@ -15,6 +18,7 @@ from tests.integration.plugin.conftest import (  # noqa: F401 (fixtures)
     short_dir,
 )
 from tests.unit.plugin.builders import NAMES
+from vcuda.model import GpuUuid
 
 
 async def test_mig_instances_are_served_apart_from_vcuda_sharing(fake_nvml, env_factory):  # noqa: F811
@@ -51,3 +55,24 @@ async def test_mig_instances_are_served_apart_from_vcuda_sharing(fake_nvml, env_
     assert {d.ID for d in mig} <= listed.keys()
     assert {m["parent"] for m in listed.values()} <= {node.uuid(i) for i in range(3)}
     assert {m["profile"] for m in listed.values()} == {"1g.5gb", "2g.10gb", "3g.20gb"}
+
+
+async def test_a_changed_mig_layout_stops_the_agent_so_the_daemonset_restarts_it(fake_nvml, env_factory):  # noqa: F811
+    node = fake_nvml("a100x4-mig")
+    nvml = Nvml(event_poll_ms=20)
+    nvml.open()
+    try:
+        env = await env_factory(source=nvml, mig_strategy="mixed", mig_rediscover_seconds=0.05)
+        await env.kubelet.next_devices(NAMES.core)
+        await asyncio.sleep(0.3)  # several re-discoveries of an unchanged layout
+        assert env.task is not None
+        assert not env.task.done()
+        nvml.set_mig_mode(GpuUuid(node.uuid(3)), enabled=True)  # someone runs `nvidia-smi -mig 1` on GPU 3
+        done, _ = await asyncio.wait([env.task], timeout=10)
+    finally:
+        nvml.close()
+
+    assert done, "the agent kept serving a stale MIG layout"
+    error = env.task.exception()
+    assert isinstance(error, MigLayoutChangedError)
+    assert f"GPU {node.uuid(3)}: MIG mode off" in str(error)

@@ -70,6 +70,20 @@ def test_bad_config_file_stops_start_up_naming_the_field(capsys, tmp_path):
     assert "--device-memory-scaling" in capsys.readouterr().err
 
 
+def test_a_changed_mig_layout_exits_with_its_own_code_and_says_what_changed(capsys, tmp_path, monkeypatch):
+    import plugin.__main__ as entry
+    from plugin.core.errors import MigLayoutChangedError
+
+    async def serving(settings, key):
+        raise MigLayoutChangedError("GPU GPU-1: MIG instances added 1g.10gb, removed none")
+
+    monkeypatch.setattr(entry, "_run", serving)
+    key = tmp_path / "key"
+    key.write_bytes(b"k" * 32)
+    assert main(["--node-name=n1", f"--assignment-key-file={key}"]) == entry.EXIT_MIG_LAYOUT_CHANGED == 4
+    assert "MIG layout changed, exiting to start again on it: GPU GPU-1" in capsys.readouterr().err
+
+
 def test_missing_assignment_key_stops_start_up(capsys, tmp_path):
     assert main(["--node-name=n1", f"--assignment-key-file={tmp_path / 'absent'}"]) == 2
     assert "--assignment-key-file" in capsys.readouterr().err
