@@ -3,9 +3,8 @@
 ``nodes`` lists every GPU of every node that publishes a ``vgpu-inventory`` annotation with the compute and
 memory allocated on it and the pods holding it; ``mig`` lists the nodes' MIG instances (served whole, as
 extended resources, so the API shows no holder per instance); ``pods`` lists each vGPU pod's GPUs, limits and
-phase. The
-user's kubeconfig is used; nothing is written. Assignments are decoded **without verifying** their signature
-(the HMAC key stays in the cluster), and the output says so.
+phase. The user's kubeconfig is used; nothing is written. Assignments are decoded **without verifying** their
+signature (the HMAC key stays in the cluster), and the output says so.
 """
 
 import argparse

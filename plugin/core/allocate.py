@@ -33,9 +33,8 @@ __all__ = [
 ]
 
 CONFIG_FILE_NAME = "vcuda.config"
-NODE_DIR_NAME = (
-    "node"  # <state>/node: the per-GPU files co-located shims share (vcuda.names.CONTAINER_NODE_DIR)
-)
+# <state>/node: the per-GPU files co-located shims share, mounted at vcuda.names.CONTAINER_NODE_DIR.
+NODE_DIR_NAME = "node"
 CONTROL_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools")
 
 

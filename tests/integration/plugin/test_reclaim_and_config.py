@@ -54,6 +54,7 @@ async def test_crash_leftovers_are_cleaned_at_start_up(env_factory, short_dir):
         pytest.param(["--device-memory-scaling=1.5"], "--device-memory-scaling", id="scaling above 1"),
         pytest.param(["--resource-domain=kubernetes.io"], "--resource-domain", id="reserved domain"),
         pytest.param(["--cdi-prefix=nogood"], "--cdi-prefix", id="cdi prefix without class"),
+        pytest.param(["--mig-rediscover-seconds=-1"], "--mig-rediscover-seconds", id="negative MIG period"),
     ],
 )
 def test_bad_config_stops_start_up_naming_the_field(argv, field, capsys, tmp_path):
