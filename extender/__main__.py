@@ -5,6 +5,7 @@ from one process and one app.
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import sys
@@ -15,12 +16,25 @@ from typing import Any
 
 import uvicorn
 
-from extender.app import Deps, create_app
+from extender.app import Deps
 from extender.kube import KubeCluster, Watcher
+from extender.leader import (
+    Elector,
+    KubeLeases,
+    Leadership,
+    LeaseTimings,
+    default_identity,
+    default_namespace,
+    relist,
+)
+from extender.listeners import Listener, listeners, watch_certificates
 from extender.metrics import ExtenderMetrics
 from extender.scheduling import Scheduler
 from extender.settings import Settings, SettingsError, load_settings
+from extender.signing import AssignmentKeys, SigningKeyError, load_keys
 from extender.state import ClusterState
+from kube_vgpu_cli.build import BuildInfo
+from kube_vgpu_cli.logs import adopt_loggers, configure_logging
 from vcuda.names import Names
 
 __all__ = ["build", "main", "settle_memory"]
@@ -41,23 +55,21 @@ def _api_client(settings: Settings) -> Any:
     return client.ApiClient()
 
 
-def _key(settings: Settings) -> bytes:
+def _key(settings: Settings) -> AssignmentKeys:
     if settings.assignment_key_file is None:
         raise SettingsError("--assignment-key-file is required: assignments must be signed")
     try:
-        key = settings.assignment_key_file.read_bytes().strip()
-    except OSError as err:
-        raise SettingsError(f"assignment key file: {err}") from err
-    if len(key) < 16:
-        raise SettingsError("assignment key must have at least 16 bytes")
-    return key
+        return load_keys(settings.assignment_key_file, settings.assignment_verify_keys)
+    except SigningKeyError as err:
+        raise SettingsError(f"assignment keys: {err}") from err
 
 
-def build(settings: Settings, api_client: Any, key: bytes) -> tuple[Deps, Watcher]:
+def build(settings: Settings, api_client: Any, key: AssignmentKeys) -> tuple[Deps, Watcher]:
     metrics = ExtenderMetrics()
+    metrics.registry.register(BuildInfo("extender"))
     state = ClusterState(
         Names(settings.resource_domain),
-        key,
+        key.keyring,
         grace_s=settings.reservation_grace_s,
         clock=time.monotonic,
         events=metrics,
@@ -66,9 +78,10 @@ def build(settings: Settings, api_client: Any, key: bytes) -> tuple[Deps, Watche
     scheduler = Scheduler(
         state,
         KubeCluster(api_client),
-        key=key,
+        signer=key.signer,
         gpu_policy=settings.gpu_policy,
         node_policy=settings.node_policy,
+        scheduler_names=[n.strip() for n in settings.scheduler_names.split(",") if n.strip()],
         recorder=metrics,
     )
     deps = Deps(
@@ -82,40 +95,39 @@ def build(settings: Settings, api_client: Any, key: bytes) -> tuple[Deps, Watche
     return deps, Watcher(api_client, state)
 
 
+def _leadership(settings: Settings, api_client: Any, state: ClusterState) -> Leadership:
+    namespace = settings.leader_elect_resource_namespace or default_namespace()
+    leases = KubeLeases(api_client, namespace, settings.leader_elect_resource_name)
+    timings = LeaseTimings(
+        settings.leader_elect_lease_duration_s,
+        settings.leader_elect_renew_deadline_s,
+        settings.leader_elect_retry_period_s,
+    )
+    elector = Elector(leases, settings.leader_elect_identity or default_identity(), timings)
+    return Leadership(elector, lambda: relist(api_client, state))
+
+
 async def _sweep(state: ClusterState, every_s: float) -> None:
     while True:
         await asyncio.sleep(every_s)
         state.expire()
 
 
-async def serve(settings: Settings, deps: Deps) -> None:
-    app = create_app(deps)
-    configs = [
-        uvicorn.Config(
-            app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False
-        )
+async def serve(settings: Settings, deps: Deps, served: Sequence[Listener]) -> None:
+    """Serve every listener (:func:`extender.listeners.listeners`) until stopped; certificates follow their
+    files and expired reservations are swept meanwhile."""
+    chores = [
+        asyncio.create_task(_sweep(deps.state, settings.resync_s)),
+        asyncio.create_task(watch_certificates([s.tls for s in served if s.tls is not None])),
     ]
-    if settings.webhook_port is not None:
-        if settings.tls_cert_file is None or settings.tls_key_file is None:
-            raise SettingsError("the webhook needs --tls-cert-file and --tls-key-file")
-        configs.append(
-            uvicorn.Config(
-                app,
-                host=settings.host,
-                port=settings.webhook_port,
-                access_log=False,
-                log_level=settings.log_level,
-                ssl_certfile=str(settings.tls_cert_file),
-                ssl_keyfile=str(settings.tls_key_file),
-            )
-        )
-    sweeper = asyncio.create_task(_sweep(deps.state, settings.resync_s))
     try:
-        await asyncio.gather(*(uvicorn.Server(c).serve() for c in configs))
+        await asyncio.gather(*(uvicorn.Server(s.config).serve() for s in served))
     finally:
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+        for chore in chores:
+            chore.cancel()
+        for chore in chores:
+            with contextlib.suppress(asyncio.CancelledError):
+                await chore
 
 
 def settle_memory() -> None:
@@ -140,16 +152,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as err:
         print(f"kube-vgpu-extender: {err}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    deps, watcher = build(settings, _api_client(settings), key)
-    watcher.start()
-    _settle_when_synced(deps.state)
-    log.info("serving", extra={"port": settings.port, "webhook_port": settings.webhook_port})
+    configure_logging(settings.log_level, settings.log_format)
+    api_client = _api_client(settings)
+    deps, watcher = build(settings, api_client, key)
+    leadership = _leadership(settings, api_client, deps.state) if settings.leader_elect else None
+    if leadership is not None:
+        deps = dataclasses.replace(deps, serving=leadership.serving)
     try:
-        asyncio.run(serve(settings, deps))
+        served = listeners(settings, deps)
+    except SettingsError as err:
+        print(f"kube-vgpu-extender: {err}", file=sys.stderr)
+        return 2
+    adopt_loggers("uvicorn", "uvicorn.error", "uvicorn.access")  # their Config installed text handlers
+    watcher.start()
+    if leadership is not None:
+        leadership.start()
+    _settle_when_synced(deps.state)
+    log.info("serving", extra={s.name: f"{s.config.host}:{s.config.port}" for s in served})
+    try:
+        asyncio.run(serve(settings, deps, served))
     finally:
+        if leadership is not None:
+            leadership.stop()  # releases the Lease: a standby takes over at its next try
         watcher.stop()
     return 0
 

@@ -1,17 +1,24 @@
-"""HTTP: kube-scheduler's extender verbs, health, metrics and the admission webhook. Translation only.
+"""HTTP: three apps for three listeners, each serving nothing but its own paths. Translation only.
 
-Every verb reads the raw body, validates it with the wire models (a malformed body is a 400 with a message,
-never a 500), hands plain values to the scheduler and encodes its answer in the Go shapes. The filter always
-answers in the mode of the request (``NodeNames`` or full ``Nodes``), even when no node passes. The verbs are
-served under ``url_prefix`` (``/scheduler`` by default, the chart's ``urlPrefix``) and at the root.
+- :func:`create_app`: kube-scheduler's verbs (filter, prioritize, bind, preempt), under ``url_prefix``
+  (``/scheduler`` by default, the chart's ``urlPrefix``) and at the root; nothing else.
+- :func:`create_webhook_app`: the admission webhook (``/validate``, ``/mutate``); nothing else.
+- :func:`create_metrics_app`: ``/metrics``, ``/healthz``, ``/readyz``; nothing else.
+
+Every verb reads the raw body (at most a bounded size), validates it with the wire models (a malformed body is
+a 400 with a message, never a 500), hands plain values to the scheduler and encodes its answer in the Go
+shapes. The filter always answers in the mode of the request (``NodeNames`` or full ``Nodes``), even when no
+node passes. Node objects in a request are never read for their inventory: the extender keeps its own (the
+watch), so a request only names candidates.
 """
 
+import asyncio
 import json
 import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -34,13 +41,37 @@ from extender.scheduling import FilterOutcome, Scheduler
 from extender.state import ClusterState
 from extender.webhook import mutate, validate
 
-__all__ = ["Deps", "create_app"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_REVIEW_BYTES",
+    "REVIEWS_AT_ONCE",
+    "REVIEW_DEADLINE_S",
+    "Deps",
+    "create_app",
+    "create_metrics_app",
+    "create_webhook_app",
+]
 
 M = TypeVar("M", bound=BaseModel)
 _JSON = "application/json"
 _ARGS_KEYS = frozenset({"Pod", "Nodes", "NodeNames"})
 _SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 """A ``\\uD800``-style escape: the wire models' parser and ``json`` differ on lone surrogates."""
+MAX_BODY_BYTES: Final = 64 * 1024 * 1024
+"""Larger scheduling bodies are refused unread: a full-``Nodes`` filter for 5,000 nodes is a few tens of MB;
+a ``NodeNames`` one about 100 KB. Only kube-scheduler reaches these (loopback or client certificates)."""
+MAX_REVIEW_BYTES: Final = 8 * 1024 * 1024
+"""Larger AdmissionReviews are refused unread. The API server sends at most its 3 MiB request limit as the
+object (twice on UPDATE); the webhook port is open to every pod, so this is what any client can make the
+extender hold per review."""
+REVIEWS_AT_ONCE: Final = 4
+"""Review bodies read and parsed at the same time; others wait up to :data:`REVIEW_WAIT_S`, then get a 503.
+With :data:`MAX_REVIEW_BYTES` it bounds what the webhook can hold (tens of MB, in a 512 MiB container)
+whatever number of clients connect; admissions take milliseconds, so honest calls rarely wait."""
+REVIEW_WAIT_S: Final = 1.0
+REVIEW_DEADLINE_S: Final = 10.0
+"""A review body must arrive within this (the API server's default webhook timeout): a client trickling
+bytes does not keep a slot."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +84,48 @@ class Deps:
     url_prefix: str = "/scheduler"
     node_cache_capable: bool = True
     webhook_scheduler_name: str | None = None
+    serving: Callable[[], bool] = lambda: True
+    """Whether this replica answers the verbs: always, unless it is a standby (:mod:`extender.leader`)."""
 
 
 class BadRequestError(Exception):
     pass
+
+
+class BusyError(Exception):
+    pass
+
+
+async def _body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The request body, refused past ``limit`` bytes (read in chunks, never buffered beyond it)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdecimal() and len(declared) < 20 and int(declared) > limit:
+        raise BadRequestError(f"malformed request: body larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadRequestError(f"malformed request: body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _review_body(request: Request, slots: asyncio.Semaphore) -> bytes:
+    """An AdmissionReview body: at most :data:`MAX_REVIEW_BYTES`, one of :data:`REVIEWS_AT_ONCE` slots
+    (:class:`BusyError` when none frees within :data:`REVIEW_WAIT_S`), complete within
+    :data:`REVIEW_DEADLINE_S`. The caller parses it at once, without yielding, so bodies
+    held at any moment stay within the slots."""
+    try:
+        await asyncio.wait_for(slots.acquire(), REVIEW_WAIT_S)
+    except TimeoutError as err:
+        raise BusyError("admission webhook busy: too many reviews in progress, retry") from err
+    try:
+        async with asyncio.timeout(REVIEW_DEADLINE_S):
+            return await _body(request, MAX_REVIEW_BYTES)
+    except TimeoutError as err:
+        raise BadRequestError(f"malformed request: body not complete within {REVIEW_DEADLINE_S:g} s") from err
+    finally:
+        slots.release()
 
 
 def _parse(model: type[M], body: bytes) -> M:
@@ -79,7 +148,7 @@ def _parse_args(body: bytes) -> ExtenderArgs:
     UTF-8, a wrong type anywhere) goes through the wire model, so answers and 400 messages do not change."""
     try:
         doc = None if _SURROGATE.search(body) else json.loads(body.decode(), parse_constant=_reject_constant)
-    except ValueError:  # UnicodeDecodeError and JSONDecodeError included
+    except (ValueError, RecursionError):  # UnicodeDecodeError, JSONDecodeError; nesting deeper than the stack
         doc = None
     if type(doc) is dict and doc.keys() <= _ARGS_KEYS and doc.get("Nodes") is None:
         pod, names = doc.get("Pod"), doc.get("NodeNames")
@@ -129,12 +198,12 @@ def _filter_answer(args: ExtenderArgs, outcome: FilterOutcome, full_mode: bool) 
 
 
 def _candidates(deps: Deps, args: ExtenderArgs) -> tuple[list[str], bool]:
-    """The candidate node names and whether the answer is in full-Nodes mode."""
+    """The candidate node names and whether the answer is in full-Nodes mode. Only names are read from a
+    request: a Node object's annotations (its GPU inventory) are whatever the caller wrote, while the state's
+    inventory comes from the API server's watch, so full ``Nodes`` never change what the extender knows."""
     if args.node_names is not None:
         return args.node_names, False
     if args.nodes is not None:
-        for item in args.nodes.items:
-            deps.state.apply_node(item)
         return [n for n in _names_of(args.nodes) if n], True
     return [], not deps.node_cache_capable
 
@@ -143,23 +212,23 @@ def _routes(app: FastAPI, deps: Deps, prefix: str) -> None:
     scheduler, metrics = deps.scheduler, deps.metrics
 
     async def filter_verb(request: Request) -> Response:
-        args = _parse_args(await request.body())
+        args = _parse_args(await _body(request))
         names, full = _candidates(deps, args)
         return _raw(_filter_answer(args, scheduler.filter(args.pod, names), full))
 
     async def prioritize_verb(request: Request) -> Response:
-        args = _parse_args(await request.body())
+        args = _parse_args(await _body(request))
         names, _ = _candidates(deps, args)
         scores = scheduler.prioritize(args.pod, names)
         return _raw(encode_host_priorities(scores))
 
     async def bind_verb(request: Request) -> Response:
-        args = _parse(ExtenderBindingArgs, await request.body())
+        args = _parse(ExtenderBindingArgs, await _body(request))
         bound = await scheduler.bind(args.pod_namespace, args.pod_name, args.pod_uid, args.node)
         return _raw(ExtenderBindingResult(error=bound.error).model_dump_json(by_alias=True))
 
     async def preempt_verb(request: Request) -> Response:
-        args = _parse(ExtenderPreemptionArgs, await request.body())
+        args = _parse(ExtenderPreemptionArgs, await _body(request))
         victims = _victim_uids(args)
         kept = scheduler.preempt(args.pod, victims)
         result = ExtenderPreemptionResult(
@@ -179,7 +248,21 @@ def _routes(app: FastAPI, deps: Deps, prefix: str) -> None:
     for verb, handler in verbs.items():
         # A plain (Starlette) route: the handler reads the raw body itself, so FastAPI's per-request
         # dependency and validation machinery would only add time.
-        app.add_route(f"{prefix}/{verb}", _timed(metrics, verb, handler), methods=["POST"])
+        app.add_route(f"{prefix}/{verb}", _timed(metrics, verb, _led(deps, handler)), methods=["POST"])
+
+
+def _led(
+    deps: Deps, handler: Callable[[Request], Awaitable[Response]]
+) -> Callable[[Request], Awaitable[Response]]:
+    """A standby answers 503 unread (kube-scheduler treats it as an extender error and retries the pod); its
+    ``/readyz`` fails too, so the Service sends the verbs to the leader only."""
+
+    async def led(request: Request) -> Response:
+        if not deps.serving():
+            raise BusyError("standby replica: not the leader (or still rebuilding its state), retry")
+        return await handler(request)
+
+    return led
 
 
 def _victim_uids(args: ExtenderPreemptionArgs) -> dict[str, list[str]]:
@@ -209,6 +292,8 @@ def _timed(
         except BadRequestError as err:
             metrics.bad_requests.labels(verb).inc()
             return JSONResponse({"Error": str(err)}, status_code=400)
+        except BusyError as err:
+            return JSONResponse({"Error": str(err)}, status_code=503, headers={"Retry-After": "1"})
         finally:
             metrics.observe(verb, time.perf_counter() - start)
 
@@ -218,9 +303,10 @@ def _timed(
 
 def _admission(app: FastAPI, deps: Deps) -> None:
     names = deps.state.names
+    slots = asyncio.Semaphore(REVIEWS_AT_ONCE)
 
     async def review(request: Request, verb: str) -> Response:
-        args = _parse(AdmissionReview, await request.body())
+        args = _parse(AdmissionReview, await _review_body(request, slots))
         if args.request is None:
             raise BadRequestError("AdmissionReview without a request")
         if verb == "validate":
@@ -244,13 +330,30 @@ def _admission(app: FastAPI, deps: Deps) -> None:
     app.add_api_route("/mutate", _timed(deps.metrics, "mutate", mutate_verb), methods=["POST"])
 
 
+def _bare_app(title: str) -> FastAPI:
+    return FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
+
+
 def create_app(deps: Deps) -> FastAPI:
-    app = FastAPI(title="kube-vgpu extender", docs_url=None, redoc_url=None, openapi_url=None)
+    """The scheduling listener: kube-scheduler's verbs and nothing else (no health, metrics or webhook)."""
+    app = _bare_app("kube-vgpu extender")
     prefix = "/" + deps.url_prefix.strip("/") if deps.url_prefix.strip("/") else ""
     _routes(app, deps, prefix)
     if prefix:
         _routes(app, deps, "")
+    return app
+
+
+def create_webhook_app(deps: Deps) -> FastAPI:
+    """The admission listener: ``/validate`` and ``/mutate`` and nothing else."""
+    app = _bare_app("kube-vgpu admission webhook")
     _admission(app, deps)
+    return app
+
+
+def create_metrics_app(deps: Deps) -> FastAPI:
+    """The metrics listener: ``/metrics``, ``/healthz`` and ``/readyz``, read-only, and nothing else."""
+    app = _bare_app("kube-vgpu extender metrics")
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -258,9 +361,10 @@ def create_app(deps: Deps) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        ready = deps.state.synced.is_set()
+        listed, leading = deps.state.synced.is_set(), deps.serving()
+        ready = listed and leading
         return Response(
-            "ok" if ready else "cluster state not yet listed",
+            "ok" if ready else "cluster state not yet listed" if not listed else "standby: not the leader",
             media_type="text/plain",
             status_code=200 if ready else 503,
         )

@@ -1,5 +1,6 @@
 """The Kubernetes API as the extender needs it: a narrow :class:`Cluster` Protocol, its adapter over the
-official client, and the list-and-watch loops that feed :class:`~extender.state.ClusterState`.
+official client, and the list-and-watch loops that feed :class:`~extender.state.ClusterState` (one list
+per kind at start; afterwards watches resumed from the last resourceVersion, a new list only after 410 Gone).
 
 Raw JSON throughout (``_preload_content=False``): the client's model classes are slow and fail on the
 binding subresource's ``Status`` answer (kubernetes-client/python#547). Library errors leave as
@@ -7,20 +8,32 @@ binding subresource's ``Status`` answer (kubernetes-client/python#547). Library 
 """
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
+import random
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol, TypedDict
 
 from extender.state import ClusterState
 
-__all__ = ["BindingBody", "Cluster", "ClusterError", "KubeCluster", "Watcher", "binding_body"]
+__all__ = [
+    "Backoff",
+    "BindingBody",
+    "Cluster",
+    "ClusterError",
+    "KubeCluster",
+    "WatchTimings",
+    "Watcher",
+    "binding_body",
+]
 
 log = logging.getLogger(__name__)
-_WATCH_SECONDS: Final = 300
 
 
 class ClusterError(Exception):
@@ -31,11 +44,19 @@ class Cluster(Protocol):
     async def read_pod(self, namespace: str, name: str) -> dict[str, Any]: ...
 
     async def bind_pod(
-        self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str]
+        self,
+        namespace: str,
+        name: str,
+        uid: str,
+        node: str,
+        annotations: Mapping[str, str],
+        *,
+        resource_version: str = "",
     ) -> None:
         """POST ``pods/<name>/binding``; the API server copies the Binding's annotations onto the pod in the
         same write that sets ``spec.nodeName``, so a pod is never bound without its assignment (or the
-        reverse)."""
+        reverse). ``uid`` and ``resource_version`` (when not empty) travel as the Binding's
+        ``metadata.uid`` / ``metadata.resourceVersion``: preconditions refusing a replaced or changed pod."""
         ...
 
 
@@ -43,6 +64,7 @@ class _Meta(TypedDict, total=False):
     name: str
     namespace: str
     uid: str
+    resourceVersion: str
     annotations: dict[str, str]
 
 
@@ -60,11 +82,19 @@ class BindingBody(TypedDict):
 
 
 def binding_body(
-    namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str] | None = None
+    namespace: str,
+    name: str,
+    uid: str,
+    node: str,
+    annotations: Mapping[str, str] | None = None,
+    *,
+    resource_version: str = "",
 ) -> BindingBody:
     meta: _Meta = {"name": name, "namespace": namespace}
     if uid:
         meta["uid"] = uid
+    if resource_version:
+        meta["resourceVersion"] = resource_version
     if annotations:
         meta["annotations"] = dict(annotations)
     return {
@@ -111,9 +141,16 @@ class KubeCluster:
         return pod
 
     async def bind_pod(
-        self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str]
+        self,
+        namespace: str,
+        name: str,
+        uid: str,
+        node: str,
+        annotations: Mapping[str, str],
+        *,
+        resource_version: str = "",
     ) -> None:
-        body = binding_body(namespace, name, uid, node, annotations)
+        body = binding_body(namespace, name, uid, node, annotations, resource_version=resource_version)
         await self._send(
             "creating the Binding", self._core.create_namespaced_pod_binding, name, namespace, body
         )
@@ -133,19 +170,74 @@ def _describe(err: BaseException) -> str:
     return f"HTTP {status} {reason}" if status else str(err) or type(err).__name__
 
 
-class Watcher:
-    """List, then watch, nodes and pods into the state; relist after any error or an expired watch."""
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Delays between failed attempts: ``initial_s`` doubling up to ``max_s``, each stretched by a random
+    share up to ``jitter`` (client-go's reflector: 0.8 s to 30 s, jitter 1.0), so that replicas and nodes
+    that lost the API server together do not come back in step."""
 
-    def __init__(self, api_client: Any, state: ClusterState, *, retry_s: float = 2.0) -> None:
+    initial_s: float = 0.8
+    max_s: float = 30.0
+    jitter: float = 1.0
+
+    def delay(self, failures: int, draw: Callable[[], float] = random.random) -> float:
+        """The wait after ``failures`` failures in a row (1 for the first)."""
+        base = min(self.max_s, self.initial_s * 2.0 ** max(0, min(failures - 1, 32)))
+        return base * (1.0 + self.jitter * draw())
+
+
+@dataclass(frozen=True, slots=True)
+class WatchTimings:
+    timeout_s: tuple[float, float] = (300.0, 600.0)
+    """Each watch asks the server to end it after a random time in this range (client-go's 5-10 min), so
+    that the watches of many clients do not end together; it is then resumed, never re-listed."""
+    backoff: Backoff = field(default_factory=Backoff)
+    short_s: float = 1.0
+    """A watch that ends sooner than this counts as a failure (backs off): a server that closes every watch
+    at once must not be asked again in a tight loop."""
+
+
+class _GoneError(Exception):
+    """The server no longer has the history the watch asked for (410): list again."""
+
+
+class _StoppedError(Exception):
+    """The watcher was stopped while waiting."""
+
+
+class Watcher:
+    """List pods, then nodes, once, then watch each from the last resourceVersion seen (bookmarks keep it
+    fresh while nothing changes). Pods come first so that an extender answering before its lists are done
+    (a replica taking over) never knows a node without the GPUs its pods hold: a node unknown is refused,
+    never over-committed. A watch that ends, times out or breaks is resumed from that version; only
+    410 Gone (the version is older than the server keeps) costs a new list. Failures back off with jitter.
+    ``lists`` and ``watches`` count the requests made."""
+
+    def __init__(
+        self,
+        api_client: Any,
+        state: ClusterState,
+        *,
+        retry_s: float | None = None,
+        timings: WatchTimings | None = None,
+    ) -> None:
         from kubernetes import client
 
         self._core = client.CoreV1Api(api_client)
         self._state = state
-        self._retry = retry_s
+        timings = timings or WatchTimings()
+        if retry_s is not None:
+            timings = replace(timings, backoff=replace(timings.backoff, initial_s=retry_s, max_s=retry_s * 8))
+        self._timings = timings
         self._stop = threading.Event()
+        self._pods_listed = threading.Event()
         self._responses: dict[str, Any] = {}
         self._synced: set[str] = set()
         self._errors = _library_errors()
+        self.lists: collections.Counter[str] = collections.Counter()
+        self.watches: collections.Counter[str] = collections.Counter()
+        self.versions: dict[str, str] = {}
+        """The last resourceVersion seen per kind; "" until listed and after a 410."""
 
     def start(self) -> list[threading.Thread]:
         threads = [
@@ -167,53 +259,114 @@ class Watcher:
                     sock.shutdown(socket.SHUT_RDWR)
 
     def _run(self, kind: str) -> None:
+        failures = gone = 0
         while not self._stop.is_set():
             try:
-                self._watch(kind, self._list(kind))
+                if self._step(kind):
+                    failures = gone = 0
+                else:
+                    failures += 1
+            except _StoppedError:
+                return
+            except _GoneError:
+                log.info("watch history expired (410): listing again", extra={"kind": kind})
+                self.versions[kind] = ""
+                gone += 1
+                if gone == 1:
+                    continue  # the first 410 lists again at once; 410 after 410 backs off
+                failures += 1
             except self._errors as err:
+                failures += 1
                 if not self._stop.is_set():
-                    log.warning("watch failed, listing again", extra={"kind": kind, "error": _describe(err)})
-                    self._stop.wait(self._retry)
+                    log.warning("watch failed, resuming", extra={"kind": kind, "error": _describe(err)})
+            if failures:
+                self._stop.wait(self._timings.backoff.delay(failures))
+
+    def _step(self, kind: str) -> bool:
+        """List if there is no version to resume from, then watch; False for a watch too short to count."""
+        if not self.versions.get(kind):
+            self.versions[kind] = self._list(kind)
+        started = time.monotonic()
+        self._watch(kind)
+        return time.monotonic() - started >= self._timings.short_s
 
     def _list_fn(self, kind: str) -> Callable[..., Any]:
         return self._core.list_node if kind == "nodes" else self._core.list_pod_for_all_namespaces
 
     def _list(self, kind: str) -> str:
+        if kind == "nodes":  # pods first: a node is known only with the load its pods put on it
+            while not self._pods_listed.wait(0.5):
+                if self._stop.is_set():
+                    raise _StoppedError
+        self.lists[kind] += 1
         doc = json.loads(self._list_fn(kind)(_preload_content=False).data)
         items = doc.get("items") or []
         (self._state.replace_nodes if kind == "nodes" else self._state.replace_pods)(items)
         self._synced.add(kind)
+        if kind == "pods":
+            self._pods_listed.set()
         if self._synced == {"nodes", "pods"}:
             self._state.synced.set()
         return str((doc.get("metadata") or {}).get("resourceVersion") or "")
 
-    def _watch(self, kind: str, version: str) -> None:
+    def _watch(self, kind: str) -> int:
+        """Watch from ``versions[kind]`` until the server ends it; the number of events (bookmarks too)."""
+        from kubernetes.client.exceptions import ApiException
         from kubernetes.watch.watch import iter_resp_lines
 
-        kwargs: dict[str, Any] = {"watch": True, "timeout_seconds": _WATCH_SECONDS, "_preload_content": False}
-        if version and version.isdigit():
+        timeout = random.uniform(*self._timings.timeout_s)
+        kwargs: dict[str, Any] = {
+            "watch": True,
+            "allow_watch_bookmarks": True,
+            "timeout_seconds": max(1, round(timeout)),
+            "_preload_content": False,
+            "_request_timeout": (10.0, timeout + 60.0),  # a silent, half-open connection ends too
+        }
+        version = self.versions.get(kind, "")
+        if version.isdigit():
             kwargs["resource_version"] = version
-        response = self._responses[kind] = self._list_fn(kind)(**kwargs)
+        self.watches[kind] += 1
+        try:
+            response = self._responses[kind] = self._list_fn(kind)(**kwargs)
+        except ApiException as err:
+            if err.status == 410:
+                raise _GoneError from err
+            raise
+        events = 0
         try:
             for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
-                if self._stop.is_set() or not self._apply(kind, json.loads(line)):
-                    return
+                if self._stop.is_set():
+                    break
+                self._apply(kind, json.loads(line))
+                events += 1
         finally:
             self._responses.pop(kind, None)
             response.close()
+        return events
 
-    def _apply(self, kind: str, event: Mapping[str, Any]) -> bool:
-        """Apply one watch event; False when the watch must end (an ERROR such as 410 Gone)."""
+    def _apply(self, kind: str, event: Mapping[str, Any]) -> None:
+        """Apply one watch event and remember its version; raises on an ERROR event (410: ``_GoneError``)."""
         kind_of, obj = event.get("type"), event.get("object")
-        if kind_of == "ERROR" or not isinstance(obj, dict):
-            return False
-        if kind == "nodes":
-            if kind_of == "DELETED":
-                self._state.remove_node(str((obj.get("metadata") or {}).get("name", "")))
-            else:
-                self._state.apply_node(obj)
-        elif kind_of == "DELETED":
-            self._state.remove_pod(obj)
-        elif kind_of != "BOOKMARK":
-            self._state.apply_pod(obj)
-        return True
+        if not isinstance(obj, dict):
+            raise ValueError(f"watch event without an object: {str(event)[:200]}")
+        if kind_of == "ERROR":
+            if obj.get("code") == 410:
+                raise _GoneError(str(obj.get("message", "")))
+            raise ValueError(f"watch error: {obj.get('code')} {obj.get('message', '')}")
+        if kind_of != "BOOKMARK":
+            _APPLY[kind, kind_of == "DELETED"](self._state, obj)
+        version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+        if version:
+            self.versions[kind] = version
+
+
+def _node_name(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("name", ""))
+
+
+_APPLY: Final[Mapping[tuple[str, bool], Callable[[ClusterState, dict[str, Any]], None]]] = {
+    ("nodes", False): ClusterState.apply_node,
+    ("nodes", True): lambda state, obj: state.remove_node(_node_name(obj)),
+    ("pods", False): ClusterState.apply_pod,
+    ("pods", True): ClusterState.remove_pod,
+}

@@ -4,7 +4,7 @@
 memory allocated on it and the pods holding it; ``mig`` lists the nodes' MIG instances (served whole, as
 extended resources, so the API shows no holder per instance); ``pods`` lists each vGPU pod's GPUs, limits and
 phase. The user's kubeconfig is used; nothing is written. Assignments are decoded **without verifying** their
-signature (the HMAC key stays in the cluster), and the output says so.
+signature (kubectl is given no keys), and the output says so.
 """
 
 import argparse

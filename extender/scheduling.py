@@ -1,15 +1,19 @@
 """Filter, prioritize and bind over the cluster state: the extender's use cases, free of HTTP.
 
 Filter judges each candidate node (the summary's fast answer, else ``place_pod``) and remembers the scores per
-pod UID and resourceVersion, so prioritize answers from memory. Bind decides and reserves in one step under
-the state's lock (microseconds, never across I/O), then writes the signed assignment to the pod and creates
-the Binding; any failure gives the reservation back. There is no node-wide lock: the only pods that wait are
-those the plugin could not tell apart from one already in flight (``extender.core.inflight``).
+pod UID and resourceVersion, so prioritize answers from memory. Bind reads the pod from the API server (never
+a filter-time copy), refuses pods that are not its to bind, decides and reserves in one step under the
+state's lock (microseconds, never across I/O), then creates the Binding carrying the signed assignment, with
+the pod's UID and resourceVersion as preconditions; any failure gives the reservation back. There is no
+node-wide lock: the only pods that wait are those the plugin could not tell apart from one already in flight
+(``extender.core.inflight``).
 """
 
+import json
 import logging
+import time
 from collections import Counter, OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -23,9 +27,19 @@ from extender.state import ClusterState, pod_key
 from vcuda.annotations import encode_assignment
 from vcuda.errors import InvalidRequestError
 from vcuda.model import ContainerAssignment, GpuShare, GpuUuid, NodeName, PodAssignment, PodRequest, Policy
-from vcuda.request import parse_pod_request
+from vcuda.request import parse_pod_request, shown
+from vcuda.signing import Signer, pod_binding
 
-__all__ = ["Bound", "FilterOutcome", "Recorder", "Scheduler"]
+__all__ = [
+    "DEFAULT_SCHEDULER_NAMES",
+    "JUDGE_BUDGET_S",
+    "TIME_BUDGET",
+    "Bound",
+    "FilterOutcome",
+    "Recorder",
+    "Scheduler",
+    "api_status",
+]
 
 log = logging.getLogger(__name__)
 Obj = Mapping[str, Any]
@@ -33,8 +47,17 @@ NO_INVENTORY: Final = "node publishes no kube-vgpu GPU inventory (is the device 
 _MEMO_SIZE: Final = 64
 """Filter outcomes kept for prioritize: it follows its filter at once, and each outcome may hold thousands of
 nodes, so a few dozen pods' worth is plenty."""
-_REQUESTS_SIZE: Final = 4096
-"""Parsed requests kept for bind (small values): pods filtered but not yet bound."""
+DEFAULT_SCHEDULER_NAMES: Final = ("kube-vgpu-scheduler",)
+"""The chart's second scheduler; the default-scheduler mode passes ``default-scheduler``."""
+JUDGE_BUDGET_S: Final = 0.5
+"""How long one filter, prioritize or preempt may spend placing a pod node by node (under the state's lock, on
+the event loop). A tenant's pod with hundreds of GPU containers costs milliseconds per node, so without a
+budget one such pod holds the loop for a minute at 5,000 nodes; ordinary pods finish far inside it. Nodes
+left over fail with reason ``time-budget`` (resolvable: kube-scheduler tries again)."""
+TIME_BUDGET: Final = "time-budget"
+STATUS_MESSAGE_CHARS: Final = 400
+"""How much of the API server's Status (reason and message) a refused Binding's error carries: enough for the
+RBAC or admission-policy sentence that says why, short enough for kube-scheduler's FailedScheduling event."""
 
 
 class Recorder(Protocol):
@@ -89,16 +112,19 @@ class Scheduler:
         state: ClusterState,
         cluster: Cluster,
         *,
-        key: bytes,
+        signer: Signer,
         gpu_policy: Policy,
         node_policy: Policy,
+        scheduler_names: Collection[str] = DEFAULT_SCHEDULER_NAMES,
         recorder: Recorder | None = None,
+        judge_budget_s: float = JUDGE_BUDGET_S,
     ) -> None:
-        self.state, self.cluster, self._key = state, cluster, key
+        self.state, self.cluster, self._signer = state, cluster, signer
+        self.judge_budget_s = judge_budget_s
         self.gpu_policy, self.node_policy = gpu_policy, node_policy
+        self.scheduler_names = frozenset(scheduler_names)
         self.recorder: Recorder = recorder or _Silent()
         self._memo: OrderedDict[tuple[str, str], FilterOutcome] = OrderedDict()
-        self._requests: OrderedDict[PodKey, PodRequest] = OrderedDict()
 
     # --- filter and prioritize -----------------------------------------------------------------
 
@@ -121,10 +147,11 @@ class Scheduler:
         its verdict, computed once per distinct summary object (equal summaries are one object, and idle
         nodes of one shape share one); everything else goes through :meth:`_judge`."""
         query = quick_query(request, self.node_policy) if request.containers else None
+        deadline = time.perf_counter() + self.judge_budget_s
         with self.state.lock:
             if query is None:
                 for name in node_names:
-                    self._sort(outcome, name, self._judge(self.state.ledger(name), request, None))
+                    self._sort(outcome, name, self._judge_in_time(name, request, None, deadline))
                 return
             quick, judge = self.state.quick.get, query.judge
             known: dict[int, int | Rejection] = {}
@@ -133,7 +160,7 @@ class Scheduler:
             for name in node_names:
                 summary = quick(name)
                 if summary is None:
-                    self._sort(outcome, name, self._judge(self.state.ledger(name), request, query))
+                    self._sort(outcome, name, self._judge_in_time(name, request, query, deadline))
                     continue
                 verdict = seen(id(summary))
                 if verdict is None:
@@ -158,10 +185,25 @@ class Scheduler:
             self._remember(pod, memo)
         return {name: memo.scores.get(name, 0) for name in node_names}
 
+    def _judge_in_time(
+        self, name: str, request: PodRequest, query: QuickQuery | None, deadline: float
+    ) -> _Verdict:
+        """:meth:`_judge`, or the ``time-budget`` refusal once the request's budget is spent."""
+        if time.perf_counter() > deadline:
+            return self._out_of_time
+        return self._judge(self.state.ledger(name), request, query)
+
+    @property
+    def _out_of_time(self) -> Refusal:
+        return Refusal(
+            TIME_BUDGET,
+            f"not judged: the extender's time budget for one pod ({self.judge_budget_s:g} s) ran out "
+            "before this node (a pod with very many GPU containers); kube-scheduler retries",
+            resolvable=True,
+        )
+
     def _request(self, pod: Obj) -> PodRequest:
-        request = parse_pod_request(pod, self.state.names)
-        _put(self._requests, pod_key(pod), request, _REQUESTS_SIZE)
-        return request
+        return parse_pod_request(pod, self.state.names)
 
     def _judge(self, ledger: NodeLedger | None, request: PodRequest, query: QuickQuery | None) -> _Verdict:
         if not request.containers:
@@ -218,15 +260,16 @@ class Scheduler:
         except InvalidRequestError:
             return {}
         kept: dict[str, list[str]] = {}
+        deadline = time.perf_counter() + self.judge_budget_s
         with self.state.lock:
             for node, uids in victims.items():
                 ledger = self.state.ledger(node)
-                if ledger is None or ledger.inventory is None:
+                if ledger is None or ledger.inventory is None or time.perf_counter() > deadline:
                     continue
                 load = ledger.load
                 for uid in uids:
                     holding = ledger.get(PodKey(uid))
-                    load = release(load, holding.containers) if holding else load
+                    load = release(load, holding.charged) if holding else load
                 placed = place_pod(
                     ledger.inventory, load, request, gpu_policy=self.gpu_policy, node_policy=self.node_policy
                 )
@@ -238,55 +281,93 @@ class Scheduler:
     # --- bind ----------------------------------------------------------------------------------
 
     async def bind(self, namespace: str, name: str, uid: str, node: str) -> Bound:
-        key = PodKey(uid) if uid else PodKey(f"{namespace}/{name}")
+        """Bind the pod as the API server holds it now: read it, check it is the pod the scheduler means
+        (UID), one this extender serves (a GPU request, our scheduler name, not bound or being deleted), place
+        its *current* request on ``node`` and reserve, then create the Binding with the pod's UID and
+        resourceVersion as preconditions, so a pod changed or replaced since the read is not bound. Nothing
+        is taken from filter time or from the request's own claims."""
         try:
-            request = self._requests.get(key) or await self._read_request(namespace, name)
-        except (ClusterError, InvalidRequestError) as err:
+            pod = await self.cluster.read_pod(namespace, name)
+        except ClusterError as err:
             return self._bound(Bound(f"pod {namespace}/{name}: {err}", "pod-unreadable"))
+        checked = self._bindable(pod, namespace, name, uid)
+        if isinstance(checked, Bound):
+            return self._bound(checked)
+        key, request = checked
         decision = self._decide(key, NodeName(node), request)
         if isinstance(decision, Bound):
             return self._bound(decision)
-        return self._bound(
-            await self._commit(key, namespace, name, uid, PodAssignment(NodeName(node), decision))
-        )
+        return self._bound(await self._commit(key, pod, PodAssignment(NodeName(node), decision)))
 
-    async def _read_request(self, namespace: str, name: str) -> PodRequest:
-        return parse_pod_request(await self.cluster.read_pod(namespace, name), self.state.names)
+    def _bindable(self, pod: Obj, namespace: str, name: str, uid: str) -> tuple[PodKey, PodRequest] | Bound:
+        """The pod's key and validated GPU request, or the refusal that says why it is not ours to bind."""
+        who = f"pod {namespace}/{name}"
+        meta = pod.get("metadata") if isinstance(pod.get("metadata"), Mapping) else {}
+        spec = pod.get("spec") if isinstance(pod.get("spec"), Mapping) else {}
+        assert isinstance(meta, Mapping)
+        assert isinstance(spec, Mapping)
+        held_uid = meta.get("uid")
+        if uid and held_uid != uid:
+            return Bound(
+                f"{who} has UID {shown(held_uid)}, not {shown(uid)}: it was replaced", "uid-mismatch"
+            )
+        scheduler = spec.get("schedulerName") or "default-scheduler"
+        if scheduler not in self.scheduler_names:
+            serves = ", ".join(sorted(self.scheduler_names))
+            return Bound(
+                f"{who} names scheduler {shown(scheduler)}; kube-vgpu serves {serves}", "foreign-scheduler"
+            )
+        if spec.get("nodeName"):
+            return Bound(f"{who} is already bound to {shown(spec.get('nodeName'))}", "already-bound")
+        if meta.get("deletionTimestamp"):
+            return Bound(f"{who} is being deleted", "being-deleted")
+        try:
+            request = parse_pod_request(pod, self.state.names)
+        except InvalidRequestError as err:
+            return Bound(f"{who}: {err}", err.reason)
+        if not request.containers:
+            names = self.state.names
+            return Bound(
+                f"{who} requests no {names.core} or {names.memory}: kube-vgpu binds GPU pods only", "not-gpu"
+            )
+        return pod_key(pod), request
 
     def _decide(
         self, key: PodKey, node: NodeName, request: PodRequest
     ) -> tuple[ContainerAssignment, ...] | Bound:
-        """Place and reserve in one step; a Bound carries the refusal."""
+        """Place and reserve in one step (the filter's own judgement on the node's current load); a Bound
+        carries the refusal. A node outside the inventory, or one the placement rejects, is refused."""
         with self.state.lock:
             held = self.state.holding(key)
             if held is not None:
                 return Bound(f"pod {key} is already being bound", "duplicate")
-            if not request.containers:
-                return ()
             ledger = self.state.ledger(node)
             if ledger is None or ledger.inventory is None:
-                return Bound(f"node {node}: {NO_INVENTORY}", "no-inventory")
+                return Bound(f"node {shown(node)}: {NO_INVENTORY}", "no-inventory")
             placed = self._place(ledger, request)
             if isinstance(placed, Rejection):
                 return Bound(f"node {node}: {placed.detail}", str(placed.reason))
             conflict = find_conflict(ledger.in_flight, placed.containers) if ledger.in_flight else None
             if conflict is not None:
                 return Bound(f"node {node}: {conflict.detail}", "in-flight-conflict")
-            self.state.reserve(key, node, placed.containers)
+            self.state.reserve(key, node, placed.containers, placed.reserved)
             return placed.containers
 
-    async def _commit(
-        self, key: PodKey, namespace: str, name: str, uid: str, assignment: PodAssignment
-    ) -> Bound:
+    async def _commit(self, key: PodKey, pod: Obj, assignment: PodAssignment) -> Bound:
         """One write: the Binding carries the assignment annotation, which the API server puts on the pod
-        together with ``spec.nodeName``."""
-        annotations = (
-            {self.state.names.assignment: encode_assignment(assignment, self._key)}
-            if assignment.containers
-            else {}
-        )
+        together with ``spec.nodeName``; the pod's UID and resourceVersion are its preconditions."""
+        meta = pod["metadata"]
+        namespace, name = str(meta.get("namespace") or "default"), str(meta.get("name") or "")
+        annotations = {self.state.names.assignment: self._sign(assignment, pod)}
         try:
-            await self.cluster.bind_pod(namespace, name, uid, assignment.node, annotations)
+            await self.cluster.bind_pod(
+                namespace,
+                name,
+                str(meta.get("uid") or ""),
+                assignment.node,
+                annotations,
+                resource_version=str(meta.get("resourceVersion") or ""),
+            )
         except ClusterError as err:
             if await self._bound_anyway(namespace, name, assignment.node, annotations):
                 # The server applied the Binding but its answer was lost (timeout, retried bind answered
@@ -294,7 +375,8 @@ class Scheduler:
                 self.state.mark_bound(key)
                 return Bound()
             self.state.rollback(key)
-            return Bound(f"binding {namespace}/{name} to {assignment.node} failed: {err}", "api-error")
+            why = f"{err} ({detail})" if (detail := api_status(err)) else str(err)
+            return Bound(f"binding {namespace}/{name} to {assignment.node} failed: {why}", "api-error")
         self.state.mark_bound(key)
         log.info(
             "bound",
@@ -305,6 +387,9 @@ class Scheduler:
             },
         )
         return Bound()
+
+    def _sign(self, assignment: PodAssignment, pod: Obj) -> str:
+        return encode_assignment(assignment, pod_binding(pod, self.state.names), self._signer)
 
     async def _bound_anyway(
         self, namespace: str, name: str, node: str, annotations: Mapping[str, str]
@@ -324,6 +409,24 @@ class Scheduler:
         if bound.error:
             self.recorder.rejected("bind", {bound.reason: 1})
         return bound
+
+
+def api_status(err: BaseException, limit: int = STATUS_MESSAGE_CHARS) -> str:
+    """``reason: message`` of the ``Status`` body the API server answered a refused call with, on one line and
+    at most ``limit`` characters; "" when the error carries no such body (a timeout, a proxy's HTML page).
+    The client's exception (``body``, bytes or text) is the ``ClusterError``'s cause."""
+    body = getattr(err.__cause__, "body", None)
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    try:
+        doc = json.loads(body) if isinstance(body, str) and body else None
+    except ValueError:
+        return ""
+    if not isinstance(doc, dict) or doc.get("kind") != "Status":
+        return ""
+    parts = [v for v in (doc.get("reason"), doc.get("message")) if isinstance(v, str) and v.strip()]
+    text = " ".join(": ".join(parts).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _share_of(request: PodRequest) -> ContainerAssignment:

@@ -2,23 +2,27 @@
 
 The config file is YAML with ``version: v1`` and camelCase keys (``nodePolicy: spread``); other versions are
 refused. Environment variables are ``KUBE_VGPU_EXTENDER_<FIELD>`` (``KUBE_VGPU_EXTENDER_NODE_POLICY``); flags
-are ``--node-policy``. Unknown keys anywhere are errors.
+are ``--node-policy``. Unknown keys anywhere are errors. Flags, variables and ``--help`` (each field's
+docstring, default and choices) come from :class:`Settings` through the loader both binaries share
+(:mod:`kube_vgpu_cli.options`).
 """
 
 import argparse
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from kube_vgpu_cli.logs import LogFormat
+from kube_vgpu_cli.options import Cli
 from vcuda.model import Policy
 from vcuda.names import DEFAULT_DOMAIN
 
-__all__ = ["CONFIG_VERSION", "ENV_PREFIX", "Settings", "SettingsError", "load_settings"]
+__all__ = ["CLI", "CONFIG_VERSION", "ENV_PREFIX", "Settings", "SettingsError", "load_settings"]
 
 CONFIG_VERSION: Final = "v1"
 ENV_PREFIX: Final = "KUBE_VGPU_EXTENDER_"
@@ -37,17 +41,36 @@ class Settings(BaseModel):
         use_attribute_docstrings=True,
     )
 
-    host: str = "0.0.0.0"
-    """Listen on every interface: kube-scheduler reaches the sidecar on 127.0.0.1, the default scheduler
-    through a Service."""
+    host: str = "127.0.0.1"
+    """Address of the scheduling verbs (filter, prioritize, bind, preempt). Loopback: only the kube-scheduler
+    sidecar in the same pod reaches them. Any other address requires the three ``scheduler_tls_*`` files
+    (HTTPS with client certificates) or the extender refuses to start."""
     port: int = Field(8888, ge=1, le=65535)
     """The port of the chart's ``urlPrefix`` (``http://127.0.0.1:8888/scheduler``)."""
+    scheduler_tls_cert_file: Path | None = None
+    """Serving certificate of the scheduling verbs (default-scheduler mode: reached through a Service)."""
+    scheduler_tls_key_file: Path | None = None
+    """Private key of ``scheduler_tls_cert_file``."""
+    scheduler_client_ca_file: Path | None = None
+    """CA that issued kube-scheduler's client certificate (its extender ``tlsConfig.certFile``); a client
+    without a certificate it signed cannot complete the handshake."""
+    scheduler_names: str = "kube-vgpu-scheduler"
+    """Comma-separated ``schedulerName`` values whose pods bind accepts (``default-scheduler`` when kube-vgpu
+    extends the default scheduler); bind refuses a pod naming another scheduler."""
+    metrics_host: str = "0.0.0.0"
+    """Address of ``/metrics``, ``/healthz`` and ``/readyz`` (read-only; Prometheus and the kubelet's probes
+    reach it from outside the pod)."""
+    metrics_port: int | None = Field(8889, ge=1, le=65535)
+    """Port of the metrics listener, which serves nothing else."""
     url_prefix: str = "/scheduler"
     """The path part of ``urlPrefix``; the verbs are also served at the root."""
     resource_domain: str = DEFAULT_DOMAIN
     """Domain of the resource and annotation names; must match the plugin's."""
     assignment_key_file: Path | None = None
-    """The HMAC key (a mounted Secret) that signs assignments. Required to run."""
+    """The Ed25519 private key (PEM, a mounted Secret) that signs assignments. Required to run."""
+    assignment_verify_keys: Path | None = None
+    """More Ed25519 public keys (a PEM file or a directory, the chart's ConfigMap) that assignments may be
+    signed with besides the signing key: the old key during a rotation (docs/security.md)."""
     node_policy: Policy = Policy.BINPACK
     """Fill nodes first, keeping whole nodes free for large pods."""
     gpu_policy: Policy = Policy.SPREAD
@@ -59,25 +82,77 @@ class Settings(BaseModel):
     pods: longer than an image pull on a warm node, short enough that a lost confirmation does not stall."""
     resync_s: float = Field(5.0, gt=0)
     """How often expired reservations are swept."""
-    log_level: str = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Logging threshold."""
+    log_format: LogFormat = LogFormat.TEXT
+    """``text`` for people, ``json`` (one object per line, with the structured fields) for log pipelines."""
     webhook_port: int | None = Field(None, ge=1, le=65535)
-    """HTTPS port of the admission webhook; unset serves no webhook."""
+    """HTTPS port of the admission webhook, which serves nothing else; unset serves no webhook."""
+    webhook_host: str = "0.0.0.0"
+    """Address of the webhook (the API server calls it through the Service)."""
     tls_cert_file: Path | None = None
+    """The webhook's serving certificate; reloaded when the file changes."""
     tls_key_file: Path | None = None
+    """Private key of ``tls_cert_file``; reloaded with it."""
     webhook_scheduler_name: str | None = None
     """When set, the mutating webhook sends GPU pods to this scheduler."""
     kubeconfig: Path | None = None
     """Outside a cluster only; in a pod the service account is used."""
+    leader_elect: bool = False
+    """Run as one of several replicas behind a Service (default-scheduler mode): only the holder of a
+    ``coordination.k8s.io/v1`` Lease answers the scheduling verbs; the others answer 503 and are not ready, so
+    the Service sends kube-scheduler to the leader only. A new leader lists the cluster again before it
+    answers. Off for the sidecar of a second scheduler, whose kube-scheduler elects the leader."""
+    leader_elect_resource_name: str = "kube-vgpu-extender"
+    """Name of the Lease (the chart's RBAC allows get and update on this name only)."""
+    leader_elect_resource_namespace: str | None = None
+    """Namespace of the Lease; unset: the pod's own (its service account's namespace file)."""
+    leader_elect_identity: str | None = None
+    """This replica's name in the Lease; unset: the host name (the pod's name) and a random suffix."""
+    leader_elect_lease_duration_s: float = Field(15.0, gt=0)
+    """How long a standby waits after the leader's last renewal before taking over (kube's default)."""
+    leader_elect_renew_deadline_s: float = Field(10.0, gt=0)
+    """The leader stops answering when it could not renew for this long: before any standby may take over."""
+    leader_elect_retry_period_s: float = Field(2.0, gt=0)
+    """How often the leader renews and a standby tries to acquire (kube's default)."""
 
-    @field_validator("log_level")
+    @model_validator(mode="after")
+    def _lease_timings(self) -> "Settings":
+        lease, renew = self.leader_elect_lease_duration_s, self.leader_elect_renew_deadline_s
+        if not lease > renew > 1.2 * self.leader_elect_retry_period_s:  # client-go's own check
+            raise ValueError(
+                "leader election needs lease duration > renew deadline > 1.2 x retry period, got "
+                f"{lease:g} s, {renew:g} s, {self.leader_elect_retry_period_s:g} s"
+            )
+        return self
+
+    @field_validator("log_level", mode="before")
     @classmethod
-    def _level(cls, value: str) -> str:
-        if value.lower() not in {"debug", "info", "warning", "error"}:
-            raise ValueError("log level must be debug, info, warning or error")
-        return value.lower()
+    def _level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
 
 _FIELDS: Final = tuple(Settings.model_fields)
+# The plugin's spelling of durations (``--*-seconds``), accepted here too.
+_RENAMED: Final = {
+    "reservation_grace_s": "reservation_grace_seconds",
+    "resync_s": "resync_seconds",
+    "leader_elect_lease_duration_s": "leader_elect_lease_duration_seconds",
+    "leader_elect_renew_deadline_s": "leader_elect_renew_deadline_seconds",
+    "leader_elect_retry_period_s": "leader_elect_retry_period_seconds",
+}
+CLI: Final = Cli(
+    model=Settings,
+    prog="kube-vgpu-extender",
+    description="kube-vgpu scheduler extender: filter, prioritize and bind for fractional GPUs, and the "
+    "admission webhook.",
+    env_prefix=ENV_PREFIX,
+    env_aliases={ENV_PREFIX + new.upper(): old for old, new in _RENAMED.items()},
+    flag_aliases={old: ("--" + new.replace("_", "-"),) for old, new in _RENAMED.items()},
+    epilog="Precedence: flags > environment > config file > defaults. Environment: "
+    f"{ENV_PREFIX}<SETTING> ({ENV_PREFIX}CONFIG_FILE for the file); config-file keys are camelCase, under "
+    f"version: {CONFIG_VERSION}. Docs: docs/extender.md.",
+)
 
 
 def _from_file(path: Path) -> dict[str, Any]:
@@ -93,40 +168,39 @@ def _from_file(path: Path) -> dict[str, Any]:
     return doc
 
 
-def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
-    found = {name: env[ENV_PREFIX + name.upper()] for name in _FIELDS if ENV_PREFIX + name.upper() in env}
-    unknown = [k for k in env if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX) :].lower() not in _FIELDS]
+def _from_env(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    known = {ENV_PREFIX + "CONFIG_FILE", *CLI.env_aliases, *(CLI.env_name(n) for n in _FIELDS)}
+    unknown = [k for k in env if k.startswith(ENV_PREFIX) and k not in known]
     if unknown:
         raise SettingsError(f"unknown environment variables: {', '.join(sorted(unknown))}")
-    return found
+    return CLI.read_env(env)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kube-vgpu-extender", description="kube-vgpu scheduler extender")
-    parser.add_argument("--config-file", type=Path, help=f"YAML settings with version: {CONFIG_VERSION}")
-    for name in _FIELDS:
-        parser.add_argument(
-            "--" + name.replace("_", "-"),
-            dest=name,
-            default=None,
-            help=(Settings.model_fields[name].description or None),
-        )
+    parser = CLI.parser()
+    parser.add_argument(
+        "--config-file",
+        type=Path,
+        help=f"YAML settings with version: {CONFIG_VERSION} [env: {ENV_PREFIX}CONFIG_FILE]",
+    )
     return parser
 
 
 def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Settings:
     """Merge the sources (flags > environment > file > defaults) and validate once."""
     env = os.environ if env is None else env
-    flags = vars(_parser().parse_args(list(argv)))
+    flags = CLI.parse_flags(list(argv), _parser())
     config_file = flags.pop("config_file", None) or env.get(ENV_PREFIX + "CONFIG_FILE")
     merged: dict[str, Any] = _from_file(Path(config_file)) if config_file else {}
     merged = {_snake(k): v for k, v in merged.items()}
-    merged.update(_from_env({k: v for k, v in env.items() if k != ENV_PREFIX + "CONFIG_FILE"}))
-    merged.update({k: v for k, v in flags.items() if v is not None})
+    from_env, variables = _from_env(env)
+    merged.update(from_env)
+    merged.update(flags)
     try:
         return Settings.model_validate(merged)
     except ValidationError as err:
-        raise SettingsError(str(err)) from err
+        sources = {**{n: f"env {v}" for n, v in variables.items()}, **dict.fromkeys(flags, "flag")}
+        raise SettingsError(CLI.error(err, sources)) from err
 
 
 def _snake(key: str) -> str:

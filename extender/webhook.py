@@ -4,6 +4,7 @@ mutating (send GPU pods to kube-vgpu's scheduler). Plain values in, AdmissionRes
 
 import base64
 import json
+from collections.abc import Mapping
 from typing import Any, Final
 
 from extender.api import AdmissionRequest, AdmissionResponse, AdmissionStatus
@@ -27,15 +28,22 @@ def validate(request: AdmissionRequest, names: Names) -> AdmissionResponse:
     pod = request.object or {}
     if not wants_gpu(pod, names):
         return AdmissionResponse(uid=request.uid, allowed=True)
-    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    meta = pod.get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
     for key in (names.assignment, names.status):
-        if isinstance(annotations, dict) and key in annotations:
+        if isinstance(annotations, Mapping) and key in annotations:
             return _deny(request.uid, f"annotation {key} is written by kube-vgpu only", "Forbidden")
     try:
         parse_pod_request(pod, names)
     except InvalidRequestError as err:
         return _deny(request.uid, str(err), err.reason)
     return AdmissionResponse(uid=request.uid, allowed=True)
+
+
+def _names_default(scheduler: object) -> bool:
+    """Whether ``spec.schedulerName`` leaves the choice to the default scheduler (a non-string names none:
+    the API server refuses the pod anyway, and the webhook must not fail on it)."""
+    return isinstance(scheduler, str) and scheduler in _DEFAULT_SCHEDULERS
 
 
 def mutate(request: AdmissionRequest, names: Names, scheduler_name: str | None) -> AdmissionResponse:
@@ -46,7 +54,7 @@ def mutate(request: AdmissionRequest, names: Names, scheduler_name: str | None) 
     if not scheduler_name or not isinstance(spec, dict) or not wants_gpu(pod, names):
         return AdmissionResponse(uid=request.uid, allowed=True)
     current = spec.get("schedulerName")
-    if current == scheduler_name or (current is not None and current not in _DEFAULT_SCHEDULERS):
+    if current == scheduler_name or (current is not None and not _names_default(current)):
         return AdmissionResponse(uid=request.uid, allowed=True)
     patch: list[dict[str, Any]] = [
         {

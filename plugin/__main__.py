@@ -7,26 +7,38 @@ configuration (the message names the field), 3 when NVML cannot start and ``--fa
 
 import asyncio
 import contextlib
+import json
 import logging
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kubernetes import client, config
 
+from kube_vgpu_cli.build import with_build_info
+from kube_vgpu_cli.logs import configure_logging
 from plugin.agent import Agent
 from plugin.core.errors import ConfigError, MigLayoutChangedError
 from plugin.core.gpu import Gpu, GpuSource, NodeGpus
 from plugin.core.mig_partition import PartitionSettings
 from plugin.kube import ApiCluster
+from plugin.kubeapi import CoreV1
 from plugin.kubelet import PodResourcesClient
 from plugin.metrics.exporter import NodeCollector, serve
 from plugin.metrics.podresources import KubeletPodResources
-from plugin.metrics.sources import XidTally
+from plugin.metrics.sources import ViolationTally, XidTally
 from plugin.node import NodePublisher
-from plugin.settings import Settings, load_settings
+from plugin.nvml_loader import NVML_LIBRARY, find_library, locate_driver_root
+from plugin.probes import serve_probes
+from plugin.settings import Settings, has_label_entries, load_settings
+from plugin.signing import Keyring, SigningKeyError, load_keyring
 from vcuda.model import GpuUuid
 from vcuda.names import Names
+from vcuda.signing import Verifier
+
+if TYPE_CHECKING:
+    from plugin.watchdog import PodEvictor
 
 __all__ = ["main", "node_exporter", "tally_health"]
 
@@ -48,14 +60,11 @@ class _NoGpus:
         yield
 
 
-def _read_key(path: Path) -> bytes:
+def _read_keys(path: Path) -> Keyring:
     try:
-        key = path.read_bytes().strip()
-    except OSError as err:
-        raise ConfigError(f"invalid setting --assignment-key-file: cannot read {path}: {err}") from err
-    if len(key) < 16:
-        raise ConfigError(f"invalid setting --assignment-key-file: {path} holds fewer than 16 bytes")
-    return key
+        return load_keyring(path)
+    except SigningKeyError as err:
+        raise ConfigError(f"invalid setting --assignment-key-file: {err}") from err
 
 
 def _api_client() -> client.ApiClient:
@@ -66,18 +75,32 @@ def _api_client() -> client.ApiClient:
     return client.ApiClient()
 
 
+def _driver_root(settings: Settings) -> Settings:
+    """The settings with the driver root the GPU Operator's toolkit would pick (plugin.nvml_loader)."""
+    root = locate_driver_root(settings.nvidia_driver_root, settings.driver_host_root)
+    if root.path != settings.nvidia_driver_root:
+        log.info("using the GPU Operator's driver root %s (host %s)", root.path, root.host_path)
+    return settings.model_copy(
+        update={"nvidia_driver_root": root.path, "nvidia_driver_host_root": root.host_path}
+    )
+
+
 def _gpu_source(settings: Settings) -> GpuSource:
     from plugin.nvml import Nvml, NvmlError  # the only pynvml importer, loaded only here
 
-    nvml = Nvml()
+    search = find_library(settings.nvidia_driver_root, NVML_LIBRARY)
+    nvml = Nvml(library_path=search.found)
     try:
         nvml.open()
+        log.info("NVML loaded from %s", search.found or "the dynamic loader's path")
         return nvml
     except NvmlError as err:
+        where = f"{search.found}" if search.found else f"{search.describe()}, then the dynamic loader's path"
+        message = f"{err} (libnvidia-ml.so.1 looked for at: {where}; set --nvidia-driver-root)"
         if settings.fail_on_init_error:
-            log.error("NVML failed to initialise: %s", err)
+            log.error("NVML failed to initialise: %s", message)
             raise SystemExit(3) from err
-        log.warning("NVML failed to initialise (%s); running without GPUs", err)
+        log.warning("NVML failed to initialise (%s); running without GPUs", message)
         return _NoGpus()
 
 
@@ -105,7 +128,11 @@ def tally_health(tally: XidTally) -> Callable[[Mapping[GpuUuid, bool]], None]:
 
 @contextlib.contextmanager
 def node_exporter(
-    settings: Settings, source: GpuSource, gpus: Sequence[Gpu], tally: XidTally
+    settings: Settings,
+    source: GpuSource,
+    gpus: Sequence[Gpu],
+    tally: XidTally,
+    violations: ViolationTally | None = None,
 ) -> Iterator[int]:
     """The Prometheus node exporter (docs/metrics.md) on ``--metrics-port`` while the block runs; yields
     the port (0: disabled). The agent feeds ``tally`` (``on_xid=tally.record``, ``tally_health``)."""
@@ -122,8 +149,9 @@ def node_exporter(
         telemetry=NvmlTelemetry(source, gpus=gpus) if isinstance(source, Nvml) else None,
         pod_resources=pod_resources,
         health=tally,
+        violations=violations,  # the watchdog's counter (plugin.watchdog)
     )
-    server, _ = serve(settings.metrics_port, collector)
+    server, _ = serve(settings.metrics_port, with_build_info("plugin", collector))
     log.info("serving node metrics on :%d/metrics", settings.metrics_port)
     try:
         yield settings.metrics_port
@@ -133,46 +161,78 @@ def node_exporter(
         pod_resources.close()
 
 
-async def _run(settings: Settings, key: bytes) -> None:
-    cluster = ApiCluster(_api_client())
+def _evictor(settings: Settings, api: client.ApiClient) -> "PodEvictor | None":
+    """The Eviction API client for ``--watchdog-evict`` (plugin.watchdog imports NVML: loaded only then)."""
+    if not settings.watchdog_evict:
+        return None
+    from plugin.watchdog import ApiEvictor
+
+    return ApiEvictor(api)
+
+
+def _probes(settings: Settings, agent: Agent) -> contextlib.AbstractAsyncContextManager[object]:
+    """``/healthz`` and ``/readyz`` on ``--health-port`` (plugin.probes); ready once registered."""
+    if settings.health_port == 0:
+        return contextlib.nullcontext()
+    log.info("serving /healthz and /readyz on :%d", settings.health_port)
+    return serve_probes(settings.health_port, agent.registrar.registered.is_set)
+
+
+async def _run(settings: Settings, keys: Verifier | None) -> None:
+    api = _api_client()
+    cluster = ApiCluster(api)
     names = Names(settings.resource_domain)
     if settings.uninstall:
-        await NodePublisher(cluster, settings.node_name, names).uninstall()
+        await NodePublisher(
+            cluster, settings.node_name, names, gfd_coexistence=settings.gfd_coexistence
+        ).uninstall()
         return
     pod_resources = PodResourcesClient(settings.pod_resources_socket, names.core)
+    settings = _driver_root(settings)
     source = _gpu_source(settings)
     await _partition_mig(settings, source, names)
     tally = XidTally()
+    assert keys is not None, "main() reads the keys unless uninstalling"
     agent = Agent(
         settings,
         source=source,
         cluster=cluster,
         pod_resources=pod_resources.held,
-        key=key,
+        verifier=keys,
         on_xid=tally.record,
         on_health=tally_health(tally),
+        evictor=_evictor(settings, api),
     )
     try:
-        with node_exporter(settings, source, agent.node_gpus.gpus, tally):
-            await agent.run()
+        with node_exporter(settings, source, agent.node_gpus.gpus, tally, agent.violations):
+            async with _probes(settings, agent):
+                await agent.run()
     finally:
         await pod_resources.close()
 
 
+def _labelled(settings: Settings, argv: Sequence[str] | None) -> Settings:
+    """Settings again with the Node's labels when ``nodeConfig`` entries match by labels (node pools)."""
+    if not has_label_entries(settings.config_file):
+        return settings
+    try:
+        node = json.loads(CoreV1(_api_client()).read_node(settings.node_name, _request_timeout=30).data)
+    except Exception as err:  # the client raises ApiException, urllib3 and config errors alike
+        raise ConfigError(f"nodeConfig matchLabels: cannot read node {settings.node_name}: {err}") from err
+    labels = (node.get("metadata") or {}).get("labels")
+    return load_settings(argv, node_labels=labels or {})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        settings = load_settings(argv)
-        key = b"" if settings.uninstall else _read_key(settings.assignment_key_file)
+        settings = _labelled(load_settings(argv), argv)
+        keys = None if settings.uninstall else _read_keys(settings.assignment_key_file)
     except ConfigError as err:
         print(f"kube-vgpu-plugin: {err}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log_level, settings.log_format)
     try:
-        asyncio.run(_run(settings, key))
+        asyncio.run(_run(settings, keys))
     except KeyboardInterrupt:
         return 0
     except ConfigError as err:  # found after discovery: an invalid MIG_PROFILE, mixed profiles under single

@@ -8,12 +8,15 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from plugin.allocator import Allocator, PodResourcesSource
 from plugin.api.deviceplugin.v1beta1 import api_pb2_grpc
+from plugin.cdi import find_driver_files, write_gpu_spec
 from plugin.core.allocate import DeviceListStrategy, PlanOptions
+from plugin.core.cdi import DriverFiles
 from plugin.core.errors import MigLayoutChangedError
 from plugin.core.gpu import Gpu, GpuSource, NodeGpus, XidEvent
 from plugin.core.health import HealthPolicy
@@ -23,14 +26,20 @@ from plugin.core.slices import slices
 from plugin.health import HealthMonitor
 from plugin.kube import Cluster
 from plugin.kubelet import Registrar
+from plugin.metrics.sources import ViolationTally
 from plugin.mig import MigOptions, MigPlugins, mig_capable
 from plugin.node import NodePublisher
+from plugin.nvml_loader import DriverRoot
 from plugin.reclaim import Reclaimer
 from plugin.server import DeviceBoard, DevicePluginServicer
 from plugin.settings import Settings
-from plugin.state import StateDir, driver_files, write_cdi_spec
+from plugin.state import StateDir, driver_files
 from vcuda.model import GpuUuid
 from vcuda.names import Names
+from vcuda.signing import Verifier
+
+if TYPE_CHECKING:
+    from plugin.watchdog import PodEvictor, Watchdog
 
 __all__ = ["Agent", "Timings"]
 
@@ -42,7 +51,7 @@ CORE_SOCKET = "kube-vgpu-core.sock"
 class Timings:
     """Loop periods; tests shorten them."""
 
-    kubelet_poll_s: float = 0.2
+    kubelet_poll_s: float = 0.2  # the kubelet-socket watch polls only where inotify is unavailable
     node_resync_s: float | None = None  # None: the setting ``node_resync_seconds``
 
 
@@ -54,12 +63,14 @@ class Agent:
         source: GpuSource,
         cluster: Cluster,
         pod_resources: PodResourcesSource,
-        key: bytes,
+        verifier: Verifier,
         timings: Timings = Timings(),
         on_xid: Callable[[XidEvent], None] | None = None,
         on_health: Callable[[Mapping[GpuUuid, bool]], None] | None = None,
+        evictor: "PodEvictor | None" = None,
     ) -> None:
         self.settings = settings
+        self._cdi: DriverFiles | None = None
         self.names = Names(settings.resource_domain)
         self._source = source
         self._cluster = cluster
@@ -71,7 +82,7 @@ class Agent:
         self.allocator = Allocator(
             names=self.names,
             node=settings.node_name,
-            key=key,
+            verifier=verifier,
             cluster=cluster,
             pod_resources=pod_resources,
             state=self.state,
@@ -86,7 +97,9 @@ class Agent:
             source, uuids, policy, self._health_changed, settings.health_probe_seconds, on_xid=on_xid
         )
         resync = timings.node_resync_s or settings.node_resync_seconds
-        self.node = NodePublisher(cluster, settings.node_name, self.names, resync)
+        self.node = NodePublisher(
+            cluster, settings.node_name, self.names, resync, gfd_coexistence=settings.gfd_coexistence
+        )
         self.reclaimer = Reclaimer(
             state=self.state,
             cluster=cluster,
@@ -114,6 +127,8 @@ class Agent:
                 strategy=settings.mig_strategy,
                 plan=self._plan_options(),
                 cdi_dir=settings.cdi_dir,
+                cdi_files=self._cdi_files(),
+                cdi_version=settings.cdi_spec_version,
                 plugin_dir=settings.device_plugin_dir,
                 policy=policy,
                 probe_s=settings.health_probe_seconds,
@@ -123,6 +138,31 @@ class Agent:
         capable = mig_capable(source, self.node_gpus.gpus)
         self._mig_capable = bool(capable)
         self._mig_labels = mig_labels(self.node_gpus.gpus, capable, settings.mig_strategy, self.names)
+        self.violations = ViolationTally()  # kube_vgpu_container_limit_violations_total, for the exporter
+        self.watchdog = self._watchdog(cluster, evictor)
+
+    def _watchdog(self, cluster: Cluster, evictor: "PodEvictor | None") -> "Watchdog | None":
+        """NVML's processes against the shims (plugin.watchdog), when on and the source is NVML."""
+        from plugin.watchdog import Watchdog, WatchdogOptions  # imports plugin.nvml: only where it runs
+
+        s = self.settings
+        if s.watchdog_interval_seconds <= 0 or not hasattr(self._source, "process_usage"):
+            return None
+        shared = [GpuUuid(g.uuid) for g in self.node_gpus.gpus if not g.mig_enabled]  # MIG: no shim
+        options = WatchdogOptions(
+            s.watchdog_interval_seconds, s.watchdog_context_overhead_mib << 20, s.watchdog_evict
+        )
+        nvml: Any = self._source
+        return Watchdog(
+            node=s.node_name,
+            state_dir=s.state_dir,
+            nvml=nvml,
+            gpus=lambda: shared,
+            cluster=cluster,
+            tally=self.violations,
+            options=options,
+            evictor=evictor,
+        )
 
     def _plan_options(self) -> PlanOptions:
         s = self.settings
@@ -137,6 +177,15 @@ class Agent:
             shim_dir=str(s.shim_dir),
             driver_files=files,
         )
+
+    def _cdi_files(self) -> DriverFiles:
+        """The driver's files for the CDI specs (libraries, tools, sockets, hooks; plugin.cdi), read once."""
+        if self._cdi is None:
+            s = self.settings
+            self._cdi = DriverFiles()
+            if s.device_list_strategy is DeviceListStrategy.CDI:
+                self._cdi = find_driver_files(DriverRoot(s.nvidia_driver_root, s.driver_host_root))
+        return self._cdi
 
     def _add_servicer(self, server: grpc.aio.Server) -> None:
         self.allocator.kubelet_session()  # a new server, before Register: earlier Allocates are suspects
@@ -160,7 +209,10 @@ class Agent:
         """Everything that must hold before the first registration: files, device list, node view."""
         self.state.prepare()
         if self.settings.device_list_strategy is DeviceListStrategy.CDI:
-            write_cdi_spec(self.settings.cdi_dir, self.settings.cdi_prefix, self.node_gpus.gpus)
+            s = self.settings
+            write_gpu_spec(
+                s.cdi_dir, s.cdi_prefix, self.node_gpus.gpus, self._cdi_files(), s.cdi_spec_version
+            )
         await self._health_changed(self.health.healthy)
         removed = await self.reclaimer.once(grace_s=0.0)
         if removed:
@@ -178,6 +230,8 @@ class Agent:
                 tasks.create_task(self.reclaimer.run())
                 tasks.create_task(self.mig.run())  # returns at once when no MIG resource is served
                 tasks.create_task(self.watch_mig_layout())
+                if self.watchdog is not None:
+                    tasks.create_task(self.watchdog.run())
         except* MigLayoutChangedError as group:
             raise group.exceptions[0] from None
 

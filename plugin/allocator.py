@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from plugin.core.allocate import ContainerPlan, PlanOptions, plan_container
 from plugin.core.attribution import (
@@ -21,18 +22,21 @@ from plugin.core.attribution import (
     attribute,
     candidates,
     prefer,
+    shortfall,
+    unlisted_init,
 )
 from plugin.core.errors import AllocationError, AttributionMismatchError
 from plugin.core.gpu import Gpu
-from plugin.core.pods import pending_pod, pod_key
+from plugin.core.pods import pending_pod, pod_key, pod_status
 from plugin.core.reconcile import KubeletView, Suspect, reconcile
 from plugin.core.slices import gpu_split
 from plugin.core.verify import Outcome, verify
 from plugin.kube import Cluster, KubeError
 from plugin.state import AllocationRecord, StateDir
-from vcuda.annotations import PodStatus, encode_assignment, encode_status
+from vcuda.annotations import PodStatus, encode_status
 from vcuda.model import GpuShare, Phase, PodAssignment
 from vcuda.names import Names
+from vcuda.signing import Verifier
 
 __all__ = ["Allocator", "Held", "PodResourcesSource"]
 
@@ -59,7 +63,7 @@ class Allocator:
         *,
         names: Names,
         node: str,
-        key: bytes,
+        verifier: Verifier,
         cluster: Cluster,
         pod_resources: PodResourcesSource,
         state: StateDir,
@@ -68,7 +72,9 @@ class Allocator:
     ) -> None:
         self._names = names
         self._node = node
-        self._key = key
+        self._verifier = verifier
+        self._moved: dict[PodKey, dict[str, tuple[GpuShare, ...]]] = {}
+        """Swaps made since the pods were read (containers whose GPUs changed), kept in their status."""
         self._cluster = cluster
         self._pod_resources = pod_resources
         self._state = state
@@ -78,6 +84,9 @@ class Allocator:
         self._pods: dict[PodKey, PendingPod] = {}
         self._records: dict[str, AllocationRecord] = {r.dir_name: r for r in state.records()}
         self._steered: tuple[frozenset[str], ContainerKey] | None = None
+        self._withheld = ""
+        """Why the last GetPreferredAllocation could not steer: the kubelet withheld slices of the best
+        candidate's GPUs (said again if the Allocate that follows is refused)."""
         self._suspects: dict[str, AllocationRecord] = {}
         self._decoded: dict[tuple[str, str], PendingPod | str] = {}
         self._seen: set[tuple[str, str]] = set()
@@ -95,21 +104,17 @@ class Allocator:
                 await self._reconcile(held)
             if held is None or self._stale(held):
                 await self._refresh()
-            ranked = self._ranked()
-            if held is not None and sum(c.request.cores == size for c in ranked) > 1:
-                ranked = self._ranked(self._admitting_from(held))  # the pod the kubelet admits goes first
-            chosen = prefer(ranked, available, must_include, size)
-            steered = next(
-                (c for c in ranked if c.request.cores == size and c.split == gpu_split(chosen)), None
-            )
+            chosen, steered = self._choose(held, available, must_include, size)
             self._steered = (frozenset(chosen), steered.key) if steered else None
+            self._withheld = "" if steered else self._why_withheld(held, available, must_include, size)
             return chosen
 
     async def allocate(self, ids: Sequence[str]) -> ContainerPlan:
         async with self._lock:
+            withheld, self._withheld = self._withheld, ""
             cand, ambiguous = self._steered_candidate(ids), False
             if cand is None:
-                cand, ambiguous = await self._attribute(ids)
+                cand, ambiguous = await self._attribute(ids, withheld)
             plan = plan_container(cand, self._gpus(), self._options)
             record = AllocationRecord(plan.dir_name, tuple(sorted(ids)), cand.key)
             self._state.write_container(record, plan.config)
@@ -148,7 +153,9 @@ class Allocator:
         # A record replaced since (a new Allocate, confirmed, swapped, reclaimed) is no suspect any more.
         live = {n: r for n, r in self._suspects.items() if self._records.get(n) is r}
         view = KubeletView(
-            frozenset((h.namespace, h.pod) for h in held), frozenset(h.device_ids for h in held)
+            frozenset((h.namespace, h.pod) for h in held),
+            frozenset(h.device_ids for h in held),
+            frozenset((h.namespace, h.pod, h.container) for h in held),
         )
         verdict = reconcile((Suspect(n, frozenset(r.device_ids), r.owner) for n, r in live.items()), view)
         for name in verdict.dropped:
@@ -171,13 +178,51 @@ class Allocator:
             return None
         return next((c for c in self._ranked() if c.key == steered[1] and c.split == gpu_split(ids)), None)
 
-    async def _attribute(self, ids: Sequence[str]) -> tuple[Candidate, bool]:
+    def _choose(
+        self, held: Sequence[Held] | None, available: Sequence[str], must_include: Sequence[str], size: int
+    ) -> tuple[list[str], Candidate | None]:
+        """The IDs to suggest and the cached candidate they are for (None: none fits, a plain pick)."""
+        ranked = self._ranked()
+        if held is not None and sum(c.request.cores == size for c in ranked) > 1:
+            ranked = self._ranked(self._admitting_from(held))  # the pod the kubelet admits goes first
+        chosen = prefer(ranked, available, must_include, size)
+        split = gpu_split(chosen)
+        return chosen, next((c for c in ranked if c.request.cores == size and c.split == split), None)
+
+    def _why_withheld(
+        self, held: Sequence[Held] | None, available: Sequence[str], must_include: Sequence[str], size: int
+    ) -> str:
+        """Names the slices the kubelet did not offer for the best candidate's GPUs and who holds them."""
+        ranked = self._ranked(self._admitting_from(held)) if held is not None else self._ranked()
+        found = shortfall(ranked, available, must_include, size)
+        if found is None or not found[1]:
+            return ""
+        cand, lacking = found
+        holders = sorted(
+            {f"{h.namespace}/{h.pod}" for h in held or () if set(gpu_split(h.device_ids)) & set(lacking)}
+        )
+        where = ", ".join(f"{k} of {u}" for u, k in lacking.items())
+        who = (
+            f"containers of {', '.join(holders)} hold slices there"
+            if holders
+            else "no container the kubelet lists holds them: it still counts them for a pod it no longer "
+            "runs (after a restart it frees those only once its pod sources have synced)"
+        )
+        why = f"the kubelet withheld {where} assigned to {_name(cand.key)}; {who}"
+        log.warning("GetPreferredAllocation cannot steer: %s", why)
+        return why
+
+    async def _attribute(self, ids: Sequence[str], withheld: str = "") -> tuple[Candidate, bool]:
+        """The candidate the kubelet's IDs belong to; a refusal repeats why the preference could not steer."""
         await self._reconcile()
         try:
             cand, ambiguous = attribute(self._ranked(), ids)
         except AllocationError:
             await self._refresh()
-            cand, ambiguous = attribute(self._ranked(), ids)
+            try:
+                cand, ambiguous = attribute(self._ranked(), ids)
+            except AllocationError as err:
+                raise AllocationError(f"{err} ({withheld})" if withheld else str(err)) from err
         if ambiguous or self._several_match(ids):
             cand, ambiguous = attribute(self._ranked(await self._admitting()), ids)
         return cand, ambiguous
@@ -197,7 +242,7 @@ class Allocator:
             version = (str(meta.get("uid")), str(meta.get("resourceVersion")))
             found = self._decoded.get(version) if meta.get("resourceVersion") else None
             if found is None:
-                found = pending_pod(raw, self._names, self._key, self._node)
+                found = pending_pod(raw, self._names, self._verifier, self._node)
             decoded[version] = found
             if isinstance(found, PendingPod):
                 pods[found.key] = found
@@ -205,6 +250,12 @@ class Allocator:
                 log.warning("ignoring pod %s: %s", _pod_name(pod_key(raw)), found)
         self._pods = pods
         self._decoded = decoded
+        self._moved = {k: m for raw in raws if (m := self._moves_of(k := pod_key(raw), raw))}
+
+    def _moves_of(self, key: PodKey, raw: Mapping[str, Any]) -> dict[str, tuple[GpuShare, ...]]:
+        """The swaps the pod's status records, with those made since (not yet read back) on top."""
+        status = pod_status(raw, self._names)
+        return {**dict(status.moved if status else ()), **self._moved.get(key, {})}
 
     def _ranked(
         self, admitting: frozenset[PodKey] = frozenset(), *, tentative: bool = True
@@ -273,15 +324,21 @@ class Allocator:
         await self._confirm(record)
 
     def _owner(self, held: Sequence[Held], record: AllocationRecord) -> ContainerKey | None:
+        """Who PodResources says holds the record's devices, pending here or not: a pod without a valid
+        assignment (one that copied another pod's) is named too, so the refusal lands on it and not on the
+        pod whose assignment it copied."""
         ids = frozenset(record.device_ids)
         by_name = {(k.namespace, k.name): k for k in self._pods}
         owners = [
-            ContainerKey(by_name[(h.namespace, h.pod)], h.container)
+            ContainerKey(by_name.get((h.namespace, h.pod)) or PodKey(h.namespace, h.pod, ""), h.container)
             for h in held
-            if h.device_ids == ids and (h.namespace, h.pod) in by_name
+            if h.device_ids == ids
         ]
         if record.owner in owners:
             return record.owner
+        listed = [(h.namespace, h.pod, h.device_ids) for h in held]
+        if unlisted_init(record.owner, self._pods.get(record.owner.pod), listed, ids):
+            return record.owner  # a regular init container: PodResources does not list it
         return owners[0] if owners else None
 
     async def _fail(self, record: AllocationRecord, owner: ContainerKey | None, message: str) -> None:
@@ -293,7 +350,7 @@ class Allocator:
             self._records[record.dir_name] = record
             self._state.write_record(record)
         pod = record.owner.pod
-        status = PodStatus(Phase.FAILED, tuple(sorted(self._confirmed(pod))), time.time(), message)
+        status = self._status(pod, Phase.FAILED, message)
         try:
             await self._cluster.patch_pod_annotations(
                 pod.namespace, pod.name, {self._names.status: encode_status(status)}
@@ -315,7 +372,7 @@ class Allocator:
         )
         new = {owner.key: attributed.assignment.shares, attributed.key: owner.assignment.shares}
         for pod in {owner.key.pod, attributed.key.pod}:
-            await self._rewrite_assignment(pod, {k.container: s for k, s in new.items() if k.pod == pod})
+            await self._record_moves(pod, {k.container: s for k, s in new.items() if k.pod == pod})
         for other in list(self._records.values()):
             if other.owner == owner.key and other.dir_name != record.dir_name:
                 self._reassign(other, attributed.key)
@@ -333,13 +390,25 @@ class Allocator:
             )
             self._state.write_config(record.dir_name, fixed)
 
-    async def _rewrite_assignment(self, pod: PodKey, shares: Mapping[str, tuple[GpuShare, ...]]) -> None:
+    async def _record_moves(self, pod: PodKey, shares: Mapping[str, tuple[GpuShare, ...]]) -> None:
+        """Record a swap in the pod's *status* (the plugin's own record): the extender's signed assignment is
+        never rewritten, and the plugin holds no key that could sign one."""
         old = self._pods[pod].assignment
         containers = tuple(replace(c, shares=shares.get(c.name, c.shares)) for c in old.containers)
-        updated = PodAssignment(old.node, containers)
-        self._pods[pod] = replace(self._pods[pod], assignment=updated)
-        text = encode_assignment(updated, self._key)
-        await self._cluster.patch_pod_annotations(pod.namespace, pod.name, {self._names.assignment: text})
+        self._pods[pod] = replace(self._pods[pod], assignment=PodAssignment(old.node, containers))
+        self._moved.setdefault(pod, {}).update(shares)
+        status = self._status(pod, self._phase(pod, self._confirmed(pod)), "")
+        await self._cluster.patch_pod_annotations(
+            pod.namespace, pod.name, {self._names.status: encode_status(status)}
+        )
+
+    def _phase(self, pod: PodKey, done: set[str]) -> Phase:
+        wanted = {c.name for c in self._pods[pod].request.containers} if pod in self._pods else done
+        return Phase.ALLOCATED if wanted <= done else Phase.ASSUMED
+
+    def _status(self, pod: PodKey, phase: Phase, message: str) -> PodStatus:
+        moved = tuple(sorted(self._moved.get(pod, {}).items()))
+        return PodStatus(phase, tuple(sorted(self._confirmed(pod))), time.time(), message, moved)
 
     def _confirmed(self, pod: PodKey) -> set[str]:
         done = {r.owner.container for r in self._records.values() if r.confirmed and r.owner.pod == pod}
@@ -351,10 +420,8 @@ class Allocator:
         self._records[record.dir_name] = confirmed
         self._state.write_record(confirmed)
         pod = record.owner.pod
-        done = self._confirmed(pod)
-        wanted = {c.name for c in self._pods[pod].request.containers} if pod in self._pods else done
-        phase = Phase.ALLOCATED if wanted <= done else Phase.ASSUMED
-        status = PodStatus(phase, tuple(sorted(done)), time.time(), "")
+        phase = self._phase(pod, self._confirmed(pod))
+        status = self._status(pod, phase, "")
         await self._cluster.patch_pod_annotations(
             pod.namespace, pod.name, {self._names.status: encode_status(status)}
         )

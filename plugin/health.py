@@ -1,17 +1,33 @@
 """Health monitoring: XID events and reachability probes feed :mod:`plugin.core.health`; changes go out now.
 
-Two tasks: one drains ``GpuSource.xid_events()``, one probes ``is_reachable`` every period (in a worker
-thread, NVML calls block). Each change calls ``on_change(healthy_map)`` immediately, which republishes the
-device list (ListAndWatch) and the node, so a health change reaches the kubelet well within 1 s.
+Idle cost matters (every GPU node runs this), so nothing here wakes the event loop while nothing changes:
+
+- XID events: ``GpuSource.xid_events()`` (over NVML, a thread blocked in ``nvmlEventSetWait``) yields an event
+  the moment the driver reports it.
+- Reachability: a daemon thread probes ``is_reachable`` for every GPU each ``probe_s`` (NVML calls block, and
+  can hang on a failing GPU) and hands the result to the loop only when it changed.
+- XID recovery (``recovery_s > 0``): one timer, armed for the earliest mark's expiry.
+
+Each change calls ``on_change(healthy_map)`` at once, which republishes the device list (ListAndWatch) and the
+node, so a health change reaches the kubelet well within 1 s (``probe_s`` = 0.5 s for a lost GPU).
 """
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from plugin.core.gpu import GpuSource, XidEvent
-from plugin.core.health import GpuHealth, HealthPolicy, apply_probe, apply_xid, healthy_map, initial_book
+from plugin.core.health import (
+    GpuHealth,
+    HealthPolicy,
+    apply_probe,
+    apply_xid,
+    healthy_map,
+    initial_book,
+    next_recovery,
+)
 from vcuda.model import GpuUuid
 
 __all__ = ["HealthMonitor"]
@@ -31,11 +47,15 @@ class HealthMonitor:
         on_xid: Callable[[XidEvent], None] | None = None,
     ) -> None:
         self._source = source
+        self._uuids = tuple(uuids)
         self._policy = policy
         self._on_change = on_change
         self._probe_s = probe_s
         self._on_xid = on_xid
         self._book: dict[GpuUuid, GpuHealth] = initial_book(uuids)
+        self._reachable: dict[GpuUuid, bool] = {u: True for u in uuids}
+        self._probed: asyncio.Queue[dict[GpuUuid, bool]] = asyncio.Queue()
+        self._marked = asyncio.Event()  # a critical XID arrived: (re)arm the recovery timer
         self.retry_s = 5.0
 
     @property
@@ -43,9 +63,17 @@ class HealthMonitor:
         return healthy_map(self._book)
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._xids())
-            tasks.create_task(self._probes())
+        stop = threading.Event()
+        args = (asyncio.get_running_loop(), stop)
+        threading.Thread(target=self._probe_thread, args=args, name="gpu-health-probe", daemon=True).start()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._xids())
+                tasks.create_task(self._probes())
+                if self._policy.recovery_s > 0:
+                    tasks.create_task(self._recoveries())
+        finally:
+            stop.set()
 
     async def _update(self, book: dict[GpuUuid, GpuHealth]) -> None:
         before = healthy_map(self._book)
@@ -68,19 +96,48 @@ class HealthMonitor:
                     await self._update(
                         apply_xid(self._book, event.uuid, event.xid, time.monotonic(), self._policy)
                     )
+                    self._marked.set()
             except Exception as err:  # NVML errors of any kind: health must keep running
                 log.error("XID event stream failed, re-subscribing in %.0f s: %s", self.retry_s, err)
             await asyncio.sleep(self.retry_s)
 
     async def _probes(self) -> None:
+        """Apply each reachability change the probe thread hands over."""
         while True:
-            reachable = await asyncio.to_thread(self._probe)
-            await self._update(apply_probe(self._book, reachable, time.monotonic(), self._policy))
-            await asyncio.sleep(self._probe_s)
+            self._reachable = await self._probed.get()
+            await self._update(apply_probe(self._book, self._reachable, time.monotonic(), self._policy))
+            self._marked.set()  # a GPU back with an XID mark: the recovery timer counts it now
+
+    async def _recoveries(self) -> None:
+        """Clear XID marks once ``recovery_s`` passed without another critical XID (GPU reachable).
+
+        Sleeps until the earliest due mark; an XID or a reachability change (``_marked``) re-arms it."""
+        while True:
+            self._marked.clear()
+            due = next_recovery(self._book, self._policy)
+            timeout = None if due is None else max(0.0, due - time.monotonic()) + 0.001
+            try:
+                await asyncio.wait_for(self._marked.wait(), timeout)
+            except TimeoutError:
+                await self._update(apply_probe(self._book, self._reachable, time.monotonic(), self._policy))
+
+    def _probe_thread(self, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
+        """Probe every ``probe_s`` until ``stop``; wake the loop only when reachability changed."""
+        last: dict[GpuUuid, bool] = {}
+        while True:
+            reachable = self._probe()
+            if reachable != last:
+                last = reachable
+                try:
+                    loop.call_soon_threadsafe(self._probed.put_nowait, reachable)
+                except RuntimeError:  # the loop is closed
+                    return
+            if stop.wait(self._probe_s):
+                return
 
     def _probe(self) -> dict[GpuUuid, bool]:
         out = {}
-        for uuid in self._book:
+        for uuid in self._uuids:
             try:
                 out[uuid] = self._source.is_reachable(uuid)
             except Exception as err:  # any NVML failure on a GPU means we cannot use it

@@ -8,17 +8,20 @@ server that stops answering costs one timeout, never a worker stuck for good. Li
 """
 
 import asyncio
+import contextlib
 import datetime
 import json
 import logging
-from collections.abc import Mapping
+import socket
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 from kubernetes import client
 
 from plugin.core.errors import PluginError
+from plugin.kubeapi import CoreV1
 
-__all__ = ["ApiCluster", "Cluster", "KubeError"]
+__all__ = ["ApiCluster", "Cluster", "GoneError", "KubeError"]
 
 log = logging.getLogger(__name__)
 Body = dict[str, Any]
@@ -26,6 +29,10 @@ Body = dict[str, Any]
 
 class KubeError(PluginError):
     """An API call failed."""
+
+
+class GoneError(KubeError):
+    """410 Gone: the API server no longer has the history a watch asked for; start without a version."""
 
 
 class Cluster(Protocol):
@@ -41,6 +48,11 @@ class Cluster(Protocol):
 
     async def patch_node(self, node: str, body: Body) -> None: ...
 
+    def watch_node(self, node: str, version: str, timeout_s: float) -> AsyncIterator[Body]:
+        """This Node's watch events (bookmarks too) from ``version`` ("": the Node as ADDED first) until the
+        server ends the watch after about ``timeout_s``; raises :class:`GoneError` on 410."""
+        ...
+
     async def patch_node_status(self, node: str, body: Body) -> None: ...
 
     async def pod_event(
@@ -49,12 +61,12 @@ class Cluster(Protocol):
 
 
 class ApiCluster:
-    """:class:`Cluster` over ``kubernetes.client.CoreV1Api``."""
+    """:class:`Cluster` over the real client's ``ApiClient`` (plugin.kubeapi)."""
 
     def __init__(
         self, api: client.ApiClient, component: str = "kube-vgpu-plugin", *, timeout_s: float = 10.0
     ) -> None:
-        self._core = client.CoreV1Api(api)
+        self._core = CoreV1(api)  # CoreV1Api's calls without its 250 model classes (plugin.kubeapi)
         self._component = component
         self._timeout = timeout_s
 
@@ -100,6 +112,33 @@ class ApiCluster:
     async def patch_node(self, node: str, body: Body) -> None:
         await self._call(f"patch node {node}", self._core.patch_node, node, body, _preload_content=False)
 
+    async def watch_node(self, node: str, version: str, timeout_s: float) -> AsyncIterator[Body]:
+        kwargs: dict[str, Any] = {
+            "field_selector": f"metadata.name={node}",
+            "watch": True,
+            "allow_watch_bookmarks": True,
+            "timeout_seconds": max(1, round(timeout_s)),
+            "_preload_content": False,
+            "_request_timeout": (self._timeout, timeout_s + 60.0),  # a silent, half-open connection ends
+        }
+        if version:
+            kwargs["resource_version"] = version
+        try:
+            response: Any = await asyncio.to_thread(self._core.list_node, **kwargs)
+        except client.ApiException as err:
+            raise (GoneError if err.status == 410 else KubeError)(f"watch node {node}: {err}") from err
+        except Exception as err:
+            raise KubeError(f"watch node {node}: {err}") from err
+        try:
+            async for event in _events(response, node):
+                yield event
+        finally:  # a cancelled reader: end the read blocking in its thread, then give the connection up
+            sock = getattr(getattr(response, "connection", None), "sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            response.close()
+
     async def patch_node_status(self, node: str, body: Body) -> None:
         await self._call(
             f"patch node {node} status", self._core.patch_node_status, node, body, _preload_content=False
@@ -133,3 +172,22 @@ class ApiCluster:
             )
         except KubeError as err:  # an event is best effort; the log line already carries the message
             log.warning("could not record event %s on %s/%s: %s", reason, pod["namespace"], pod["name"], err)
+
+
+async def _events(response: Any, node: str) -> AsyncIterator[Body]:
+    from kubernetes.watch.watch import iter_resp_lines
+
+    lines = iter_resp_lines(response)  # type: ignore[no-untyped-call]
+    while True:
+        try:
+            line = await asyncio.to_thread(next, lines, None)
+        except Exception as err:  # urllib3 and socket errors while reading
+            raise KubeError(f"watch node {node}: {err}") from err
+        if line is None:
+            return
+        event: Body = json.loads(line)
+        obj = event.get("object") or {}
+        if event.get("type") == "ERROR":
+            error = GoneError if obj.get("code") == 410 else KubeError
+            raise error(f"watch node {node}: {obj.get('code')} {obj.get('message', '')}")
+        yield event

@@ -3,8 +3,9 @@
 :class:`Registrar` is one supervised task (not a restart loop of the process): start the gRPC server on
 ``<device-plugin-dir>/<socket>``, call ``Register`` (the server already serves, as the kubelet requires), then
 watch. When the kubelet restarts it deletes every socket in the directory and re-creates ``kubelet.sock``;
-the watch sees our socket vanish or ``kubelet.sock`` change inode and starts over within one poll period
-(0.2 s by default, well inside the 2 s goal). Polling needs no inotify binding and costs two ``stat`` calls.
+the watch sees our socket vanish or ``kubelet.sock`` change inode and starts over. It sleeps on inotify
+(plugin.dirwatch, as NVIDIA's plugin uses fsnotify) and looks again every ``recheck_s`` in case an event was
+lost; where inotify is unavailable it polls every ``poll_s`` (0.2 s by default, well inside the 2 s goal).
 """
 
 import asyncio
@@ -21,6 +22,7 @@ from plugin.allocator import Held
 from plugin.api.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
 from plugin.api.podresources.v1 import api_pb2 as pr_pb2
 from plugin.api.podresources.v1 import api_pb2_grpc as pr_grpc
+from plugin.dirwatch import watch_dir
 
 __all__ = ["API_VERSION", "KUBELET_SOCKET", "PodResourcesClient", "Registrar"]
 
@@ -47,6 +49,7 @@ class Registrar:
         resource: str,
         add_servicer: Callable[[grpc.aio.Server], None],
         poll_s: float = 0.2,
+        recheck_s: float = 60.0,
         register_timeout_s: float = 5.0,
         on_registered: Callable[[], None] | None = None,
     ) -> None:
@@ -55,6 +58,7 @@ class Registrar:
         self._resource = resource
         self._add_servicer = add_servicer
         self._poll_s = poll_s
+        self._recheck_s = recheck_s
         self._timeout_s = register_timeout_s
         self._on_registered = on_registered
         self.registrations = 0
@@ -116,8 +120,16 @@ class Registrar:
         if kubelet_inode is None:
             return
         kubelet = self._dir / KUBELET_SOCKET
-        while _inode(self._socket) is not None and _inode(kubelet) == kubelet_inode:
-            await asyncio.sleep(self._poll_s)
+        watch = watch_dir(self._dir)  # before the first look: no change falls between the two
+        try:
+            while _inode(self._socket) is not None and _inode(kubelet) == kubelet_inode:
+                if watch is None:
+                    await asyncio.sleep(self._poll_s)
+                else:
+                    await watch.changed(self._recheck_s)
+        finally:
+            if watch is not None:
+                watch.close()
 
 
 class PodResourcesClient:

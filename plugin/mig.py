@@ -25,6 +25,7 @@ import grpc
 
 from plugin.api.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
 from plugin.core.allocate import DeviceListStrategy, PlanOptions
+from plugin.core.cdi import DEFAULT_CDI_VERSION, DriverFiles, with_common_edits
 from plugin.core.errors import AllocationError
 from plugin.core.gpu import Gpu, GpuSource, NodeGpus, XidEvent
 from plugin.core.health import HealthPolicy
@@ -207,6 +208,9 @@ class MigOptions:
     strategy: MigStrategy = MigStrategy.NONE
     plan: PlanOptions = field(default_factory=PlanOptions)
     cdi_dir: Path = Path("/var/run/cdi")
+    cdi_files: DriverFiles | None = None
+    """The driver's files for the spec's common edits (plugin.cdi); None: device nodes only."""
+    cdi_version: str = DEFAULT_CDI_VERSION
     plugin_dir: Path = Path("/var/lib/kubelet/device-plugins")
     policy: HealthPolicy = field(default_factory=HealthPolicy)
     probe_s: float = 0.5
@@ -261,6 +265,8 @@ class MigPlugins:
         kind = self._options.plan.cdi_prefix
         served = [d for devices in self.resources.values() for d in devices]
         spec = cdi_spec(kind, served, read_mig_minors(self._options.minors_path))
+        if self._options.cdi_files is not None:
+            spec = with_common_edits(spec, self._options.cdi_files, self._options.cdi_version)
         missing = len(served) - len(spec["devices"])
         if missing:
             log.error("%d MIG instances have no capability minors in %s", missing, self._options.minors_path)

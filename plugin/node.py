@@ -2,70 +2,158 @@
 
 ``vcuda-memory`` is a node extended resource (contracts §1.5 option b; docs/plugin.md): the plugin patches
 ``status.capacity`` and ``status.allocatable`` in MiB. The kubelet may reset unknown extended resources
-when the Node is re-created, so :meth:`NodePublisher.run` re-reads the Node every ``resync_s`` and patches
-whatever drifted; :meth:`publish` patches at once on a health or inventory change. :meth:`uninstall`
+when the Node is re-created, so :meth:`NodePublisher.run` watches the Node (resumed from the last
+resourceVersion, bookmarks on; about one request per 5-10 min while nothing changes) and patches whatever
+drifted; while the watch is down it re-reads the Node every ``resync_s``. :meth:`publish` patches at once on
+a health or inventory change. :meth:`uninstall`
 removes everything the plugin added.
+
+Labels and annotations: only the names recorded in ``<domain>/vgpu-managed`` are the plugin's
+(:mod:`plugin.core.ownership`); the GPU Operator's, GFD's and the MIG manager's survive every resync. With
+``gfd_coexistence`` the plugin writes none of GFD's names and hands over any it recorded before.
 """
 
 import asyncio
 import contextlib
 import logging
-from typing import Any
+import random
+from typing import Any, Final
 
 from plugin.core.inventory import NodeView
-from plugin.core.mig import is_mig_label
-from plugin.kube import Cluster, KubeError
+from plugin.core.ownership import (
+    Managed,
+    decode_managed,
+    is_gfd_name,
+    managed_key,
+    meta_patch,
+    uninstall_patch,
+    without_gfd_names,
+)
+from plugin.kube import Cluster, GoneError, KubeError
 from vcuda.annotations import encode_inventory
 from vcuda.names import Names
 
 __all__ = ["NodePublisher"]
 
 log = logging.getLogger(__name__)
+_WATCH_S: Final = (300.0, 600.0)
+"""Each watch of the Node asks the server to end it after a random 5-10 min; it is then resumed."""
+_SHORT_S: Final = 1.0
+"""A watch that ends sooner counts as a failure (backs off)."""
+
+
+def _backoff(failures: int) -> float:
+    """0.8 s doubling to 30 s, stretched by a random 0-100 %: nodes that lost the API server together do not
+    come back in step."""
+    return min(30.0, 0.8 * 2.0 ** min(failures - 1, 16)) * (1.0 + random.random())
 
 
 class NodePublisher:
-    def __init__(self, cluster: Cluster, node: str, names: Names, resync_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        node: str,
+        names: Names,
+        resync_s: float = 30.0,
+        *,
+        gfd_coexistence: bool = False,
+        short_watch_s: float = _SHORT_S,
+    ) -> None:
         self._cluster = cluster
         self._node = node
         self._names = names
         self._resync_s = resync_s
+        self._gfd = gfd_coexistence
+        self._short_s = short_watch_s
+        self._record_key = managed_key(names)
         self._view: NodeView | None = None
+        self._seen: dict[str, Any] | None = None
+        """The Node as the latest watch event carried it, not yet published against."""
+        self._watching = False
+        self._uninstalled = False
         self._wake = asyncio.Event()
         self.patches = 0
 
-    def _ours(self, label: str) -> bool:
-        # MIG labels (plugin.core.mig.mig_labels) are ours too, so stale ones are removed.
-        return label.startswith((self._names.label("gpu."), self._names.label("cuda."))) or is_mig_label(
-            label, self._names
-        )
+    def _previous(self, meta: dict[str, Any]) -> Managed:
+        """What the plugin recorded on the Node; an unreadable record owns nothing (nothing is removed)."""
+        try:
+            managed = decode_managed((meta.get("annotations") or {}).get(self._record_key))
+        except ValueError as err:
+            log.warning("ignoring the unreadable %s on node %s: %s", self._record_key, self._node, err)
+            return Managed()
+        if self._gfd:  # hand GFD's names over to GFD: forget them, never remove them
+            return Managed(frozenset(k for k in managed.labels if not is_gfd_name(k)), managed.annotations)
+        return managed
 
     def wake(self) -> None:
         """Re-check the Node now (after a kubelet restart it may have reset our extended resource)."""
         self._wake.set()
 
     async def publish(self, view: NodeView) -> None:
-        self._view = view
-        self._wake.set()
+        if not self._uninstalled:
+            self._view = view
+            self._wake.set()
 
     async def run(self) -> None:
+        """Publish whenever the view, the Node (its watch) or the kubelet changes; while the watch is down,
+        re-read the Node every ``resync_s`` instead."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._follow_node())
+            tasks.create_task(self._publish_on_wake())
+
+    async def _publish_on_wake(self) -> None:
         while True:
+            self._wake.clear()
+            node, self._seen = self._seen, None
             try:
-                await self.sync()
+                await self.sync(node)
             except KubeError as err:
                 log.warning("could not publish node %s: %s", self._node, err)
-            self._wake.clear()
             # asyncio.timeout, not wait_for: on 3.11 a cancel racing wait_for's timeout can be lost (gh-86296)
             # and leave the agent's shutdown hanging.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._resync_s):
+                async with asyncio.timeout(None if self._watching else self._resync_s):
                     await self._wake.wait()
 
-    async def sync(self) -> None:
-        """Patch only what differs from the wanted state (one read, at most two patches)."""
+    async def _follow_node(self) -> None:
+        """Watch this Node from the last resourceVersion (bookmarks keep it fresh); each change wakes the
+        publisher with the Node as the event carries it (no read). 410 starts over without a version;
+        failures back off (0.8 s doubling to 30 s, with jitter) and fall back to re-reading on a timer."""
+        version, failures = "", 0
+        loop = asyncio.get_running_loop()
+        while True:
+            started, failed = loop.time(), False
+            try:
+                async for event in self._cluster.watch_node(self._node, version, random.uniform(*_WATCH_S)):
+                    version = self._on_event(event) or version
+            except GoneError:
+                version = ""
+                continue
+            except (KubeError, ValueError) as err:
+                log.warning("node %s watch failed, resuming: %s", self._node, err)
+                failed = True
+            short = loop.time() - started < self._short_s
+            failures = failures + 1 if failed or short else 0
+            if failures:
+                self._watching = False
+                self.wake()  # re-read now, then on the timer until the watch works again
+                await asyncio.sleep(_backoff(failures))
+
+    def _on_event(self, event: dict[str, Any]) -> str:
+        obj = event.get("object") or {}
+        self._watching = True
+        if event.get("type") in ("ADDED", "MODIFIED"):
+            self._seen = obj
+            self.wake()
+        return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+    async def sync(self, node: dict[str, Any] | None = None) -> None:
+        """Patch only what differs from the wanted state (``node`` as a watch event carried it, or one read;
+        at most two patches)."""
         view = self._view
         if view is None:
             return
-        node = await self._cluster.get_node(self._node)
+        node = node if node is not None else await self._cluster.get_node(self._node)
         if node is None:
             log.warning("node %s does not exist (yet); will retry", self._node)
             return
@@ -80,17 +168,13 @@ class NodePublisher:
 
     async def _meta_patch(self, node: dict[str, Any], view: NodeView) -> dict[str, Any]:
         meta = node.get("metadata") or {}
-        labels = meta.get("labels") or {}
-        annotations = meta.get("annotations") or {}
-        want_labels = {k: v for k, v in view.labels.items() if labels.get(k) != v}
-        stale = {k: None for k in labels if self._ours(k) and k not in view.labels}
-        inventory = encode_inventory(view.inventory)
-        patch: dict[str, Any] = {}
-        if want_labels or stale:
-            patch["labels"] = {**want_labels, **stale}
-        if annotations.get(self._names.inventory) != inventory:
-            patch["annotations"] = {self._names.inventory: inventory}
-        return patch
+        return meta_patch(
+            meta,
+            labels=without_gfd_names(view.labels) if self._gfd else view.labels,
+            annotations={self._names.inventory: encode_inventory(view.inventory)},
+            previous=self._previous(meta),
+            key=self._record_key,
+        )
 
     def _status_patch(self, node: dict[str, Any], view: NodeView) -> dict[str, Any]:
         status = node.get("status") or {}
@@ -103,16 +187,20 @@ class NodePublisher:
         return {"capacity": {res: want}, "allocatable": {res: want}}
 
     async def uninstall(self) -> None:
+        """Remove what the plugin published; this publisher publishes nothing afterwards (its watch would see
+        the removal and put everything back)."""
+        self._uninstalled, self._view = True, None
         node = await self._cluster.get_node(self._node)
         if node is None:
             return
-        labels = (node.get("metadata") or {}).get("labels") or {}
-        gone = {k: None for k in labels if self._ours(k)}
+        meta = node.get("metadata") or {}
+        previous = self._previous(meta)
+        owned = Managed(previous.labels, previous.annotations | {self._names.inventory})
         await self._cluster.patch_node(
-            self._node, {"metadata": {"labels": gone, "annotations": {self._names.inventory: None}}}
+            self._node, {"metadata": uninstall_patch(meta, owned, self._record_key)}
         )
         res = self._names.memory
         await self._cluster.patch_node_status(
             self._node, {"status": {"capacity": {res: None}, "allocatable": {res: None}}}
         )
-        log.info("removed %s, the inventory and GPU labels from node %s", res, self._node)
+        log.info("removed %s and the labels and annotations it recorded from node %s", res, self._node)

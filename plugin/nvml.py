@@ -5,7 +5,7 @@ small readings and :class:`NvmlError` out. Decisions (how NVLinks add up per pai
 :mod:`plugin.core.topology`. GPUs are named by UUID everywhere, never by index.
 
 Every method blocks (NVML is a C library): call them from a worker thread in async code. The one exception is
-:meth:`Nvml.xid_events`, whose stream waits in worker threads itself, in bounded slices.
+:meth:`Nvml.xid_events`, whose stream blocks in NVML's event wait in a thread of its own.
 
 The pynvml module is a constructor argument (default: ``pynvml``) so that one process can drive several fake
 nodes (``tests/fakenvml/harness.py``); only this module imports pynvml.
@@ -14,13 +14,14 @@ nodes (``tests/fakenvml/harness.py``); only this module imports pynvml.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import threading
-from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any
 
@@ -85,6 +86,23 @@ class MigProfile:
     multiprocessors: int
 
 
+def _bind_library(nv: Any, path: Path) -> None:
+    """Load NVML from an absolute path before pynvml's ``CDLL("libnvidia-ml.so.1")`` runs.
+
+    Two holds, so no pynvml internals are needed for correctness: the dynamic loader answers a later
+    ``dlopen("libnvidia-ml.so.1")`` with an already-loaded object of that SONAME (glibc ``_dl_map_object``),
+    and pynvml skips its own search when ``nvmlLib`` is set (the documented way to choose the library).
+    """
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as err:
+        raise NvmlError(f"NVML library {path} cannot be loaded: {err}") from err
+    lock = getattr(nv, "libLoadLock", None)
+    with lock if lock is not None else nullcontext():
+        if getattr(nv, "nvmlLib", None) is None:
+            nv.nvmlLib = lib
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -108,16 +126,27 @@ class Nvml:
     """:class:`plugin.core.gpu.GpuSource` over pynvml, plus the readings and MIG calls the plugin needs.
 
     Open it (``with Nvml() as nvml:`` or :meth:`open`/:meth:`close`); NVML counts opens, so several users may
-    share the library. ``event_poll_ms`` bounds each wait of the XID stream (and so its close).
+    share the library. ``event_poll_ms`` bounds each blocking wait of the XID stream's thread (an event ends
+    the wait at once): an idle node wakes once per period, and ``aclose`` takes at most one.
     """
 
-    def __init__(self, *, library: ModuleType | None = None, event_poll_ms: int = 200) -> None:
+    def __init__(
+        self,
+        *,
+        library: ModuleType | None = None,
+        event_poll_ms: int = 1000,
+        library_path: Path | None = None,
+    ) -> None:
         self._nv: Any = library if library is not None else pynvml
         self._poll_ms = event_poll_ms
+        self._library_path = library_path
 
     # ---- session ----
 
     def open(self) -> None:
+        """``nvmlInit``; ``library_path`` (from :mod:`plugin.nvml_loader`) is loaded first when given."""
+        if self._library_path is not None:
+            _bind_library(self._nv, self._library_path)
         with self._errors("init"):
             self._nv.nvmlInit()
 
@@ -475,15 +504,20 @@ class Nvml:
 class XidEventStream:
     """Async iterator of :class:`XidEvent` from one NVML event set, registered when constructed.
 
-    Each wait runs in a worker thread for at most ``poll_ms``; an event read while the awaiting task was
-    cancelled is kept for the next ``__anext__``. Close it (``await stream.aclose()``) to free the event set.
+    A daemon thread (started by the first ``__anext__``) blocks in ``nvmlEventSetWait_v2`` for up to
+    ``wait_ms`` at a time; NVML returns as soon as an event arrives, so an XID reaches the loop at once and
+    an idle node costs one wake-up per ``wait_ms``. Events wait in a queue, so a read cancelled mid-way loses
+    nothing. A failed wait ends the stream with :class:`NvmlError`. Close it (``await stream.aclose()``): the
+    set is freed at once, or by the thread when its wait in flight returns (at most ``wait_ms``).
     """
 
-    def __init__(self, nv: Any, handles: dict[GpuUuid, Any], poll_ms: int) -> None:
+    def __init__(self, nv: Any, handles: dict[GpuUuid, Any], wait_ms: int) -> None:
         self._nv = nv
-        self._poll_ms = poll_ms
-        self._lock = threading.Lock()  # one wait at a time; free waits for it
-        self._pending: deque[XidEvent] = deque()
+        self._wait_ms = wait_ms
+        self._lock = threading.Lock()  # held by the thread while it waits; the set is freed under it
+        self._queue: asyncio.Queue[XidEvent | BaseException | None] = asyncio.Queue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._freed = asyncio.Event()  # set by the thread once it freed the set and ended
         self._closed = False
         self._set = nv.nvmlEventSetCreate()
         self._uuid_by_handle: dict[int | None, GpuUuid] = {}
@@ -499,44 +533,85 @@ class XidEventStream:
         return self
 
     async def __anext__(self) -> XidEvent:
-        while not self._closed:
-            if self._pending:
-                return self._pending.popleft()
-            await asyncio.to_thread(self._wait_once)
-        raise StopAsyncIteration
+        if self._loop is None and not self._closed:
+            self._loop = asyncio.get_running_loop()
+            threading.Thread(target=self._run, args=(self._loop,), name="nvml-xid-wait", daemon=True).start()
+        if self._closed:
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if item is None:
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            self._closed = True  # the thread has ended: a failed stream stays ended
+            raise item
+        return item
 
-    def _wait_once(self) -> None:
+    def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The waiting thread: hands each event (then an error or the end, ``None``) to the loop."""
+        end: NvmlError | None = None
+        try:
+            while not self._closed:
+                event = self._wait_once()
+                if event is not None:
+                    self._post(loop, event)
+        except NvmlError as err:
+            end = err
+        finally:
+            with self._lock:
+                self._free()
+            self._post(loop, end)
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._freed.set)
+
+    def _post(self, loop: asyncio.AbstractEventLoop, item: XidEvent | BaseException | None) -> None:
+        try:
+            loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the loop is closed: nobody reads any more
+            self._closed = True
+
+    def _wait_once(self) -> XidEvent | None:
         nv = self._nv
         with self._lock:
-            if self._closed:
-                return
+            if self._closed or self._set is None:
+                return None
             try:
-                data = nv.nvmlEventSetWait_v2(self._set, self._poll_ms)
+                data = nv.nvmlEventSetWait_v2(self._set, self._wait_ms)
             except nv.NVMLError as err:
                 if int(err.value) == nv.NVML_ERROR_TIMEOUT:
-                    return
+                    return None
                 raise NvmlError(f"NVML event wait failed: {err}", code=int(err.value)) from err
         uuid = self._uuid_by_handle.get(ctypes.cast(data.device, ctypes.c_void_p).value)
         if uuid is None or not int(data.eventType) & nv.nvmlEventTypeXidCriticalError:
-            return
-        event = XidEvent(
+            return None
+        return XidEvent(
             uuid=uuid,
             xid=int(data.eventData),
             gpu_instance_id=_instance_id(data.gpuInstanceId),
             compute_instance_id=_instance_id(data.computeInstanceId),
         )
-        self._pending.append(event)
+
+    def _free(self) -> None:
+        """Frees the event set once; call under the lock."""
+        if self._set is not None:
+            try:
+                self._nv.nvmlEventSetFree(self._set)
+            except self._nv.NVMLError as err:
+                log.debug("freeing the NVML event set failed: %s", err)
+            self._set = None
 
     def close(self) -> None:
-        """Frees the event set; waits at most one poll for a wait in flight. Safe to call twice."""
+        """Ends the stream; frees the set now, or the thread does when its wait returns. Idempotent."""
         self._closed = True
-        with self._lock:
-            if self._set is not None:
-                try:
-                    self._nv.nvmlEventSetFree(self._set)
-                except self._nv.NVMLError as err:
-                    log.debug("freeing the NVML event set failed: %s", err)
-                self._set = None
+        if self._lock.acquire(blocking=False):
+            try:
+                self._free()
+            finally:
+                self._lock.release()
+        if self._loop is not None:
+            self._post(self._loop, None)  # wakes a reader blocked in __anext__
 
     async def aclose(self) -> None:
-        await asyncio.to_thread(self.close)
+        """:meth:`close`, then waits (at most one ``wait_ms``) until the thread freed the set and ended."""
+        self.close()
+        if self._loop is not None:
+            await self._freed.wait()

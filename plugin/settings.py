@@ -1,14 +1,15 @@
 """The plugin's settings: flags, then environment, then the versioned config file, then defaults.
 
 Every setting has a flag (``--device-list-strategy``), an environment variable
-(``KUBE_VGPU_DEVICE_LIST_STRATEGY``; the seed names ``NODE_NAME``, ``CDI_ENABLED`` and ``CDI_PREFIX`` work
-too) and a camelCase key in the config file (``deviceListStrategy``). The file carries ``version: v1`` and
-may hold per-node overrides under ``nodeConfig`` (a list of ``{name: <node>, ...}``, matched by node name,
-as in seed 001). Validation happens once, here; a bad value raises :class:`ConfigError` naming the field
-and where it came from.
+(``KUBE_VGPU_PLUGIN_DEVICE_LIST_STRATEGY``; the older ``KUBE_VGPU_DEVICE_LIST_STRATEGY`` and the seeds' names,
+``_SEED_ENV`` below, are read too) and a camelCase key in the config file (``deviceListStrategy``); the
+flags, variables and ``--help`` come from this module's :class:`Settings` (:mod:`kube_vgpu_cli.options`).
+The file carries ``version: v1`` and may hold per-node overrides under ``nodeConfig`` (a list of
+``{name: <node>, ...}``, matched by node name, or ``{matchLabels: {<label>: <value>}, ...}``, matched by
+the Node's labels and applied before named entries; as in seed 001). Validation happens once, here; a bad
+value raises :class:`ConfigError` naming the flag and where it came from.
 """
 
-import argparse
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,22 +18,25 @@ from typing import Any, Final, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from kube_vgpu_cli.logs import LogFormat
+from kube_vgpu_cli.options import Cli
 from plugin.core.allocate import DeviceIdStrategy, DeviceListStrategy
 from plugin.core.errors import ConfigError
 from plugin.core.health import DEFAULT_IGNORED_XIDS
 from plugin.core.mig import MigStrategy
 from vcuda.names import DEFAULT_DOMAIN, HOST_STATE_DIR
 
-__all__ = ["CONFIG_VERSION", "Settings", "load_settings", "parse_args"]
+__all__ = ["CLI", "CONFIG_VERSION", "Settings", "has_label_entries", "load_settings", "parse_args"]
 
 CONFIG_VERSION: Final = "v1"
-_ENV_PREFIX: Final = "KUBE_VGPU_"
+# NVIDIA's plugin's list strategies (seed 002) -> ours.
+_SEED_LIST_STRATEGIES: Final = {"cdi-annotations": "cdi", "cdi-cri": "cdi"}
 
 
 class Settings(BaseModel):
     """One node's plugin configuration, validated once at start-up."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     node_name: str = Field(min_length=1)
     """This node's name (downward API ``spec.nodeName``); pods and the Node object are found by it."""
@@ -43,13 +47,19 @@ class Settings(BaseModel):
     pod_resources_socket: Path = Path("/var/lib/kubelet/pod-resources/kubelet.sock")
     """The kubelet's PodResources socket, asked once per PreStartContainer to verify attribution."""
     device_list_strategy: DeviceListStrategy = DeviceListStrategy.ENVVAR
-    """``envvar`` works with the nvidia container runtime, the most common install."""
+    """How containers get their GPUs: ``envvar`` (NVIDIA_VISIBLE_DEVICES, for the nvidia container runtime,
+    the most common install), ``cdi`` (CDI device names) or ``device-specs`` (device nodes and driver files
+    mounted by the kubelet). NVIDIA's ``cdi-annotations`` and ``cdi-cri`` mean ``cdi``."""
     device_id_strategy: DeviceIdStrategy = DeviceIdStrategy.UUID
-    """UUIDs are stable across reboots and driver reloads; indexes are not."""
+    """How GPUs are named to the runtime; UUIDs are stable across reboots and driver reloads, indexes are
+    not."""
     cdi_prefix: str = "kube-vgpu.io/gpu"
-    """CDI ``vendor/class`` of the devices in our spec file; our own so it never clashes with NVIDIA's."""
+    """CDI ``vendor/class`` of the devices in our spec file; our own so it never clashes with NVIDIA's. A
+    bare vendor (the seed's ``micro.device``) means ``<vendor>/gpu``."""
     cdi_dir: Path = Path("/var/run/cdi")
     """Where CDI-enabled runtimes look for spec files."""
+    cdi_spec_version: Literal["0.5.0", "0.6.0", "0.7.0"] = "0.5.0"
+    """``cdiVersion`` of the spec files: 0.5.0 is read by every CDI-enabled containerd (1.7+) and CRI-O."""
     nvidia_driver_root: Path = Path("/")
     """Where the plugin sees the driver's files (the chart mounts the host's driver root at /driver-root)."""
     nvidia_driver_host_root: Path | None = None
@@ -58,8 +68,10 @@ class Settings(BaseModel):
     """Exit when NVML fails, so the DaemonSet shows the problem instead of a node silently without GPUs."""
     config_file: Path | None = None
     """The versioned YAML config file (a ConfigMap in the chart)."""
-    assignment_key_file: Path = Path("/etc/kube-vgpu/assignment-key/key")
-    """HMAC key shared with the extender; assignments not signed with it are never honoured."""
+    assignment_key_file: Path = Path("/etc/kube-vgpu/assignment-keys")
+    """The extender's Ed25519 *public* key(s): a PEM file or a directory of them (the chart's ConfigMap, two
+    keys during a rotation). Assignments that do not verify with one of them are never honoured; a private
+    key here is refused, since a node must not be able to sign."""
     state_dir: Path = Path(HOST_STATE_DIR)
     """Host directory for per-container shim configs and usage files (mounted at the same path)."""
     shim_dir: Path = Path("/usr/local/kube-vgpu")
@@ -77,8 +89,12 @@ class Settings(BaseModel):
     reclaim_grace_seconds: float = Field(default=300.0, ge=0.0)
     """Files younger than this are never reclaimed (a pod mid-admission is not yet listed anywhere)."""
     node_resync_seconds: float = Field(default=30.0, gt=0.0)
-    """How often the Node is re-read and ``vcuda-memory``, inventory and labels re-patched if they drifted
-    (the kubelet may reset unknown extended resources when it re-creates its Node)."""
+    """The Node is watched (a drift of ``vcuda-memory``, inventory or labels is re-patched as it happens: the
+    kubelet may reset unknown extended resources when it re-creates its Node); this is the re-read period
+    used only while that watch is down."""
+    gfd_coexistence: bool = False
+    """Write none of the labels NVIDIA's GPU feature discovery writes (``nvidia.com/gpu.*``, ``cuda.*``,
+    ``mig.*``): on where GFD runs (the GPU Operator), so that two writers never fight over them."""
     # MIG (docs/mig.md, plugin.mig). MIG-enabled GPUs are never shared through the shim.
     mig_strategy: MigStrategy = MigStrategy.NONE
     """How MIG instances are advertised (as NVIDIA's plugin): ``none`` keeps them out, so that nothing the
@@ -96,8 +112,24 @@ class Settings(BaseModel):
     the plugin exit (code 4) so that the DaemonSet starts it on the new layout. 0 disables the check."""
     metrics_port: int = Field(default=9400, ge=0, le=65535)
     """Port of the Prometheus exporter (``plugin.metrics``); 0 disables it."""
+    # Watchdog (plugin.watchdog, docs/security.md): NVML's per-process memory against the shims.
+    watchdog_interval_seconds: float = Field(default=10.0, ge=0.0)
+    """How often NVML's processes are compared with the shims' reports; a violation must be seen in two
+    rounds in a row, so it is reported 10-20 s after it starts. 0 disables the watchdog."""
+    watchdog_context_overhead_mib: int = Field(default=512, ge=0)
+    """Memory NVML shows per process beyond what the shim counts (the CUDA context, about 300-500 MiB on
+    current GPUs): a container is over its limit only past limit + this per process."""
+    watchdog_evict: bool = False
+    """Evict (Eviction API, so PodDisruptionBudgets apply) a kube-vgpu pod with a confirmed violation; off
+    because an event and a counter are enough for most clusters and eviction kills work."""
+    health_port: int = Field(default=0, ge=0, le=65535)
+    """Port of ``/healthz`` (liveness) and ``/readyz`` (registered with the kubelet), ``plugin.probes``;
+    apart from the exporter so that probes work without metrics. 0 (off) by default, so that several plugins
+    on one host never collide; the chart passes 9401 for its probes."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Logging threshold."""
+    log_format: LogFormat = LogFormat.TEXT
+    """``text`` for people, ``json`` (one object per line, with the structured fields) for log pipelines."""
     uninstall: bool = False
     """Remove everything the plugin published on its Node (vcuda-memory, inventory, labels), then exit."""
 
@@ -107,6 +139,16 @@ class Settings(BaseModel):
         if not value or "/" in value or value.endswith("kubernetes.io") or "." not in value:
             raise ValueError("must be a DNS domain such as nvidia.com (not kubernetes.io)")
         return value
+
+    @field_validator("device_list_strategy", mode="before")
+    @classmethod
+    def _seed_strategy(cls, value: object) -> object:
+        return _SEED_LIST_STRATEGIES.get(value, value) if isinstance(value, str) else value
+
+    @field_validator("cdi_prefix", mode="before")
+    @classmethod
+    def _bare_vendor(cls, value: object) -> object:
+        return f"{value}/gpu" if isinstance(value, str) and "." in value and "/" not in value else value
 
     @field_validator("cdi_prefix")
     @classmethod
@@ -122,14 +164,37 @@ class Settings(BaseModel):
 
 
 _FIELDS: Final = tuple(Settings.model_fields)
-_BOOL_FIELDS: Final = frozenset({"fail_on_init_error", "uninstall", "enable_mig", "skip_configured"})
-# The micro GPU plugin's (seed 000) MIG env names, honoured like CDI_ENABLED / CDI_PREFIX.
-_SEED_MIG_ENV: Final = {
+# The seeds' environment names: the micro GPU plugin's (000) and NVIDIA's plugin's (002). Below the
+# KUBE_VGPU_PLUGIN_ names; CDI_ENABLED and PASS_DEVICE_SPECS choose a list strategy (_from_env).
+_SEED_ENV: Final = {
+    "NODE_NAME": "node_name",
+    "CDI_PREFIX": "cdi_prefix",
     "ENABLE_MIG": "enable_mig",
     "MIG_PROFILE": "mig_profile",
     "MIG_INSTANCE_COUNT": "mig_instance_count",
     "SKIP_CONFIGURED": "skip_configured",
+    "MIG_STRATEGY": "mig_strategy",
+    "FAIL_ON_INIT_ERROR": "fail_on_init_error",
+    "DEVICE_LIST_STRATEGY": "device_list_strategy",
+    "DEVICE_ID_STRATEGY": "device_id_strategy",
+    "NVIDIA_DRIVER_ROOT": "nvidia_driver_root",
+    "CONFIG_FILE": "config_file",
 }
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+CLI: Final = Cli(
+    model=Settings,
+    prog="kube-vgpu-plugin",
+    description="kube-vgpu node agent: the device plugin of nvidia.com/vcuda-core and vcuda-memory.",
+    env_prefix="KUBE_VGPU_PLUGIN_",
+    legacy_env_prefixes=("KUBE_VGPU_",),
+    env_aliases=_SEED_ENV,
+    epilog=(
+        "Precedence: flags > environment > config file (nodeConfig entries over its top level) > defaults. "
+        "Environment: KUBE_VGPU_PLUGIN_<SETTING>; KUBE_VGPU_<SETTING> and the seeds' names ("
+        + ", ".join([*_SEED_ENV, "CDI_ENABLED", "PASS_DEVICE_SPECS"])
+        + ") are read too. Config-file keys are camelCase, under version: v1. Docs: docs/plugin.md."
+    ),
+)
 _NODE_IGNORED: Final = frozenset({"containerRuntimeEndpoint", "cgroupDriver"})
 
 
@@ -140,31 +205,24 @@ def _camel(name: str) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> dict[str, Any]:
     """Only the flags given (``None`` defaults), so precedence can tell them apart from defaults."""
-    parser = argparse.ArgumentParser(prog="kube-vgpu-plugin", description="kube-vgpu node device plugin")
-    for name in _FIELDS:
-        flag = "--" + name.replace("_", "-")
-        if name in _BOOL_FIELDS:
-            parser.add_argument(flag, nargs="?", const="true", default=None, metavar="BOOL")
-        else:
-            parser.add_argument(flag, default=None)
-    return {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+    return CLI.parse_flags(argv)
 
 
-def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
-    found = {n: env[_ENV_PREFIX + n.upper()] for n in _FIELDS if _ENV_PREFIX + n.upper() in env}
-    if "NODE_NAME" in env:
-        found.setdefault("node_name", env["NODE_NAME"])
-    if env.get("CDI_ENABLED", "").lower() in {"1", "true", "yes"}:
-        found.setdefault("device_list_strategy", DeviceListStrategy.CDI.value)
-    if "CDI_PREFIX" in env:
-        found.setdefault("cdi_prefix", env["CDI_PREFIX"])
-    for name, field in _SEED_MIG_ENV.items():
-        if name in env:
-            found.setdefault(field, env[name])
-    return found
+def _from_env(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(field -> value, field -> variable name)."""
+    found, origin = CLI.read_env(env)
+    for variable, strategy in (
+        ("CDI_ENABLED", DeviceListStrategy.CDI),
+        ("PASS_DEVICE_SPECS", DeviceListStrategy.DEVICE_SPECS),
+    ):
+        if env.get(variable, "").lower() in _TRUE and "device_list_strategy" not in found:
+            found["device_list_strategy"], origin["device_list_strategy"] = strategy.value, variable
+    return found, origin
 
 
-def _from_file(path: Path, node_name: str | None) -> dict[str, Any]:
+def _from_file(
+    path: Path, node_name: str | None, node_labels: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
@@ -175,18 +233,53 @@ def _from_file(path: Path, node_name: str | None) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: version: {doc.get('version')!r} is not supported, use v1")
     by_key = {_camel(n): n for n in _FIELDS if n not in {"config_file", "uninstall"}}
     values = _keys(doc, by_key, {"version", "nodeConfig"}, f"config file {path}")
-    for entry in _node_entries(doc.get("nodeConfig"), path):
-        if entry.get("name") == node_name:
-            values.update(_keys(entry, by_key, {"name"} | _NODE_IGNORED, f"{path} nodeConfig[{node_name}]"))
+    for entry in _matching_entries(_node_entries(doc.get("nodeConfig"), path), node_name, node_labels):
+        where = f"{path} nodeConfig[{entry.get('name') or entry['matchLabels']}]"
+        values.update(_keys(entry, by_key, {"name", "matchLabels"} | _NODE_IGNORED, where))
     return values
+
+
+def _matching_entries(
+    entries: list[dict[str, Any]], node_name: str | None, labels: Mapping[str, str] | None
+) -> list[dict[str, Any]]:
+    """Entries for this node: by labels first (file order), then by name; one with both needs both."""
+
+    def fits(entry: dict[str, Any]) -> bool:
+        wanted = entry.get("matchLabels") or {}
+        by_labels = labels is not None and all(labels.get(k) == v for k, v in wanted.items())
+        return ("name" not in entry or entry["name"] == node_name) and (not wanted or by_labels)
+
+    return sorted((e for e in entries if fits(e)), key=lambda e: "name" in e)
+
+
+def has_label_entries(path: Path | None) -> bool:
+    """Whether the config file has ``nodeConfig`` entries matched by node labels (so they must be read)."""
+    if path is None:
+        return False
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return False  # load_settings already reported it
+    entries = doc.get("nodeConfig") if isinstance(doc, dict) else None
+    return isinstance(entries, list) and any(isinstance(e, dict) and "matchLabels" in e for e in entries)
 
 
 def _node_entries(raw: object, path: Path) -> list[dict[str, Any]]:
     if raw is None:
         return []
-    if not isinstance(raw, list) or not all(isinstance(e, dict) and "name" in e for e in raw):
-        raise ConfigError(f"config file {path}: nodeConfig must be a list of mappings with a 'name'")
+    if not isinstance(raw, list) or not all(isinstance(e, dict) and _selects(e) for e in raw):
+        raise ConfigError(
+            f"config file {path}: nodeConfig must be a list of mappings with a 'name' or "
+            "'matchLabels' (a mapping of label names to string values)"
+        )
     return raw
+
+
+def _selects(entry: dict[str, Any]) -> bool:
+    labels = entry.get("matchLabels")
+    if labels is None:
+        return "name" in entry
+    return isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values())
 
 
 def _keys(
@@ -198,21 +291,22 @@ def _keys(
     return {by_key[k]: v for k, v in doc.items() if k in by_key}
 
 
-def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    argv: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    node_labels: Mapping[str, str] | None = None,
+) -> Settings:
     """Flags > env > config file (node override > file) > defaults; raises :class:`ConfigError`."""
     flags = parse_args(argv)
-    from_env = _from_env(os.environ if env is None else env)
+    from_env, variables = _from_env(os.environ if env is None else env)
     config_file = flags.get("config_file") or from_env.get("config_file")
     node_name = flags.get("node_name") or from_env.get("node_name")
-    from_file = _from_file(Path(config_file), node_name) if config_file else {}
+    from_file = _from_file(Path(config_file), node_name, node_labels) if config_file else {}
     merged = {**from_file, **from_env, **flags}
     if isinstance(merged.get("ignored_xids"), str):
         merged["ignored_xids"] = [x for x in merged["ignored_xids"].split(",") if x.strip()]
     try:
         return Settings(**merged)
     except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "settings"
-        source = "flag" if field in flags else "env" if field in from_env else "config file"
-        flag = "--" + field.replace("_", "-")
-        raise ConfigError(f"invalid setting {flag} (from {source}): {first['msg']}") from err
+        sources = {**{n: f"env {v}" for n, v in variables.items()}, **dict.fromkeys(flags, "flag")}
+        raise ConfigError(CLI.error(err, sources)) from err

@@ -3,7 +3,9 @@
 Layout under the state directory (shared with :mod:`plugin.metrics.usage`)::
 
     <state>/ld.so.preload                         the shim's path, mounted at /etc/ld.so.preload
-    <state>/node/<gpu-uuid>.bin                   per-GPU node files the co-located shims share (mode 1777)
+    <state>/node/placed/<gpu-uuid>                the throttled containers placed on each GPU (plugin only)
+    <state>/node/tenants/<pod-uid>_<container>/   that container's record files, one per GPU (writable by it
+                                                  alone; every other container sees them read-only)
     <state>/containers/<pod-uid>_<container>/
         vcuda.config                              shim limits (vcuda.shimfile), read-only in the container
         usage/usage.bin                           shim counters; the usage dir is writable in the container
@@ -19,20 +21,29 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from plugin.core.allocate import CONFIG_FILE_NAME, NODE_DIR_NAME
 from plugin.core.attribution import ContainerKey, PodKey
-from plugin.core.gpu import Gpu
 from plugin.core.reclaim import ContainerDir
 from vcuda import names
 from vcuda.errors import ContractError
-from vcuda.shimfile import ShimConfig, decode_config, empty_usage_file, encode_config
+from vcuda.shimfile import (
+    NODE_PLACED_DIR,
+    NODE_TENANTS_DIR,
+    ShimConfig,
+    decode_config,
+    empty_usage_file,
+    encode_config,
+    encode_placement,
+)
+from vcuda.tenantfile import write_tenant_file
+from vcuda.units import CORE_PER_GPU
 
-__all__ = ["AllocationRecord", "StateDir", "driver_files", "write_cdi_spec"]
+__all__ = ["AllocationRecord", "StateDir", "driver_files"]
 
 log = logging.getLogger(__name__)
 RECORD_FILE: Final = "allocation.json"
@@ -85,13 +96,25 @@ class StateDir:
     def prepare(self) -> None:
         """Create the layout, write ``ld.so.preload`` and remove crash leftovers (``.tmp`` files)."""
         self.containers.mkdir(parents=True, exist_ok=True)
-        node = self.root / NODE_DIR_NAME
-        node.mkdir(exist_ok=True)
-        node.chmod(0o1777)  # every tenant's shim, whatever its user, creates and maps the per-GPU files here
+        self._prepare_node_dir()
         _write_atomic(self.root / "ld.so.preload", (names.CONTAINER_SHIM_PATH + "\n").encode())
-        for tmp in self.root.rglob("*" + TMP_SUFFIX):
+        for tmp in self._leftovers():
             log.info("removing leftover %s", tmp)
             tmp.unlink(missing_ok=True)
+
+    def _leftovers(self) -> list[Path]:
+        """Temporaries of the agent's own writes (a crash mid-write), at the fixed places it writes them: the
+        root, each container's directory and its usage file (``write_tenant_file``), ``node/placed``. Never a
+        walk into a directory a tenant writes (its usage directory's subdirectories, ``node/tenants``): a
+        subdirectory swapped for a symlink mid-walk would have root delete files elsewhere. ``unlink`` of a
+        matched name a tenant made a symlink removes the link only."""
+        patterns = ("*", "containers/*/*", "containers/*/usage/.*", f"{NODE_DIR_NAME}/{NODE_PLACED_DIR}/*")
+        return [
+            p
+            for pattern in patterns
+            for p in self.root.glob(pattern + TMP_SUFFIX)
+            if p.is_symlink() or p.is_file()
+        ]
 
     def write_container(self, record: AllocationRecord, config: ShimConfig) -> None:
         folder = self.containers / record.dir_name
@@ -100,9 +123,14 @@ class StateDir:
         usage.chmod(0o777)  # the container's user, whoever it is, runs the shim that writes here
         usage_file = usage / names.USAGE_FILE_NAME
         if not usage_file.exists():
-            _write_atomic(usage_file, _empty_usage(len(config.gpus)), 0o666)
+            # the usage dir is the tenant's: never through a name it planted (vcuda.tenantfile)
+            write_tenant_file(usage, names.USAGE_FILE_NAME, _empty_usage(len(config.gpus)), 0o666)
         _write_atomic(folder / CONFIG_FILE_NAME, encode_config(config))
         _write_atomic(folder / RECORD_FILE, record.to_json().encode())
+        tenant = self.root / NODE_DIR_NAME / NODE_TENANTS_DIR / record.dir_name
+        tenant.mkdir(exist_ok=True)
+        tenant.chmod(0o777)  # the container's processes, whatever their user, create its record files here
+        self.write_placements()
 
     def write_config(self, dir_name: str, config: ShimConfig) -> None:
         _write_atomic(self.containers / dir_name / CONFIG_FILE_NAME, encode_config(config))
@@ -148,6 +176,34 @@ class StateDir:
         for name in dir_names:
             log.info("reclaiming per-container files %s", name)
             shutil.rmtree(self.containers / name, ignore_errors=True)
+            shutil.rmtree(self.root / NODE_DIR_NAME / NODE_TENANTS_DIR / name, ignore_errors=True)
+        self.write_placements()
+
+    def _prepare_node_dir(self) -> None:
+        """``<state>/node``: read-only in every container except each container's own ``tenants/<name>``."""
+        node = self.root / NODE_DIR_NAME
+        for folder in (node, node / NODE_TENANTS_DIR, node / NODE_PLACED_DIR):
+            folder.mkdir(exist_ok=True)
+            folder.chmod(0o755)
+        self.write_placements()
+
+    def write_placements(self) -> None:
+        """``<state>/node/placed/<gpu uuid>``: the throttled containers on each GPU, from the configs on disk.
+        A shim counts only these as neighbours, whatever any tenant writes (docs/shim.md)."""
+        placed = self.root / NODE_DIR_NAME / NODE_PLACED_DIR
+        if not placed.is_dir():
+            return
+        tenants: dict[str, list[tuple[str, int]]] = {}
+        for folder in self._folders():
+            config = self.read_config(folder.name)
+            for gpu in config.gpus if config else ():
+                if gpu.core_limit < CORE_PER_GPU:
+                    tenants.setdefault(gpu.uuid, []).append((folder.name, gpu.core_limit))
+        for uuid, entries in tenants.items():
+            _write_atomic(placed / uuid, encode_placement(entries))
+        for stale in placed.iterdir():
+            if stale.name not in tenants and not stale.name.endswith(TMP_SUFFIX):
+                stale.unlink(missing_ok=True)
 
     def _folders(self) -> list[Path]:
         try:
@@ -181,27 +237,3 @@ def driver_files(root: Path, host_root: Path) -> dict[str, str]:
             if (root / bin_dir / tool).exists():
                 found.setdefault(f"/usr/local/nvidia/bin/{tool}", str(host_root / bin_dir / tool))
     return found
-
-
-def write_cdi_spec(
-    cdi_dir: Path, kind: str, gpus: Sequence[Gpu], extra: Mapping[str, Any] | None = None
-) -> Path:
-    """A CDI spec (``cdiVersion`` 0.5.0) naming each GPU by UUID, with the control devices as common edits."""
-    spec = {
-        "cdiVersion": "0.5.0",
-        "kind": kind,
-        "devices": [
-            {"name": g.uuid, "containerEdits": {"deviceNodes": [{"path": f"/dev/nvidia{g.minor}"}]}}
-            for g in gpus
-        ],
-        "containerEdits": {
-            "deviceNodes": [
-                {"path": p} for p in ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools")
-            ],
-            **(extra or {}),
-        },
-    }
-    cdi_dir.mkdir(parents=True, exist_ok=True)
-    path = cdi_dir / (kind.replace("/", "-") + ".json")
-    _write_atomic(path, json.dumps(spec, indent=2, sort_keys=True).encode())
-    return path

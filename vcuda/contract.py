@@ -27,6 +27,9 @@ _STRINGS = {
     "VCUDA_CONFIG_MAGIC": shimfile.CONFIG_MAGIC.decode(),
     "VCUDA_USAGE_MAGIC": shimfile.USAGE_MAGIC.decode(),
     "VCUDA_NODE_MAGIC": shimfile.NODE_MAGIC.decode(),
+    "VCUDA_NODE_TENANTS_DIR": shimfile.NODE_TENANTS_DIR,
+    "VCUDA_NODE_PLACED_DIR": shimfile.NODE_PLACED_DIR,
+    "VCUDA_PLACED_MAGIC": shimfile.PLACED_MAGIC,
 }
 _NUMBERS = {
     "VCUDA_CONFIG_VERSION": shimfile.CONFIG_VERSION,
@@ -37,6 +40,8 @@ _NUMBERS = {
     "VCUDA_NODE_VERSION": shimfile.NODE_VERSION,
     "VCUDA_NODE_SLOTS": shimfile.NODE_SLOTS,
     "VCUDA_NODE_SPANS": shimfile.NODE_SPANS,
+    "VCUDA_PLACED_MAX": shimfile.PLACED_MAX,
+    "VCUDA_PLACED_MAX_BYTES": shimfile.PLACED_MAX_BYTES,
     "VCUDA_CONFIG_CRC_OFFSET": shimfile.CONFIG_HEADER.offset("crc32"),
 }
 
@@ -51,7 +56,8 @@ def c_header() -> str:
         *(f'#define {k} "{v}"' for k, v in _STRINGS.items()),
         *(f"#define {k} {v}" for k, v in _NUMBERS.items()),
         "",
-        "#pragma pack(push, 1)",
+        "/* Every field is naturally aligned (the size asserts fail otherwise), so no packing: packed fields",
+        "   turn clang's atomics on the shared files into libcalls with a per-process spinlock. */",
     ]
     for struct in (
         shimfile.GPU_RECORD,
@@ -63,7 +69,7 @@ def c_header() -> str:
         shimfile.NODE_FILE,
     ):
         parts += ["", struct.c_declaration()]
-    parts += ["", "#pragma pack(pop)", "", "#endif /* VCUDA_CONTRACT_H */", ""]
+    parts += ["", "#endif /* VCUDA_CONTRACT_H */", ""]
     return "\n".join(parts)
 
 

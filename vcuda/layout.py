@@ -20,6 +20,7 @@ _SCALARS: Final = {
     "u32": ("I", "uint32_t"),
     "i32": ("i", "int32_t"),
     "u64": ("Q", "uint64_t"),
+    "i64": ("q", "int64_t"),
 }
 
 

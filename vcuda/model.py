@@ -9,6 +9,7 @@ from vcuda.units import CORE_PER_GPU
 __all__ = [
     "Constraints",
     "ContainerAssignment",
+    "ContainerKind",
     "ContainerRequest",
     "GpuInfo",
     "GpuLink",
@@ -103,6 +104,16 @@ class NodeInventory:
         return next((g for g in self.gpus if g.uuid == uuid), None)
 
 
+class ContainerKind(StrEnum):
+    """How the kubelet runs a container: init containers one after another before the app containers (their
+    devices are reused by later containers), sidecars (``restartPolicy: Always`` init containers) for the
+    pod's whole life (their devices are kept), app containers together."""
+
+    INIT = "init"
+    SIDECAR = "sidecar"
+    APP = "app"
+
+
 @dataclass(frozen=True, slots=True)
 class ContainerRequest:
     """One container's validated GPU request.
@@ -114,6 +125,7 @@ class ContainerRequest:
     name: str
     cores: int
     memory_mib: int = 0
+    kind: ContainerKind = ContainerKind.APP
 
     @property
     def exclusive(self) -> bool:

@@ -43,7 +43,8 @@ CONTAINER_NODE_DIR: Final = "/var/run/kube-vgpu-node"
 # Paths on the node, owned by the plugin.
 HOST_STATE_DIR: Final = "/var/lib/kube-vgpu"
 
-# Env variables the shim reads. The two path overrides exist for debugging and tests only.
+# Env variables of the shim. The three path overrides (config, usage, node dir) are read only by the TEST
+# build (libvcuda-test.so, -DVCUDA_TEST_BUILD); the shipped libvcuda.so ignores them (docs/security.md).
 ENV_CONFIG_PATH: Final = "VCUDA_CONFIG_PATH"
 ENV_USAGE_PATH: Final = "VCUDA_USAGE_PATH"
 ENV_LOG_LEVEL: Final = "VCUDA_LOG_LEVEL"

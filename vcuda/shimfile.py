@@ -5,10 +5,17 @@ Config (written by the plugin at Allocate, read-only in the container): a fixed-
 magic, an unknown layout version, a wrong size or a bad checksum (the shim then fails CUDA initialisation).
 
 Usage (written by every shim process of the container, read by the node exporter): a header and
-``MAX_PROCS`` process slots, each with per-GPU counters. Standard library only.
+``MAX_PROCS`` process slots, each with per-GPU counters.
+
+Node (``<node dir>``, read-only in every container): ``tenants/<pod-uid>_<container>/<gpu uuid>.bin`` is one
+container's record for one GPU (its compute budget and its processes' busy spans); only the container's own
+``tenants/<name>`` directory is mounted writable. ``placed/<gpu uuid>`` (plugin only) lists the throttled
+containers placed on that GPU: a shim counts only those as neighbours. Standard library only.
 """
 
+import re
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -26,13 +33,20 @@ __all__ = [
     "MAX_PROCS",
     "NODE_FILE",
     "NODE_MAGIC",
+    "NODE_PLACED_DIR",
+    "NODE_TENANTS_DIR",
     "NODE_VERSION",
+    "PLACED_MAGIC",
+    "PLACED_MAX",
+    "PLACED_MAX_BYTES",
     "USAGE_FILE",
     "USAGE_MAGIC",
     "USAGE_VERSION",
     "GpuLimit",
     "ShimConfig",
     "decode_config",
+    "decode_placement",
+    "encode_placement",
     "encode_config",
     "decode_usage",
     "ProcessUsage",
@@ -48,8 +62,14 @@ USAGE_MAGIC: Final = b"VCUDAUSE"
 USAGE_VERSION: Final = 2  # 2: the trailing lock word
 UUID_BYTES: Final = 96  # NVML_DEVICE_UUID_V2_BUFFER_SIZE
 NODE_MAGIC: Final = b"VCUDANOD"
-NODE_VERSION: Final = 1
-NODE_SLOTS: Final = 32
+NODE_VERSION: Final = 2  # 2: one record file per container and GPU, with the container's compute budget
+NODE_SLOTS: Final = 16  # shim processes of one container on one GPU
+NODE_TENANTS_DIR: Final = "tenants"  # <node dir>/tenants/<pod-uid>_<container>/<gpu uuid>.bin
+NODE_PLACED_DIR: Final = "placed"  # <node dir>/placed/<gpu uuid>: written by the plugin only
+PLACED_MAGIC: Final = "VCUDAPLC"
+PLACED_MAX: Final = 64  # containers listed per GPU
+PLACED_MAX_BYTES: Final = 16384  # the shim reads no more of a placement file
+_PLACED_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 NODE_SPANS: Final = 16
 USAGE_LOCK_BYTES: Final = 64  # the shim's lock word (owner slot + pid), padded to a cache line
 
@@ -251,6 +271,8 @@ NODE_SLOT: Final = Struct(
     "vcuda_node_slot",
     (
         Field("owner", "u64", doc="0 = free; random token of the shim process that claimed the slot"),
+        Field("pid", "i32", doc="the owner's pid in the container (a dead owner's spans are ignored)"),
+        Field("pad", "u32"),
         Field("heartbeat_ns", "u64", doc="CLOCK_MONOTONIC of the owner's last controller step"),
         Field("open_since", "u64", doc="start of work in flight not yet measured; 0 = none"),
         Field("open_until", "u64", doc="owner's estimate of when that work ends (bounds a stalled owner)"),
@@ -258,7 +280,7 @@ NODE_SLOT: Final = Struct(
         Field("span_start", "u64", NODE_SPANS, doc="measured busy spans, CLOCK_MONOTONIC ns"),
         Field("span_end", "u64", NODE_SPANS),
     ),
-    "One tenant process on one GPU: when it had work queued on the GPU.",
+    "One shim process of the container on this GPU: when it had work queued on the GPU.",
 )
 
 NODE_FILE: Final = Struct(
@@ -269,7 +291,32 @@ NODE_FILE: Final = Struct(
         Field("size", "u32"),
         Field("slot_count", "u32"),
         Field("pad", "u32"),
+        Field("tokens_ns", "i64", doc="the container's compute budget on this GPU (GPU ns; negative = debt)"),
+        Field("refill_ns", "u64", doc="CLOCK_MONOTONIC of the budget's last refill"),
+        Field("pad2", "u64", 4),
         Field("slots", NODE_SLOT, NODE_SLOTS),
     ),
-    "Per-GPU node file `<node dir>/<gpu uuid>.bin` shared by the shims of every tenant of that GPU.",
+    "One container's record for one GPU: its compute budget (shared by its processes) and their busy spans.",
 )
+
+
+def encode_placement(tenants: Sequence[tuple[str, int]]) -> bytes:
+    """The plugin's list of throttled containers placed on one GPU: ``(record dir name, core percent)``."""
+    lines = [f"{PLACED_MAGIC} {NODE_VERSION}"]
+    for name, core in tenants[:PLACED_MAX]:
+        if not _PLACED_NAME.fullmatch(name) or not 1 <= core <= CORE_PER_GPU:
+            raise ContractError(f"placement entry {name!r} {core} is not valid")
+        lines.append(f"{name} {core}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def decode_placement(data: bytes) -> tuple[tuple[str, int], ...]:
+    """Inverse of :func:`encode_placement`; raises ContractError on anything else."""
+    try:
+        lines = data[:PLACED_MAX_BYTES].decode("ascii").splitlines()
+        if not lines or lines[0] != f"{PLACED_MAGIC} {NODE_VERSION}":
+            raise ContractError("placement file: bad magic or version")
+        out = [(name, int(core)) for name, core in (line.split(" ") for line in lines[1 : PLACED_MAX + 1])]
+    except (UnicodeDecodeError, ValueError) as err:
+        raise ContractError(f"placement file: {err}") from err
+    return tuple(out)

@@ -1,9 +1,12 @@
 """Who holds which GPU shares on each node, and which of those pods are still in flight. Pure, no locking.
 
 A :class:`Holding` is one pod's assignment on a node: reserved at bind (before the API server knows), or read
-back from a bound pod's verified annotation. It is *in flight* until the plugin confirms it (phase allocated
-or failed) or the grace passes. A :class:`NodeLedger` keeps a node's inventory, holdings and the load and
-summary derived from them, recomputed on every change so reads are free.
+back from a bound pod's verified annotation. A bound GPU pod whose assignment is lost (removed, tampered
+with, signed with a retired key) and that this process never saw verified is held *unplaced*: its request is
+charged on every GPU of its node until it ends, so its GPU is never sold twice. A holding is *in flight*
+until the plugin confirms it (phase allocated or failed) or the grace passes. A :class:`NodeLedger` keeps a
+node's inventory, holdings and the load and summary derived from them, recomputed on every change so reads
+are free.
 """
 
 from collections.abc import Iterator
@@ -11,8 +14,9 @@ from dataclasses import dataclass, replace
 from typing import NewType
 
 from extender.core.inflight import Signature, signature
-from extender.core.load import GpuLoad, reserve
+from extender.core.load import Charge, GpuLoad, charge_every_gpu, reserve
 from extender.core.summary import EMPTY_SUMMARY, NodeSummary, SummaryIndex, summarise
+from extender.core.totals import NO_PODS, PodCounts, count_pods
 from vcuda.model import ContainerAssignment, GpuUuid, NodeInventory, NodeName
 
 __all__ = ["Expiry", "Holding", "NodeLedger", "PodKey", "expire"]
@@ -23,17 +27,27 @@ PodKey = NewType("PodKey", str)
 @dataclass(frozen=True, slots=True)
 class Holding:
     """``since`` is when it was reserved or first seen (seconds); ``bound`` once the API server has the pod on
-    the node; ``settled`` once it is no longer in flight."""
+    the node; ``settled`` once it is no longer in flight. ``unplaced`` charges a pod whose GPUs are not
+    known on every GPU of the node (:func:`extender.core.load.charge_every_gpu`)."""
 
     pod: PodKey
     containers: tuple[ContainerAssignment, ...]
     since: float
     bound: bool = False
     settled: bool = False
+    unplaced: tuple[Charge, ...] = ()
+    reserved: tuple[ContainerAssignment, ...] | None = None
+    """What the pod holds when it is not the sum of ``containers`` (init containers' slices reused:
+    :mod:`extender.core.initreuse`); None for a plain pod."""
 
     @property
     def in_flight(self) -> bool:
         return not self.settled
+
+    @property
+    def charged(self) -> tuple[ContainerAssignment, ...]:
+        """The shares the node's load counts for the pod."""
+        return self.containers if self.reserved is None else self.reserved
 
 
 class NodeLedger:
@@ -41,7 +55,17 @@ class NodeLedger:
     could. With an ``index`` (the state's), every change also updates the node's entry there and the summary
     is the index's shared object for its value."""
 
-    __slots__ = ("_holdings", "_index", "generation", "in_flight", "inventory", "load", "name", "summary")
+    __slots__ = (
+        "_holdings",
+        "_index",
+        "generation",
+        "in_flight",
+        "inventory",
+        "load",
+        "name",
+        "pods",
+        "summary",
+    )
 
     def __init__(
         self, name: NodeName, inventory: NodeInventory | None = None, *, index: SummaryIndex | None = None
@@ -53,6 +77,7 @@ class NodeLedger:
         self.load: dict[GpuUuid, GpuLoad] = {}
         self.summary: NodeSummary = EMPTY_SUMMARY
         self.in_flight: tuple[Signature, ...] = ()
+        self.pods: PodCounts = NO_PODS
         self.generation = 0
         self._refresh()
 
@@ -82,22 +107,28 @@ class NodeLedger:
         if self._index is not None:
             self._index.set(self.name, None)
             self._index.give_back(self.summary)
+            self._index.tally.move_pods(self.pods, NO_PODS)
             self._index = None
 
     def _refresh(self) -> None:
         load: dict[GpuUuid, GpuLoad] = {}
         for holding in self._holdings.values():
-            load = reserve(load, holding.containers)
+            load = reserve(load, holding.charged)
+        unplaced = [c for h in self._holdings.values() for c in h.unplaced]
+        if unplaced and self.inventory is not None:
+            load = charge_every_gpu(load, self.inventory.gpus, unplaced)
         self.load = load
         summary = summarise(self.inventory, load) if self.inventory is not None else EMPTY_SUMMARY
         self.in_flight = tuple(
             signature(c) for h in self._holdings.values() if h.in_flight for c in h.containers
         )
         self.generation += 1
+        pods, self.pods = self.pods, count_pods(self._holdings.values())
         index = self._index
         if index is None:
             self.summary = summary
             return
+        index.tally.move_pods(pods, self.pods)
         if self.generation > 1:
             index.give_back(self.summary)
         self.summary = index.share(summary)

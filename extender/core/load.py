@@ -3,9 +3,13 @@
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from vcuda.model import ContainerAssignment, GpuUuid
+from vcuda.model import ContainerAssignment, GpuInfo, GpuUuid
+from vcuda.units import CORE_PER_GPU
 
-__all__ = ["GpuLoad", "NodeLoad", "release", "reserve"]
+__all__ = ["Charge", "GpuLoad", "NodeLoad", "charge_every_gpu", "release", "reserve"]
+
+Charge = tuple[int, int]
+"""A container of unknown placement: (cores, MiB) it may hold on any one GPU; 0 MiB is a whole GPU."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,3 +49,20 @@ def reserve(load: NodeLoad, containers: Iterable[ContainerAssignment]) -> dict[G
 def release(load: NodeLoad, containers: Iterable[ContainerAssignment]) -> dict[GpuUuid, GpuLoad]:
     """The load after taking the shares back: ``release(reserve(l, c), c) == l`` for a normalised ``l``."""
     return _apply(load, containers, -1)
+
+
+def charge_every_gpu(
+    load: NodeLoad, gpus: Iterable[GpuInfo], charges: Iterable[Charge]
+) -> dict[GpuUuid, GpuLoad]:
+    """The load after charging ``charges`` on *every* GPU, up to each GPU's capacity: a pod whose
+    assignment is lost may run on any of them, so none may be sold as if it were not there."""
+    charged = list(charges)
+    out = dict(load)
+    for gpu in gpus:
+        old = out.get(gpu.uuid, _IDLE)
+        cores = old.cores + sum(c for c, _ in charged)
+        mib = old.memory_mib + sum(m or gpu.memory_mib for _, m in charged)
+        out[gpu.uuid] = GpuLoad(
+            max(old.cores, min(CORE_PER_GPU, cores)), max(old.memory_mib, min(gpu.memory_mib, mib))
+        )
+    return out

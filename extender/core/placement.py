@@ -3,14 +3,22 @@
 ``place_pod`` returns a :class:`Placement` (per container: GPU shares and the soft limit, plus a 0..10 node
 score) or a typed :class:`Rejection` whose ``detail`` is the sentence a user reads in ``kubectl describe``.
 Deterministic: the same input gives the same output, ties end on the GPU UUID.
+
+A pod with init containers or sidecars is placed as the kubelet admits it (:mod:`extender.core.initreuse`):
+container by container, each first on the slices its init containers left to reuse, so an app container runs
+on its init container's GPU; what the pod reserves is what it holds, the larger of its phases, not the sum.
+Shapes where the kubelet's choice among reusable slices is random (a container smaller than the slices left
+by init containers spread over several GPUs) are refused: no assignment could say where it runs.
 """
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Final
 
+from extender.core.initreuse import net_charges, plain
 from extender.core.load import GpuLoad, NodeLoad, reserve
+from extender.core.phased import place_phased
+from extender.core.rejection import Rejection, RejectReason, exclusive_rejection, share_rejection
 from extender.core.topology import LinkMap, best_connected, link_map
 from vcuda.model import (
     ContainerAssignment,
@@ -28,29 +36,14 @@ __all__ = ["Placement", "RejectReason", "Rejection", "node_utilisation", "place_
 _IDLE: Final = GpuLoad()
 
 
-class RejectReason(StrEnum):
-    NO_GPUS = "no-gpus"
-    NO_MATCHING_GPU = "no-matching-gpu"
-    NO_HEALTHY_GPU = "no-healthy-gpu"
-    TOO_LARGE = "too-large"
-    INSUFFICIENT_MEMORY = "insufficient-memory"
-    INSUFFICIENT_CORES = "insufficient-cores"
-    INSUFFICIENT_GPUS = "insufficient-gpus"
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """Why the pod does not fit. ``resolvable`` is False when no change in load can ever make it fit."""
-
-    reason: RejectReason
-    detail: str
-    resolvable: bool
-
-
 @dataclass(frozen=True, slots=True)
 class Placement:
+    """``containers``: each container's GPUs (the assignment); ``reserved``: what the ledger holds for the
+    pod (the containers themselves, or their net when init containers' slices are reused)."""
+
     containers: tuple[ContainerAssignment, ...]
     score: int
+    reserved: tuple[ContainerAssignment, ...] = ()
 
 
 # The key a GPU policy minimises over fitting GPUs: (free cores after, free MiB after).
@@ -74,6 +67,24 @@ def place_pod(
         return gpus
     links = link_map(inventory.links)
     policy = request.constraints.gpu_policy or gpu_policy
+    placed = (
+        _place_plain(gpus, load, request, policy, links)
+        if plain(request.containers)
+        else place_phased(gpus, load, request, GPU_POLICIES[policy], links)
+    )
+    if isinstance(placed, Rejection):
+        return placed
+    reserved = net_charges(request.containers, placed)
+    utilisation = node_utilisation(inventory, reserve(load, reserved))
+    wanted = request.constraints.node_policy or node_policy
+    score = utilisation if wanted is Policy.BINPACK else 1.0 - utilisation
+    return Placement(placed, round(10 * score), reserved)
+
+
+def _place_plain(
+    gpus: Sequence[GpuInfo], load: NodeLoad, request: PodRequest, policy: Policy, links: LinkMap
+) -> tuple[ContainerAssignment, ...] | Rejection:
+    """Only app containers: each takes fresh slices, the pod holds their sum."""
     working: NodeLoad = load
     placed: list[ContainerAssignment] = []
     for container in request.containers:
@@ -82,10 +93,7 @@ def place_pod(
             return result
         placed.append(result)
         working = reserve(working, [result])
-    utilisation = node_utilisation(inventory, working)
-    wanted = request.constraints.node_policy or node_policy
-    score = utilisation if wanted is Policy.BINPACK else 1.0 - utilisation
-    return Placement(tuple(placed), round(10 * score))
+    return tuple(placed)
 
 
 def node_utilisation(inventory: NodeInventory, load: NodeLoad) -> float:
@@ -146,37 +154,10 @@ def _place_share(
         if best is None or candidate[:2] < best[:2]:
             best = candidate
     if best is None:
-        return _share_rejection(gpus, load, container)
+        return share_rejection(gpus, load, container)
     share = GpuShare(best[2].uuid, container.cores, container.memory_mib)
     limit = max(container.cores, core_limit or 0)
     return ContainerAssignment(container.name, (share,), core_limit=limit)
-
-
-def _share_rejection(gpus: Sequence[GpuInfo], load: NodeLoad, container: ContainerRequest) -> Rejection:
-    largest = max(g.memory_mib for g in gpus)
-    if container.memory_mib > largest:
-        return Rejection(
-            RejectReason.TOO_LARGE,
-            f"no GPU has {container.memory_mib} MiB, the largest has {largest}",
-            resolvable=False,
-        )
-    free = [
-        (CORE_PER_GPU - load.get(g.uuid, _IDLE).cores, g.memory_mib - load.get(g.uuid, _IDLE).memory_mib)
-        for g in gpus
-    ]
-    most_memory = max((mib for cores, mib in free if cores >= container.cores), default=None)
-    if most_memory is not None:
-        return Rejection(
-            RejectReason.INSUFFICIENT_MEMORY,
-            f"no single GPU has {container.memory_mib} MiB free, the largest has {most_memory}",
-            resolvable=True,
-        )
-    most_cores = max(cores for cores, _ in free)
-    return Rejection(
-        RejectReason.INSUFFICIENT_CORES,
-        f"no GPU has {container.cores} % compute free, the most free is {most_cores} %",
-        resolvable=True,
-    )
 
 
 def _place_exclusive(
@@ -186,23 +167,7 @@ def _place_exclusive(
     big_enough = [g for g in gpus if g.memory_mib >= container.memory_mib]
     idle = [g for g in big_enough if load.get(g.uuid, _IDLE).idle]
     if len(idle) < wanted:
-        return _exclusive_rejection(len(big_enough), len(idle), container)
+        return exclusive_rejection(len(big_enough), len(idle), container)
     chosen = best_connected(idle, wanted, links)
     shares = tuple(GpuShare(g.uuid, CORE_PER_GPU, g.memory_mib) for g in chosen)
     return ContainerAssignment(container.name, shares, core_limit=CORE_PER_GPU)
-
-
-def _exclusive_rejection(matching: int, idle: int, container: ContainerRequest) -> Rejection:
-    wanted = container.gpu_count
-    memory = f" with {container.memory_mib} MiB" if container.memory_mib else ""
-    if matching < wanted:
-        return Rejection(
-            RejectReason.TOO_LARGE,
-            f"needs {wanted} whole GPUs{memory}, the node has {matching} usable",
-            resolvable=False,
-        )
-    return Rejection(
-        RejectReason.INSUFFICIENT_GPUS,
-        f"needs {wanted} idle GPUs{memory}, the node has {idle} idle",
-        resolvable=True,
-    )

@@ -13,6 +13,7 @@ from typing import Final
 
 from extender.core.load import GpuLoad
 from extender.core.placement import Rejection, RejectReason
+from extender.core.totals import Tally
 from vcuda.model import GpuUuid, NodeInventory, PodRequest, Policy
 from vcuda.units import CORE_PER_GPU
 
@@ -98,23 +99,27 @@ class SummaryIndex:
     reads it with one lookup per candidate and judges each distinct summary object once per pod (idle nodes
     of one shape, usually most of a cluster, share one). Summaries are shared by value and counted, so one
     that no ledger holds any more is forgotten. Not thread-safe: the state's lock guards it, as it guards the
-    ledgers that update it.
+    ledgers that update it. ``tally`` sums every held summary (and the ledgers' pod counts) for ``/metrics``,
+    readable without the lock (:mod:`extender.core.totals`).
     """
 
-    __slots__ = ("_shared", "_users", "quick")
+    __slots__ = ("_shared", "_users", "quick", "tally")
 
     def __init__(self) -> None:
         self.quick: dict[str, NodeSummary] = {}
         self._shared: dict[NodeSummary, NodeSummary] = {}
         self._users: dict[NodeSummary, int] = {}
+        self.tally = Tally()
 
     def share(self, summary: NodeSummary) -> NodeSummary:
         """The one object equal to ``summary``, counted until :meth:`give_back`."""
         shared = self._shared.setdefault(summary, summary)
         self._users[shared] = self._users.get(shared, 0) + 1
+        self.tally.add(shared, 1)
         return shared
 
     def give_back(self, summary: NodeSummary) -> None:
+        self.tally.add(summary, -1)
         users = self._users.get(summary, 0) - 1
         if users > 0:
             self._users[summary] = users

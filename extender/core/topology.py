@@ -69,17 +69,21 @@ def _set_cost(members: Sequence[GpuInfo], links: LinkMap) -> Cost:
     return _cost([_pair(a, b, links) for i, a in enumerate(members) for b in members[i + 1 :]])
 
 
-def best_connected(candidates: Sequence[GpuInfo], size: int, links: LinkMap) -> tuple[GpuInfo, ...]:
+def best_connected(
+    candidates: Sequence[GpuInfo], size: int, links: LinkMap, *, must_include: Sequence[GpuInfo] = ()
+) -> tuple[GpuInfo, ...]:
     """The ``size`` GPUs whose worst pair is best connected (then the sums over pairs, then more NVLinks,
     then UUIDs). Greedy growth from every seed: exact for the uniform topologies of real nodes (NVSwitch,
-    pairs of GPUs per switch), and O(n² · size²)."""
+    pairs of GPUs per switch), and O(n² · size²). ``must_include`` (GPUs among ``candidates`` a container
+    already holds slices of) is the one seed when given."""
     ordered = sorted(candidates, key=lambda g: g.uuid)
     if size >= len(ordered):
         return tuple(ordered[:size])
+    seeds = [sorted(must_include, key=lambda g: g.uuid)] if must_include else [[seed] for seed in ordered]
     best: tuple[GpuInfo, ...] = ()
     best_cost: tuple[Cost, tuple[str, ...]] | None = None
-    for seed in ordered:
-        members = [seed]
+    for seed_members in seeds:
+        members = list(seed_members)
         while len(members) < size:
             rest = [g for g in ordered if g not in members]
             members.append(min(rest, key=lambda g: (*_cost_to(g, members, links), g.uuid)))

@@ -14,7 +14,7 @@ from plugin.core.errors import AllocationError
 from plugin.core.gpu import Gpu
 from vcuda import names
 from vcuda.model import GpuShare
-from vcuda.shimfile import GpuLimit, ShimConfig
+from vcuda.shimfile import NODE_TENANTS_DIR, GpuLimit, ShimConfig
 from vcuda.units import CORE_PER_GPU, mib_to_bytes
 
 __all__ = [
@@ -33,7 +33,8 @@ __all__ = [
 ]
 
 CONFIG_FILE_NAME = "vcuda.config"
-# <state>/node: the per-GPU files co-located shims share, mounted at vcuda.names.CONTAINER_NODE_DIR.
+# <state>/node: the containers' record files and the plugin's placement lists, mounted read-only at
+# vcuda.names.CONTAINER_NODE_DIR; each container's own tenants/<dir name> is mounted writable over it.
 NODE_DIR_NAME = "node"
 CONTROL_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools")
 
@@ -151,12 +152,15 @@ def _shim_mounts(dir_name: str, options: PlanOptions) -> tuple[Mount, ...]:
     state = PurePosixPath(options.state_dir)
     container_dir = state / "containers" / dir_name
     shim_rel = PurePosixPath(names.CONTAINER_SHIM_PATH).relative_to("/usr/local/kube-vgpu")
+    own_records = state / NODE_DIR_NAME / NODE_TENANTS_DIR / dir_name
     return (
         Mount(names.CONTAINER_SHIM_PATH, str(PurePosixPath(options.shim_dir) / shim_rel)),
         Mount(names.LD_SO_PRELOAD_PATH, str(state / "ld.so.preload")),
         Mount(names.CONTAINER_CONFIG_PATH, str(container_dir / CONFIG_FILE_NAME)),
         Mount(names.CONTAINER_USAGE_DIR, str(container_dir / "usage"), read_only=False),
-        Mount(names.CONTAINER_NODE_DIR, str(state / NODE_DIR_NAME), read_only=False),
+        # Every tenant's records read-only; only the container's own record directory writable (docs/shim.md).
+        Mount(names.CONTAINER_NODE_DIR, str(state / NODE_DIR_NAME)),
+        Mount(f"{names.CONTAINER_NODE_DIR}/{NODE_TENANTS_DIR}/{dir_name}", str(own_records), read_only=False),
     )
 
 

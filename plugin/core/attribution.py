@@ -12,6 +12,10 @@ records each container's GPUs in a signed assignment when it binds the pod, so t
 - ``plugin.core.verify.verify`` (``PreStartContainer``) compares the attribution with PodResources'
   answer: the same container is confirmed; an interchangeable container (identical request, constraints
   and core limit) may have swapped places; anything else is a mismatch and the container must not start.
+
+Init containers: the kubelet gives later containers of the pod the IDs its init containers held first (the
+extender places them on those GPUs), so an app container's IDs may be an init container's; and PodResources
+lists app containers and sidecars only, so :func:`unlisted_init` confirms a regular init container by its pod.
 """
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,7 +23,15 @@ from dataclasses import dataclass
 
 from plugin.core.errors import AllocationError
 from plugin.core.slices import gpu_split, parse_slice_id
-from vcuda.model import Constraints, ContainerAssignment, ContainerRequest, GpuUuid, PodAssignment, PodRequest
+from vcuda.model import (
+    Constraints,
+    ContainerAssignment,
+    ContainerKind,
+    ContainerRequest,
+    GpuUuid,
+    PodAssignment,
+    PodRequest,
+)
 
 __all__ = [
     "Candidate",
@@ -31,6 +43,8 @@ __all__ = [
     "container_name",
     "interchangeable",
     "prefer",
+    "shortfall",
+    "unlisted_init",
 ]
 
 
@@ -109,6 +123,18 @@ def prefer(
     return [*must_include, *rest][:size]
 
 
+def shortfall(
+    ranked: Sequence[Candidate], available: Sequence[str], must_include: Sequence[str], size: int
+) -> tuple[Candidate, dict[GpuUuid, int]] | None:
+    """The best candidate of ``size`` and, per GPU of its assignment, how many slices the kubelet's offer
+    lacks; None when no candidate has that size. (An empty dict: the offer covers it.)"""
+    best = next((c for c in ranked if c.request.cores == size), None)
+    if best is None:
+        return None
+    offered = gpu_split(set(available) | set(must_include))
+    return best, {u: k - offered.get(u, 0) for u, k in sorted(best.split.items()) if offered.get(u, 0) < k}
+
+
 def _take(
     split: Mapping[GpuUuid, int], by_gpu: Mapping[GpuUuid, list[tuple[int, str]]], must_include: Sequence[str]
 ) -> list[str] | None:
@@ -148,3 +174,26 @@ def interchangeable(a: Candidate, b: Candidate) -> bool:
 
 def container_name(key: ContainerKey) -> str:
     return f"{key.pod.namespace}/{key.pod.name}/{key.container}"
+
+
+def unlisted_init(
+    owner: ContainerKey,
+    pod: PendingPod | None,
+    listed: Iterable[tuple[str, str, frozenset[str]]],
+    ids: frozenset[str],
+) -> bool:
+    """True when ``owner`` is a regular init container of ``pod`` holding ``ids`` as far as PodResources can
+    tell: ``List`` never reports regular init containers (only app containers and sidecars), so its pod must
+    be listed and no container of another pod may hold any of the IDs (the pod's own app containers may: the
+    kubelet reuses init containers' IDs). ``listed``: (namespace, pod, IDs) per listed container."""
+    request = next((c for c in pod.request.containers if c.name == owner.container), None) if pod else None
+    if request is None or request.kind is not ContainerKind.INIT:
+        return False
+    home = (owner.pod.namespace, owner.pod.name)
+    seen = False
+    for namespace, name, held in listed:
+        if (namespace, name) == home:
+            seen = True
+        elif held & ids:
+            return False
+    return seen

@@ -20,6 +20,7 @@ __all__ = [
     "apply_xid",
     "healthy_map",
     "initial_book",
+    "next_recovery",
 ]
 
 DEFAULT_IGNORED_XIDS: Final = frozenset({13, 31, 43, 45, 68})
@@ -76,6 +77,17 @@ def apply_probe(
             health = GpuHealth()
         out[uuid] = health
     return out
+
+
+def next_recovery(book: Mapping[GpuUuid, GpuHealth], policy: HealthPolicy) -> float | None:
+    """When the earliest XID mark of a reachable GPU expires (monotonic), or None: nothing to clear by time.
+
+    An unreachable GPU's mark is cleared by the probe that finds it reachable again (:func:`apply_probe`).
+    """
+    if policy.recovery_s <= 0:
+        return None
+    marks = [h.last_xid_at for h in book.values() if h.reachable and h.last_xid_at is not None]
+    return min(marks) + policy.recovery_s if marks else None
 
 
 def healthy_map(book: Mapping[GpuUuid, GpuHealth]) -> dict[GpuUuid, bool]:

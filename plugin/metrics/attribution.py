@@ -17,7 +17,15 @@ from plugin.metrics.sources import ProcessSample
 from plugin.metrics.usage import ContainerState
 from vcuda.model import GpuUuid
 
-__all__ = ["Attribution", "ProcessTotals", "attribute", "container_ids_from_pods", "dedupe_samples"]
+__all__ = [
+    "Attribution",
+    "ProcessTotals",
+    "attribute",
+    "container_ids_from_pods",
+    "dedupe_samples",
+    "owners",
+    "runs_under_shim",
+]
 
 
 @dataclass(slots=True)
@@ -83,6 +91,32 @@ def attribute(
         totals.utilization += s.utilization
         totals.pids.add(s.host_pid)
     return Attribution(by_container, unattributed)
+
+
+def owners(
+    pids: Iterable[int],
+    containers: Sequence[ContainerState],
+    *,
+    cgroups: Mapping[int, CgroupRef | None],
+    container_ids: Mapping[str, str],
+    namespaced_pid: Callable[[int], NamespacedPid | None],
+) -> dict[int, str]:
+    """Host PID -> state directory name of its kube-vgpu container, for the PIDs that can be placed (the
+    rules of :func:`attribute`; the watchdog uses the same ones)."""
+    return _owners(pids, containers, cgroups, container_ids, namespaced_pid)
+
+
+def runs_under_shim(
+    pid: int, container: ContainerState, namespaced_pid: Callable[[int], NamespacedPid | None]
+) -> bool:
+    """True when the container's shim has a live slot for this host PID (by host PID, or by namespaced PID
+    and start time, as the shim records itself from inside its PID namespace)."""
+    if any(p.host_pid == pid for p in container.processes):
+        return True
+    me = namespaced_pid(pid) if container.processes else None
+    return me is not None and any(
+        (p.pid, p.start_time) == (me.pid, me.start_time) for p in container.processes
+    )
 
 
 def _owners(

@@ -11,6 +11,7 @@ Wiring (in ``plugin/__main__.py``; every source but the state directory is optio
         pod_resources=KubeletPodResources(),                 # plugin.metrics.podresources
         health=tally,
         container_ids=lambda: container_ids_from_pods(pods_on_this_node()),  # optional
+        violations=agent.violations,                         # plugin.watchdog's counter, optional
     )
     server, thread = serve(settings.metrics_port, collector)  # skip when the port is 0
     ...
@@ -41,6 +42,7 @@ from plugin.metrics.sources import (
     HealthView,
     PodResourcesSource,
     SourceError,
+    ViolationView,
 )
 from plugin.metrics.usage import ContainerState, StateReader
 from vcuda.model import GpuUuid
@@ -63,6 +65,7 @@ class NodeCollector:
         pod_resources: PodResourcesSource | None = None,
         health: HealthView | None = None,
         container_ids: Callable[[], Mapping[str, str]] | None = None,
+        violations: ViolationView | None = None,
     ) -> None:
         self._node = node
         self._root = root
@@ -71,6 +74,7 @@ class NodeCollector:
         self._pod_resources = pod_resources
         self._health = health
         self._container_ids = container_ids
+        self._violations = violations
         self._gpu_labels: dict[GpuUuid, GpuLabels] = {}
         self._lock = threading.Lock()
 
@@ -97,6 +101,7 @@ class NodeCollector:
             unreadable=state.unreadable,
             sources_up=up,
             duration_s=time.perf_counter() - start,
+            violations=self._violations.violation_counts() if self._violations else {},
         )
 
     def _live(

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from plugin.metrics.attribution import ProcessTotals
-from plugin.metrics.sources import GpuSample
+from plugin.metrics.sources import GpuSample, ViolationLabels
 from plugin.metrics.usage import ContainerState
 from vcuda.model import GpuUuid
 from vcuda.units import CORE_PER_GPU
@@ -40,6 +40,7 @@ class NodeView:
     unreadable: int = 0
     sources_up: Mapping[str, bool] = field(default_factory=dict)
     duration_s: float = 0.0
+    violations: Mapping[ViolationLabels, int] = field(default_factory=dict)
 
 
 def node_families(view: NodeView) -> Iterator[Metric]:
@@ -76,8 +77,20 @@ def _container_families(view: NodeView) -> Iterator[Metric]:
             refused.add_metric(labels, sum(s.refused_allocs for s in slots))
             launches.add_metric(labels, sum(s.launches for s in slots))
     yield from (limit, core, soft, shim, throttled, refused, launches, procs)
+    yield _violations(view)
     if view.usage is not None:
         yield from _nvml_container_families(view, view.usage)
+
+
+def _violations(view: NodeView) -> Metric:
+    family = CounterMetricFamily(
+        "kube_vgpu_container_limit_violations",
+        "Watchdog violations: GPU processes outside the shim or over their container's limit.",
+        labels=(*CONTAINER, "reason"),
+    )
+    for (namespace, pod, container, reason), n in sorted(view.violations.items()):
+        family.add_metric([view.node, namespace, pod, container, reason], n)
+    return family
 
 
 def _nvml_container_families(

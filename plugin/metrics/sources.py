@@ -22,6 +22,9 @@ __all__ = [
     "PodResourcesSource",
     "ProcessSample",
     "SourceError",
+    "ViolationLabels",
+    "ViolationTally",
+    "ViolationView",
     "XidTally",
 ]
 
@@ -121,3 +124,35 @@ class XidTally:
     def xid_counts(self) -> Mapping[tuple[GpuUuid, int], int]:
         with self._lock:
             return dict(self._xids)
+
+
+ViolationLabels = tuple[str, str, str, str]
+"""(namespace, pod, container, reason) of ``kube_vgpu_container_limit_violations_total``."""
+
+
+class ViolationView(Protocol):
+    def violation_counts(self) -> Mapping[ViolationLabels, int]:
+        """Watchdog violations reported since start, by (namespace, pod, container, reason)."""
+        ...
+
+
+class ViolationTally:
+    """A :class:`ViolationView` the watchdog (:mod:`plugin.watchdog`) feeds; safe to read from the scrape
+    thread. At most ``max_series`` label sets: past that, new pods count under empty namespace, pod and
+    container (the reason kept), so a stream of short-lived violating pods cannot grow the exporter."""
+
+    def __init__(self, max_series: int = 1000) -> None:
+        self._lock = threading.Lock()
+        self._max = max_series
+        self._counts: dict[ViolationLabels, int] = {}
+
+    def record(self, namespace: str, pod: str, container: str, reason: str) -> None:
+        key = (namespace, pod, container, reason)
+        with self._lock:
+            if key not in self._counts and len(self._counts) >= self._max:
+                key = ("", "", "", reason)
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def violation_counts(self) -> Mapping[ViolationLabels, int]:
+        with self._lock:
+            return dict(self._counts)

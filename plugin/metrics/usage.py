@@ -4,8 +4,14 @@ The directory layout is known to exactly one function, :func:`container_files`. 
 ``Allocate``, so they are decoded once per (mtime, size); usage files change constantly and are decoded every
 scrape with :func:`decode_live_slots`, a fast reader of the :data:`vcuda.shimfile.USAGE_FILE` layout that
 unpacks only live slots (``decode_usage`` unpacks all 64 slots x 16 GPUs and is ~1 ms per file).
+
+The usage directory is writable inside the container, so ``usage.bin`` is read with
+:func:`vcuda.tenantfile.read_tenant_file`: no symlink followed, no FIFO waited on, regular files only, never
+more than the layout's size. A refused or corrupt file counts as unreadable and is logged once per path and
+reason (not every scrape); the container's other series stay.
 """
 
+import logging
 import os
 import struct
 from dataclasses import dataclass
@@ -16,6 +22,7 @@ from vcuda.errors import ContractError
 from vcuda.layout import Struct
 from vcuda.names import USAGE_FILE_NAME
 from vcuda.shimfile import (
+    CONFIG_HEADER,
     GPU_USAGE,
     MAX_GPUS,
     PROC_SLOT,
@@ -27,6 +34,7 @@ from vcuda.shimfile import (
     ShimConfig,
     decode_config,
 )
+from vcuda.tenantfile import TenantFileError, read_tenant_file
 
 __all__ = [
     "CONFIG_FILE_NAME",
@@ -38,6 +46,7 @@ __all__ = [
     "decode_live_slots",
 ]
 
+log = logging.getLogger(__name__)
 CONFIG_FILE_NAME: Final = "vcuda.config"
 
 
@@ -115,6 +124,9 @@ class StateReader:
     def __init__(self, state_dir: Path) -> None:
         self._state_dir = state_dir
         self._configs: dict[Path, tuple[int, int, ShimConfig]] = {}
+        self._refusals: dict[
+            Path, str
+        ] = {}  # the reason last logged per path, so a scrape does not repeat it
 
     def read(self) -> StateSnapshot:
         containers: list[ContainerState] = []
@@ -130,10 +142,12 @@ class StateReader:
             if config is None:
                 unreadable += files.config.exists()
                 continue
-            processes = _processes(files.usage)
+            seen.add(files.usage)
+            processes = self._processes(files.usage)
             unreadable += processes is None
             containers.append(ContainerState(files.name, config, processes or ()))
         self._configs = {p: v for p, v in self._configs.items() if p in seen}
+        self._refusals = {p: v for p, v in self._refusals.items() if p in seen}
         return StateSnapshot(tuple(containers), unreadable)
 
     def _config(self, path: Path) -> ShimConfig | None:
@@ -142,22 +156,30 @@ class StateReader:
             cached = self._configs.get(path)
             if cached is not None and cached[:2] == (st.st_mtime_ns, st.st_size):
                 return cached[2]
-            config = decode_config(path.read_bytes())
+            config = decode_config(read_tenant_file(path, CONFIG_HEADER.size))
         except (OSError, ContractError):
             return None
         self._configs[path] = (st.st_mtime_ns, st.st_size, config)
         return config
 
+    def _processes(self, path: Path) -> tuple[ProcessUsage, ...] | None:
+        """Live slots; () when the container has not started CUDA yet; None when refused or corrupt."""
+        try:
+            processes = decode_live_slots(read_tenant_file(path, USAGE_FILE.size))
+        except FileNotFoundError:
+            processes = ()
+        except TenantFileError as err:
+            self._refused(path, str(err))
+            return None
+        except ContractError as err:
+            self._refused(path, f"{path}: {err}")
+            return None
+        self._refusals.pop(path, None)
+        return processes
 
-def _processes(path: Path) -> tuple[ProcessUsage, ...] | None:
-    """Live slots; () when the container has not started CUDA yet; None when the file is corrupt."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return ()
-    except OSError:
-        return None
-    try:
-        return decode_live_slots(data)
-    except ContractError:
-        return None
+    def _refused(self, path: Path, reason: str) -> None:
+        if self._refusals.get(path) != reason:
+            log.warning(
+                "usage file unreadable, its counters are left out: %s", reason, extra={"path": str(path)}
+            )
+            self._refusals[path] = reason

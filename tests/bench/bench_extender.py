@@ -11,6 +11,8 @@
   the driver thread's): the rate one core spent on the extender sustains.
 - ``extender_pods_per_s_wall_1000n``: the same cycle per wall-clock second, which also waits on kmock (a
   simulated API server in Python, far slower than a real one) and on the driver.
+- ``extender_bind_p99_1000n``: the bind verb's round trip in that cycle (ms, p99): it reads the pod from the
+  API server (kmock, in its own process), places and reserves, and creates the Binding; mostly kmock's time.
 - ``extender_rss_5000n``: peak RSS of a fresh process holding 5,000 nodes (and their pods) after serving
   filters, i.e. the extender's working set at that size.
 - ``extender_*_cpu_*``: the same filter and prioritize measured in thread CPU time inside the process, which
@@ -35,8 +37,8 @@ import uvicorn
 from extender.__main__ import settle_memory
 from extender.app import Deps, create_app
 from tests.builders import uuid
-from tests.unit.extender.fakes import KEY, NAMES, gpu_node, make_deps, pod_obj
-from vcuda.annotations import encode_assignment
+from tests.signing_keys import KEYRING, SIGNER, sign_for
+from tests.unit.extender.fakes import NAMES, gpu_node, make_deps, pod_obj
 from vcuda.model import ContainerAssignment, GpuShare, NodeName, PodAssignment
 
 ROUNDS = 200
@@ -76,11 +78,10 @@ def _post(conn: http.client.HTTPConnection, path: str, body: bytes) -> tuple[Any
 
 def _bound_pod(node: str, gpu: int, cores: int, mib: int) -> dict[str, Any]:
     share = GpuShare(uuid(node, gpu), cores, mib)
-    text = encode_assignment(
-        PodAssignment(NodeName(node), (ContainerAssignment("c0", (share,), cores),)), KEY
-    )
-    return pod_obj(f"busy-{next(_uids)}", (cores, mib), node=node, phase="Running",
-                   annotations={NAMES.assignment: text})  # fmt: skip
+    pod = pod_obj(f"busy-{next(_uids)}", (cores, mib), node=node, phase="Running")
+    assignment = PodAssignment(NodeName(node), (ContainerAssignment("c0", (share,), cores),))
+    pod["metadata"]["annotations"][NAMES.assignment] = sign_for(pod, assignment, NAMES)
+    return pod
 
 
 def cluster_5000() -> tuple[Deps, list[str]]:
@@ -177,9 +178,10 @@ def _api_client(url: str) -> Any:
     return client.ApiClient(configuration)
 
 
-def pods_per_second(nodes: int = 1000, pods: int = 200) -> tuple[float, float]:
+def pods_per_second(nodes: int = 1000, pods: int = 200) -> tuple[float, float, float]:
     """The whole cycle for ``pods`` pods, one after another, over ``nodes`` GPU nodes; kmock in its own
-    process. Returns (pods per second of the extender's CPU time, pods per second of wall-clock time).
+    process. Returns (pods per second of the extender's CPU time, pods per second of wall-clock time, the
+    bind verb's p99 round trip in ms: it reads the pod from the API server and creates the Binding).
 
     The extender (HTTP server thread, watch threads, the client's worker threads) runs in this process beside
     the driver (the main thread, playing kube-scheduler), so the extender's CPU time is this process's minus
@@ -204,25 +206,27 @@ def pods_per_second(nodes: int = 1000, pods: int = 200) -> tuple[float, float]:
                 json.loads(core.create_namespaced_pod("default", pod, _preload_content=False).data)
             )
         metrics = ExtenderMetrics()
-        state = ClusterState(NAMES, KEY, grace_s=120, clock=time.monotonic, events=metrics)
+        state = ClusterState(NAMES, KEYRING, grace_s=120, clock=time.monotonic, events=metrics)
         client = _api_client(url)
-        scheduler = Scheduler(state, KubeCluster(client), key=KEY, gpu_policy=Policy.SPREAD,
-                              node_policy=Policy.BINPACK, recorder=metrics)  # fmt: skip
+        scheduler = Scheduler(state, KubeCluster(client), signer=SIGNER, gpu_policy=Policy.SPREAD,
+                              node_policy=Policy.BINPACK, scheduler_names=("default-scheduler",),
+                              recorder=metrics)  # fmt: skip
         watcher = Watcher(client, state)
         watcher.start()
         assert state.synced.wait(60), "the extender never listed the cluster"
         settle_memory()
         with _serve(Deps(scheduler, state, metrics)) as port:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            bound = sum(_cycle(conn, pod, names) for pod in created[:5])  # warm-up: connections, caches
+            binds: list[float] = []
+            bound = sum(_cycle(conn, pod, names, []) for pod in created[:5])  # warm-up: connections, caches
             start, cpu, driver = time.perf_counter(), time.process_time(), time.thread_time()
-            bound += sum(_cycle(conn, pod, names) for pod in created[5:])
+            bound += sum(_cycle(conn, pod, names, binds) for pod in created[5:])
             elapsed = time.perf_counter() - start
             extender_cpu = (time.process_time() - cpu) - (time.thread_time() - driver)
             conn.close()
         watcher.stop()
     assert bound == pods, f"only {bound} of {pods} pods bound"
-    return (pods - 5) / extender_cpu, (pods - 5) / elapsed
+    return (pods - 5) / extender_cpu, (pods - 5) / elapsed, _p(binds, 0.99) * 1000
 
 
 def _core(url: str) -> Any:
@@ -231,14 +235,18 @@ def _core(url: str) -> Any:
     return client.CoreV1Api(_api_client(url))
 
 
-def _cycle(conn: http.client.HTTPConnection, pod: dict[str, Any], names: list[str]) -> int:
+def _cycle(
+    conn: http.client.HTTPConnection, pod: dict[str, Any], names: list[str], binds: list[float]
+) -> int:
     args = {"Pod": pod, "Nodes": None, "NodeNames": names}
     passing = _post(conn, "/scheduler/filter", json.dumps(args).encode())[0]["NodeNames"]
     scores = _post(conn, "/scheduler/prioritize", json.dumps({**args, "NodeNames": passing}).encode())[0]
     node = max(scores, key=lambda s: (s["Score"], s["Host"]))["Host"]
     meta = pod["metadata"]
     body = {"PodName": meta["name"], "PodNamespace": "default", "PodUID": meta["uid"], "Node": node}
-    return 1 if _post(conn, "/scheduler/bind", json.dumps(body).encode())[0]["Error"] == "" else 0
+    answer, elapsed = _post(conn, "/scheduler/bind", json.dumps(body).encode())
+    binds.append(elapsed)
+    return 1 if answer["Error"] == "" else 0
 
 
 # --- memory --------------------------------------------------------------------------------------
@@ -264,9 +272,10 @@ def rss_5000() -> float:
 
 def run() -> list[tuple[str, float, str]]:
     results = latency_5000()
-    per_cpu_s, per_wall_s = pods_per_second()
+    per_cpu_s, per_wall_s, bind_p99_ms = pods_per_second()
     results.append(("extender_pods_per_s_1000n", round(per_cpu_s, 1), ""))
     results.append(("extender_pods_per_s_wall_1000n", round(per_wall_s, 1), ""))
+    results.append(("extender_bind_p99_1000n", round(bind_p99_ms, 2), "ms"))
     results.append(("extender_rss_5000n", round(rss_5000(), 1), "MiB"))
     return results
 

@@ -6,10 +6,16 @@
   the node's pods from the API server and, with several same-size candidates, asks PodResources).
 - ``plugin_listandwatch_bytes_8xH200``: the serialized size of one ``ListAndWatch`` message for 8 x H200
   (800 slices with real-format UUIDs and NUMA topology); the kubelet's limit is 4 MiB.
+- ``plugin_idle_cpu_percent_8gpu`` and ``plugin_rss_mib_8gpu``: the REAL plugin process (``kube-vgpu-plugin``
+  with its default timings, metrics and probes on) over the FAKE NVML ``h200x8`` node, registered with the
+  fake kubelet and kmock, left idle for ``IDLE_S`` seconds: CPU time from ``/proc/<pid>/stat`` (utime + stime,
+  children excluded) over the idle window in percent of one core, and ``VmRSS`` from ``/proc/<pid>/status``
+  at its end.
 """
 
 import asyncio
 import contextlib
+import os
 import shutil
 import statistics
 import tempfile
@@ -24,11 +30,13 @@ from plugin.kubelet import PodResourcesClient
 from plugin.server import device_list
 from tests.fakes.kubelet import FakeKubelet
 from tests.integration.plugin.conftest import NODE, _reset_cluster, make_settings
+from tests.integration.test_nvml_health import real_plugin
 from tests.kmock_cluster import KmockCluster
-from tests.unit.plugin.builders import KEY, NAMES, FakeGpuSource, assignment, pod_body
+from tests.unit.plugin.builders import NAMES, VERIFIER, FakeGpuSource, assignment, pod_body
 from vcuda.model import GpuUuid
 
 PODS = 50
+IDLE_S = 30.0
 
 
 def _node(count: int, model: str, memory_mib: int) -> NodeGpus:
@@ -59,7 +67,9 @@ async def _allocate_latencies(cluster: KmockCluster, root: Path) -> tuple[list[f
     for i in range(PODS):
         gpu = node.gpus[i % 8].uuid
         body = pod_body(f"bench-{i:02d}", [("main", 10, 1024)])
-        body["metadata"]["annotations"][NAMES.assignment] = assignment(NODE, {"main": [(gpu, 10, 1024)]})
+        body["metadata"]["annotations"][NAMES.assignment] = assignment(
+            NODE, {"main": [(gpu, 10, 1024)]}, pod=body
+        )
         core.create_namespaced_pod("default", body, _preload_content=False)
         cluster.bind("default", f"bench-{i:02d}", NODE)
     settings = make_settings(root)
@@ -71,7 +81,7 @@ async def _allocate_latencies(cluster: KmockCluster, root: Path) -> tuple[list[f
         source=FakeGpuSource(node),
         cluster=ApiCluster(cluster.api_client()),
         pod_resources=pod_resources.held,
-        key=KEY,
+        verifier=VERIFIER,
         timings=Timings(kubelet_poll_s=0.05),
     )
     task = asyncio.get_running_loop().create_task(agent.run())
@@ -91,11 +101,37 @@ async def _allocate_latencies(cluster: KmockCluster, root: Path) -> tuple[list[f
         await pod_resources.close()
 
 
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (``/proc/<pid>/stat`` fields 14 and 15, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+async def _idle_cost(cluster: KmockCluster, root: Path, idle_s: float) -> tuple[float, float]:
+    """(CPU % of one core, RSS MiB) of the real plugin over an 8-GPU fake node, idle for ``idle_s``."""
+    async with real_plugin(root, cluster, "h200x8") as running:
+        await asyncio.sleep(5.0)  # start-up settled: registration, first node patch, first reclaim
+        pid = running.pid
+        before, started = _cpu_seconds(pid), asyncio.get_running_loop().time()
+        await asyncio.sleep(idle_s)
+        used, elapsed = _cpu_seconds(pid) - before, asyncio.get_running_loop().time() - started
+        return 100.0 * used / elapsed, _rss_mib(pid)
+
+
 def run() -> list[tuple[str, float, str]]:
     root = Path(tempfile.mkdtemp(prefix="kvb-", dir="/tmp"))
     try:
         with KmockCluster() as cluster:
             allocate, preferred = asyncio.run(_allocate_latencies(cluster, root))
+        with KmockCluster() as cluster:
+            cpu_pct, rss_mib = asyncio.run(_idle_cost(cluster, root / "idle", IDLE_S))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     message = device_list(slices(_node(8, "NVIDIA H200", 143771).gpus, {}))
@@ -103,4 +139,6 @@ def run() -> list[tuple[str, float, str]]:
         ("plugin_allocate_p99", round(_p99(allocate), 2), "ms"),
         ("plugin_preferred_allocation_p99", round(_p99(preferred), 2), "ms"),
         ("plugin_listandwatch_bytes_8xH200", float(message.ByteSize()), ""),
+        ("plugin_idle_cpu_percent_8gpu", round(cpu_pct, 2), "%"),
+        ("plugin_rss_mib_8gpu", round(rss_mib, 1), "MiB"),
     ]

@@ -16,6 +16,7 @@ from tests.shim.harness import BUILD, results, shim_env
 REPEATS = 5
 LAUNCHES = 2_000_000
 PAIRS = 200_000
+THREADS = 4
 
 
 def _timed(env, args: list[str], key: str, preload: str | None) -> float:
@@ -97,6 +98,15 @@ def run() -> list[tuple[str, float, str]]:
             figures.append(
                 (name, _timed(env, args, "bench_alloc", None) - _timed(env, args, "bench_alloc", ""), "ns")
             )
+        # 4 threads of alloc/free over the LIFO fake (addresses reused at once): thread CPU time per pair.
+        args = ["init", "ctx", "0", "bench_threads", str(THREADS), str(PAIRS // THREADS)]
+        figures.append(
+            (
+                "shim_alloc_free_overhead_ns_4_threads",
+                _timed(env, args, "bench_threads", None) - _timed(env, args, "bench_threads", ""),
+                "ns",
+            )
+        )
         if shutil.which("valgrind"):
             # With a limit the fake's zero-length kernels are throttled by design (time is slept, not
             # spent), so the throttled hot path is reported in instructions only.

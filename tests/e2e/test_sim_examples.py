@@ -11,8 +11,8 @@ from typing import Any
 from tests.e2e.conftest import settle_and_check
 from tests.sim.cluster import DEMO_NODES
 from tests.sim.demo import demo_pods
-from tests.sim.invariants import expected_config
-from vcuda.annotations import decode_assignment, decode_inventory
+from tests.sim.invariants import expected_config, placed
+from vcuda.annotations import decode_inventory
 from vcuda.model import NodeInventory, PodAssignment
 from vcuda.names import CONTAINER_CONFIG_PATH
 from vcuda.shimfile import decode_config
@@ -40,7 +40,7 @@ async def test_every_example_lands_as_its_comments_say(sim_cluster):
 
         def assignment(name: str) -> PodAssignment:
             raw = pods[name]["metadata"]["annotations"][cluster.names.assignment]
-            return decode_assignment(raw, cluster.key)
+            return placed(pods[name], cluster.names, raw, cluster.key)
 
         def inventory(node: str) -> NodeInventory:
             return decode_inventory(nodes[node]["metadata"]["annotations"][cluster.names.inventory])
@@ -92,5 +92,7 @@ async def test_the_shim_config_of_a_soft_limited_container_carries_both_limits(s
         assert [(g.core_limit, g.soft_limit, g.memory_limit_bytes) for g in config.gpus] == [
             (20, 60, 2048 << 20)
         ]
-        assignment = decode_assignment(pod["metadata"]["annotations"][cluster.names.assignment], cluster.key)
+        assignment = placed(
+            pod, cluster.names, pod["metadata"]["annotations"][cluster.names.assignment], cluster.key
+        )
         assert config == expected_config(pod, assignment.containers[0])

@@ -10,18 +10,32 @@ It follows contracts §1.4 and §2:
   in order (init containers first) it picks among healthy unallocated IDs, asks ``GetPreferredAllocation``
   when the plugin enabled it, takes the answer when it is valid, and calls ``Allocate`` with one container
   request; :meth:`start_container` calls ``PreStartContainer`` with that container's IDs;
-- serves ``v1.PodResourcesLister/List`` on its own socket with the allocations it recorded;
+- reuses init containers' devices as the real device manager does (``devicesToReuse``): the IDs of the
+  pod's regular init containers (``init=``) form a pool every later container takes from *first*, in a
+  random order (Go map order; seeded by ``reuse_seed``), without ``GetPreferredAllocation`` when the pool
+  covers the request, else asking for the rest with the reused IDs as ``must_include``; a sidecar
+  (``sidecars=``, ``restartPolicy: Always``) or app container removes the IDs it got from the pool, so
+  nothing reuses them; every ID stays allocated until the pod is removed;
+- serves ``v1.PodResourcesLister/List`` on its own socket with the allocations it recorded, listing app
+  containers and sidecars but not regular init containers, as the real ``List`` does;
 - :meth:`restart` behaves like a kubelet restart: deletes every non-directory entry in the plugin directory
-  except ``kubelet_internal_checkpoint`` and re-creates ``kubelet.sock``; registrations are forgotten.
+  except ``kubelet_internal_checkpoint`` and re-creates ``kubelet.sock``; registrations are forgotten;
+- :meth:`remove_pod` with ``stranded=True`` forgets a pod (``List`` no longer names it) but keeps its IDs
+  allocated, as kubelet v1.37.2's device manager does right after a restart for a pod deleted meanwhile (e.g.
+  ``--force``): it frees the IDs its checkpoint gives to pods no longer active only in
+  ``UpdateAllocatedDevices``, which does nothing until every pod source has been seen (``sourcesReady``,
+  ``pkg/kubelet/cm/devicemanager/manager.go``; found by tests/k8s, docs/testing.md); :meth:`release_stranded`
+  is that first clean-up.
 
-It is a fake: no cgroups, no containers, no checkpoint, no topology manager, no init-device reuse.
+It is a fake: no cgroups, no containers, no checkpoint, no topology manager.
 """
 
 import asyncio
 import contextlib
 import os
+import random
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +116,8 @@ class FakeKubelet:
             tuple[str, str], list[str]
         ] = {}  # (ns, pod) -> container names, as PodResources knows
         self.allocations: dict[tuple[str, str, str], Admitted] = {}
+        self.unlisted: set[tuple[str, str, str]] = set()  # regular init containers: not in PodResources
+        self.reuse_seed = 0
         self.list_calls = 0
         self._server: grpc.aio.Server | None = None
         self._pr_server: grpc.aio.Server | None = None
@@ -212,45 +228,65 @@ class FakeKubelet:
         *,
         all_containers: Sequence[str] | None = None,
         follow_preference: bool = True,
+        init: Collection[str] = (),
+        sidecars: Collection[str] = (),
     ) -> list[Admitted]:
-        """Admit a pod: ``containers`` = (name, vcuda-core count) of its GPU containers, in kubelet order."""
+        """Admit a pod: ``containers`` = (name, vcuda-core count) of its GPU containers, in kubelet order;
+        ``init`` names its regular init containers (their IDs are reused), ``sidecars`` its sidecars."""
         ep = self.endpoints[resource]
         if not ep.devices:  # the kubelet knows no devices before the first ListAndWatch message
             await self.devices_until(resource, bool)
         self.pods[(namespace, pod)] = list(all_containers or [c for c, _ in containers])
+        self.unlisted |= {(namespace, pod, name) for name in init}
+        rng = random.Random(f"{self.reuse_seed}/{namespace}/{pod}")
+        reusable: set[str] = set()
         done = []
         for name, count in containers:
-            free = self._free(resource)
-            ids = free[:count]
-            preferred, preferred_s = None, 0.0
-            if ep.options.get_preferred_allocation_available:
-                req = api_pb2.ContainerPreferredAllocationRequest(
-                    available_deviceIDs=free, allocation_size=count
-                )
-                started = time.perf_counter()
-                reply = await ep.stub.GetPreferredAllocation(
-                    api_pb2.PreferredAllocationRequest(container_requests=[req]), timeout=10
-                )
-                preferred_s = time.perf_counter() - started
-                preferred = list(reply.container_responses[0].deviceIDs)
-                if follow_preference and len(preferred) == count and set(preferred) <= set(free):
-                    ids = preferred
-            admitted = Admitted(
-                namespace, pod, name, ids, resource, preferred=preferred, preferred_s=preferred_s
-            )
-            request = api_pb2.AllocateRequest(
-                container_requests=[api_pb2.ContainerAllocateRequest(devices_ids=ids)]
-            )
-            started = time.perf_counter()
-            reply = await ep.stub.Allocate(request, timeout=10)
-            admitted.allocate_s = time.perf_counter() - started
-            if not reply.container_responses:
-                raise AssertionError("no containers return in allocation response")
-            admitted.response = reply.container_responses[0]
-            # As the kubelet: podDevices (what PodResources reports) is updated after Allocate returns.
-            self.allocations[(namespace, pod, name)] = admitted
+            reused = rng.sample(sorted(reusable), min(count, len(reusable)))
+            admitted = Admitted(namespace, pod, name, reused, resource)
+            if len(reused) < count:
+                await self._choose(ep, admitted, count, follow_preference)
+            await self._allocate(ep, admitted)
+            if name in init:
+                reusable |= set(admitted.ids)
+            else:
+                reusable -= set(admitted.ids)
             done.append(admitted)
         return done
+
+    async def _choose(self, ep: PluginEndpoint, admitted: Admitted, count: int, follow: bool) -> None:
+        """The IDs beyond the reused ones: healthy free IDs, steered by GetPreferredAllocation."""
+        reused = list(admitted.ids)
+        free = self._free(ep.resource)
+        ids = reused + free[: count - len(reused)]
+        if ep.options.get_preferred_allocation_available:
+            req = api_pb2.ContainerPreferredAllocationRequest(
+                available_deviceIDs=reused + free, must_include_deviceIDs=reused, allocation_size=count
+            )
+            started = time.perf_counter()
+            reply = await ep.stub.GetPreferredAllocation(
+                api_pb2.PreferredAllocationRequest(container_requests=[req]), timeout=10
+            )
+            admitted.preferred_s = time.perf_counter() - started
+            preferred = list(reply.container_responses[0].deviceIDs)
+            admitted.preferred = preferred
+            valid = set(reused) <= set(preferred) <= set(free) | set(reused)
+            if follow and len(set(preferred)) == count and valid:
+                ids = preferred
+        admitted.ids = ids
+
+    async def _allocate(self, ep: PluginEndpoint, admitted: Admitted) -> None:
+        request = api_pb2.AllocateRequest(
+            container_requests=[api_pb2.ContainerAllocateRequest(devices_ids=admitted.ids)]
+        )
+        started = time.perf_counter()
+        reply = await ep.stub.Allocate(request, timeout=10)
+        admitted.allocate_s = time.perf_counter() - started
+        if not reply.container_responses:
+            raise AssertionError("no containers return in allocation response")
+        admitted.response = reply.container_responses[0]
+        # As the kubelet: podDevices (what PodResources reports) is updated after Allocate returns.
+        self.allocations[(admitted.namespace, admitted.pod, admitted.container)] = admitted
 
     async def start_container(self, namespace: str, pod: str, container: str, resource: str) -> None:
         """``PreStartContainer`` with the container's IDs; raises ``AioRpcError`` when the plugin refuses."""
@@ -260,9 +296,16 @@ class FakeKubelet:
         ids = self.allocations[(namespace, pod, container)].ids
         await ep.stub.PreStartContainer(api_pb2.PreStartContainerRequest(devices_ids=ids), timeout=30)
 
-    def remove_pod(self, namespace: str, pod: str) -> None:
+    def remove_pod(self, namespace: str, pod: str, *, stranded: bool = False) -> None:
+        """The pod is gone; ``stranded``: its IDs stay allocated until :meth:`release_stranded`."""
         self.pods.pop((namespace, pod), None)
-        for key in [k for k in self.allocations if k[:2] == (namespace, pod)]:
+        self.unlisted = {k for k in self.unlisted if k[:2] != (namespace, pod)}
+        if not stranded:
+            self.release_stranded()
+
+    def release_stranded(self) -> None:
+        """``UpdateAllocatedDevices`` once the sources are ready: free the IDs of pods no longer known."""
+        for key in [k for k in self.allocations if k[:2] not in self.pods]:
             del self.allocations[key]
 
     def pod_resources(self) -> pr_pb2.ListPodResourcesResponse:
@@ -270,6 +313,8 @@ class FakeKubelet:
         for (namespace, pod), names in self.pods.items():
             containers = []
             for name in names:
+                if (namespace, pod, name) in self.unlisted:
+                    continue  # List reports app containers and sidecars only
                 admitted = self.allocations.get((namespace, pod, name))
                 devices = []
                 if admitted is not None:

@@ -1,14 +1,32 @@
 // GPU test program for the vcuda shim (runtime API, so it reaches the driver through cudart's
-// cuGetProcAddress path). Modes, one line of "key value" pairs each:
-//   mem <chunk_mib>              allocate chunks until refusal; print allocated MiB and cudaMemGetInfo
-//   burn <seconds> <kernel_us>   launch fixed-work kernels (~kernel_us each when alone) for <seconds>
-//   launch <n>                   n empty kernel launches; ns per launch
+// cuGetProcAddress path). Modes, output as lines of "key value" pairs:
+//   mem <chunk_mib>                 allocate chunks until refusal; print allocated MiB and cudaMemGetInfo
+//   calibrate <kernel_us>           iterations for one kernel of about kernel_us alone on the GPU
+//   burn <seconds> <iters> <batch> <streams> <graph>
+//                                   launch fixed-work kernels for <seconds>, round-robin over <streams>
+//                                   (1 = the legacy default stream); <graph> > 0 launches one captured graph
+//                                   of <graph> kernels per batch instead. An event after every batch of
+//                                   <batch> kernels gives, at the end, when each batch finished on the GPU:
+//                                   printed as "bin <i> <kernels>", kernels done in [i/10, (i+1)/10) s of
+//                                   CLOCK_MONOTONIC, so the runs of several processes line up.
+//   launch <n>                      n empty kernel launches; ns per launch
 #include <cuda_runtime.h>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <vector>
+
+#define CHECK(call)                                                                          \
+    do {                                                                                     \
+        cudaError_t e_ = (call);                                                             \
+        if (e_ != cudaSuccess) {                                                             \
+            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+            exit(1);                                                                         \
+        }                                                                                    \
+    } while (0)
 
 __global__ void work(float *out, int iters) {
     float a = threadIdx.x * 1e-3f, b = 1.0001f;
@@ -18,8 +36,14 @@ __global__ void work(float *out, int iters) {
 
 __global__ void empty() {}
 
-static double now_s() {
+static double now_s() {  // steady_clock is CLOCK_MONOTONIC on Linux, like Python's time.monotonic()
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+static int blocks() {
+    int sms = 0;
+    CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    return sms * 4;
 }
 
 static int mem_mode(size_t chunk_mib) {
@@ -34,62 +58,110 @@ static int mem_mode(size_t chunk_mib) {
     }
     cudaGetLastError();
     size_t f = 0, t = 0;
-    cudaMemGetInfo(&f, &t);
+    CHECK(cudaMemGetInfo(&f, &t));
     printf("allocated_mib %zu free_mib %zu total_mib %zu\n", total, f >> 20, t >> 20);
     for (void *p : held) cudaFree(p);
     return 0;
 }
 
-static int burn_mode(double seconds, double kernel_us) {
-    int dev = 0, sms = 0;
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+static int calibrate_mode(double kernel_us) {
     float *out;
-    cudaMalloc(&out, 1 << 20);
-    int blocks = sms * 4, iters = 2000;
-    // Calibrate the iteration count so one kernel takes about kernel_us on an idle GPU.
-    for (int round = 0; round < 3; round++) {
+    CHECK(cudaMalloc(&out, 1 << 20));
+    int n = blocks(), iters = 2000;
+    for (int round = 0; round < 4; round++) {
         cudaEvent_t a, b;
-        cudaEventCreate(&a);
-        cudaEventCreate(&b);
-        cudaEventRecord(a);
-        for (int i = 0; i < 5; i++) work<<<blocks, 256>>>(out, iters);
-        cudaEventRecord(b);
-        cudaEventSynchronize(b);
+        CHECK(cudaEventCreate(&a));
+        CHECK(cudaEventCreate(&b));
+        CHECK(cudaEventRecord(a));
+        for (int i = 0; i < 5; i++) work<<<n, 256>>>(out, iters);
+        CHECK(cudaEventRecord(b));
+        CHECK(cudaEventSynchronize(b));
         float ms = 0;
-        cudaEventElapsedTime(&ms, a, b);
+        CHECK(cudaEventElapsedTime(&ms, a, b));
         double per_us = ms * 1000.0 / 5;
-        iters = (int)(iters * kernel_us / (per_us > 1 ? per_us : 1));
-        if (iters < 1) iters = 1;
+        if (round < 3) iters = (int)fmax(1.0, iters * kernel_us / (per_us > 1 ? per_us : 1));
+        else printf("iters %d us_per_kernel %.2f\n", iters, per_us);
     }
-    cudaDeviceSynchronize();
+    return 0;
+}
+
+struct Burn {
+    int iters, batch, graph, grid;
+    float *out;
+    std::vector<cudaStream_t> streams;
+    cudaGraphExec_t exec = nullptr;
+};
+
+static void capture(Burn &b) {
+    cudaGraph_t g;
+    CHECK(cudaStreamBeginCapture(b.streams[0], cudaStreamCaptureModeGlobal));
+    for (int i = 0; i < b.graph; i++) work<<<b.grid, 256, 0, b.streams[0]>>>(b.out, b.iters);
+    CHECK(cudaStreamEndCapture(b.streams[0], &g));
+    CHECK(cudaGraphInstantiate(&b.exec, g, 0));
+}
+
+static void launch_batch(Burn &b, cudaStream_t s) {
+    if (b.exec) CHECK(cudaGraphLaunch(b.exec, s));
+    else
+        for (int i = 0; i < b.batch; i++) work<<<b.grid, 256, 0, s>>>(b.out, b.iters);
+}
+
+static int burn_mode(double seconds, int iters, int batch, int nstreams, int graph) {
+    Burn b{iters, graph > 0 ? graph : batch, graph, blocks(), nullptr, {}};
+    CHECK(cudaMalloc(&b.out, 1 << 20));
+    bool legacy = nstreams <= 1 && graph <= 0;
+    for (int i = 0; i < (nstreams > 1 ? nstreams : 1); i++) {
+        cudaStream_t s = 0;
+        if (!legacy) CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+        b.streams.push_back(s);
+    }
+    if (graph > 0) capture(b);
+    cudaEvent_t start;
+    CHECK(cudaEventCreate(&start));
+    CHECK(cudaEventRecord(start, b.streams[0]));
+    CHECK(cudaEventSynchronize(start));
     double t0 = now_s(), end = t0 + seconds;
-    long n = 0;
-    while (now_s() < end) {
-        for (int i = 0; i < 8; i++) work<<<blocks, 256>>>(out, iters);
-        n += 8;
+    std::vector<cudaEvent_t> done;
+    for (size_t n = 0; now_s() < end; n++) {
+        cudaStream_t s = b.streams[n % b.streams.size()];
+        launch_batch(b, s);
+        cudaEvent_t e;
+        CHECK(cudaEventCreate(&e));
+        CHECK(cudaEventRecord(e, s));
+        done.push_back(e);
     }
-    cudaDeviceSynchronize();
-    double el = now_s() - t0;
-    printf("kernels %ld elapsed %.4f iters %d rate %.3f\n", n, el, iters, n / el);
-    return cudaGetLastError() == cudaSuccess ? 0 : 1;
+    CHECK(cudaDeviceSynchronize());
+    std::map<long, long> bins;
+    for (cudaEvent_t e : done) {
+        float ms = 0;
+        CHECK(cudaEventElapsedTime(&ms, start, e));
+        bins[(long)floor((t0 + ms / 1000.0) * 10)] += b.batch;
+    }
+    printf("start %.6f end %.6f kernels %ld iters %d\n", t0, end, (long)done.size() * b.batch, iters);
+    for (auto &kv : bins) printf("bin %ld %ld\n", kv.first, kv.second);
+    return 0;
 }
 
 static int launch_mode(long n) {
     empty<<<1, 1>>>();
-    cudaDeviceSynchronize();
+    CHECK(cudaDeviceSynchronize());
     double t0 = now_s();
     for (long i = 0; i < n; i++) empty<<<1, 1>>>();
     double t1 = now_s();
-    cudaDeviceSynchronize();
+    CHECK(cudaDeviceSynchronize());
     printf("ns_per_launch %.2f\n", (t1 - t0) * 1e9 / n);
     return 0;
 }
 
 int main(int argc, char **argv) {
-    setvbuf(stdout, NULL, _IOLBF, 0);
+    setvbuf(stdout, NULL, _IOFBF, 1 << 20);
     if (argc >= 3 && !strcmp(argv[1], "mem")) return mem_mode(strtoul(argv[2], 0, 10));
-    if (argc >= 4 && !strcmp(argv[1], "burn")) return burn_mode(atof(argv[2]), atof(argv[3]));
+    if (argc >= 3 && !strcmp(argv[1], "calibrate")) return calibrate_mode(atof(argv[2]));
+    if (argc >= 7 && !strcmp(argv[1], "burn"))
+        return burn_mode(atof(argv[2]), atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), atoi(argv[6]));
     if (argc >= 3 && !strcmp(argv[1], "launch")) return launch_mode(atol(argv[2]));
-    fprintf(stderr, "usage: shim_gpu mem <MiB> | burn <s> <kernel_us> | launch <n>\n");
+    fprintf(stderr,
+            "usage: shim_gpu mem <MiB> | calibrate <kernel_us> | burn <s> <iters> <batch> <streams> <graph>"
+            " | launch <n>\n");
     return 2;
 }

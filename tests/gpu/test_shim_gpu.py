@@ -1,61 +1,51 @@
-"""The shim on a real GPU (marked ``gpu``; skipped without one): the memory limit through cudart.
-
-The full figures (compute accuracy, co-location, overheads, PyTorch, nvidia-smi) come from
-``tests/gpu/run_gpu_tests.sh``; this test is the quick functional check that runs inside pytest.
-"""
-
-import glob
-import os
-import shutil
-import subprocess
-from pathlib import Path
+"""The memory limit on a real GPU: CUDA runtime allocations, `cudaMemGetInfo`, nvidia-smi and PyTorch."""
 
 import pytest
 
-from vcuda.model import GpuUuid
-from vcuda.shimfile import GpuLimit, ShimConfig, encode_config
+from tests.gpu import rig
+from tests.gpu.conftest import Metric
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.gpu
 
+LIMIT_MIB = 4096
 
-def _build(tmp: Path) -> tuple[Path, Path]:
-    nvcc = shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc"
-    if not Path(nvcc).exists():
-        pytest.skip("needs nvcc")
-    include = Path(nvcc).resolve().parent.parent / "include"
-    lib, app = tmp / "libvcuda.so", tmp / "shim_gpu"
-    sources = sorted(glob.glob(str(ROOT / "vcuda" / "shim" / "*.c")))
-    subprocess.run(
-        ["gcc", "-std=gnu11", "-O2", "-fPIC", "-fvisibility=hidden", "-pthread", f"-I{include}",
-         f"-I{ROOT / 'vcuda' / 'shim'}", "-shared", "-Wl,-Bsymbolic", "-o", str(lib), *sources, "-ldl"],
-        check=True, timeout=300,
-    )  # fmt: skip
-    subprocess.run(
-        [nvcc, "-O2", "-o", str(app), str(ROOT / "tests" / "gpu" / "shim_gpu.cu")], check=True, timeout=300
-    )
-    return lib, app
+TORCH_FILL = """
+import torch
+held, mib = [], 0
+free, total = torch.cuda.mem_get_info()
+try:
+    while mib < 1 << 20:
+        held.append(torch.empty(256 << 20, dtype=torch.uint8, device="cuda"))
+        mib += 256
+except torch.OutOfMemoryError:
+    pass
+print("allocated_mib", mib, "total_mib", total >> 20, "free_mib", free >> 20)
+"""
 
 
-def test_cuda_runtime_allocations_stop_at_the_limit_and_meminfo_shows_it(tmp_path):
-    lib, app = _build(tmp_path)
-    uuid = subprocess.run(
-        ["nvidia-smi", "--query-gpu=uuid", "--format=csv,noheader", "-i", "0"],
-        capture_output=True, text=True, check=True, timeout=60,
-    ).stdout.strip()  # fmt: skip
-    config = tmp_path / "vcuda.config"
-    limit = GpuLimit(GpuUuid(uuid), 1024 << 20, 100, 100)
-    config.write_bytes(encode_config(ShimConfig("uid", "ns", "pod", "main", (limit,))))
-    env = os.environ | {
-        "CUDA_VISIBLE_DEVICES": "0",
-        "LD_PRELOAD": str(lib),
-        "VCUDA_CONFIG_PATH": str(config),
-        "VCUDA_USAGE_PATH": str(tmp_path / "usage.bin"),
-    }
-    out = subprocess.run(
-        [str(app), "mem", "128"], env=env, capture_output=True, text=True, timeout=120, check=True
-    )
-    words = out.stdout.split()
-    fields = dict(zip(words[::2], words[1::2], strict=False))
-    assert fields["allocated_mib"] == "1024"
-    assert fields["total_mib"] == "1024"
+def test_cuda_allocations_stop_at_the_limit_and_meminfo_and_nvidia_smi_show_it(tools, gpu, metric, tmp_path):
+    box = rig.make_container(tmp_path, "mem", gpu, memory_mib=LIMIT_MIB)
+    out = rig.fields(rig.run(*box.launch(tools, [str(tools.app), "mem", "256"]), timeout=120))
+    smi_args = ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits", "-i", "0"]
+    smi = rig.run(*box.launch(tools, smi_args), timeout=60)
+    metric("gpu_mem_limit_mib", LIMIT_MIB, "MiB")
+    metric("gpu_mem_cuda_allocated_mib", out["allocated_mib"], "MiB")
+    metric("gpu_mem_cuda_meminfo_total_mib", out["total_mib"], "MiB")
+    metric("gpu_nvidia_smi_total_mib_in_container", smi.strip(), "MiB")
+    metric("gpu_nvidia_smi_total_mib_physical", gpu.total_mib, "MiB")
+    assert (int(out["allocated_mib"]), int(out["total_mib"]), int(smi)) == (LIMIT_MIB, LIMIT_MIB, LIMIT_MIB)
+    assert int(out["free_mib"]) <= LIMIT_MIB
+
+
+def test_pytorch_allocations_stop_at_the_limit_and_mem_get_info_shows_it(
+    tools, gpu, metric: Metric, tmp_path
+):
+    python = rig.torch_python()
+    if python is None:
+        pytest.skip("needs a Python with torch and CUDA (GPU_PYTHON)")
+    box = rig.make_container(tmp_path, "torch", gpu, memory_mib=LIMIT_MIB)
+    out = rig.fields(rig.run(*box.launch(tools, [python, "-c", TORCH_FILL]), timeout=300))
+    metric("gpu_mem_torch_allocated_mib", out["allocated_mib"], "MiB")
+    metric("gpu_mem_torch_meminfo_total_mib", out["total_mib"], "MiB")
+    assert LIMIT_MIB - 256 <= int(out["allocated_mib"]) <= LIMIT_MIB
+    assert int(out["total_mib"]) == LIMIT_MIB

@@ -4,15 +4,31 @@ Case matrix: XID on a whole GPU, on a MIG device (by its UUID, or by the GPU's U
 XIDs in order, only events after the stream was opened, a wait cancelled mid-way keeps its event, close;
 a lost GPU is unreachable and comes back after recovery; an unknown UUID is unreachable.
 Every wait is bounded by ``asyncio.wait_for``.
+
+The fake's ``nvmlEventSetWait_v2`` blocks as the driver's does (no CPU until its timeout; an XID wakes it).
+The REAL plugin process (:func:`real_plugin`, also used by ``make bench`` for the idle cost) over the fake
+NVML and the fake kubelet: an XID or a lost GPU reaches the kubelet's ``ListAndWatch`` within 1 s.
 """
 
 import asyncio
+import contextlib
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from plugin.core.gpu import XidEvent
 from plugin.nvml import Nvml, NvmlError
-from tests.fakenvml.harness import fake_nvml_fixture  # noqa: F401 (fixture)
+from tests.fakenvml.harness import FakeNvml, fake_nvml_fixture  # noqa: F401 (fixture)
+from tests.fakes.kubelet import FakeKubelet
+from tests.integration.plugin.conftest import NODE
+from tests.kmock_cluster import KmockCluster
+from tests.sim.node import free_port
+from tests.sim.processes import Child, console_script, write_kubeconfig
+from tests.unit.plugin.builders import KEY, NAMES
 
 WAIT_S = 5.0
 
@@ -31,6 +47,68 @@ def open_nvml():
     yield open_
     for nvml in opened:
         nvml.close()
+
+
+@dataclass
+class RunningPlugin:
+    child: Child
+    kubelet: FakeKubelet
+    node: FakeNvml
+
+    @property
+    def pid(self) -> int:
+        assert self.child.process is not None
+        return self.child.process.pid
+
+
+@contextlib.asynccontextmanager
+async def real_plugin(box: Path, cluster: KmockCluster, hardware: str) -> AsyncIterator[RunningPlugin]:
+    """``kube-vgpu-plugin`` with its default timings (metrics and probes on) over the fake NVML node
+    ``hardware``, registered with a fake kubelet; kmock is the API server. Stopped on exit."""
+    cluster.core().create_node({"metadata": {"name": NODE}}, _preload_content=False)
+    node = FakeNvml.write(box / "nvml", hardware)
+    kubelet = FakeKubelet(box / "dp", box / "pr" / "kubelet.sock")
+    await kubelet.start()
+    (box / "key").write_bytes(KEY)
+    argv = [
+        *console_script("kube-vgpu-plugin"),
+        f"--node-name={NODE}",
+        f"--device-plugin-dir={kubelet.plugin_dir}",
+        f"--pod-resources-socket={kubelet.pod_resources_socket}",
+        f"--assignment-key-file={box / 'key'}",
+        f"--state-dir={box / 'state'}",
+        f"--shim-dir={box / 'shim'}",
+        f"--cdi-dir={box / 'cdi'}",
+        f"--metrics-port={free_port()}",
+        f"--health-port={free_port()}",
+    ]
+    env = {**node.env(), "KUBECONFIG": str(write_kubeconfig(box / "kubeconfig", cluster.url))}
+    child = Child("plugin", argv, env, box / "plugin.log")
+    await child.start()
+    try:
+        await kubelet.wait_registered(NAMES.core, timeout=30)
+        await kubelet.devices_until(NAMES.core, lambda d: len(d) == 100 * len(node.uuids), timeout=10)
+        yield RunningPlugin(child, kubelet, node)
+    except Exception:
+        print(child.log_tail())
+        raise
+    finally:
+        await child.stop()
+        await kubelet.stop()
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """Unix socket paths must stay under 108 bytes, so not tmp_path."""
+    path = Path(tempfile.mkdtemp(prefix="kvh-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def kmock_cluster() -> Iterator[KmockCluster]:
+    with KmockCluster() as cluster:
+        yield cluster
 
 
 async def next_event(stream) -> XidEvent:
@@ -152,3 +230,63 @@ def test_asking_before_nvml_is_open_is_an_error(fake_nvml, tmp_path):
 
     with pytest.raises(NvmlError, match="not initialised"):
         Nvml(library=private).is_reachable(node.uuid(0))
+
+
+def gpu_health(devices, uuid: str) -> set[str]:
+    return {d.health for d in devices if d.ID.split("::")[0] == uuid}
+
+
+async def test_the_real_plugin_tells_the_kubelet_of_an_xid_and_a_lost_gpu_within_a_second(
+    short_dir: Path, kmock_cluster
+) -> None:
+    async with real_plugin(short_dir, kmock_cluster, "h200x8") as running:
+        node, kubelet = running.node, running.kubelet
+        await asyncio.sleep(1.5)  # idle: the health loops are waiting, not just started
+        for op, uuid in [("xid 79", node.uuid(2)), ("lost", node.uuid(6))]:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            if op == "lost":
+                node.lose_gpu(uuid)  # no XID: found by the reachability probe
+            else:
+                node.inject_xid(uuid, 79)  # wakes the thread blocked in nvmlEventSetWait
+            await kubelet.devices_until(NAMES.core, lambda d, u=uuid: gpu_health(d, u) == {"Unhealthy"}, 1.0)
+            assert loop.time() - started < 1.0
+        devices = kubelet.endpoints[NAMES.core].devices
+        assert {u for u in node.uuids if gpu_health(devices, u) != {"Healthy"}} == {
+            node.uuid(2),
+            node.uuid(6),
+        }
+
+
+def test_the_fakes_event_wait_blocks_without_cpu_and_wakes_on_an_xid(fake_nvml, open_nvml):
+    """As the driver's: ``nvmlEventSetWait_v2`` sleeps until its timeout, and an XID line wakes it at once."""
+    import threading
+    import time
+
+    import pynvml
+
+    node = fake_nvml("a10x4")
+    open_nvml()
+    event_set = pynvml.nvmlEventSetCreate()
+    pynvml.nvmlDeviceRegisterEvents(
+        pynvml.nvmlDeviceGetHandleByIndex(0), pynvml.nvmlEventTypeXidCriticalError, event_set
+    )
+
+    def wait(timeout_ms: int) -> tuple[float, float, int | None]:
+        wall, cpu = time.monotonic(), time.thread_time()
+        try:
+            xid: int | None = int(pynvml.nvmlEventSetWait_v2(event_set, timeout_ms).eventData)
+        except pynvml.NVMLError_Timeout:
+            xid = None
+        return time.monotonic() - wall, time.thread_time() - cpu, xid
+
+    idle_wall, idle_cpu, idle_xid = wait(600)
+    threading.Timer(0.2, node.inject_xid, args=(node.uuid(0), 79)).start()
+    woken_wall, _, woken_xid = wait(5000)
+    pynvml.nvmlEventSetFree(event_set)
+
+    assert idle_xid is None
+    assert 0.55 < idle_wall < 2.0
+    assert idle_cpu < 0.0015  # measured: 0.2 ms; re-reading the control file every 5 ms cost 2.6 ms
+    assert woken_xid == 79
+    assert woken_wall < 1.0

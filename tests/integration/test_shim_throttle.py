@@ -1,24 +1,28 @@
 """Compute limit: the controller's decisions against a simulated clock, then end to end over the FAKE driver.
 
-Simulated (exact, deterministic; tests/shim/throttle_sim.c drives vcuda/shim/throttle.c): targets 10..90 %
-x (many tiny kernels, few large kernels, one large kernel + synchronize, CPU-bound tiny kernels), soft limit
-with an idle GPU and with a neighbour; each within 5 points over a 5 s window. Co-located: two tenants with
-targets t and 100 - t on one simulated time-sliced GPU, sharing the node file, each within 5 points; without
-the node file (the previous controller) they are charged for each other's slices and fall short.
+Simulated (deterministic; tests/shim/throttle_sim.c runs the shipped vcuda/shim/throttle.c, the bucket AND the
+checkpoint ring compute.c drives, against a simulated time-sliced GPU): 10..90 % alone with 50 us..50 ms
+kernels, one 200 ms kernel + synchronize, two and four co-located tenants, 2..4 processes in one container and
+a mixed case; every container within 5 points of its target in each 5 s window (the first one includes the
+start-up burst), mean error under 2 points; idle spells buy a bounded burst, and pauses are not charged.
 End to end (wall clock, loose bounds: these check behaviour, not timing): the fake driver's virtual GPU is
 kept busy about 30 % at a 30 % hard limit and fully without a limit; a soft limit uses the ceiling only when
-NVML shows no other process on the GPU; launches and throttled time reach the usage file.
+NVML shows no other process on the GPU; launches and throttled time reach the usage file; the container's
+record file holds its budget and its processes' spans.
 """
 
 import functools
 import subprocess
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.shim.harness import BUILD, FAKE_GPU_UUID, read_until, results, run_app, shim_env, start_app
-from vcuda.shimfile import NODE_FILE, NODE_MAGIC, NODE_VERSION
+from vcuda.shimfile import NODE_FILE, NODE_MAGIC, NODE_TENANTS_DIR, NODE_VERSION
 
 KERNEL_NS = 200_000
+SCENARIOS = 36 + 3 + 4 + 20 + 8 + 6 + 2  # lines printed by throttle_sim (one per container and scenario)
 
 
 @functools.cache
@@ -29,28 +33,46 @@ def _simulator_output() -> str:
     return out.stdout
 
 
-def _simulated_shares(kind: str = "share") -> list[tuple[str, int, float]]:
-    return [(w[1], int(w[2]), float(w[3])) for w in results(_simulator_output()) if w[0] == kind]
+def _simulated() -> list[tuple[str, int, list[float]]]:
+    return [(w[1], int(w[3]), [float(w[4]), float(w[5])]) for w in results(_simulator_output())]
 
 
-def test_the_controller_holds_every_target_within_5_points_in_simulation():
-    shares = _simulated_shares()
-    assert len(shares) == 22
-    misses = [(name, target, got) for name, target, got in shares if abs(got - target) > 5]
+def test_the_simulation_covers_every_case_of_the_goal():
+    names = {name for name, _, _ in _simulated()}
+    assert len(_simulated()) == SCENARIOS
+    assert {"alone_50us", "alone_50000us", "two_tenants_50us", "four_tenants_mixed"} <= names
+    assert {f"one_container_{n}_procs_20ms" for n in (2, 3, 4)} <= names
+
+
+def _steady() -> list[tuple[str, int, list[float]]]:
+    return [case for case in _simulated() if not case[0].startswith("half_idle_")]
+
+
+def test_every_container_is_within_5_points_in_every_5_s_window_in_simulation():
+    misses = [(n, t, w) for n, t, w in _steady() if any(abs(x - t) > 5 for x in w)]
     assert misses == []
 
 
-def test_two_colocated_tenants_each_hold_their_target_within_5_points_with_the_node_file():
-    shares = _simulated_shares("colo")
-    assert len(shares) == 20
-    misses = [(name, target, got) for name, target, got in shares if abs(got - target) > 5]
-    assert misses == []
+def test_the_mean_error_is_under_2_points_in_simulation():
+    errors = [abs(x - t) for _, t, w in _steady() for x in w]
+    assert sum(errors) / len(errors) < 2
 
 
-def test_without_the_node_file_colocated_tenants_are_charged_for_each_others_slices():
-    shares = _simulated_shares("colo_nonode")
-    assert len(shares) == 20
-    assert all(got < target - 2 for _, target, got in shares)
+def test_an_idle_spell_buys_at_most_the_savings_cap_and_one_kernel():
+    """Busy (then synchronizing) half of every second at a 20 % limit: half the limit is used in the busy
+    halves, plus at most 20 ms of savings and one kernel per spell, never a pause charged as work."""
+    for name, limit, windows in _simulated():
+        if name.startswith("half_idle_"):
+            kernel_ms = int(name.removeprefix("half_idle_").removesuffix("us")) / 1000
+            ceiling = limit / 2 + (20 + kernel_ms) / 10  # per 1 s period, in percent
+            assert all(limit / 2 - 1 <= x <= ceiling + 0.5 for x in windows), (name, windows)
+
+
+def test_large_kernels_at_a_small_share_hold_it_from_the_first_window():
+    """The start-up and post-idle bursts are bounded whatever the kernel size (16.8 % was measured at 10 %
+    with 20 ms kernels on an H100 with the previous controller)."""
+    first = {n: w[0] for n, t, w in _simulated() if t == 10 and n.startswith("alone_")}
+    assert all(abs(x - 10) <= 2.5 for x in first.values()), first
 
 
 def _busy_share(tmp_path, *, core: int, soft: int | None = None, neighbours: int = 0, **extra: str) -> float:
@@ -91,34 +113,31 @@ def test_launches_and_throttled_time_reach_the_usage_file(tmp_path):
     assert me.gpus[0].busy_ns > 0
 
 
-def test_a_lone_tenant_with_the_node_file_publishes_its_spans_and_keeps_its_share(tmp_path):
+def _record(node_dir: Path, name: str = "uid-1_main") -> dict[str, Any]:
+    return NODE_FILE.unpack((node_dir / NODE_TENANTS_DIR / name / f"{FAKE_GPU_UUID}.bin").read_bytes())
+
+
+def test_a_lone_tenant_publishes_its_spans_in_its_own_record_and_keeps_its_share(tmp_path):
     node_dir = tmp_path / "node"
-    node_dir.mkdir()
+    (node_dir / NODE_TENANTS_DIR / "uid-1_main").mkdir(parents=True)
     assert 15 <= _busy_share(tmp_path, core=30, VCUDA_NODE_DIR=str(node_dir)) <= 45
-    node = NODE_FILE.unpack((node_dir / f"{FAKE_GPU_UUID}.bin").read_bytes())
+    node = _record(node_dir)
     assert (node["magic"], node["version"], node["size"]) == (NODE_MAGIC, NODE_VERSION, NODE_FILE.size)
     claimed = [s for s in node["slots"] if s["owner"] != 0]
     assert len(claimed) == 1
     assert claimed[0]["span_count"] > 0
 
 
-def test_two_tenants_started_together_claim_distinct_node_slots_and_publish_spans(tmp_path):
+def test_two_processes_of_a_container_claim_distinct_slots_of_its_record(tmp_path):
     node_dir = tmp_path / "node"
-    node_dir.mkdir()
-    procs = []
-    for name in ("a", "b"):
-        (tmp_path / name).mkdir()
-        env = shim_env(
-            tmp_path / name,
-            memory_mib=64,
-            core=30,
-            FAKE_CUDA_KERNEL_NS=str(KERNEL_NS),
-            VCUDA_NODE_DIR=str(node_dir),
-        )
-        argv = [str(BUILD / "app_direct"), "init", "ctx", "0", "run", "0.5"]
-        procs.append(subprocess.Popen(argv, env=env.environ(), stdout=subprocess.DEVNULL))
+    (node_dir / NODE_TENANTS_DIR / "uid-1_main").mkdir(parents=True)
+    env = shim_env(
+        tmp_path, memory_mib=64, core=30, FAKE_CUDA_KERNEL_NS=str(KERNEL_NS), VCUDA_NODE_DIR=str(node_dir)
+    )
+    argv = [str(BUILD / "app_direct"), "init", "ctx", "0", "run", "0.5"]
+    procs = [subprocess.Popen(argv, env=env.environ(), stdout=subprocess.DEVNULL) for _ in range(2)]
     assert [p.wait(timeout=30) for p in procs] == [0, 0]
-    node = NODE_FILE.unpack((node_dir / f"{FAKE_GPU_UUID}.bin").read_bytes())
-    claimed = [s for s in node["slots"] if s["owner"] != 0]
+    claimed = [s for s in _record(node_dir)["slots"] if s["owner"] != 0]
     assert len({s["owner"] for s in claimed}) == len(claimed) == 2
+    assert len({s["pid"] for s in claimed}) == 2
     assert all(s["span_count"] > 0 for s in claimed)

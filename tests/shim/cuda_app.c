@@ -7,18 +7,35 @@
  *   init | ctx <dev> | alloc <MiB> | pitch <w> <h> | managed <MiB> | async <MiB> | pool <MiB> | create <MiB> |
  *   array <w> <h> | array3d <w> <h> <d> | mipmap <w> <h> <levels> | free | freeall | info | total <dev> |
  *   launch <n> | launch_ptsz <n> | launch_ex <n> | coop <n> | graph <n> | pause | run <seconds> |
- *   bench_launch <n> | bench_alloc <n> <live>
+ *   bench_launch <n> | bench_alloc <n> <live> |
+ *   threads <n> <iters> <MiB> (n threads alloc/free in the current context: "threads <refused> <bad frees>") |
+ *   bench_threads <n> <pairs> (thread CPU ns per alloc/free pair) | ctxcreate <dev> | ctxdestroy |
+ *   reset <dev> | release <dev> | reset1 <dev> | release1 <dev> (their v1 entry points) | noctx | stream |
+ *   salloc <MiB> (async on that stream) |
+ *   vmm <MiB> (create + reserve + map) | vrelease | vunmap | sym <name> (dlsym on libcuda.so.1: 1 found) |
+ *   lookup <name> <version> <flags> (cuGetProcAddress; APP_MODE 2 and 3) |
+ *   exec <commands...> (the rest runs in a new image of this program, same pid) |
+ *   forkalloc <MiB> (a child allocates and exits, reaped) | forkzombie <MiB> (same, left a zombie) |
+ *   forkbusy <forks> (3 threads alloc/free/launch while the main thread forks; each child frees, allocates and
+ *   launches under a 3 s alarm: "forkbusy <children that hung>")
  */
 #define _GNU_SOURCE
 #define CUDA_ENABLE_DEPRECATED 1
 #include <cuda.h>
 #include <dlfcn.h>
+#include <pthread.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #undef cuGetProcAddress
+#undef cuDevicePrimaryCtxReset
+#undef cuDevicePrimaryCtxRelease
+CUresult cuDevicePrimaryCtxReset(CUdevice dev);
+CUresult cuDevicePrimaryCtxRelease(CUdevice dev);
 CUresult cuGetProcAddress(const char *symbol, void **pfn, int cudaVersion, cuuint64_t flags);
 
 #ifndef APP_MODE
@@ -54,6 +71,16 @@ static struct {
     __typeof__(&cuLaunchCooperativeKernel) coop;
     __typeof__(&cuGraphLaunch) graph;
     __typeof__(&cuCtxSynchronize) sync;
+    __typeof__(&cuCtxCreate_v4) ctx_create;
+    __typeof__(&cuCtxDestroy_v2) ctx_destroy;
+    __typeof__(&cuDevicePrimaryCtxReset_v2) reset;
+    __typeof__(&cuDevicePrimaryCtxRelease_v2) prim_release;
+    __typeof__(&cuDevicePrimaryCtxReset_v2) reset1;         /* the v1 entry points of runtimes before CUDA 11 */
+    __typeof__(&cuDevicePrimaryCtxRelease_v2) prim_release1;
+    __typeof__(&cuStreamCreate) stream_create;
+    __typeof__(&cuMemAddressReserve) va_reserve;
+    __typeof__(&cuMemMap) map;
+    __typeof__(&cuMemUnmap) unmap;
 } api;
 
 #if APP_MODE == 1
@@ -69,6 +96,10 @@ static void load_api(void) {
     api.info = cuMemGetInfo_v2; api.total = cuDeviceTotalMem_v2; api.launch = cuLaunchKernel;
     api.launch_ptsz = cuLaunchKernel_ptsz; api.launch_ex = cuLaunchKernelEx; api.coop = cuLaunchCooperativeKernel;
     api.graph = cuGraphLaunch; api.sync = cuCtxSynchronize;
+    api.ctx_create = cuCtxCreate_v4; api.ctx_destroy = cuCtxDestroy_v2; api.reset = cuDevicePrimaryCtxReset_v2;
+    api.prim_release = cuDevicePrimaryCtxRelease_v2; api.stream_create = cuStreamCreate;
+    api.reset1 = cuDevicePrimaryCtxReset; api.prim_release1 = cuDevicePrimaryCtxRelease;
+    api.va_reserve = cuMemAddressReserve; api.map = cuMemMap; api.unmap = cuMemUnmap;
 }
 #else
 static gpa2_t gpa2;
@@ -107,6 +138,11 @@ static void load_api(void) {
     L(total, "cuDeviceTotalMem", 3020, 0); L(launch, "cuLaunchKernel", 4000, 0);
     L(launch_ptsz, "cuLaunchKernel", 7000, 2); L(launch_ex, "cuLaunchKernelEx", 11060, 0);
     L(coop, "cuLaunchCooperativeKernel", 9000, 0); L(graph, "cuGraphLaunch", 10000, 2); L(sync, "cuCtxSynchronize", 2000, 0);
+    L(ctx_create, "cuCtxCreate", 12050, 0); L(ctx_destroy, "cuCtxDestroy", 4000, 0);
+    L(reset, "cuDevicePrimaryCtxReset", 11000, 0); L(prim_release, "cuDevicePrimaryCtxRelease", 11000, 0);
+    L(reset1, "cuDevicePrimaryCtxReset", 10000, 0); L(prim_release1, "cuDevicePrimaryCtxRelease", 10000, 0);
+    L(stream_create, "cuStreamCreate", 2000, 0); L(va_reserve, "cuMemAddressReserve", 10020, 0);
+    L(map, "cuMemMap", 10020, 0); L(unmap, "cuMemUnmap", 10020, 0);
 }
 #endif
 
@@ -215,6 +251,200 @@ static void run_for(double seconds) {
     printf("run %llu %.6f\n", (unsigned long long)launches, (double)(now_ns() - t0) / 1e9);
 }
 
+/* ---- Threads, contexts, streams, VMM (memory tests). */
+static CUcontext cur_ctx, created_ctx;
+static CUstream cur_stream;
+static CUmemGenericAllocationHandle vmm_handle;
+static CUdeviceptr vmm_va;
+static size_t vmm_size;
+
+typedef struct worker {
+    pthread_t tid;
+    long iters;
+    size_t bytes;
+    long refused, bad_frees;
+    uint64_t cpu_ns;
+} worker_t;
+
+static uint64_t thread_cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static pthread_barrier_t start_line;
+
+static void *alloc_free_loop(void *arg) {
+    worker_t *w = arg;
+    CUdeviceptr p;
+    api.set_current(cur_ctx);
+    pthread_barrier_wait(&start_line);
+    uint64_t t0 = thread_cpu_ns();
+    for (long k = 0; k < w->iters; k++) {
+        if (api.alloc(&p, w->bytes) != CUDA_SUCCESS) { w->refused++; continue; }
+        if (api.free(p) != CUDA_SUCCESS) w->bad_frees++;
+    }
+    w->cpu_ns = thread_cpu_ns() - t0;
+    return NULL;
+}
+
+/* n threads of alloc/free; returns the sums in *total (refused, bad frees) and the mean CPU ns per pair. */
+static double run_workers(int n, long iters, size_t bytes, worker_t *total) {
+    worker_t w[64] = {0};
+    double ns = 0;
+    if (n > 64) n = 64;
+    pthread_barrier_init(&start_line, NULL, (unsigned)n);
+    for (int t = 0; t < n; t++) {
+        w[t].iters = iters;
+        w[t].bytes = bytes;
+        pthread_create(&w[t].tid, NULL, alloc_free_loop, &w[t]);
+    }
+    for (int t = 0; t < n; t++) {
+        pthread_join(w[t].tid, NULL);
+        total->refused += w[t].refused;
+        total->bad_frees += w[t].bad_frees;
+        ns += (double)w[t].cpu_ns / (double)iters / n;
+    }
+    pthread_barrier_destroy(&start_line);
+    return ns;
+}
+
+static void vmm_cmd(const char *cmd, char **argv, int *i) {
+    CUresult r;
+    if (!strcmp(cmd, "vmm")) {
+        CUmemAllocationProp prop = {0};
+        prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
+        prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+        vmm_size = strtoull(argv[++*i], NULL, 10) << 20;
+        r = api.create(&vmm_handle, vmm_size, &prop, 0);
+        if (r == CUDA_SUCCESS) r = api.va_reserve(&vmm_va, vmm_size, 0, 0, 0);
+        if (r == CUDA_SUCCESS) r = api.map(vmm_va, vmm_size, 0, vmm_handle, 0);
+    } else if (!strcmp(cmd, "vrelease")) r = api.release(vmm_handle);
+    else r = api.unmap(vmm_va, vmm_size);
+    printf("%s %d\n", cmd, (int)r);
+}
+
+static int lookup_cmd(char **argv, int *i) {
+    const char *name = argv[++*i];
+    int version = atoi(argv[++*i]);
+    cuuint64_t flags = strtoull(argv[++*i], NULL, 10);
+    void *fn = NULL;
+#if APP_MODE == 1
+    (void)name; (void)version; (void)flags; (void)fn;
+    printf("lookup -1\n");
+#else
+    CUdriverProcAddressQueryResult st;
+    CUresult r = APP_MODE == 2 ? gpa2(name, &fn, version, flags, &st) : gpa1(name, &fn, version, flags);
+    printf("lookup %d\n", (int)r);
+#endif
+    return 0;
+}
+
+/* A child that allocates `MiB` in the current context and exits without freeing; reaped or left a zombie. */
+static void fork_cmd(const char *cmd, char **argv, int *i) {
+    size_t bytes = strtoull(argv[++*i], NULL, 10) << 20;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        CUdeviceptr p;
+        printf("child %d\n", (int)api.alloc(&p, bytes));
+        fflush(stdout);
+        _exit(0);
+    }
+    int status = -1;
+    siginfo_t info;
+    if (!strcmp(cmd, "forkalloc")) waitpid(pid, &status, 0);
+    else status = waitid(P_PID, (id_t)pid, &info, WEXITED | WNOWAIT); /* exited, not reaped */
+    printf("%s %d\n", cmd, status);
+}
+
+/* Forks while other threads are inside the shim's allocation paths (holding its locks, at random points). A
+ * child's first CUDA calls must return, not wait forever on a lock whose holder did not survive the fork. */
+static int busy_stop;
+
+static void *busy_loop(void *arg) {
+    CUdeviceptr p;
+    (void)arg;
+    api.set_current(cur_ctx);
+    while (!__atomic_load_n(&busy_stop, __ATOMIC_RELAXED)) {
+        if (api.alloc(&p, 1 << 20) == CUDA_SUCCESS) api.free(p);
+        api.launch(NULL, 1, 1, 1, 32, 1, 1, 0, NULL, NULL, NULL);
+    }
+    return NULL;
+}
+
+static void fork_busy(int forks) {
+    pthread_t t[3];
+    int hung = 0;
+    __atomic_store_n(&busy_stop, 0, __ATOMIC_RELAXED);
+    for (int k = 0; k < 3; k++) pthread_create(&t[k], NULL, busy_loop, NULL);
+    fflush(stdout);
+    for (int f = 0; f < forks; f++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            CUdeviceptr p;
+            alarm(3);
+            api.free((CUdeviceptr)0x1000);
+            if (api.alloc(&p, 1 << 20) == CUDA_SUCCESS) api.free(p);
+            api.launch(NULL, 1, 1, 1, 32, 1, 1, 0, NULL, NULL, NULL);
+            _exit(0);
+        }
+        int status = 0;
+        waitpid(pid, &status, 0);
+        hung += WIFSIGNALED(status);
+    }
+    __atomic_store_n(&busy_stop, 1, __ATOMIC_RELAXED);
+    for (int k = 0; k < 3; k++) pthread_join(t[k], NULL);
+    printf("forkbusy %d\n", hung);
+}
+
+static int memory_command(const char *cmd, char **argv, int *i) {
+    CUresult r;
+    worker_t total = {0};
+    if (!strcmp(cmd, "threads")) {
+        int n = atoi(argv[++*i]);
+        long iters = atol(argv[++*i]);
+        size_t bytes = strtoull(argv[++*i], NULL, 10) << 20;
+        run_workers(n, iters, bytes, &total);
+        printf("threads %ld %ld\n", total.refused, total.bad_frees);
+    } else if (!strcmp(cmd, "bench_threads")) {
+        int n = atoi(argv[++*i]);
+        long pairs = atol(argv[++*i]);
+        double ns = run_workers(n, pairs, 1 << 20, &total);
+        printf("bench_threads %.2f %ld\n", ns, total.refused);
+    } else if (!strcmp(cmd, "ctxcreate")) {
+        r = api.ctx_create(&created_ctx, NULL, 0, atoi(argv[++*i]));
+        printf("ctxcreate %d\n", (int)r);
+    } else if (!strcmp(cmd, "ctxdestroy")) printf("ctxdestroy %d\n", (int)api.ctx_destroy(created_ctx));
+    else if (!strcmp(cmd, "reset")) printf("reset %d\n", (int)api.reset(atoi(argv[++*i])));
+    else if (!strcmp(cmd, "release")) printf("release %d\n", (int)api.prim_release(atoi(argv[++*i])));
+    else if (!strcmp(cmd, "reset1")) printf("reset1 %d\n", (int)api.reset1(atoi(argv[++*i])));
+    else if (!strcmp(cmd, "release1")) printf("release1 %d\n", (int)api.prim_release1(atoi(argv[++*i])));
+    else if (!strcmp(cmd, "noctx")) printf("noctx %d\n", (int)api.set_current(NULL));
+    else if (!strcmp(cmd, "stream")) printf("stream %d\n", (int)api.stream_create(&cur_stream, 0));
+    else if (!strcmp(cmd, "salloc")) {
+        CUdeviceptr p = 0;
+        r = api.alloc_async(&p, strtoull(argv[++*i], NULL, 10) << 20, cur_stream);
+        keep(r, p, 1);
+        printf("salloc %d\n", (int)r);
+    } else if (!strcmp(cmd, "vmm") || !strcmp(cmd, "vrelease") || !strcmp(cmd, "vunmap")) vmm_cmd(cmd, argv, i);
+    else if (!strcmp(cmd, "sym")) {
+        const char *name = argv[++*i];
+        void *h = dlopen("libcuda.so.1", RTLD_NOW);
+        printf("sym %s %d\n", name, h && dlsym(h, name) ? 1 : 0);
+    } else if (!strcmp(cmd, "lookup")) return lookup_cmd(argv, i);
+    else if (!strcmp(cmd, "forkalloc") || !strcmp(cmd, "forkzombie")) fork_cmd(cmd, argv, i);
+    else if (!strcmp(cmd, "forkbusy")) fork_busy(atoi(argv[++*i]));
+    else if (!strcmp(cmd, "exec")) {
+        argv[*i] = argv[0]; /* the new image gets the remaining commands */
+        fflush(stdout);
+        execv("/proc/self/exe", &argv[*i]);
+        printf("exec-failed\n");
+        return 1;
+    } else return 1;
+    return 0;
+}
+
 static int command(char **argv, int *i) {
     const char *cmd = argv[*i];
     CUresult r;
@@ -223,6 +453,7 @@ static int command(char **argv, int *i) {
         CUcontext c;
         r = api.retain(&c, atoi(argv[++*i]));
         if (r == CUDA_SUCCESS) r = api.set_current(c);
+        cur_ctx = c;
         printf("ctx %d\n", (int)r);
     } else if (!strcmp(cmd, "alloc") || !strcmp(cmd, "managed") || !strcmp(cmd, "async") || !strcmp(cmd, "pool") || !strcmp(cmd, "create")) alloc_cmd(cmd, argv, i);
     else if (!strcmp(cmd, "array") || !strcmp(cmd, "array3d") || !strcmp(cmd, "mipmap")) array_cmd(cmd, argv, i);
@@ -248,7 +479,7 @@ static int command(char **argv, int *i) {
     else if (!strncmp(cmd, "launch", 6) || !strcmp(cmd, "coop") || !strcmp(cmd, "graph")) {
         long n = atol(argv[++*i]);
         printf("%s %d\n", cmd, launch_n(cmd, n));
-    } else { printf("unknown %s\n", cmd); return 2; }
+    } else if (memory_command(cmd, argv, i) != 0) { printf("unknown %s\n", cmd); return 2; }
     return 0;
 }
 

@@ -2,10 +2,13 @@
 
 The fake driver's device 0 has the UUID :data:`FAKE_GPU_UUID`; a test writes a real contract config for it
 with :func:`write_config`, then runs one of the three test programs (:data:`APPS`) under ``LD_PRELOAD`` with
-:func:`run_app` or :func:`start_app`. Every wait here is bounded.
+:func:`run_app` or :func:`start_app`. They preload the TEST build (:data:`SHIM`, ``libvcuda-test.so``), which
+takes its config and usage paths from the env; the shipped :data:`SHIPPED_SHIM` reads only the fixed container
+paths, which :func:`run_app_at_fixed_paths` provides in a private mount namespace. Every wait here is bounded.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -20,8 +23,11 @@ from vcuda.model import GpuUuid
 from vcuda.shimfile import GpuLimit, ProcessUsage, ShimConfig, decode_usage, encode_config
 
 ROOT = Path(__file__).resolve().parents[2]
-BUILD = ROOT / "build" / "shim"
-SHIM = BUILD / "libvcuda.so"
+# KUBE_VGPU_SHIM_BUILD: run the tests against another build directory (a developer's private build).
+BUILD = Path(os.environ.get("KUBE_VGPU_SHIM_BUILD") or ROOT / "build" / "shim")
+# The TEST build: it takes its config, usage and node paths from VCUDA_* env (the shipped one never does).
+SHIM = BUILD / "libvcuda-test.so"
+SHIPPED_SHIM = BUILD / "libvcuda.so"
 FAKE_DIR = BUILD / "fake"
 APPS = ("app_direct", "app_runtime", "app_legacy")
 FAKE_GPU_UUID = GpuUuid("GPU-10111213-1415-1617-1819-1a1b1c1d1e1f")
@@ -96,6 +102,47 @@ def run_app(
         timeout=TIMEOUT_S,
         check=False,
     )
+
+
+# Runs "$@" as inside a GPU container: $1 copied to the shim's fixed config path, directory $2 bound at its fixed
+# usage directory, in a private user + mount namespace over overlays (this machine's /etc and /run untouched).
+_CONTAINER_SCRIPT = r"""
+set -e
+cfg=$1; usage=$2; work=$3; shift 3
+mkdir -p "$work/up" "$work/work"
+mount -t overlay overlay -o "lowerdir=/etc,upperdir=$work/up,workdir=$work/work" /etc
+mkdir -p /etc/kube-vgpu && cp "$cfg" /etc/kube-vgpu/vcuda.config
+run=$(readlink -f /var/run)
+mount -t tmpfs none "$run" && mkdir -p "$run/kube-vgpu" && mount --bind "$usage" "$run/kube-vgpu"
+exec "$@"
+"""
+
+
+def fixed_paths_supported() -> bool:
+    """Whether this machine lets an unprivileged user + mount namespace overlay /etc (Linux >= 5.11)."""
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "-Urm", "sh", "-c", "mount -t tmpfs none /mnt"], capture_output=True, timeout=TIMEOUT_S
+    )
+    return probe.returncode == 0
+
+
+def run_app_at_fixed_paths(
+    env: ShimEnv, args: Sequence[str], *, work: Path, app: str = "app_runtime", preload: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Like :func:`run_app`, but the config is at the shim's FIXED path and the usage file lands in
+    ``env.usage.parent`` through the fixed usage directory: how the shipped library, which ignores every
+    path in the environment, finds them in a container."""
+    return subprocess.run(
+        ["unshare", "-Urm", "sh", "-c", _CONTAINER_SCRIPT, "sh", str(env.config), str(env.usage.parent),
+         str(work), str(BUILD / app), *args],
+        env=env.environ(preload),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )  # fmt: skip
 
 
 @contextmanager

@@ -1,266 +1,281 @@
-/* Drives the shim's pure compute controller (vcuda/shim/throttle.c) against a simulated clock and a
- * simulated GPU, the way compute.c drives it with CUDA events: checkpoints every `batch` launches, busy time
- * measured from event completion, at most 8 unmeasured checkpoints, debt slept off. Prints, per scenario,
- * the GPU busy share over a 5 s window after 1 s of warm-up:
- *   share <name> <target> <measured percent>
- * Scenarios: many tiny kernels (20 us) launched flat out; few large kernels (50 ms) flat out; one large
- * kernel + synchronize loop (200 ms); CPU-bound tiny kernels (launch cost 10 us > kernel 4 us); soft limit
- * with an idle GPU (uses the soft ceiling) and with a neighbour (stays at the hard share).
+/* Runs the shim's compute controller (vcuda/shim/throttle.c: the token bucket AND the checkpoint ring that
+ * compute.c drives with CUDA events, the same functions, not a copy) against a simulated clock and a simulated
+ * time-sliced GPU, so accuracy is checked in simulated time in well under a second per scenario.
  *
- * Co-located (second half): two tenants with targets t and 100 - t share one simulated time-sliced GPU
- * (1 us steps; round-robin 1 ms slices while both have work queued, as the driver does for two contexts).
- * Each runs compute.c's checkpoint logic; with the node file (`colo`) they publish busy spans and charge only
- * their part of overlapped time (vc_own_busy), and drain their queue before sleeping; without it
- * (`colo_nonode`, the previous controller) each is charged for the other's slices. Prints
- *   colo <kernel> <target> <measured percent>   (one line per tenant)
+ * The GPU runs in STEP_NS steps and round-robins SLICE_NS slices between the contexts (processes) that have
+ * work queued, as the driver does for several contexts. Each process has its own controller (vc_ctl_t) and
+ * event ring; the processes of one container share one budget (the shared bucket of the record file), and
+ * every process sees the others' published spans (one owner per process; what other containers' spans take
+ * off a charge is bounded by their shares through vc_discount_take), as node.c provides. Events complete when
+ * the GPU has executed the work queued before them; a blocked wait resumes the controller then; a sleep
+ * overshoots by OVERSLEEP_NS (it must not be charged as busy time); the driver queue holds 1024 kernels.
+ *
+ * Scenarios named half_idle_* launch only half the time (idle spells; see main).
+ * Prints one line per container and scenario, busy share in two consecutive 5 s windows from t = 0 (start-up
+ * burst included):
+ *   share <scenario> <container> <target> <window 1 %> <window 2 %>
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "throttle.h"
 
-#define RING 8
-
-typedef struct sim {
-    uint64_t now, gpu_free_at, busy_in_window, win_start, win_end;
-    uint64_t ev_done[RING], ev_submit[RING], ev_launches[RING];
-    unsigned head, count;
-    uint64_t done_ns, last_ckpt;
-    int have_done;
-    vc_throttle_t t;
-} sim_t;
-
-static void gpu_run(sim_t *s, uint64_t kernel_ns) {
-    uint64_t start = s->gpu_free_at > s->now ? s->gpu_free_at : s->now, end = start + kernel_ns;
-    uint64_t a = start > s->win_start ? start : s->win_start, b = end < s->win_end ? end : s->win_end;
-    if (b > a) s->busy_in_window += b - a;
-    s->gpu_free_at = end;
-}
-
-static void complete_oldest(sim_t *s) {
-    unsigned k = (s->head + RING - s->count) % RING;
-    if (s->ev_done[k] > s->now) s->now = s->ev_done[k]; /* blocking wait (cuEventSynchronize) */
-    uint64_t busy = s->have_done ? vc_busy_segment(s->done_ns, s->ev_submit[k], s->ev_done[k]) : 0;
-    vc_throttle_charge(&s->t, busy, s->ev_launches[k]);
-    s->done_ns = s->ev_done[k];
-    s->have_done = 1;
-    s->count--;
-}
-
-static uint32_t checkpoint(sim_t *s, uint64_t launches) {
-    while (s->count > 0) {
-        unsigned k = (s->head + RING - s->count) % RING;
-        if (s->ev_done[k] > s->now && s->count < vc_throttle_max_outstanding(&s->t)) break;
-        complete_oldest(s);
-    }
-    unsigned k = s->head;
-    s->ev_done[k] = s->gpu_free_at > s->now ? s->gpu_free_at : s->now;
-    s->ev_submit[k] = s->last_ckpt;
-    s->ev_launches[k] = launches;
-    s->head = (k + 1) % RING;
-    s->count++;
-    s->now += vc_throttle_wait_ns(&s->t, s->now);
-    s->last_ckpt = s->now; /* the next segment's work is submitted after the wait */
-    return vc_throttle_batch(&s->t);
-}
-
-/* Launch loop: `launch_ns` CPU cost per launch, `sync_every` > 0 waits for the GPU after that many launches. */
-static double simulate(uint32_t share, uint64_t kernel_ns, uint64_t launch_ns, int sync_every) {
-    sim_t s;
-    memset(&s, 0, sizeof s);
-    s.win_start = 1000000000ULL;
-    s.win_end = 6000000000ULL;
-    vc_throttle_init(&s.t, share, 0);
-    uint32_t credit = 0, granted = 0;
-    long n = 0;
-    while (s.now < s.win_end) {
-        if (credit == 0) {
-            granted = checkpoint(&s, granted);
-            credit = granted;
-        }
-        credit--;
-        gpu_run(&s, kernel_ns);
-        s.now += launch_ns;
-        if (sync_every && ++n % sync_every == 0 && s.gpu_free_at > s.now) s.now = s.gpu_free_at;
-        /* The driver's launch queue is finite: a launch blocks when ~1024 kernels are pending. */
-        if (s.gpu_free_at > s.now + 1024 * kernel_ns) s.now = s.gpu_free_at - 1024 * kernel_ns;
-    }
-    return 100.0 * (double)s.busy_in_window / (double)(s.win_end - s.win_start);
-}
-
-/* ---- two tenants on one time-sliced GPU ---------------------------------------------------------------- */
-
-#define STEP 1000ULL
-#define SLICE 1000000ULL
+#define STEP_NS 5000ULL
+#define SLICE_NS 1000000ULL
+#define OVERSLEEP_NS 60000ULL
+#define WINDOW_NS 5000000000ULL
+#define MAX_PROCS 8
 #define NSPAN 16
 
-typedef struct tenant {
-    uint64_t kernel_ns, launch_ns, submitted, executed, busy_in_window;
-    uint64_t ev_pos[RING], ev_done[RING], ev_submit[RING], ev_launches[RING];
-    unsigned head, count, phase;
-    uint64_t done_ns, last_ckpt, ready_at, credit, granted;
-    int have_done;
-    vc_throttle_t t;
-    /* what this tenant publishes in the (simulated) node file */
-    uint64_t span_a[NSPAN], span_b[NSPAN], spans, open_since, open_until;
-} tenant_t;
+typedef struct proc {
+    int container;
+    uint64_t kernel_ns, launch_ns;
+    int sync; /* waits for its queue to drain after every launch (one big kernel + synchronize) */
+    uint64_t period_ns; /* > 0: launches only in the first half of every period (idle spells) */
+    uint64_t submitted, executed, busy[2];
+    uint64_t ev_pos[VC_RING], ev_done[VC_RING];
+    vc_ctl_t ctl;
+    vc_ring_t ring;
+    vc_discount_t discount;
+    uint64_t ready_at, credit, granted;
+    int wait_k, stepping, woke, synced;
+    uint64_t span_a[NSPAN], span_b[NSPAN], spans, open_since, open_until; /* its slot in the record */
+} proc_t;
 
-static int node_on;
+typedef struct world {
+    proc_t p[MAX_PROCS];
+    int n, containers;
+    uint32_t share[MAX_PROCS];
+    int64_t tokens[MAX_PROCS];
+    uint64_t refill[MAX_PROCS];
+    uint64_t now;
+} world_t;
 
-static unsigned others_spans(const tenant_t *other, uint64_t a, uint64_t b, uint64_t now, vc_span_t *out) {
+static world_t W;
+
+static int sim_record(void *self, unsigned k) {
+    proc_t *p = self;
+    p->ev_pos[k] = p->submitted;
+    p->ev_done[k] = p->executed >= p->submitted ? W.now : 0;
+    return 0;
+}
+
+static int sim_query(void *self, unsigned k) { return ((proc_t *)self)->ev_done[k] != 0; }
+
+static int sim_elapsed(void *self, unsigned a, unsigned b, uint64_t *ns) {
+    proc_t *p = self;
+    *ns = p->ev_done[b] - p->ev_done[a];
+    return 0;
+}
+
+static unsigned spans_of(const proc_t *q, uint32_t owner, uint64_t a, uint64_t b, uint64_t now, vc_span_t *out) {
     unsigned n = 0;
-    for (uint64_t j = other->spans > NSPAN ? other->spans - NSPAN : 0; j < other->spans; j++) {
-        uint64_t x = other->span_a[j % NSPAN], y = other->span_b[j % NSPAN];
-        if (y > x && y > a && x < b) out[n++] = (vc_span_t){x, y, 1};
+    for (uint64_t j = q->spans > NSPAN ? q->spans - NSPAN : 0; j < q->spans; j++) {
+        uint64_t x = q->span_a[j % NSPAN], y = q->span_b[j % NSPAN];
+        if (y > x && y > a && x < b) out[n++] = (vc_span_t){x, y, owner};
     }
-    uint64_t until = other->open_until < now ? other->open_until : now;
-    if (other->open_since && until > other->open_since && until > a && other->open_since < b)
-        out[n++] = (vc_span_t){other->open_since, until, 1};
+    uint64_t until = q->open_until < now ? q->open_until : now;
+    if (q->open_since && until > q->open_since && until > a && q->open_since < b)
+        out[n++] = (vc_span_t){q->open_since, until, owner};
     return n;
 }
 
-static void t_complete(tenant_t *me, const tenant_t *other, uint64_t now) {
-    unsigned k = (me->head + RING - me->count) % RING;
-    uint64_t busy = me->have_done ? vc_busy_segment(me->done_ns, me->ev_submit[k], me->ev_done[k]) : 0;
-    if (busy > 0 && node_on) {
-        vc_span_t spans[NSPAN + 1];
-        uint64_t a = me->ev_done[k] - busy;
-        me->span_a[me->spans % NSPAN] = a;
-        me->span_b[me->spans % NSPAN] = me->ev_done[k];
-        me->spans++;
-        busy = vc_own_busy(a, me->ev_done[k], spans, others_spans(other, a, me->ev_done[k], now, spans));
+/* node.c's view: this container's other processes first, then the other containers' processes. */
+static uint64_t sim_own(void *self, uint64_t a, uint64_t b, uint64_t now, uint64_t *private_ns) {
+    proc_t *me = self;
+    me->span_a[me->spans % NSPAN] = a;
+    me->span_b[me->spans % NSPAN] = b;
+    me->spans++;
+    vc_span_t others[VC_OWN_MAX_SPANS];
+    unsigned n = 0, siblings = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < W.n; i++) {
+            proc_t *q = &W.p[i];
+            if (q == me || (q->container == me->container) != (pass == 0) || n + NSPAN + 1 > VC_OWN_MAX_SPANS) continue;
+            n += spans_of(q, (uint32_t)i, a, b, now, others + n);
+        }
+        if (pass == 0) siblings = n;
     }
-    vc_throttle_charge(&me->t, busy, me->ev_launches[k]);
-    me->done_ns = me->ev_done[k];
-    me->have_done = 1;
-    me->count--;
+    me->discount.pct = 0;
+    for (int c = 0; c < W.containers; c++)
+        if (c != me->container) me->discount.pct += W.share[c];
+    return vc_split_busy(&me->discount, a, b, others, siblings, n, now, private_ns);
 }
 
-/* compute.c's vc_controller_step as a resumable state machine; returns 0 while blocked on an event. */
-static int t_checkpoint(tenant_t *me, const tenant_t *other, uint64_t now) {
-    if (me->phase == 0) {
-        while (me->count > 0) {
-            unsigned k = (me->head + RING - me->count) % RING;
-            if (me->ev_done[k] == 0) {
-                if (me->have_done && me->count < vc_throttle_max_outstanding(&me->t)) break;
-                return 0;
-            }
-            t_complete(me, other, now);
-        }
-        unsigned k = me->head;
-        me->ev_pos[k] = me->submitted;
-        me->ev_done[k] = me->executed >= me->submitted ? now : 0;
-        me->ev_submit[k] = me->last_ckpt;
-        me->ev_launches[k] = me->granted;
-        me->head = (k + 1) % RING;
-        me->count++;
-        me->phase = 1;
-    }
-    uint64_t wait = vc_throttle_wait_ns(&me->t, now);
-    if (node_on) {
-        if (wait > 0) {
-            while (me->count > 0) {
-                if (me->ev_done[(me->head + RING - me->count) % RING] == 0) return 0;
-                t_complete(me, other, now);
-            }
-            wait = vc_throttle_wait_ns(&me->t, now);
-        }
-        uint64_t since = now + wait;
-        if (me->count > 0) {
-            unsigned k = (me->head + RING - me->count) % RING;
-            since = me->have_done && me->done_ns > me->ev_submit[k] ? me->done_ns : me->ev_submit[k];
-        }
-        uint64_t seg = me->t.avg_kernel_ns * vc_throttle_batch(&me->t);
-        if (seg < VC_THROTTLE_SEGMENT_NS) seg = VC_THROTTLE_SEGMENT_NS;
-        me->open_since = since;
-        me->open_until = now + wait + 2 * (me->count + 1) * seg;
-    }
-    me->phase = 0;
-    me->last_ckpt = now + wait;
-    me->ready_at = now + wait;
-    me->granted = vc_throttle_batch(&me->t);
-    me->credit = me->granted;
-    return 1;
+static void sim_set_open(void *self, uint64_t since, uint64_t until, uint64_t now) {
+    (void)now;
+    proc_t *p = self;
+    p->open_since = since;
+    p->open_until = until;
 }
 
-static void t_act(tenant_t *me, const tenant_t *other, uint64_t now) {
-    while (me->ready_at <= now) {
-        if (me->credit == 0) {
-            if (!t_checkpoint(me, other, now)) return;
-            continue;
+static const vc_ctl_ops_t OPS = {sim_record, sim_query, sim_elapsed, sim_own, sim_set_open};
+
+/* What a launching thread does at `now` (compute.c's vc_checkpoint around vc_ctl_step). */
+static void act(proc_t *p, uint64_t now) {
+    while (p->ready_at <= now) {
+        if (p->woke) {
+            vc_ctl_woke(&p->ctl, now);
+            p->woke = 0;
         }
-        if (me->submitted - me->executed > 1024 * me->kernel_ns) return; /* driver queue full: blocks */
-        me->submitted += me->kernel_ns;
-        me->credit--;
-        me->ready_at += me->launch_ns;
-        if (me->ready_at < now) me->ready_at = now;
-    }
-}
-
-static void t_events(tenant_t *me, uint64_t now) {
-    for (unsigned i = 0; i < me->count; i++) {
-        unsigned k = (me->head + RING - me->count + i) % RING;
-        if (me->ev_done[k] == 0 && me->executed >= me->ev_pos[k]) me->ev_done[k] = now;
-    }
-}
-
-static void colocated(uint32_t share_a, uint64_t kernel_ns, uint64_t launch_ns, double got[2]) {
-    static tenant_t ten[2];
-    memset(ten, 0, sizeof ten);
-    const uint64_t win_start = 1000000000ULL, win_end = 6000000000ULL;
-    for (int i = 0; i < 2; i++) {
-        ten[i].kernel_ns = kernel_ns;
-        ten[i].launch_ns = launch_ns;
-        vc_throttle_init(&ten[i].t, i == 0 ? share_a : 100 - share_a, 0);
-    }
-    unsigned cur = 0;
-    uint64_t slice_used = 0;
-    for (uint64_t now = 0; now < win_end; now += STEP) {
-        t_act(&ten[0], &ten[1], now);
-        t_act(&ten[1], &ten[0], now);
-        /* GPU: round-robin between contexts with queued work, SLICE at a time */
-        uint64_t left = STEP;
-        for (int tries = 0; tries < 3 && left > 0; tries++) {
-            tenant_t *r = &ten[cur];
-            uint64_t queued = r->submitted - r->executed;
-            tenant_t *o = &ten[cur ^ 1];
-            if (queued == 0 || (slice_used >= SLICE && o->submitted > o->executed)) {
-                cur ^= 1;
-                slice_used = 0;
+        if (p->wait_k >= 0) {
+            if (!p->ev_done[p->wait_k]) return; /* blocked in cuEventSynchronize */
+            p->wait_k = -1;
+        }
+        if (p->credit == 0) {
+            if (!p->stepping) p->ctl.pending += p->granted;
+            p->stepping = 1;
+            vc_step_t out;
+            if (vc_ctl_step(&p->ctl, &p->ring, &OPS, p, now, &out)) {
+                p->wait_k = out.wait_k;
                 continue;
             }
-            uint64_t run = queued < left ? queued : left;
-            r->executed += run;
-            slice_used += run;
-            if (now >= win_start) r->busy_in_window += run;
-            left -= run;
+            p->stepping = 0;
+            p->granted = p->credit = out.batch;
+            if (out.sleep_ns) {
+                p->ready_at = now + out.sleep_ns + OVERSLEEP_NS;
+                p->woke = 1;
+            }
+            continue;
         }
-        t_events(&ten[0], now + STEP);
-        t_events(&ten[1], now + STEP);
+        if (p->submitted - p->executed > 1024 * p->kernel_ns) return; /* driver queue full: the launch blocks */
+        if (p->sync && p->submitted > p->executed) return;           /* synchronize */
+        if (p->period_ns && now % p->period_ns >= p->period_ns / 2) { /* idle half, after a synchronize */
+            if (!p->synced) { /* compute.c's vc_sync_point: close the segment now, a new one after the pause */
+                p->synced = 1;
+                p->granted -= p->credit;
+                p->credit = 0;
+                continue;
+            }
+            p->granted = p->credit = 0;
+            return;
+        }
+        p->synced = 0;
+        p->submitted += p->kernel_ns;
+        p->credit--;
+        p->ready_at += p->launch_ns;
+        if (p->ready_at < now) p->ready_at = now;
     }
-    for (int i = 0; i < 2; i++) got[i] = 100.0 * (double)ten[i].busy_in_window / (double)(win_end - win_start);
+}
+
+/* One step of the GPU: round-robin slices between contexts with queued work. */
+static void gpu_step(int *cur, uint64_t *slice_used, uint64_t now) {
+    uint64_t left = STEP_NS;
+    for (int tries = 0; tries <= 2 * W.n && left > 0; tries++) {
+        proc_t *r = &W.p[*cur];
+        uint64_t queued = r->submitted - r->executed;
+        int others = 0;
+        for (int i = 0; i < W.n; i++) others |= i != *cur && W.p[i].submitted > W.p[i].executed;
+        if (queued == 0 || (*slice_used >= SLICE_NS && others)) {
+            *cur = (*cur + 1) % W.n;
+            *slice_used = 0;
+            continue;
+        }
+        uint64_t run = queued < left ? queued : left;
+        r->executed += run;
+        *slice_used += run;
+        if (now < 2 * WINDOW_NS) r->busy[now / WINDOW_NS] += run;
+        left -= run;
+    }
+}
+
+static void events(proc_t *p, uint64_t now) {
+    for (unsigned i = 0; i < p->ring.outstanding; i++) {
+        unsigned k = (p->ring.next + VC_RING - p->ring.outstanding + i) % VC_RING;
+        if (!p->ev_done[k] && p->executed >= p->ev_pos[k]) p->ev_done[k] = now;
+    }
+}
+
+typedef struct spec {
+    int container;
+    uint64_t kernel_ns, launch_ns;
+    int sync;
+    uint64_t period_ns;
+} spec_t;
+
+static void run(const char *name, const uint32_t *shares, int containers, const spec_t *procs, int n) {
+    memset(&W, 0, sizeof W);
+    W.n = n;
+    W.containers = containers;
+    for (int c = 0; c < containers; c++) W.share[c] = shares[c];
+    for (int i = 0; i < n; i++) {
+        proc_t *p = &W.p[i];
+        p->container = procs[i].container;
+        p->kernel_ns = procs[i].kernel_ns;
+        p->launch_ns = procs[i].launch_ns;
+        p->sync = procs[i].sync;
+        p->period_ns = procs[i].period_ns;
+        p->wait_k = -1;
+        vc_ctl_init(&p->ctl, shares[p->container], 0);
+        vc_throttle_share_bucket(&p->ctl.t, &W.tokens[p->container], &W.refill[p->container], 1);
+    }
+    int cur = 0;
+    uint64_t slice_used = 0;
+    for (W.now = 1; W.now < 2 * WINDOW_NS; W.now += STEP_NS) {
+        for (int i = 0; i < n; i++) act(&W.p[i], W.now);
+        gpu_step(&cur, &slice_used, W.now);
+        for (int i = 0; i < n; i++) events(&W.p[i], W.now + STEP_NS);
+    }
+    for (int c = 0; c < containers; c++) {
+        uint64_t b[2] = {0, 0};
+        for (int i = 0; i < n; i++)
+            if (W.p[i].container == c) b[0] += W.p[i].busy[0], b[1] += W.p[i].busy[1];
+        printf("share %s %d %u %.2f %.2f\n", name, c, shares[c], 100.0 * (double)b[0] / WINDOW_NS,
+               100.0 * (double)b[1] / WINDOW_NS);
+    }
 }
 
 int main(void) {
-    static const uint32_t targets[] = {10, 30, 50, 70, 90};
-    for (size_t i = 0; i < sizeof targets / sizeof targets[0]; i++) {
-        uint32_t t = targets[i];
-        printf("share tiny %u %.2f\n", t, simulate(t, 20000, 3000, 0));
-        printf("share large %u %.2f\n", t, simulate(t, 50000000, 5000, 0));
-        printf("share large_sync %u %.2f\n", t, simulate(t, 200000000, 5000, 1));
-        printf("share cpu_bound %u %.2f\n", t, simulate(t, 4000, 10000, 0) / (4000.0 / 10000.0));
-    }
-    printf("share soft_idle 60 %.2f\n", simulate(vc_throttle_pick_share(30, 60, 0), 20000, 3000, 0));
-    printf("share soft_busy 30 %.2f\n", simulate(vc_throttle_pick_share(30, 60, 1), 20000, 3000, 0));
-    for (node_on = 1; node_on >= 0; node_on--) {
-        const char *tag = node_on ? "colo" : "colo_nonode";
-        for (size_t i = 0; i < sizeof targets / sizeof targets[0]; i++) {
-            double g[2];
-            colocated(targets[i], 50000, 3000, g);
-            printf("%s tiny %u %.2f\n%s tiny %u %.2f\n", tag, targets[i], g[0], tag, 100 - targets[i], g[1]);
-            colocated(targets[i], 20000000, 5000, g);
-            printf("%s large %u %.2f\n%s large %u %.2f\n", tag, targets[i], g[0], tag, 100 - targets[i], g[1]);
+    static const uint64_t kernels[] = {50000, 1000000, 20000000, 50000000};
+    char name[64];
+    for (uint32_t t = 10; t <= 90; t += 10) {
+        for (size_t k = 0; k < sizeof kernels / sizeof kernels[0]; k++) {
+            spec_t p = {0, kernels[k], 5000, 0, 0};
+            snprintf(name, sizeof name, "alone_%lluus", (unsigned long long)kernels[k] / 1000);
+            run(name, &t, 1, &p, 1);
         }
+    }
+    for (uint32_t t = 10; t <= 90; t += 40) {
+        spec_t p = {0, 200000000, 5000, 1, 0};
+        run("alone_200ms_sync", &t, 1, &p, 1);
+    }
+    /* Bursts after idle spells: launches (then synchronizes) in the first half of every second only. Half
+     * the limit is used in the busy halves; what an idle spell buys on top is bounded by the savings cap (and
+     * one kernel), whatever the kernel size. */
+    for (size_t k = 0; k < sizeof kernels / sizeof kernels[0]; k++) {
+        uint32_t t = 20;
+        spec_t p = {0, kernels[k], 5000, 0, 1000000000ULL};
+        snprintf(name, sizeof name, "half_idle_%lluus", (unsigned long long)kernels[k] / 1000);
+        run(name, &t, 1, &p, 1);
+    }
+    for (uint32_t t = 10; t <= 90; t += 20) {
+        uint32_t s[2] = {t, 100 - t};
+        spec_t small[2] = {{0, 50000, 5000, 0, 0}, {1, 50000, 5000, 0, 0}};
+        spec_t large[2] = {{0, 20000000, 5000, 0, 0}, {1, 20000000, 5000, 0, 0}};
+        run("two_tenants_50us", s, 2, small, 2);
+        run("two_tenants_20ms", s, 2, large, 2);
+    }
+    {
+        uint32_t s[4] = {10, 20, 30, 40};
+        spec_t p[4] = {{0, 50000, 5000, 0, 0}, {1, 1000000, 5000, 0, 0}, {2, 50000, 5000, 0, 0}, {3, 20000000, 5000, 0, 0}};
+        run("four_tenants_mixed", s, 4, p, 4);
+        uint32_t e[4] = {20, 20, 20, 20};
+        run("four_tenants_20", e, 4, p, 4);
+    }
+    for (int n = 2; n <= 4; n++) {
+        uint32_t s = n == 3 ? 70 : 30;
+        spec_t p[4];
+        for (int i = 0; i < n; i++) p[i] = (spec_t){0, 50000, 5000, 0, 0};
+        snprintf(name, sizeof name, "one_container_%d_procs_50us", n);
+        run(name, &s, 1, p, n);
+        for (int i = 0; i < n; i++) p[i] = (spec_t){0, 20000000, 5000, 0, 0};
+        snprintf(name, sizeof name, "one_container_%d_procs_20ms", n);
+        run(name, &s, 1, p, n);
+    }
+    {
+        uint32_t s[2] = {40, 50};
+        spec_t p[3] = {{0, 50000, 5000, 0, 0}, {0, 1000000, 5000, 0, 0}, {1, 50000, 5000, 0, 0}};
+        run("two_procs_and_a_neighbour", s, 2, p, 3);
     }
     return 0;
 }

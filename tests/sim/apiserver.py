@@ -1,7 +1,10 @@
 """The SIMULATED API server: kmock's in-memory Kubernetes emulator served over HTTP on 127.0.0.1.
 
 The emulator class comes from ``tests/kmock_cluster.py`` (uids, resourceVersions, selectors, watch, the binding
-subresource; see that module for what is faked). This module adds what a long simulation needs and runs it
+subresource; see that module for what is faked). Its watches behave as the real API server's: they resume
+from a ``resourceVersion``, answer 410 Gone for versions older than the history kept (``compact()``), send
+bookmarks when asked, end after ``timeoutSeconds`` (or 30-60 min) and on ``drop_watches()``; every request
+is counted in ``emulator.counts``. This module adds what a long simulation needs and runs it
 in a thread of its own, so that blocking test code never stalls the server:
 
 * ``_ForgetServedRequests``: kmock keeps every request it ever served and matches each new request against

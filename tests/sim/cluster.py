@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import secrets
+import ssl
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +22,7 @@ from types import TracebackType
 
 import aiohttp
 
+from tests.signing_keys import KEYRING, write_private_key, write_public_key
 from tests.sim.apiserver import SimApiServer
 from tests.sim.kubeapi import ApiError, KubeApi, Obj, pod_path
 from tests.sim.kubelet import KubeletSettings
@@ -32,6 +33,9 @@ from tests.sim.schedconfig import load_scheduler_config
 from tests.sim.scheduler import SimScheduler, pod_key
 from tests.sim.waiting import wait_until
 from vcuda.names import Names
+
+_WEBHOOK_TLS = Path(__file__).parents[1] / "integration" / "extender" / "tls"
+"""The throwaway webhook certificate (localhost, 127.0.0.1) the simulated API server trusts."""
 
 __all__ = ["DEMO_NODES", "ClusterSpec", "PodState", "SimCluster", "pod_state"]
 
@@ -98,12 +102,14 @@ class SimCluster:
     def __init__(self, spec: ClusterSpec, workdir: Path) -> None:
         self.spec, self.workdir = spec, workdir
         self.names = Names(spec.domain)
-        self.key = secrets.token_hex(32).encode()
+        self.key = KEYRING  # verifies what the extender signs with the private key in key_file
         self.key_file = workdir / "assignment.key"
+        self.public_key_file = workdir / "assignment-public.pem"  # what the nodes get
         self.apiserver = SimApiServer()
         self.api: KubeApi | None = None
         self.nodes: dict[str, SimNode] = {}
         self.extender_port = free_port()
+        self.extender_metrics_port, self.extender_webhook_port = free_port(), free_port()
         self.extender: Child | None = None
         self.scheduler: SimScheduler | None = None
         self.rejected: dict[str, str] = {}
@@ -112,7 +118,17 @@ class SimCluster:
 
     @property
     def extender_url(self) -> str:
+        """The scheduling verbs (loopback, as the sidecar's); health and metrics are on
+        :attr:`extender_metrics_url`, the webhook on :attr:`extender_webhook_url` (HTTPS)."""
         return f"http://127.0.0.1:{self.extender_port}"
+
+    @property
+    def extender_metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.extender_metrics_port}"
+
+    @property
+    def extender_webhook_url(self) -> str:
+        return f"https://localhost:{self.extender_webhook_port}"
 
     @property
     def kube(self) -> KubeApi:
@@ -134,7 +150,8 @@ class SimCluster:
 
     async def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.key_file.write_bytes(self.key)
+        write_private_key(self.key_file)
+        write_public_key(self.public_key_file)
         await asyncio.to_thread(self.apiserver.start)
         self.api = KubeApi(self.apiserver.url)
         kubeconfig = write_kubeconfig(self.workdir / "kubeconfig", self.apiserver.url)
@@ -150,13 +167,17 @@ class SimCluster:
 
     def _new_node(self, spec: NodeSpec, kubeconfig: Path) -> SimNode:
         return SimNode(spec, self.workdir / "nodes" / spec.name, self.kube, kubeconfig=kubeconfig,
-                       key_file=self.key_file, names=self.names, kubelet=self.spec.kubelet)  # fmt: skip
+                       key_file=self.public_key_file, names=self.names, kubelet=self.spec.kubelet)  # fmt: skip
 
     def _extender_child(self, kubeconfig: Path) -> Child:
         argv = [
             *console_script("kube-vgpu-extender"),
             "--host=127.0.0.1",
             f"--port={self.extender_port}",
+            f"--metrics-port={self.extender_metrics_port}",
+            f"--webhook-port={self.extender_webhook_port}",
+            f"--tls-cert-file={_WEBHOOK_TLS / 'fake-webhook.crt'}",
+            f"--tls-key-file={_WEBHOOK_TLS / 'fake-webhook.key'}",
             f"--resource-domain={self.spec.domain}",
             f"--assignment-key-file={self.key_file}",
             f"--gpu-policy={self.spec.gpu_policy}",
@@ -192,7 +213,10 @@ class SimCluster:
     async def http(self, method: str, url: str, body: bytes | None = None) -> tuple[int, str]:
         """A plain HTTP call to a component (status, body); status 0 when it cannot be reached."""
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+            trust = ssl.create_default_context(cafile=str(_WEBHOOK_TLS / "fake-webhook.crt"))
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=10), connector=aiohttp.TCPConnector(ssl=trust)
+            )
         headers = {"Content-Type": "application/json"} if body is not None else {}
         try:
             async with self._session.request(method, url, data=body, headers=headers) as reply:
@@ -205,7 +229,7 @@ class SimCluster:
             assert self.extender is not None
             if not self.extender.alive:
                 raise AssertionError(f"extender exited:\n{self.extender.log_tail()}")
-            status, _ = await self.http("GET", f"{self.extender_url}/readyz")
+            status, _ = await self.http("GET", f"{self.extender_metrics_url}/readyz")
             return status == 200
 
         await wait_until(ready, timeout_s=timeout_s, what="the extender to list the cluster")
@@ -243,7 +267,8 @@ class SimCluster:
                               "kind": {"group": "", "version": "v1", "kind": "Pod"},
                               "resource": {"group": "", "version": "v1", "resource": "pods"},
                               "namespace": pod["metadata"].get("namespace", "default")}}  # fmt: skip
-        status, text = await self.http("POST", f"{self.extender_url}/validate", json.dumps(review).encode())
+        body = json.dumps(review).encode()
+        status, text = await self.http("POST", f"{self.extender_webhook_url}/validate", body)
         if status != 200:
             raise AssertionError(f"the extender's webhook answered {status}: {text[:300]}")
         response = json.loads(text)["response"]

@@ -81,7 +81,7 @@ async def _metrics_sample(cluster: SimCluster, node: str, pod: str) -> str:
                           if line.startswith(family + "{")][:count]  # fmt: skip
         else:
             lines.append(f"[{node} exporter] not serving on :{port}: {text[:200]}")
-    _, text = await cluster.http("GET", f"{cluster.extender_url}/metrics")
+    _, text = await cluster.http("GET", f"{cluster.extender_metrics_url}/metrics")
     lines += [f"[extender] {line}" for line in text.splitlines()
               if line.startswith("kube_vgpu_extender") and not any(s in line for s in ("_bucket", "_created"))][:10]  # fmt: skip
     return "\n".join(lines)

@@ -5,7 +5,9 @@ directory except ``kubelet_internal_checkpoint`` (so a restarted kubelet makes p
 ``Register`` it checks the version and the resource name, dials the plugin's socket, reads its options and
 follows ``ListAndWatch``. Each message replaces the resource's device set; a stream that ends marks the
 endpoint stopped (devices stay in capacity, allocatable drops to 0; upstream's 5-minute removal grace is not
-simulated). ``allocate``, ``preferred`` and ``pre_start`` are the calls the kubelet makes per container.
+simulated). ``allocate``, ``preferred`` and ``pre_start`` are the calls the kubelet makes per container;
+``preferred`` carries ``must_include`` (the IDs a container reuses from its pod's init containers, which the
+kubelet takes first: see :mod:`tests.sim.kubelet`).
 """
 
 import asyncio
@@ -143,10 +145,13 @@ class DeviceManager(dp_grpc.RegistrationServicer):
                 await asyncio.wait_for(self.registered.wait_for(ready), timeout_s)
         return self.endpoints[resource] if ready() else None
 
-    async def preferred(self, endpoint: Endpoint, available: Sequence[str], size: int) -> list[str]:
+    async def preferred(
+        self, endpoint: Endpoint, available: Sequence[str], size: int, must_include: Sequence[str] = ()
+    ) -> list[str]:
         request = dp.PreferredAllocationRequest(
             container_requests=[dp.ContainerPreferredAllocationRequest(
-                available_deviceIDs=list(available), must_include_deviceIDs=[], allocation_size=size)]
+                available_deviceIDs=list(available), must_include_deviceIDs=list(must_include),
+                allocation_size=size)]
         )  # fmt: skip
         try:
             reply = await endpoint.stub.GetPreferredAllocation(request)  # no deadline upstream either

@@ -11,6 +11,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from vcuda.model import ContainerKind, ContainerRequest, PodRequest
+from vcuda.request import effective_totals
 from vcuda.units import parse_quantity
 
 __all__ = [
@@ -50,15 +52,23 @@ def _container_requests(container: Obj) -> dict[str, int]:
 
 
 def extended_requests(pod: Obj) -> dict[str, int]:
-    """Effective extended-resource requests: max(sum of containers, largest init container) per resource."""
+    """Effective extended-resource requests, per resource as the kube-scheduler and kubelet count them
+    (:func:`vcuda.request.effective_totals`): the larger of the app containers plus sidecars and of each init
+    container plus the sidecars started before it (``restartPolicy: Always`` makes a sidecar)."""
     spec = pod.get("spec") or {}
-    total: Counter[str] = Counter()
-    for container in spec.get("containers") or []:
-        total.update(_container_requests(container))
-    for container in spec.get("initContainers") or []:
-        for name, value in _container_requests(container).items():
-            total[name] = max(total[name], value)
-    return dict(total)
+    kinded = [
+        (ContainerKind.SIDECAR if c.get("restartPolicy") == "Always" else ContainerKind.INIT, c)
+        for c in spec.get("initContainers") or []
+    ] + [(ContainerKind.APP, c) for c in spec.get("containers") or []]
+    requests = [(kind, _container_requests(c)) for kind, c in kinded]
+    out = {}
+    for resource in sorted({r for _, wanted in requests for r in wanted}):
+        one = tuple(
+            ContainerRequest(str(i), wanted.get(resource, 0), 0, kind)
+            for i, (kind, wanted) in enumerate(requests)
+        )
+        out[resource] = effective_totals(PodRequest(one))[0]
+    return out
 
 
 def _is_ready(node: Obj) -> bool:

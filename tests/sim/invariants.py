@@ -2,11 +2,15 @@
 
 1. No GPU is over-committed: over the signed assignments of every live pod, each GPU's cores stay <= 100 and
    its memory <= the GPU's schedulable memory from the node's inventory annotation; an exclusive share is
-   alone on its GPU.
+   alone on its GPU (no other pod holds it). A pod counts on each GPU what the kubelet reserves for it
+   (:func:`vcuda.request.effective_totals` over its containers' shares of that GPU): the larger of its app
+   containers plus sidecars and of each init container plus the sidecars started before it, never the sum.
 2. What each node's kubelet handed a container agrees with that container's assignment: the ``vcuda-core``
-   device IDs name exactly the assigned GPUs with as many slices each, no ID is held twice, and the shim
-   config file the plugin mounted (decoded with :func:`vcuda.shimfile.decode_config`) carries exactly the
-   assigned limits and the pod's identity.
+   device IDs name exactly the assigned GPUs with as many slices each, and the shim config file the plugin
+   mounted (decoded with :func:`vcuda.shimfile.decode_config`) carries exactly the assigned limits and the
+   pod's identity. No ID is held twice, except as the kubelet reuses it: a regular init container's IDs may
+   go to later containers of the SAME pod (it has exited by then); an ID held by two pods, or by two of a
+   pod's long-running containers (app or sidecar), is a double sale.
 3. Every running GPU pod's containers were allocated.
 
 Computed from the contract alone (``vcuda``), never from the plugin's or extender's internals.
@@ -20,14 +24,30 @@ from tests.sim.cluster import SimCluster
 from tests.sim.fit import is_terminal
 from tests.sim.kubeapi import Obj
 from tests.sim.node import SimNode
-from vcuda.annotations import decode_assignment, decode_inventory
+from vcuda.annotations import apply_moves, decode_assignment, decode_inventory, decode_status
 from vcuda.errors import ContractError
-from vcuda.model import ContainerAssignment, NodeInventory, PodAssignment
-from vcuda.names import CONTAINER_CONFIG_PATH
+from vcuda.model import (
+    ContainerAssignment,
+    ContainerKind,
+    ContainerRequest,
+    NodeInventory,
+    PodAssignment,
+    PodRequest,
+)
+from vcuda.names import CONTAINER_CONFIG_PATH, Names
+from vcuda.request import effective_totals
 from vcuda.shimfile import GpuLimit, ShimConfig, decode_config
+from vcuda.signing import Verifier, pod_binding
 from vcuda.units import CORE_PER_GPU, mib_to_bytes
 
-__all__ = ["check_invariants", "expected_config"]
+__all__ = [
+    "check_invariants",
+    "container_kinds",
+    "double_sales",
+    "expected_config",
+    "overcommit",
+    "pod_gpu_use",
+]
 
 
 def expected_config(pod: Obj, container: ContainerAssignment) -> ShimConfig:
@@ -44,6 +64,13 @@ def expected_config(pod: Obj, container: ContainerAssignment) -> ShimConfig:
                       tuple(gpus))  # fmt: skip
 
 
+def placed(pod: Obj, names: Names, raw: str, key: Verifier) -> PodAssignment:
+    """The verified assignment with the swaps the plugin recorded in the pod's status."""
+    status_text = (pod["metadata"].get("annotations") or {}).get(names.status)
+    moved = decode_status(status_text).moved if status_text else ()
+    return apply_moves(decode_assignment(raw, pod_binding(pod, names), key), moved)
+
+
 def _assignments(cluster: SimCluster, pods: Iterable[Obj]) -> tuple[dict[str, PodAssignment], list[str]]:
     found, problems = {}, []
     for pod in pods:
@@ -51,25 +78,49 @@ def _assignments(cluster: SimCluster, pods: Iterable[Obj]) -> tuple[dict[str, Po
         if raw is None or is_terminal(pod) or not (pod.get("spec") or {}).get("nodeName"):
             continue
         try:
-            found[str(pod["metadata"].get("uid"))] = decode_assignment(raw, cluster.key)
+            found[str(pod["metadata"].get("uid"))] = placed(pod, cluster.names, raw, cluster.key)
         except ContractError as err:
             problems.append(f"{pod['metadata']['name']}: assignment does not decode: {err}")
     return found, problems
 
 
-def _overcommit(inventories: dict[str, NodeInventory], assignments: Iterable[PodAssignment]) -> list[str]:
+def container_kinds(pod: Obj | None) -> dict[str, ContainerKind]:
+    """Each container's kind, in the order the kubelet starts them (init containers first)."""
+    spec = (pod or {}).get("spec") or {}
+    kinds = {
+        c["name"]: ContainerKind.SIDECAR if c.get("restartPolicy") == "Always" else ContainerKind.INIT
+        for c in spec.get("initContainers") or []
+    }
+    return kinds | {c["name"]: ContainerKind.APP for c in spec.get("containers") or []}
+
+
+def pod_gpu_use(kinds: dict[str, ContainerKind], assignment: PodAssignment) -> dict[str, tuple[int, int]]:
+    """(cores, MiB) the pod holds on each GPU as the kubelet counts it: init devices are reused."""
+    order = {name: i for i, name in enumerate(kinds)}
+    per_gpu: dict[str, list[ContainerRequest]] = {}
+    for container in sorted(assignment.containers, key=lambda c: order.get(c.name, len(order))):
+        kind = kinds.get(container.name, ContainerKind.APP)
+        for share in container.shares:
+            request = ContainerRequest(container.name, share.cores, share.memory_mib, kind)
+            per_gpu.setdefault(share.uuid, []).append(request)
+    return {uuid: effective_totals(PodRequest(tuple(requests))) for uuid, requests in per_gpu.items()}
+
+
+def overcommit(
+    inventories: dict[str, NodeInventory], uses: Iterable[dict[str, tuple[int, int]]]
+) -> list[str]:
+    """Problems over every live pod's :func:`pod_gpu_use`."""
     cores: Counter[str] = Counter()
     memory: Counter[str] = Counter()
     exclusive: Counter[str] = Counter()
     holders: Counter[str] = Counter()
     capacity: dict[str, int] = {g.uuid: g.memory_mib for inv in inventories.values() for g in inv.gpus}
-    for assignment in assignments:
-        for container in assignment.containers:
-            for share in container.shares:
-                cores[share.uuid] += share.cores
-                memory[share.uuid] += share.memory_mib
-                holders[share.uuid] += 1
-                exclusive[share.uuid] += share.cores >= CORE_PER_GPU
+    for use in uses:
+        for uuid, (pod_cores, pod_memory) in use.items():
+            cores[uuid] += pod_cores
+            memory[uuid] += pod_memory
+            holders[uuid] += 1
+            exclusive[uuid] += pod_cores >= CORE_PER_GPU
     problems = []
     for uuid in holders:
         if cores[uuid] > CORE_PER_GPU or memory[uuid] > capacity.get(uuid, 0):
@@ -77,7 +128,18 @@ def _overcommit(inventories: dict[str, NodeInventory], assignments: Iterable[Pod
                 f"GPU {uuid} over-committed: {cores[uuid]} % cores, {memory[uuid]} MiB of {capacity.get(uuid)} MiB"
             )
         if exclusive[uuid] and holders[uuid] > 1:
-            problems.append(f"GPU {uuid} is held exclusively and shared ({holders[uuid]} holders)")
+            problems.append(f"GPU {uuid} is held exclusively and shared ({holders[uuid]} pods)")
+    return problems
+
+
+def double_sales(holders: dict[str, list[tuple[str, ContainerKind]]]) -> list[str]:
+    """Device IDs (to their (pod uid, container kind) holders) held against the kubelet's reuse rule."""
+    problems = []
+    for device, held in sorted(holders.items()):
+        pods = {uid for uid, _ in held}
+        running = sum(kind is not ContainerKind.INIT for _, kind in held)
+        if len(pods) > 1 or running > 1:
+            problems.append(f"device ID {device} given to {len(held)} containers of {len(pods)} pod(s)")
     return problems
 
 
@@ -89,21 +151,22 @@ def _check_node(
     node: SimNode, pods: dict[str, Obj], assignments: dict[str, PodAssignment], core: str
 ) -> list[str]:
     problems = []
-    seen: Counter[str] = Counter()
+    holders: dict[str, list[tuple[str, ContainerKind]]] = {}
     for uid, held in node.kubelet.checkpoint.pods.items():
         pod, assignment = pods.get(uid), assignments.get(uid)
+        kinds = container_kinds(pod)
         for name, resources in held.containers.items():
             alloc = resources.get(core)
             if alloc is None:
                 continue
-            seen.update(alloc.ids)
+            for device in alloc.ids:
+                holders.setdefault(device, []).append((uid, kinds.get(name, ContainerKind.APP)))
             where = f"{node.name}/{held.name}/{name}"
             if pod is None or assignment is None or assignment.container(name) is None:
                 problems.append(f"{where}: holds {len(alloc.ids)} slices but has no assignment")
                 continue
             problems += _check_container(where, pod, assignment.container(name), alloc.ids, alloc.response)  # type: ignore[arg-type]
-    problems += [f"{node.name}: device ID {i} given to {n} containers" for i, n in seen.items() if n > 1]
-    return problems
+    return problems + [f"{node.name}: {p}" for p in double_sales(holders)]
 
 
 def _check_container(
@@ -153,7 +216,9 @@ async def check_invariants(cluster: SimCluster) -> list[str]:
         if raw:
             inventories[n["metadata"]["name"]] = decode_inventory(raw)
     assignments, problems = _assignments(cluster, pods.values())
-    problems += _overcommit(inventories, assignments.values())
+    problems += overcommit(
+        inventories, (pod_gpu_use(container_kinds(pods[u]), a) for u, a in assignments.items())
+    )
     for node in cluster.nodes.values():
         problems += _check_node(node, pods, assignments, cluster.names.core)
     return problems + _unallocated(cluster, pods.values())

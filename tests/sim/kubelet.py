@@ -6,6 +6,13 @@ time in creation order; an extended resource on node allocatable that no device 
 device-plugin resource gets one ``Allocate`` per container with IDs chosen among healthy free ones, steered by
 ``GetPreferredAllocation`` when the plugin offers it; allocations go to the checkpoint (which PodResources
 reports) before ``PreStartContainer`` is called as each container starts, asynchronously, like pod workers.
+
+Init containers, reproduced from the real device manager (``devicesToReuse``): a pod's regular init
+containers leave their IDs in a pool that every later container of the pod takes from *first*, in a random
+order (Go map order), asking ``GetPreferredAllocation`` only for the rest (the reused IDs as
+``must_include``); a sidecar (``restartPolicy: Always``) or app container removes the IDs it got from the
+pool, so no later container shares them; every ID stays the pod's until it ends. PodResources lists app
+containers and sidecars only, never regular init containers, as the real ``List`` does.
 Admission failures end the pod ``Failed`` (``OutOf<resource>``, ``UnexpectedAdmissionError``); a failed
 PreStart leaves the container waiting (``CreateContainerError``) and is retried with backoff.
 
@@ -19,6 +26,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import random
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +65,19 @@ def _now() -> str:
 def _containers(pod: Obj) -> list[Obj]:
     spec = pod.get("spec") or {}
     return [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+
+
+def _reuses(pod: Obj) -> dict[str, bool]:
+    """Container name -> whether its IDs join the pod's reusable pool (a regular init container)."""
+    spec = pod.get("spec") or {}
+    init = {c["name"]: c.get("restartPolicy") != "Always" for c in spec.get("initContainers") or []}
+    return {**init, **{c["name"]: False for c in spec.get("containers") or []}}
+
+
+def _listed(pod: Obj) -> list[str]:
+    """The containers PodResources ``List`` reports: sidecars and app containers, no regular init ones."""
+    reuses = _reuses(pod)
+    return [c["name"] for c in _containers(pod) if not reuses.get(c["name"])]
 
 
 def _container_request(container: Obj, resource: str) -> int:
@@ -218,7 +239,7 @@ class SimKubelet:
                         uid,
                         meta.get("namespace", "default"),
                         meta["name"],
-                        [c["name"] for c in _containers(pod)],
+                        _listed(pod),
                     )
                 )
         return out
@@ -282,67 +303,70 @@ class SimKubelet:
                 )
 
     async def _allocate_pod(self, uid: str, pod: Obj) -> None:
-        meta = pod["metadata"]
+        pools: dict[str, set[str]] = {}  # resource -> IDs of init containers left to reuse
+        rng = random.Random(uid)
+        reuses = _reuses(pod)
         for container in _containers(pod):
             for resource in sorted(self.checkpoint.resources):
                 wanted = _container_request(container, resource)
-                if wanted <= 0 or self.checkpoint.get(uid, container["name"], resource) is not None:
+                if wanted <= 0:
                     continue
-                endpoint = await self.devices.wait_ready(resource, self.settings.registration_wait_s)
-                if endpoint is None:
-                    raise AdmissionError(
-                        "UnexpectedAdmissionError",
-                        f"Allocate failed due to no healthy devices present; cannot allocate unhealthy devices {resource}, which is unexpected",
-                    )
-                ids = await self._choose(uid, pod, endpoint, resource, wanted)
-                try:
-                    response = await self.devices.allocate(endpoint, ids)
-                except DevicePluginError as err:
-                    raise AdmissionError("UnexpectedAdmissionError", f"Allocate failed: {err}") from err
-                if meta["name"] in self.crash_after_allocate:
-                    self.crashed.set()
-                    await asyncio.Event().wait()
-                alloc = Allocation(ids, response)
-                self.checkpoint.record(
-                    uid, meta.get("namespace", "default"), meta["name"], container["name"], resource, alloc
-                )
+                pool = pools.setdefault(resource, set())
+                held = self.checkpoint.get(uid, container["name"], resource)
+                if held is not None:  # allocated before a kubelet restart: still counts for the pool
+                    ids = held.ids
+                else:
+                    ids = await self._allocate(uid, pod, container, resource, pool, rng)
+                if reuses.get(container["name"]):
+                    pool.update(ids)
+                else:
+                    pool.difference_update(ids)
 
-    async def _choose(self, uid: str, pod: Obj, endpoint: Endpoint, resource: str, wanted: int) -> list[str]:
-        free = sorted(
-            set(endpoint.healthy())
-            - self.checkpoint.in_use(resource, except_uid=uid)
-            - self._own_app_ids(uid, pod, resource)
+    async def _allocate(
+        self, uid: str, pod: Obj, container: Obj, resource: str, pool: set[str], rng: random.Random
+    ) -> list[str]:
+        meta = pod["metadata"]
+        wanted = _container_request(container, resource)
+        endpoint = await self.devices.wait_ready(resource, self.settings.registration_wait_s)
+        if endpoint is None:
+            raise AdmissionError(
+                "UnexpectedAdmissionError",
+                f"Allocate failed due to no healthy devices present; cannot allocate unhealthy devices {resource}, which is unexpected",
+            )
+        reused = rng.sample(sorted(pool), min(wanted, len(pool)))
+        ids = reused if len(reused) == wanted else await self._choose(endpoint, resource, wanted, reused)
+        try:
+            response = await self.devices.allocate(endpoint, ids)
+        except DevicePluginError as err:
+            raise AdmissionError("UnexpectedAdmissionError", f"Allocate failed: {err}") from err
+        if meta["name"] in self.crash_after_allocate:
+            self.crashed.set()
+            await asyncio.Event().wait()
+        alloc = Allocation(ids, response)
+        self.checkpoint.record(
+            uid, meta.get("namespace", "default"), meta["name"], container["name"], resource, alloc
         )
-        if len(free) < wanted:
+        return ids
+
+    async def _choose(self, endpoint: Endpoint, resource: str, wanted: int, reused: list[str]) -> list[str]:
+        """``reused`` (from the pod's init containers) and the rest among healthy free IDs."""
+        free = sorted(set(endpoint.healthy()) - self.checkpoint.in_use(resource))
+        need = wanted - len(reused)
+        if len(free) < need:
             raise AdmissionError(
                 "UnexpectedAdmissionError",
                 f"Allocate failed due to requested number of devices unavailable for {resource}. "
-                f"Requested: {wanted}, Available: {len(free)}, which is unexpected",
+                f"Requested: {need}, Available: {len(free)}, which is unexpected",
             )
         if endpoint.options.get_preferred_allocation_available:
             try:
-                preferred = await self.devices.preferred(endpoint, free, wanted)
+                preferred = await self.devices.preferred(endpoint, [*reused, *free], wanted, reused)
             except DevicePluginError as err:
                 log.info("kubelet %s: GetPreferredAllocation failed, choosing alone: %s", self.node, err)
                 preferred = []
-            if len(set(preferred)) == wanted and set(preferred) <= set(free):
+            if len(set(preferred)) == wanted and set(reused) <= set(preferred) <= set(free) | set(reused):
                 return preferred
-        return free[:wanted]
-
-    def _own_app_ids(self, uid: str, pod: Obj, resource: str) -> set[str]:
-        """IDs this pod's app containers already hold (init containers' IDs may be reused, app ones not)."""
-        app = {c["name"] for c in (pod.get("spec") or {}).get("containers") or []}
-        held = self.checkpoint.pods.get(uid)
-        if held is None:
-            return set()
-        return {
-            i
-            for c, res in held.containers.items()
-            if c in app
-            for r, a in res.items()
-            if r == resource
-            for i in a.ids
-        }
+        return [*reused, *free[:need]]
 
     # --- container start -------------------------------------------------------------------------
 

@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from extender.kubectl import gpu_rows, mig_rows, parse_args, pod_rows, run
+from extender.signing import Ed25519Signer
 from tests.builders import gpu, nvswitch_node
+from tests.signing_keys import OTHER_SIGNER, SIGNER
 from vcuda.annotations import (
     PodStatus,
     decode_assignment_unverified,
@@ -28,9 +30,10 @@ from vcuda.model import (
     PodAssignment,
 )
 from vcuda.names import Names
+from vcuda.signing import PodBinding, pod_binding
 
 N = Names()
-KEY = b"cluster-secret"
+KEY = SIGNER
 
 
 class FakeClusterReader:
@@ -54,7 +57,7 @@ def node(name: str, inventory: NodeInventory | None) -> dict[str, Any]:
 
 
 def pod(ns: str, name: str, node_name: str, shares: Any, *, phase: str = "Running", status: Phase | None = None,
-        key: bytes = KEY, annotation: str | None = None, requests: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+        key: Ed25519Signer = KEY, annotation: str | None = None, requests: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
     assignment = PodAssignment(
         NodeName(node_name),
         tuple(
@@ -62,17 +65,20 @@ def pod(ns: str, name: str, node_name: str, shares: Any, *, phase: str = "Runnin
             for c, s, limit in shares
         ),
     )
-    annotations = {N.assignment: annotation if annotation is not None else encode_assignment(assignment, key)}
+    container = {"name": "main", "resources": {"limits": requests or {}}}
+    body: dict[str, Any] = {
+        "metadata": {"namespace": ns, "name": name, "annotations": {}},
+        "spec": {"nodeName": node_name, "containers": [container]},
+        "status": {"phase": phase},
+    }
+    signed = encode_assignment(assignment, pod_binding(body, N), key) if annotation is None else annotation
+    annotations = {N.assignment: signed}
     if status is not None:
         annotations[N.status] = encode_status(PodStatus(status))
     if not shares and annotation is None:
         annotations = {}
-    container = {"name": "main", "resources": {"limits": requests or {}}}
-    return {
-        "metadata": {"namespace": ns, "name": name, "annotations": annotations},
-        "spec": {"nodeName": node_name, "containers": [container]},
-        "status": {"phase": phase},
-    }
+    body["metadata"]["annotations"] = annotations
+    return body
 
 
 A = nvswitch_node(2, node="a")
@@ -87,7 +93,7 @@ PODS = [
     pod("ml", "serve", "a", [("model", [(G1, 30, 10240)], 30)]),
     pod("ml", "done", "a", [("x", [(G0, 40, 1024)], 40)], phase="Succeeded"),
     pod("ml", "oops", "a", [("x", [(G0, 40, 1024)], 40)], status=Phase.FAILED),
-    pod("web", "forged", "a", [("x", [(G0, 10, 512)], 10)], key=b"not-the-key"),
+    pod("web", "forged", "a", [("x", [(G0, 10, 512)], 10)], key=OTHER_SIGNER),
     pod("web", "broken", "a", [], annotation="{not json"),
     pod("web", "waiting", "", [], phase="Pending", requests={N.core: "20", N.memory: "1024"}),
     pod("web", "plain", "a", [], requests={"cpu": "1"}),
@@ -230,8 +236,10 @@ def test_mig_view_lists_every_instance_and_leaves_shared_gpus_to_nodes():
 
 def test_unverified_decoder_reads_any_signature_but_rejects_bad_documents():
     text = encode_assignment(
-        PodAssignment(NodeName("a"), (ContainerAssignment("c", (GpuShare(G0, 10, 1),), 10),)), b"k"
+        PodAssignment(NodeName("a"), (ContainerAssignment("c", (GpuShare(G0, 10, 1),), 10),)),
+        PodBinding("u", "ns", "p", "digest"),
+        OTHER_SIGNER,
     )
     assert decode_assignment_unverified(text).node == "a"
     with pytest.raises(ValueError, match="version"):
-        decode_assignment_unverified('{"v": 2}')
+        decode_assignment_unverified('{"v": 1}')  # the HMAC format before pod-bound signatures

@@ -31,7 +31,7 @@ static vc_hook_t vc_hooks[] = {
 static void *(*vc_dlsym_fn)(void *, const char *);
 
 /* dlsym is called by sanitizer runtimes before they are initialised: keep its path uninstrumented. */
-#define VC_NO_ASAN __attribute__((no_sanitize_address))
+#define VC_NO_ASAN __attribute__((no_sanitize_address, no_sanitize_thread))
 
 VC_NO_ASAN static void vc_find_real_dlsym(void) {
     static const char *const versions[] = {"GLIBC_2.2.5", "GLIBC_2.34", "GLIBC_2.17", "GLIBC_2.0", NULL};
@@ -69,39 +69,66 @@ void vc_load_driver(void) {
     pthread_once(&once, vc_load_once);
 }
 
-void *vc_hook_by_name(const char *name) {
+static vc_hook_t *vc_hook_named(const char *name) {
     for (size_t i = 0; i < VC_HOOK_COUNT; i++)
-        if (strcmp(vc_hooks[i].name, name) == 0) return vc_hooks[i].hook;
+        if (strcmp(vc_hooks[i].name, name) == 0) return &vc_hooks[i];
     return NULL;
 }
 
-/* Names without a version suffix the driver may answer for a per-thread-stream lookup with a _ptsz symbol. */
-static int vc_variant_name(const char *sym, cuuint64_t flags, const char *suffix, char *out, size_t cap) {
-    const char *ptsz = (flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM) ? "_ptsz" : "";
-    int n = snprintf(out, cap, "%s%s%s", sym, ptsz, suffix);
-    return n > 0 && (size_t)n < cap;
+void *vc_hook_by_name(const char *name) {
+    vc_hook_t *h = vc_hook_named(name);
+    return h ? h->hook : NULL;
 }
 
-/* The hook standing for the real pointer the driver returned; the real pointer itself if none applies. */
-static void *vc_substitute(void *real, const char *sym, cuuint64_t flags) {
-    for (size_t i = 0; i < VC_HOOK_COUNT; i++)
-        if (*vc_hooks[i].real == real) return vc_hooks[i].hook;
-    /* Driver pointer not among the exported ones: adopt it only into an empty slot of the same name. */
-    static const char *const suffixes[] = {"_v3", "_v2", ""};
+/* Families (names without _v2 / _ptsz) whose hooks count or report device memory: a variant of one of them
+ * that no hook can stand for (the v1 cuMemAlloc) is a bypass of the limit, worth a warning. */
+static const char *const vc_memory_families[] = {
+    "cuMemAlloc", "cuMemAllocPitch", "cuMemAllocManaged", "cuMemAllocAsync", "cuMemAllocFromPoolAsync",
+    "cuMemCreate", "cuArrayCreate", "cuArray3DCreate", "cuMipmappedArrayCreate", "cuMemGetInfo",
+    "cuDeviceTotalMem", NULL,
+};
+
+static int vc_counts_memory(const char *base) {
+    for (int i = 0; vc_memory_families[i]; i++)
+        if (strcmp(vc_memory_families[i], base) == 0) return 1;
+    return 0;
+}
+
+/* The CUDA version from which the driver hands out a family's _v2 entry point (cuda.h's mappings). */
+static int vc_v2_since(const char *base) {
+    if (strcmp(base, "cuGetProcAddress") == 0) return 12000;
+    if (strncmp(base, "cuDevicePrimaryCtx", 18) == 0) return 11000;
+    if (strcmp(base, "cuCtxDestroy") == 0) return 4000;
+    return 3020;
+}
+
+/* The hook standing for what the driver answers to (symbol, version, flags), chosen by NAME: the driver may
+ * return an internal entry point (a trampoline) rather than the exported symbol, so pointers prove nothing
+ * (contracts §9). NULL when no hook has that entry point's ABI (e.g. a v1 entry point before CUDA 3.2). */
+static vc_hook_t *vc_hook_for(const char *sym, int version, cuuint64_t flags) {
     char name[128];
-    for (int s = 0; s < 3; s++) {
-        if (!vc_variant_name(sym, flags, suffixes[s], name, sizeof name)) continue;
-        for (size_t i = 0; i < VC_HOOK_COUNT; i++) {
-            if (strcmp(vc_hooks[i].name, name) != 0) continue;
-            if (*vc_hooks[i].real == NULL) {
-                __atomic_store_n(vc_hooks[i].real, real, __ATOMIC_RELEASE);
-                return vc_hooks[i].hook;
-            }
-            vc_log_debug("cuGetProcAddress(%s): driver pointer differs from %s, not hooked", sym, name);
-            return real;
-        }
+    vc_hook_t *h;
+    if ((flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM) &&
+        snprintf(name, sizeof name, "%s_ptsz", sym) < (int)sizeof name && (h = vc_hook_named(name)))
+        return h;
+    if (snprintf(name, sizeof name, "%s_v2", sym) < (int)sizeof name && (h = vc_hook_named(name)) &&
+        version >= vc_v2_since(sym))
+        return h;
+    return vc_hook_named(sym);
+}
+
+static void *vc_substitute(void *real, const char *sym, int version, cuuint64_t flags) {
+    vc_hook_t *h = vc_hook_for(sym, version, flags);
+    if (!h) {
+        if (vc_counts_memory(sym))
+            vc_log_warn("cuGetProcAddress(%s, version %d): this entry point cannot be hooked; what the "
+                        "application does through it is NOT limited", sym, version);
+        return real;
     }
-    return real;
+    /* A driver without the exported symbol: the hook calls the pointer the driver chose. */
+    void *none = NULL;
+    __atomic_compare_exchange_n(h->real, &none, real, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+    return h->hook;
 }
 
 VC_EXPORT CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cudaVersion, cuuint64_t flags,
@@ -109,7 +136,7 @@ VC_EXPORT CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cudaV
     vc_load_driver();
     if (!vc_real.cuGetProcAddress_v2) return CUDA_ERROR_NOT_FOUND;
     CUresult r = vc_real.cuGetProcAddress_v2(symbol, pfn, cudaVersion, flags, status);
-    if (r == CUDA_SUCCESS && pfn && *pfn && symbol) *pfn = vc_substitute(*pfn, symbol, flags);
+    if (r == CUDA_SUCCESS && pfn && *pfn && symbol) *pfn = vc_substitute(*pfn, symbol, cudaVersion, flags);
     return r;
 }
 
@@ -117,21 +144,40 @@ VC_EXPORT CUresult cuGetProcAddress(const char *symbol, void **pfn, int cudaVers
     vc_load_driver();
     if (!vc_real.cuGetProcAddress) return CUDA_ERROR_NOT_FOUND;
     CUresult r = vc_real.cuGetProcAddress(symbol, pfn, cudaVersion, flags);
-    if (r == CUDA_SUCCESS && pfn && *pfn && symbol) *pfn = vc_substitute(*pfn, symbol, flags);
+    if (r == CUDA_SUCCESS && pfn && *pfn && symbol) *pfn = vc_substitute(*pfn, symbol, cudaVersion, flags);
     return r;
 }
 
-/* Every dlsym in the process comes here; only cu* and nvml* names cost more than two byte compares. */
+/* A cu* name the shim does not hook: a variant of a hooked family (e.g. the v1 cuMemAlloc) bypasses the limit. */
+static void vc_warn_unhooked(const char *name) {
+    char base[128];
+    size_t n = strlen(name);
+    if (n >= sizeof base) return;
+    memcpy(base, name, n + 1);
+    char *suffix = strstr(base, "_v");
+    if (suffix) *suffix = 0;
+    if (vc_counts_memory(base))
+        vc_log_warn("dlsym(%s): this entry point cannot be hooked; what the application does through it is NOT "
+                    "limited", name);
+}
+
+/* Every dlsym in the process comes here; only cu* and nvml* names cost more than two byte compares. A hook is
+ * handed out only for a symbol the driver (for nvml*, the library asked) has: for one it lacks, the answer is
+ * NULL, as without the shim. */
 VC_EXPORT VC_NO_ASAN void *dlsym(void *handle, const char *name) {
     if (name[0] == 'c' && name[1] == 'u') {
-        void *hook = vc_hook_by_name(name);
-        if (hook) {
+        vc_hook_t *h = vc_hook_named(name);
+        if (h) {
             vc_load_driver();
-            return hook;
+            return __atomic_load_n(h->real, __ATOMIC_ACQUIRE) ? h->hook : NULL;
         }
+        void *p = vc_real_dlsym(handle, name);
+        if (p) vc_warn_unhooked(name);
+        return p;
     } else if (name[0] == 'n' && strncmp(name, "nvml", 4) == 0) {
-        void *hook = vc_nvml_hook_by_name(name);
-        if (hook) return hook;
+        /* Only where the asked library has the symbol (an NVML before R510 has no _v2): else NULL, as without us. */
+        void *hook = vc_nvml_hook_by_name(name), *real = vc_real_dlsym(handle, name);
+        return hook && real ? hook : real;
     }
     return vc_real_dlsym(handle, name);
 }

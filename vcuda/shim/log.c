@@ -5,7 +5,7 @@
 
 #include "shim.h"
 
-static int vc_log_level = -1; /* 0 errors only (default), 1 debug */
+static int vc_log_level = -1; /* 0 errors and warnings (default), 1 debug */
 
 static int vc_level(void) {
     if (vc_log_level < 0) {
@@ -25,6 +25,13 @@ void vc_log_error(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vc_vlog("error", fmt, ap);
+    va_end(ap);
+}
+
+void vc_log_warn(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vc_vlog("warning", fmt, ap);
     va_end(ap);
 }
 

@@ -1,19 +1,59 @@
 /* Memory limit: every device allocation path reserves its bytes in the shared usage file before calling the
  * driver, and gives them back on failure or free. Over the limit the hook returns CUDA_ERROR_OUT_OF_MEMORY
  * and the driver is never called. Sizes are the requested bytes (the driver's own rounding is not visible).
+ *
+ * Ordering: a free removes the table entry BEFORE the driver frees (and puts it back if the driver refuses),
+ * because the driver hands a freed address out again at once; the charge is given back after the driver
+ * succeeded. Every allocation records its context, so destroying or resetting a context drops exactly the
+ * charges of the memory that died with it. VMM handles (vmm.c) keep their charge until released AND unmapped.
  */
+
 #include "shim.h"
 
-enum { VC_KIND_PTR = 1, VC_KIND_ARRAY = 2, VC_KIND_MIPMAP = 3, VC_KIND_HANDLE = 4 };
 
-static inline uint64_t vc_key(int kind, uint64_t value) { return (value ^ ((uint64_t)kind << 60)) | 1ULL << 63; }
+/* Where an allocation is charged: a config record (-1: device without one) and the context it dies with. */
+typedef struct vc_target {
+    int rec;
+    uint64_t ctx;
+} vc_target_t;
 
-int vc_current_record(void) {
-    CUdevice dev;
-    if (vc_real.cuCtxGetDevice(&dev) != CUDA_SUCCESS) return -2; /* no context: let the driver answer */
-    if (dev < 0 || dev >= vc_state.device_count) return -1;
-    return vc_state.devices[dev].record;
+int vc_record_of_device(CUdevice dev) {
+    return (dev >= 0 && dev < vc_state.device_count) ? vc_state.devices[dev].record : -1;
 }
+
+/* No context at all: CUDA's default device 0 (what the runtime would create a context on), never uncounted. */
+static vc_target_t vc_default_target(void) { return (vc_target_t){vc_record_of_device(0), 0}; }
+
+static vc_target_t vc_target_current(void) {
+    CUcontext cur = NULL;
+    CUdevice dev;
+    if (vc_real.cuCtxGetCurrent(&cur) != CUDA_SUCCESS || !cur || vc_real.cuCtxGetDevice(&dev) != CUDA_SUCCESS)
+        return vc_default_target();
+    return (vc_target_t){vc_record_of_device(dev), (uint64_t)(uintptr_t)cur};
+}
+
+/* The device of a context that may not be current (push, ask, pop). */
+static vc_target_t vc_target_of_ctx(CUcontext ctx) {
+    CUcontext cur = NULL, popped;
+    CUdevice dev;
+    if (vc_real.cuCtxGetCurrent(&cur) == CUDA_SUCCESS && cur == ctx) return vc_target_current();
+    if (!vc_real.cuCtxPushCurrent_v2 || vc_real.cuCtxPushCurrent_v2(ctx) != CUDA_SUCCESS)
+        return vc_default_target();
+    int ok = vc_real.cuCtxGetDevice(&dev) == CUDA_SUCCESS;
+    vc_real.cuCtxPopCurrent_v2(&popped);
+    return ok ? (vc_target_t){vc_record_of_device(dev), (uint64_t)(uintptr_t)ctx} : vc_default_target();
+}
+
+/* Stream-ordered allocations belong to the stream's context, current or not. */
+static vc_target_t vc_target_stream(CUstream s) {
+    CUcontext ctx = NULL;
+    if (s && s != CU_STREAM_LEGACY && s != CU_STREAM_PER_THREAD && vc_real.cuStreamGetCtx &&
+        vc_real.cuStreamGetCtx(s, &ctx) == CUDA_SUCCESS && ctx)
+        return vc_target_of_ctx(ctx);
+    return vc_target_current();
+}
+
+int vc_current_record(void) { return vc_target_current().rec; }
 
 static uint64_t vc_limit_of(int rec) { return vc_state.config.gpus[rec].memory_limit; }
 
@@ -30,46 +70,55 @@ void vc_mem_unreserve(int rec, uint64_t bytes) {
     if (rec >= 0) vc_usage_release(rec, bytes);
 }
 
-void vc_mem_commit(uint64_t key, uint64_t bytes, int rec) {
-    if (vc_table_put(key, bytes, rec) != 0) vc_log_error("allocation table full; %llu bytes untracked",
-                                                         (unsigned long long)bytes);
+static void vc_commit(uint64_t key, const vc_alloc_t *a) {
+    vc_alloc_t stale;
+    int r = vc_table_put(key, a, &stale);
+    if (r < 0) vc_log_error("allocation table full; %llu bytes untracked", (unsigned long long)a->size);
+    /* The driver handed out a key the table still holds: that memory was freed behind the shim's back. */
+    if (r == 1) vc_mem_unreserve(stale.rec, stale.size);
 }
 
-void vc_mem_forget(uint64_t key) {
-    uint64_t size;
-    int rec;
-    if (vc_table_take(key, &size, &rec)) vc_mem_unreserve(rec, size);
+/* After the driver's free: give the charge back, or restore the entry if the driver refused. */
+static void vc_settle_free(uint64_t key, const vc_alloc_t *a, CUresult r) {
+    if (r == CUDA_SUCCESS) vc_mem_unreserve(a->rec, a->size);
+    else vc_table_put(key, a, NULL);
 }
 
-/* The common shape of a counted allocation: reserve on `rec`, call the driver, record or roll back. */
-#define VC_ALLOC(kind, rec_expr, bytes_expr, handle_expr, call)                                             \
+/* The common shape of a counted allocation: reserve on the target, call the driver, record or roll back. */
+#define VC_ALLOC(kind, fn, target_expr, bytes_expr, handle_expr, ...)                                      \
     do {                                                                                                    \
         CUresult vc_r = vc_ensure_init();                                                                   \
         if (vc_r != CUDA_SUCCESS) return vc_r;                                                              \
-        int vc_rec = (rec_expr);                                                                            \
+        if (!vc_real.fn) return CUDA_ERROR_NOT_FOUND;                                                       \
+        vc_target_t vc_t = (target_expr);                                                                   \
         uint64_t vc_bytes = (bytes_expr);                                                                   \
-        if (vc_rec == -2) return (call);                                                                    \
-        vc_r = vc_mem_reserve(vc_rec, vc_bytes);                                                            \
+        vc_r = vc_mem_reserve(vc_t.rec, vc_bytes);                                                          \
         if (vc_r != CUDA_SUCCESS) return vc_r;                                                              \
-        vc_r = (call);                                                                                      \
-        if (vc_r == CUDA_SUCCESS)                                                                           \
-            vc_mem_commit(vc_key(kind, (uint64_t)(handle_expr)), vc_bytes, vc_rec);                         \
-        else                                                                                                \
-            vc_mem_unreserve(vc_rec, vc_bytes);                                                             \
+        vc_r = vc_real.fn(__VA_ARGS__);                                                                     \
+        if (vc_r == CUDA_SUCCESS) {                                                                         \
+            vc_alloc_t vc_a = {.size = vc_bytes, .ctx = vc_t.ctx, .rec = vc_t.rec};                         \
+            vc_commit(vc_key(kind, (uint64_t)(handle_expr)), &vc_a);                                        \
+        } else                                                                                              \
+            vc_mem_unreserve(vc_t.rec, vc_bytes);                                                           \
         return vc_r;                                                                                        \
     } while (0)
 
-#define VC_FREE(kind, handle, call)                                                                         \
+/* The entry leaves the table before the driver can hand the address to another thread. */
+#define VC_FREE(kind, fn, handle, ...)                                                                      \
     do {                                                                                                    \
         CUresult vc_r = vc_ensure_init();                                                                   \
         if (vc_r != CUDA_SUCCESS) return vc_r;                                                              \
-        vc_r = (call);                                                                                      \
-        if (vc_r == CUDA_SUCCESS && (handle)) vc_mem_forget(vc_key(kind, (uint64_t)(handle)));              \
+        if (!vc_real.fn) return CUDA_ERROR_NOT_FOUND;                                                       \
+        uint64_t vc_k = vc_key(kind, (uint64_t)(handle));                                                   \
+        vc_alloc_t vc_a;                                                                                    \
+        int vc_had = (handle) && vc_table_take(vc_k, &vc_a);                                                \
+        vc_r = vc_real.fn(__VA_ARGS__);                                                                     \
+        if (vc_had) vc_settle_free(vc_k, &vc_a, vc_r);                                                      \
         return vc_r;                                                                                        \
     } while (0)
 
 VC_EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytes) {
-    VC_ALLOC(VC_KIND_PTR, vc_current_record(), bytes, *dptr, vc_real.cuMemAlloc_v2(dptr, bytes));
+    VC_ALLOC(VC_KIND_PTR, cuMemAlloc_v2, vc_target_current(), bytes, *dptr, dptr, bytes);
 }
 
 static uint64_t vc_pitch_bytes(size_t width, size_t height) {
@@ -79,59 +128,115 @@ static uint64_t vc_pitch_bytes(size_t width, size_t height) {
 
 VC_EXPORT CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pitch, size_t width, size_t height,
                                       unsigned int elem) {
-    VC_ALLOC(VC_KIND_PTR, vc_current_record(), vc_pitch_bytes(width, height), *dptr,
-             vc_real.cuMemAllocPitch_v2(dptr, pitch, width, height, elem));
+    VC_ALLOC(VC_KIND_PTR, cuMemAllocPitch_v2, vc_target_current(), vc_pitch_bytes(width, height), *dptr, dptr,
+             pitch, width, height, elem);
 }
 
 VC_EXPORT CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytes, unsigned int flags) {
-    VC_ALLOC(VC_KIND_PTR, vc_current_record(), bytes, *dptr, vc_real.cuMemAllocManaged(dptr, bytes, flags));
+    VC_ALLOC(VC_KIND_PTR, cuMemAllocManaged, vc_target_current(), bytes, *dptr, dptr, bytes, flags);
 }
 
 VC_EXPORT CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytes, CUstream s) {
-    VC_ALLOC(VC_KIND_PTR, vc_current_record(), bytes, *dptr, vc_real.cuMemAllocAsync(dptr, bytes, s));
+    VC_ALLOC(VC_KIND_PTR, cuMemAllocAsync, vc_target_stream(s), bytes, *dptr, dptr, bytes, s);
 }
 
 VC_EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytes, CUstream s) {
-    VC_ALLOC(VC_KIND_PTR, vc_current_record(), bytes, *dptr, vc_real.cuMemAllocAsync_ptsz(dptr, bytes, s));
+    VC_ALLOC(VC_KIND_PTR, cuMemAllocAsync_ptsz, vc_target_stream(s), bytes, *dptr, dptr, bytes, s);
 }
 
 VC_EXPORT CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t bytes, CUmemoryPool pool, CUstream s) {
-    VC_ALLOC(VC_KIND_PTR, vc_current_record(), bytes, *dptr,
-             vc_real.cuMemAllocFromPoolAsync(dptr, bytes, pool, s));
+    VC_ALLOC(VC_KIND_PTR, cuMemAllocFromPoolAsync, vc_target_stream(s), bytes, *dptr, dptr, bytes, pool, s);
 }
 
 VC_EXPORT CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t bytes, CUmemoryPool pool,
                                                 CUstream s) {
-    VC_ALLOC(VC_KIND_PTR, vc_current_record(), bytes, *dptr,
-             vc_real.cuMemAllocFromPoolAsync_ptsz(dptr, bytes, pool, s));
+    VC_ALLOC(VC_KIND_PTR, cuMemAllocFromPoolAsync_ptsz, vc_target_stream(s), bytes, *dptr, dptr, bytes, pool, s);
 }
 
-VC_EXPORT CUresult cuMemFree_v2(CUdeviceptr dptr) { VC_FREE(VC_KIND_PTR, dptr, vc_real.cuMemFree_v2(dptr)); }
+VC_EXPORT CUresult cuMemFree_v2(CUdeviceptr dptr) { VC_FREE(VC_KIND_PTR, cuMemFree_v2, dptr, dptr); }
 
 VC_EXPORT CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream s) {
-    VC_FREE(VC_KIND_PTR, dptr, vc_real.cuMemFreeAsync(dptr, s));
+    VC_FREE(VC_KIND_PTR, cuMemFreeAsync, dptr, dptr, s);
 }
 
 VC_EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream s) {
-    VC_FREE(VC_KIND_PTR, dptr, vc_real.cuMemFreeAsync_ptsz(dptr, s));
+    VC_FREE(VC_KIND_PTR, cuMemFreeAsync_ptsz, dptr, dptr, s);
 }
 
-static int vc_record_of_location(const CUmemAllocationProp *prop) {
-    if (!prop || prop->location.type != CU_MEM_LOCATION_TYPE_DEVICE) return -2; /* host memory: not counted */
-    int dev = prop->location.id;
-    return (dev >= 0 && dev < vc_state.device_count) ? vc_state.devices[dev].record : -1;
+/* ---- Contexts: memory allocated in a context dies with it (cuCtxDestroy, primary-context reset, or the last
+ * release of a primary context); so do its charges. */
+static void vc_drop_entry(uint64_t key, const vc_alloc_t *a) {
+    (void)key;
+    vc_mem_unreserve(a->rec, a->size);
 }
 
-VC_EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t bytes,
-                               const CUmemAllocationProp *prop, unsigned long long flags) {
-    VC_ALLOC(VC_KIND_HANDLE, vc_record_of_location(prop), bytes, *handle,
-             vc_real.cuMemCreate(handle, bytes, prop, flags));
+static void vc_forget_ctx(CUcontext ctx) {
+    size_t n = vc_table_drop_ctx((uint64_t)(uintptr_t)ctx, vc_drop_entry);
+    if (n) vc_log_debug("context %p gone: %zu allocations given back", (void *)ctx, n);
 }
 
-VC_EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle) {
-    VC_FREE(VC_KIND_HANDLE, handle, vc_real.cuMemRelease(handle));
+/* The device's primary context if it is active (retain + release leave its reference count as it was). */
+static CUcontext vc_active_primary(CUdevice dev) {
+    unsigned int flags;
+    int active = 0;
+    CUcontext ctx = NULL;
+    CUresult (*release)(CUdevice) = vc_real.cuDevicePrimaryCtxRelease_v2 ? vc_real.cuDevicePrimaryCtxRelease_v2
+                                                                         : vc_real.cuDevicePrimaryCtxRelease;
+    if (!vc_real.cuDevicePrimaryCtxGetState || !vc_real.cuDevicePrimaryCtxRetain || !release ||
+        vc_real.cuDevicePrimaryCtxGetState(dev, &flags, &active) != CUDA_SUCCESS || !active ||
+        vc_real.cuDevicePrimaryCtxRetain(&ctx, dev) != CUDA_SUCCESS)
+        return NULL;
+    release(dev);
+    return ctx;
 }
 
+VC_EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx) {
+    CUresult r = vc_ensure_init();
+    if (r != CUDA_SUCCESS) return r;
+    if (!vc_real.cuCtxDestroy_v2) return CUDA_ERROR_NOT_FOUND;
+    r = vc_real.cuCtxDestroy_v2(ctx);
+    if (r == CUDA_SUCCESS && ctx) vc_forget_ctx(ctx);
+    return r;
+}
+
+/* `real` is the driver's _v2 or v1 entry point (runtimes before CUDA 11 call the v1 ones; same signature). */
+static CUresult vc_primary_reset(CUresult (*real)(CUdevice), CUdevice dev) {
+    CUresult r = vc_ensure_init();
+    if (r != CUDA_SUCCESS) return r;
+    if (!real) return CUDA_ERROR_NOT_FOUND;
+    CUcontext ctx = vc_active_primary(dev);
+    r = real(dev);
+    if (r == CUDA_SUCCESS && ctx) vc_forget_ctx(ctx);
+    return r;
+}
+
+static CUresult vc_primary_release(CUresult (*real)(CUdevice), CUdevice dev) {
+    CUresult r = vc_ensure_init();
+    if (r != CUDA_SUCCESS) return r;
+    if (!real) return CUDA_ERROR_NOT_FOUND;
+    CUcontext ctx = vc_active_primary(dev);
+    r = real(dev);
+    if (r == CUDA_SUCCESS && ctx && vc_active_primary(dev) != ctx) vc_forget_ctx(ctx);
+    return r;
+}
+
+VC_EXPORT CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev) {
+    return vc_primary_reset(vc_real.cuDevicePrimaryCtxReset_v2, dev);
+}
+
+VC_EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev) {
+    return vc_primary_release(vc_real.cuDevicePrimaryCtxRelease_v2, dev);
+}
+
+VC_EXPORT CUresult cuDevicePrimaryCtxReset(CUdevice dev) {
+    return vc_primary_reset(vc_real.cuDevicePrimaryCtxReset, dev);
+}
+
+VC_EXPORT CUresult cuDevicePrimaryCtxRelease(CUdevice dev) {
+    return vc_primary_release(vc_real.cuDevicePrimaryCtxRelease, dev);
+}
+
+/* ---- Arrays and mipmapped arrays: sized from their descriptors. */
 static uint64_t vc_format_bytes(CUarray_format f) {
     switch (f) {
     case CU_AD_FORMAT_UNSIGNED_INT8:
@@ -165,27 +270,25 @@ static uint64_t vc_array_bytes(const CUDA_ARRAY_DESCRIPTOR *d) {
 }
 
 VC_EXPORT CUresult cuArrayCreate_v2(CUarray *arr, const CUDA_ARRAY_DESCRIPTOR *desc) {
-    VC_ALLOC(VC_KIND_ARRAY, vc_current_record(), vc_array_bytes(desc), (uintptr_t)*arr,
-             vc_real.cuArrayCreate_v2(arr, desc));
+    VC_ALLOC(VC_KIND_ARRAY, cuArrayCreate_v2, vc_target_current(), vc_array_bytes(desc), (uintptr_t)*arr, arr,
+             desc);
 }
 
 VC_EXPORT CUresult cuArray3DCreate_v2(CUarray *arr, const CUDA_ARRAY3D_DESCRIPTOR *desc) {
-    VC_ALLOC(VC_KIND_ARRAY, vc_current_record(), vc_array3d_bytes(desc, 1), (uintptr_t)*arr,
-             vc_real.cuArray3DCreate_v2(arr, desc));
+    VC_ALLOC(VC_KIND_ARRAY, cuArray3DCreate_v2, vc_target_current(), vc_array3d_bytes(desc, 1), (uintptr_t)*arr,
+             arr, desc);
 }
 
-VC_EXPORT CUresult cuArrayDestroy(CUarray arr) {
-    VC_FREE(VC_KIND_ARRAY, (uintptr_t)arr, vc_real.cuArrayDestroy(arr));
-}
+VC_EXPORT CUresult cuArrayDestroy(CUarray arr) { VC_FREE(VC_KIND_ARRAY, cuArrayDestroy, (uintptr_t)arr, arr); }
 
 VC_EXPORT CUresult cuMipmappedArrayCreate(CUmipmappedArray *arr, const CUDA_ARRAY3D_DESCRIPTOR *desc,
                                           unsigned int levels) {
-    VC_ALLOC(VC_KIND_MIPMAP, vc_current_record(), vc_array3d_bytes(desc, levels), (uintptr_t)*arr,
-             vc_real.cuMipmappedArrayCreate(arr, desc, levels));
+    VC_ALLOC(VC_KIND_MIPMAP, cuMipmappedArrayCreate, vc_target_current(), vc_array3d_bytes(desc, levels),
+             (uintptr_t)*arr, arr, desc, levels);
 }
 
 VC_EXPORT CUresult cuMipmappedArrayDestroy(CUmipmappedArray arr) {
-    VC_FREE(VC_KIND_MIPMAP, (uintptr_t)arr, vc_real.cuMipmappedArrayDestroy(arr));
+    VC_FREE(VC_KIND_MIPMAP, cuMipmappedArrayDestroy, (uintptr_t)arr, arr);
 }
 
 /* free = min(limit - container usage, physical free); total = limit. */
@@ -194,12 +297,12 @@ VC_EXPORT CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total_bytes) {
     if (r != CUDA_SUCCESS) return r;
     size_t f = 0, t = 0;
     r = vc_real.cuMemGetInfo_v2(&f, &t);
-    int rec = vc_current_record();
-    if (r != CUDA_SUCCESS || rec == -2) {
+    if (r != CUDA_SUCCESS) {
         if (free_bytes) *free_bytes = f;
         if (total_bytes) *total_bytes = t;
         return r;
     }
+    int rec = vc_current_record();
     uint64_t limit = rec >= 0 ? vc_limit_of(rec) : 0, used = rec >= 0 ? vc_usage_used(rec) : 0;
     uint64_t room = used < limit ? limit - used : 0;
     if (free_bytes) *free_bytes = room < f ? room : f;

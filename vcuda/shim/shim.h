@@ -11,11 +11,17 @@
 #include <cuda.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "vcuda_contract.h"
 
-/* cuda.h maps cuGetProcAddress to _v2; the shim exports both names with their own signatures. */
+/* cuda.h maps cuGetProcAddress to _v2; the shim exports both names with their own signatures. So for the
+ * primary-context calls: runtimes before CUDA 11 reach their v1 symbols (same signature) by name. */
 #undef cuGetProcAddress
+#undef cuDevicePrimaryCtxReset
+#undef cuDevicePrimaryCtxRelease
+CUresult cuDevicePrimaryCtxReset(CUdevice dev);
+CUresult cuDevicePrimaryCtxRelease(CUdevice dev);
 
 #define VC_EXPORT __attribute__((visibility("default")))
 #define VC_HIDDEN __attribute__((visibility("hidden")))
@@ -41,6 +47,7 @@ CUresult cuGraphLaunch_ptsz(CUgraphExec exec, CUstream s);
 CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytes, CUstream s);
 CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t bytes, CUmemoryPool pool, CUstream s);
 CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream s);
+CUresult cuStreamSynchronize_ptsz(CUstream s);
 
 /* Every driver symbol the shim replaces. X(name) expands once per hook. */
 #define VC_CUDA_HOOKS(X)                                                                                    \
@@ -61,6 +68,13 @@ CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream s);
     X(cuMemFreeAsync_ptsz)                                                                                  \
     X(cuMemCreate)                                                                                          \
     X(cuMemRelease)                                                                                         \
+    X(cuMemMap)                                                                                             \
+    X(cuMemUnmap)                                                                                           \
+    X(cuCtxDestroy_v2)                                                                                      \
+    X(cuDevicePrimaryCtxReset_v2)                                                                           \
+    X(cuDevicePrimaryCtxRelease_v2)                                                                         \
+    X(cuDevicePrimaryCtxReset)                                                                              \
+    X(cuDevicePrimaryCtxRelease)                                                                            \
     X(cuArrayCreate_v2)                                                                                     \
     X(cuArray3DCreate_v2)                                                                                   \
     X(cuArrayDestroy)                                                                                       \
@@ -74,7 +88,13 @@ CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream s);
     X(cuLaunchCooperativeKernel_ptsz)                                                                       \
     X(cuLaunchCooperativeKernelMultiDevice)                                                                 \
     X(cuGraphLaunch)                                                                                        \
-    X(cuGraphLaunch_ptsz)
+    X(cuGraphLaunch_ptsz)                                                                                   \
+    X(cuCtxSynchronize)                                                                                     \
+    X(cuCtxSetCurrent)                                                                                      \
+    X(cuCtxPushCurrent_v2)                                                                                  \
+    X(cuCtxPopCurrent_v2)                                                                                   \
+    X(cuStreamSynchronize)                                                                                  \
+    X(cuStreamSynchronize_ptsz)
 
 /* Driver symbols the shim calls but does not replace. */
 #define VC_CUDA_USED(X)                                                                                     \
@@ -87,7 +107,12 @@ CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream s);
     X(cuEventQuery)                                                                                         \
     X(cuEventSynchronize)                                                                                   \
     X(cuEventElapsedTime_v2)                                                                                \
-    X(cuEventDestroy_v2)
+    X(cuEventDestroy_v2)                                                                                    \
+    X(cuStreamGetCtx)                                                                                       \
+    X(cuDevicePrimaryCtxGetState)                                                                           \
+    X(cuDevicePrimaryCtxRetain)                                                                             \
+    X(cuStreamIsCapturing)                                                                                  \
+    X(cuThreadExchangeStreamCaptureMode)
 
 CUresult cuEventElapsedTime_v2(float *ms, CUevent start, CUevent end);
 
@@ -109,6 +134,7 @@ void *vc_hook_by_name(const char *name);
 
 /* log.c: stderr messages prefixed "kube-vgpu vcuda: "; level read once at load. */
 void vc_log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void vc_log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void vc_log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* config.c */
@@ -137,6 +163,13 @@ CUresult vc_ensure_init(void);
 /* Maps CUDA devices to config records by UUID; called after the real cuInit succeeded. */
 CUresult vc_map_devices(void);
 const char *vc_config_path(void);
+/* `fixed`; in the TEST build only (-DVCUDA_TEST_BUILD), the env variable `env_name` when set (state.c). In the
+ * shipped library it is the fixed path itself, so no override name is even in the binary. */
+#ifdef VCUDA_TEST_BUILD
+const char *vc_env_path(const char *env_name, const char *fixed);
+#else
+#define vc_env_path(env_name, fixed) (fixed)
+#endif
 
 /* usage.c: the shared usage file (cross-process accounting, robust lock, dead-process reclaim). */
 int vc_usage_open(const char *path, uint32_t gpu_count);
@@ -153,34 +186,68 @@ const vcuda_usage_t *vc_usage_view(const char *path);
 int vc_usage_live_slots(void);
 const char *vc_usage_path(char *buf, size_t cap);
 
-/* alloc_table.c: open-addressing hash of live allocations (key -> size, device record). */
-int vc_table_put(uint64_t key, uint64_t size, int rec);
-/* Removes the key; returns 1 and fills size and rec if it was present. */
-int vc_table_take(uint64_t key, uint64_t *size, int *rec);
-size_t vc_table_count(void);
+/* proc.c: /proc facts about a pid (0 when gone or unknown). */
+uint64_t vc_start_time(pid_t pid);
+char vc_proc_state(pid_t pid);
+/* 0 if the process is gone or a zombie. */
+int vc_pid_alive(pid_t pid);
 
-/* memory.c */
+/* alloc_table.c: open-addressing hash of live allocations (tagged key -> vc_alloc_t). */
+typedef struct vc_alloc {
+    uint64_t size; /* bytes charged; for a VMM mapping, the mapped length */
+    uint64_t ctx;  /* context the memory dies with (0: none, e.g. VMM handles and mappings) */
+    void *vmm;     /* VMM handle and its mappings: the shared record that holds the charge (memory.c) */
+    int32_t rec;   /* config record charged */
+    int32_t pad;
+} vc_alloc_t;
+/* Inserts or replaces; returns 1 (and fills `replaced`) if the key was present, 0 if new, -1 out of memory. */
+int vc_table_put(uint64_t key, const vc_alloc_t *v, vc_alloc_t *replaced);
+/* Removes the key; returns 1 and fills `out` (may be NULL) if it was present. */
+int vc_table_take(uint64_t key, vc_alloc_t *out);
+int vc_table_get(uint64_t key, vc_alloc_t *out);
+/* Removes every entry of context `ctx`, passing each to `drop`; returns how many. */
+size_t vc_table_drop_ctx(uint64_t ctx, void (*drop)(uint64_t key, const vc_alloc_t *v));
+size_t vc_table_count(void);
+void vc_table_fork_lock(void);
+void vc_table_fork_unlock(void);
+/* vmm.c */
+void vc_vmm_fork_lock(void);
+void vc_vmm_fork_unlock(void);
+
+/* memory.c (and vmm.c): table keys are driver handles tagged by kind (never 0). */
+enum { VC_KIND_PTR = 1, VC_KIND_ARRAY = 2, VC_KIND_MIPMAP = 3, VC_KIND_HANDLE = 4, VC_KIND_MAP = 5 };
+static inline uint64_t vc_key(int kind, uint64_t value) { return (value ^ ((uint64_t)kind << 60)) | 1ULL << 63; }
+/* Config record of CUDA device `dev` (-1: no record, allocations refused). */
+int vc_record_of_device(CUdevice dev);
 int vc_current_record(void);
 /* Returns CUDA_SUCCESS after reserving, or CUDA_ERROR_OUT_OF_MEMORY (counted as a refusal). */
 CUresult vc_mem_reserve(int rec, uint64_t bytes);
-void vc_mem_commit(uint64_t key, uint64_t bytes, int rec);
 void vc_mem_unreserve(int rec, uint64_t bytes);
-void vc_mem_forget(uint64_t key);
 
 /* nvml.c */
 void *vc_nvml_hook_by_name(const char *name);
 
 /* compute.c */
 void vc_compute_init(void);
+void vc_compute_fork_lock(void);
+void vc_compute_fork_unlock(void);
 
-/* node.c: the per-GPU node file shared by all tenants of a GPU (optional; see docs/shim.md). */
+/* node.c: this container's record file for a GPU (its compute budget, its processes' busy spans), and the
+ * records of the containers the plugin placed on the same GPU, read-only (see docs/shim.md). */
 struct vc_span;
-/* Maps `<node dir>/<uuid of config record rec>.bin` and claims a slot; 0 on success, -1 = lone tenant. */
+/* Maps the container's record for config record `rec` and claims a process slot; 0 on success, -1 = none. */
 int vc_node_open(int rec, uint64_t now);
+/* The container's shared budget in the record (valid after vc_node_open succeeded). */
+int64_t *vc_node_tokens(int rec);
+uint64_t *vc_node_refill(int rec);
 void vc_node_publish(int rec, uint64_t start, uint64_t end, uint64_t now);
 void vc_node_set_open(int rec, uint64_t since, uint64_t until, uint64_t now);
-/* Other tenants' busy spans overlapping [start, end) (open spans clipped at `now`); returns the count. */
-unsigned vc_node_others(int rec, uint64_t start, uint64_t end, uint64_t now, struct vc_span *out, unsigned cap);
+/* Other contexts' busy spans overlapping [start, end): this container's other processes (the first
+ * `*siblings`), then the placed neighbours' (open spans clipped at `now`); returns the count. */
+unsigned vc_node_others(int rec, uint64_t start, uint64_t end, uint64_t now, struct vc_span *out, unsigned cap,
+                        unsigned *siblings);
+/* Sum of the placed neighbours' shares on that GPU (percent), from the plugin's placement list. */
+uint32_t vc_node_neighbour_pct(int rec);
 
 /* nvml.c: 1 when processes outside this container run on the GPU of config record `rec` (or unknown). */
 int vc_nvml_others_active(int rec);

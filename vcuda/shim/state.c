@@ -12,16 +12,21 @@
 vc_state_t vc_state;
 static CUresult vc_init_result = CUDA_ERROR_NOT_INITIALIZED;
 
-const char *vc_config_path(void) {
-    const char *p = getenv(VCUDA_ENV_CONFIG_PATH);
-    return (p && *p) ? p : VCUDA_CONFIG_PATH;
+/* Path overrides from the environment exist only in the TEST build (-DVCUDA_TEST_BUILD, libvcuda-test.so).
+ * The shipped library reads its fixed paths whatever the environment says: a tenant sets its own env, and
+ * must not choose its own config (limits) or usage file (docs/security.md). */
+#ifdef VCUDA_TEST_BUILD
+const char *vc_env_path(const char *env_name, const char *fixed) {
+    const char *p = getenv(env_name);
+    return (p && *p) ? p : fixed;
 }
+#endif
+
+const char *vc_config_path(void) { return vc_env_path(VCUDA_ENV_CONFIG_PATH, VCUDA_CONFIG_PATH); }
 
 const char *vc_usage_path(char *buf, size_t cap) {
-    const char *p = getenv(VCUDA_ENV_USAGE_PATH);
-    if (p && *p) return p;
     snprintf(buf, cap, "%s/%s", VCUDA_USAGE_DIR, VCUDA_USAGE_FILE);
-    return buf;
+    return vc_env_path(VCUDA_ENV_USAGE_PATH, buf);
 }
 
 /* "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" hex part of a CUDA UUID, lower case. */
@@ -67,6 +72,23 @@ CUresult vc_map_devices(void) {
     return CUDA_SUCCESS;
 }
 
+/* fork in a multithreaded process: the child has only the forking thread, so a shim lock another thread held
+ * at that moment would never be released there, and the child's first allocation, free or checkpoint would
+ * wait forever. Every process-local lock is taken before fork (in the order the shim nests them: VMM mutex,
+ * device mutexes, table spinlock) and released after it in parent and child. Registered after the real cuInit,
+ * so a driver that forks a helper during its own initialisation is not affected. */
+static void vc_fork_prepare(void) {
+    vc_vmm_fork_lock();
+    vc_compute_fork_lock();
+    vc_table_fork_lock();
+}
+
+static void vc_fork_release(void) {
+    vc_table_fork_unlock();
+    vc_compute_fork_unlock();
+    vc_vmm_fork_unlock();
+}
+
 static CUresult vc_init_steps(void) {
     char why[512];
     vc_load_driver();
@@ -89,6 +111,7 @@ static CUresult vc_init_steps(void) {
         return CUDA_ERROR_NOT_INITIALIZED;
     }
     vc_compute_init();
+    pthread_atfork(vc_fork_prepare, vc_fork_release, vc_fork_release);
     return CUDA_SUCCESS;
 }
 

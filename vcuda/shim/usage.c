@@ -1,9 +1,17 @@
 /* The container's shared usage file: per-GPU totals, one slot per process, a crash-safe lock word.
  *
- * Invariant (under the lock): memory_used[g] == sum of memory_used of live slots on g. A process that dies
- * while holding the lock is found dead by the next waiter, which takes the lock over; one that dies outside
- * it leaves a slot whose pid is gone (or reused: start time differs) and vc_usage_reap() gives its bytes back. Totals are then recomputed from
- * the live slots, so no crash can leak or double-count memory.
+ * Invariant (under the lock): memory_used[g] == sum of memory_used of live slots on g.
+ *
+ * Liveness of a slot is an open-file-description lock (F_OFD_SETLK) on one byte of the file at the slot's
+ * offset, held through a descriptor opened O_CLOEXEC: the kernel drops it when the process exits (even as an
+ * unreaped zombie), is killed, or calls exec (same pid, new image), so none of those keeps a slot or its
+ * charge; a pid reused by another process cannot fake it either. A forked child drops the inherited
+ * descriptor and claims its own slot. Where OFD locks are unsupported, pid + start time + /proc state decide.
+ *
+ * The lock word: a waiter spins briefly, then sleeps with backoff (never spinning a core); it takes the lock
+ * over when the owner is dead, stopped (SIGSTOP, traced) for VC_LOCK_STOPPED_NS, or holds it past
+ * VC_LOCK_MAX_NS, and recomputes the totals from the slots. A robbed owner's late update is repaired when its
+ * unlock (a compare-and-swap) finds the word changed: it takes the lock again and recomputes the totals.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -15,45 +23,58 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "shim.h"
 
 _Static_assert(sizeof(((vcuda_usage_t *)0)->lock) >= sizeof(uint64_t), "lock field too small");
 
+#define VC_LOCK_STOPPED_NS 50000000ULL /* a stopped owner is robbed after 50 ms */
+#define VC_LOCK_MAX_NS 2000000000ULL    /* any owner after 2 s (the critical sections are ~100 ns) */
+
 static vcuda_usage_t *vc_usage;
 static int vc_slot = -1;
 static pid_t vc_owner_pid;
+static int vc_fd = -1;       /* holds the OFD lock of our slot; O_CLOEXEC */
+static int vc_ofd = 1;       /* OFD locks work on this file (else pid-based liveness) */
+static char vc_path[512];
 
 static uint64_t *vc_lock_word(void) { return (uint64_t *)(void *)vc_usage->lock; }
 
-/* Process start time in clock ticks (field 22 of /proc/<pid>/stat); 0 if unknown. */
-static uint64_t vc_start_time(pid_t pid) {
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) return 0;
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    if (!p) return 0;
-    unsigned long long v = 0;
-    int field = 2;
-    for (p++; *p && field < 22; p++)
-        if (*p == ' ') field++;
-    if (sscanf(p, "%llu", &v) != 1) return 0;
-    return v;
+static off_t vc_slot_offset(int i) {
+    return (off_t)offsetof(vcuda_usage_t, slots) + (off_t)i * (off_t)sizeof(vcuda_proc_slot_t);
 }
 
-static int vc_slot_alive(const vcuda_proc_slot_t *s) {
-    if (kill(s->pid, 0) != 0 && errno == ESRCH) return 0;
+/* 1 if some open file description holds slot i's liveness lock, 0 if none, -1 if OFD locks do not work. */
+static int vc_slot_held(int i) {
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = vc_slot_offset(i), .l_len = 1};
+    if (!vc_ofd || vc_fd < 0 || fcntl(vc_fd, F_OFD_GETLK, &fl) != 0) return -1;
+    return fl.l_type != F_UNLCK;
+}
+
+static int vc_slot_alive(int i) {
+    const vcuda_proc_slot_t *s = &vc_usage->slots[i];
+    int held = vc_slot_held(i);
+    if (held >= 0) return held;
+    if (!vc_pid_alive(s->pid)) return 0;
     uint64_t st = vc_start_time(s->pid);
     return st == 0 || s->start_time == 0 || st == s->start_time;
 }
 
-static void vc_recompute_totals(void) {
+/* Takes slot i's liveness lock for this process; 0 on success (or when OFD locks are unsupported). */
+static int vc_hold_slot(int i) {
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = vc_slot_offset(i), .l_len = 1};
+    if (!vc_ofd) return 0;
+    if (fcntl(vc_fd, F_OFD_SETLK, &fl) == 0) return 0;
+    if (errno == EINVAL) { /* no OFD locks here: fall back to pid-based liveness */
+        vc_ofd = 0;
+        return 0;
+    }
+    return -1;
+}
+
+static void vc_recompute_totals(void) { /* under the lock */
     for (int g = 0; g < VCUDA_MAX_GPUS; g++) {
         uint64_t sum = 0;
         for (int i = 0; i < VCUDA_MAX_PROCS; i++)
@@ -67,8 +88,8 @@ static int vc_reap_locked(void) {
     for (int i = 0; i < VCUDA_MAX_PROCS; i++) {
         vcuda_proc_slot_t *s = &vc_usage->slots[i];
         if (s->state != 1 || i == vc_slot) continue;
-        if (s->pid > 0 && vc_slot_alive(s)) continue;
-        vc_log_debug("reclaiming usage slot %d of dead pid %d", i, s->pid);
+        if (vc_slot_alive(i)) continue;
+        vc_log_debug("reclaiming usage slot %d of pid %d (exited, killed, zombie or exec'd)", i, s->pid);
         memset(s, 0, sizeof *s);
         reaped++;
     }
@@ -76,21 +97,33 @@ static int vc_reap_locked(void) {
     return reaped;
 }
 
-/* The lock word holds the owner's slot index + 1 and pid. A waiter that has spun for a while checks the owner:
- * if its slot shows a dead process (pid gone, or reused: start time differs), it takes the lock over and
- * repairs the totals. Uncontended, lock + unlock is one compare-and-swap and one store. */
+/* The lock word holds the owner's slot index + 1 and pid. Uncontended, lock + unlock is two compare-and-swaps. */
 static uint64_t vc_lock_value(void) { return ((uint64_t)(uint32_t)vc_owner_pid << 8) | (uint64_t)(vc_slot + 1); }
+
+static uint64_t vc_clock_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
 
 static int vc_owner_dead(uint64_t word) {
     int slot = (int)(word & 0xFF) - 1;
     pid_t pid = (pid_t)(word >> 8);
-    if (slot < 0 || slot >= VCUDA_MAX_PROCS) return kill(pid, 0) != 0 && errno == ESRCH;
+    if (slot < 0 || slot >= VCUDA_MAX_PROCS) return !vc_pid_alive(pid);
     const vcuda_proc_slot_t *s = &vc_usage->slots[slot];
-    return s->pid != pid || !vc_slot_alive(s);
+    return s->pid != pid || !vc_slot_alive(slot) || !vc_pid_alive(pid);
+}
+
+/* Whether a waiter that has waited `waited` ns for the owner in `word` may take the lock over. */
+static int vc_may_rob(uint64_t word, uint64_t waited) {
+    if ((pid_t)(word >> 8) == vc_owner_pid) return 0; /* another thread of ours: it will let go */
+    if (vc_owner_dead(word)) return 1;
+    char st = vc_proc_state((pid_t)(word >> 8));
+    return waited >= VC_LOCK_MAX_NS || (waited >= VC_LOCK_STOPPED_NS && (st == 'T' || st == 't'));
 }
 
 static void vc_lock(void) {
-    uint64_t *w = vc_lock_word(), mine = vc_lock_value();
+    uint64_t *w = vc_lock_word(), mine = vc_lock_value(), start = 0, nap = 1000, seen = 0;
     for (unsigned spins = 0;; spins++) {
         uint64_t cur = 0;
         if (__atomic_compare_exchange_n(w, &cur, mine, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return;
@@ -98,17 +131,31 @@ static void vc_lock(void) {
             VC_PAUSE();
             continue;
         }
-        if ((spins & 255) == 0 && vc_owner_dead(cur) &&
+        uint64_t now = vc_clock_ns();
+        if (cur != seen) { /* a new owner: its time starts now */
+            seen = cur;
+            start = now;
+        }
+        if (vc_may_rob(cur, now - start) &&
             __atomic_compare_exchange_n(w, &cur, mine, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
-            vc_log_debug("usage lock owner (word %llx) died; repairing", (unsigned long long)cur);
+            vc_log_debug("usage lock owner (word %llx) dead or stuck; taking over", (unsigned long long)cur);
             vc_reap_locked();
             return;
         }
-        sched_yield();
+        struct timespec ts = {0, (long)nap};
+        nanosleep(&ts, NULL);
+        if (nap < 1000000) nap *= 2;
     }
 }
 
-static void vc_unlock(void) { __atomic_store_n(vc_lock_word(), 0, __ATOMIC_RELEASE); }
+static void vc_unlock(void) {
+    uint64_t mine = vc_lock_value();
+    if (__atomic_compare_exchange_n(vc_lock_word(), &mine, 0, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) return;
+    /* Robbed while stopped: our updates may have landed after the thief's repair; repair again. */
+    vc_lock();
+    vc_recompute_totals();
+    __atomic_store_n(vc_lock_word(), 0, __ATOMIC_RELEASE);
+}
 
 static int vc_init_file(int fd, uint32_t gpu_count) {
     if (ftruncate(fd, sizeof(vcuda_usage_t)) != 0) return -1;
@@ -140,6 +187,10 @@ static int vc_create_file(const char *path, uint32_t gpu_count) {
 static int vc_map_file(const char *path) {
     int fd = open(path, O_RDWR | O_CLOEXEC);
     if (fd < 0) return -1;
+    if (vc_usage) { /* a forked child re-opening: same mapping, its own open file description */
+        vc_fd = fd;
+        return 0;
+    }
     struct stat st;
     if (fstat(fd, &st) != 0 || (size_t)st.st_size != sizeof(vcuda_usage_t)) {
         vc_log_error("usage file %s has size %lld, expected %zu", path, (long long)st.st_size,
@@ -148,27 +199,32 @@ static int vc_map_file(const char *path) {
         return -1;
     }
     void *p = mmap(NULL, sizeof(vcuda_usage_t), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    close(fd);
-    if (p == MAP_FAILED) return -1;
-    vc_usage = p;
-    if (memcmp(vc_usage->magic, VCUDA_USAGE_MAGIC, 8) != 0 || vc_usage->version != VCUDA_USAGE_VERSION) {
-        vc_log_error("usage file %s: bad magic or unknown version", path);
-        munmap(p, sizeof(vcuda_usage_t));
-        vc_usage = NULL;
+    if (p == MAP_FAILED) {
+        close(fd);
         return -1;
     }
+    const vcuda_usage_t *u = p;
+    if (memcmp(u->magic, VCUDA_USAGE_MAGIC, 8) != 0 || u->version != VCUDA_USAGE_VERSION) {
+        vc_log_error("usage file %s: bad magic or unknown version", path);
+        munmap(p, sizeof(vcuda_usage_t));
+        close(fd);
+        return -1;
+    }
+    vc_fd = fd;
+    vc_usage = p;
     return 0;
 }
 
 static int vc_claim_slot(void) {
     pid_t me = getpid();
+    if (vc_fd < 0 && vc_map_file(vc_path) != 0) return -1; /* a forked child: its own descriptor */
     vc_owner_pid = me;
     vc_slot = -1;
     vc_lock();
     vc_reap_locked();
     int found = -1;
     for (int i = 0; i < VCUDA_MAX_PROCS && found < 0; i++)
-        if (vc_usage->slots[i].state == 0) found = i;
+        if (vc_usage->slots[i].state == 0 && vc_hold_slot(i) == 0) found = i;
     if (found >= 0) {
         vcuda_proc_slot_t *s = &vc_usage->slots[found];
         memset(s, 0, sizeof *s);
@@ -178,7 +234,9 @@ static int vc_claim_slot(void) {
     }
     vc_unlock();
     vc_slot = found;
-    if (found < 0) vc_log_error("usage file full: more than %d CUDA processes in the container", VCUDA_MAX_PROCS);
+    if (found < 0)
+        vc_log_error("usage file full: %d live CUDA processes in the container already (the most it may run)",
+                     VCUDA_MAX_PROCS);
     return found < 0 ? -1 : 0;
 }
 
@@ -187,15 +245,23 @@ static void vc_release_slot(void) {
     vc_lock();
     memset(&vc_usage->slots[vc_slot], 0, sizeof vc_usage->slots[vc_slot]);
     vc_recompute_totals();
+    struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = vc_slot_offset(vc_slot), .l_len = 1};
+    if (vc_ofd) fcntl(vc_fd, F_OFD_SETLK, &fl);
     vc_unlock();
     vc_slot = -1;
 }
 
-static void vc_after_fork_child(void) { vc_slot = -1; /* the child claims its own slot on first use */ }
+/* The child shares the parent's open file description (and so its slot lock): drop it, claim its own later. */
+static void vc_after_fork_child(void) {
+    if (vc_fd >= 0) close(vc_fd);
+    vc_fd = -1;
+    vc_slot = -1;
+}
 
 __attribute__((destructor)) static void vc_usage_at_exit(void) { vc_release_slot(); }
 
 int vc_usage_open(const char *path, uint32_t gpu_count) {
+    snprintf(vc_path, sizeof vc_path, "%s", path);
     if (vc_map_file(path) != 0) {
         if (vc_create_file(path, gpu_count) != 0 || vc_map_file(path) != 0) return -1;
     }
@@ -212,11 +278,11 @@ int vc_usage_reserve(int rec, uint64_t bytes, uint64_t limit) {
     vcuda_proc_slot_t *s = vc_my_slot();
     if (!s) return -1;
     vc_lock();
-    uint64_t used = vc_usage->memory_used[rec];
+    uint64_t used = __atomic_load_n(&vc_usage->memory_used[rec], __ATOMIC_RELAXED);
     int ok = bytes <= limit && used <= limit - bytes;
-    if (ok) {
+    if (ok) { /* slot first, then total (plain stores: a robbed owner repairs at its unlock) */
+        __atomic_store_n(&s->gpus[rec].memory_used, s->gpus[rec].memory_used + bytes, __ATOMIC_RELAXED);
         __atomic_store_n(&vc_usage->memory_used[rec], used + bytes, __ATOMIC_RELAXED);
-        s->gpus[rec].memory_used += bytes;
     }
     vc_unlock();
     return ok ? 0 : -1;
@@ -228,9 +294,11 @@ void vc_usage_release(int rec, uint64_t bytes) {
     vc_lock();
     uint64_t mine = s->gpus[rec].memory_used;
     if (bytes > mine) bytes = mine;
-    s->gpus[rec].memory_used = mine - bytes;
-    uint64_t used = vc_usage->memory_used[rec];
-    __atomic_store_n(&vc_usage->memory_used[rec], used >= bytes ? used - bytes : 0, __ATOMIC_RELAXED);
+    /* total first, then slot (the mirror of reserve); a total that would wrap is repaired from the slots */
+    uint64_t total = __atomic_load_n(&vc_usage->memory_used[rec], __ATOMIC_RELAXED);
+    __atomic_store_n(&vc_usage->memory_used[rec], total >= bytes ? total - bytes : 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->gpus[rec].memory_used, mine - bytes, __ATOMIC_RELAXED);
+    if (total < bytes) vc_recompute_totals();
     vc_unlock();
 }
 

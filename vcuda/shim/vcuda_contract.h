@@ -14,17 +14,23 @@
 #define VCUDA_CONFIG_MAGIC "VCUDACFG"
 #define VCUDA_USAGE_MAGIC "VCUDAUSE"
 #define VCUDA_NODE_MAGIC "VCUDANOD"
+#define VCUDA_NODE_TENANTS_DIR "tenants"
+#define VCUDA_NODE_PLACED_DIR "placed"
+#define VCUDA_PLACED_MAGIC "VCUDAPLC"
 #define VCUDA_CONFIG_VERSION 1
 #define VCUDA_USAGE_VERSION 2
 #define VCUDA_MAX_GPUS 16
 #define VCUDA_MAX_PROCS 64
 #define VCUDA_UUID_BYTES 96
-#define VCUDA_NODE_VERSION 1
-#define VCUDA_NODE_SLOTS 32
+#define VCUDA_NODE_VERSION 2
+#define VCUDA_NODE_SLOTS 16
 #define VCUDA_NODE_SPANS 16
+#define VCUDA_PLACED_MAX 64
+#define VCUDA_PLACED_MAX_BYTES 16384
 #define VCUDA_CONFIG_CRC_OFFSET 20
 
-#pragma pack(push, 1)
+/* Every field is naturally aligned (the size asserts fail otherwise), so no packing: packed fields
+   turn clang's atomics on the shared files into libcalls with a per-process spinlock. */
 
 /* One GPU the container may use. */
 typedef struct vcuda_gpu_record {
@@ -84,9 +90,11 @@ typedef struct vcuda_usage {
 } vcuda_usage_t;
 _Static_assert(sizeof(struct vcuda_usage) == 42712, "vcuda_usage layout drifted");
 
-/* One tenant process on one GPU: when it had work queued on the GPU. */
+/* One shim process of the container on this GPU: when it had work queued on the GPU. */
 typedef struct vcuda_node_slot {
     uint64_t owner; /* 0 = free; random token of the shim process that claimed the slot */
+    int32_t pid; /* the owner's pid in the container (a dead owner's spans are ignored) */
+    uint32_t pad;
     uint64_t heartbeat_ns; /* CLOCK_MONOTONIC of the owner's last controller step */
     uint64_t open_since; /* start of work in flight not yet measured; 0 = none */
     uint64_t open_until; /* owner's estimate of when that work ends (bounds a stalled owner) */
@@ -94,19 +102,20 @@ typedef struct vcuda_node_slot {
     uint64_t span_start[16]; /* measured busy spans, CLOCK_MONOTONIC ns */
     uint64_t span_end[16];
 } vcuda_node_slot_t;
-_Static_assert(sizeof(struct vcuda_node_slot) == 296, "vcuda_node_slot layout drifted");
+_Static_assert(sizeof(struct vcuda_node_slot) == 304, "vcuda_node_slot layout drifted");
 
-/* Per-GPU node file `<node dir>/<gpu uuid>.bin` shared by the shims of every tenant of that GPU. */
+/* One container's record for one GPU: its compute budget (shared by its processes) and their busy spans. */
 typedef struct vcuda_node {
     char magic[8]; /* "VCUDANOD" without a terminator */
     uint32_t version;
     uint32_t size;
     uint32_t slot_count;
     uint32_t pad;
-    struct vcuda_node_slot slots[32];
+    int64_t tokens_ns; /* the container's compute budget on this GPU (GPU ns; negative = debt) */
+    uint64_t refill_ns; /* CLOCK_MONOTONIC of the budget's last refill */
+    uint64_t pad2[4];
+    struct vcuda_node_slot slots[16];
 } vcuda_node_t;
-_Static_assert(sizeof(struct vcuda_node) == 9496, "vcuda_node layout drifted");
-
-#pragma pack(pop)
+_Static_assert(sizeof(struct vcuda_node) == 4936, "vcuda_node layout drifted");
 
 #endif /* VCUDA_CONTRACT_H */

@@ -28,6 +28,17 @@ void fake_control_reset(const char *path) {
     g_offset = 0;
 }
 
+int fake_control_dir(char *out, size_t size) {
+    const char *slash = strrchr(g_path, '/');
+    if (!g_path[0] || size < 2) return 0;
+    if (!slash) return snprintf(out, size, ".") > 0;
+    size_t len = slash == g_path ? 1 : (size_t)(slash - g_path);
+    if (len >= size) return 0;
+    memcpy(out, g_path, len);
+    out[len] = '\0';
+    return 1;
+}
+
 /* Finds the GPU of a physical or MIG UUID; for a MIG UUID also its instance ids. */
 static fake_gpu *target(const char *uuid, unsigned *gi, unsigned *ci) {
     *gi = *ci = FAKE_NO_ID;

@@ -1,6 +1,9 @@
 /* XID event sets of the FAKE NVML. Events come from "xid" lines of the control file (control.c). */
+#include <poll.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fake.h"
 
@@ -99,18 +102,62 @@ static nvmlReturn_t pop_event(nvmlEventSet_t set, nvmlEventData_t *data) {
     return NVML_SUCCESS;
 }
 
-/* Polls the control file every 5 ms until an event arrives or timeoutms passes (then NVML_ERROR_TIMEOUT). */
+/* An inotify watch of the control file's folder (the file may be replaced), or -1 (then: re-read every 5 ms).
+ * Called under the lock. */
+static int watch_control(void) {
+    char dir[4200];
+    if (!fake_control_dir(dir, sizeof dir)) return -1;
+    int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd >= 0 && inotify_add_watch(fd, dir, IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE) < 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+/* Sleeps until the watched folder changes or timeout_ms passes; drains the notifications. */
+static void sleep_for_change(int fd, long timeout_ms) {
+    if (fd < 0) {
+        struct timespec pause = {0, (timeout_ms < 5 ? timeout_ms : 5) * 1000 * 1000};
+        nanosleep(&pause, NULL);
+        return;
+    }
+    struct pollfd p = {fd, POLLIN, 0};
+    if (poll(&p, 1, (int)timeout_ms) > 0) {
+        char buf[4096];
+        while (read(fd, buf, sizeof buf) > 0) {
+        }
+    }
+}
+
+static long elapsed_ms(const struct timespec *start) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - start->tv_sec) * 1000 + (now.tv_nsec - start->tv_nsec) / 1000000;
+}
+
+/* As the driver's: blocks (no CPU) until an event arrives or timeoutms passes (then NVML_ERROR_TIMEOUT), and
+ * an event arriving during the wait returns it at once. The fake sleeps in poll(2) on an inotify watch of the
+ * control file's folder, so an appended "xid" line wakes the waiter; the lock is not held while it sleeps.
+ * The watch is set before the last look at the file, so a line appended in between is not missed. */
 nvmlReturn_t nvmlEventSetWait_v2(nvmlEventSet_t set, nvmlEventData_t *data, unsigned int timeoutms) {
-    struct timespec start, now, pause = {0, 5 * 1000 * 1000};
+    struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
+    int fd = -1, watched = 0;
+    nvmlReturn_t rc;
     for (;;) {
-        nvmlReturn_t rc = fake_enter();
+        rc = fake_enter();
+        if (rc == NVML_SUCCESS && !watched) {
+            fd = watch_control();
+            watched = 1;
+            fake_control_poll(1);
+        }
         if (rc == NVML_SUCCESS) rc = pop_event(set, data);
         fake_leave();
-        if (rc != NVML_ERROR_TIMEOUT) return rc;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        long elapsed_ms = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
-        if (elapsed_ms >= (long)timeoutms) return NVML_ERROR_TIMEOUT;
-        nanosleep(&pause, NULL);
+        long left = (long)timeoutms - elapsed_ms(&start);
+        if (rc != NVML_ERROR_TIMEOUT || left <= 0) break;
+        sleep_for_change(fd, left);
     }
+    if (fd >= 0) close(fd);
+    return rc;
 }

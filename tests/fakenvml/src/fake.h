@@ -118,6 +118,7 @@ void fake_apply_processes(fake_gpu *gpu, const json *list);
 /* control.c */
 void fake_control_reset(const char *path);
 void fake_control_poll(int deliver_events);
+int fake_control_dir(char *out, size_t size); /* the control file's folder; 0 when there is none */
 
 /* mig.c */
 const mig_table *fake_mig_table(const char *key);

@@ -1,8 +1,10 @@
-"""Serve an extender app with a real uvicorn server on a loopback port, inside the test's event loop."""
+"""Serve an extender app (or the extender's own listeners) with real uvicorn servers on loopback ports, inside
+the test's event loop."""
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import uvicorn
@@ -26,3 +28,31 @@ async def serving(app: Any, **config: Any) -> AsyncIterator[int]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, STARTUP_TIMEOUT_S)
+
+
+def free_port() -> int:
+    """A port that was free a moment ago (the listeners take fixed ports from their settings)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextlib.asynccontextmanager
+async def serving_listeners(listeners: Sequence[Any]) -> AsyncIterator[None]:
+    """Run the extender's own listeners (``extender.listeners.Listener``) in this event loop, as ``__main__``
+    does; stop them on exit (bounded waits)."""
+    servers = [uvicorn.Server(item.config) for item in listeners]
+    tasks = [asyncio.create_task(server.serve()) for server in servers]
+    async with asyncio.timeout(STARTUP_TIMEOUT_S):
+        while not all(server.started for server in servers):
+            for task in tasks:
+                if task.done():
+                    task.result()
+            await asyncio.sleep(0.01)
+    try:
+        yield
+    finally:
+        for server in servers:
+            server.should_exit = True
+        await asyncio.wait_for(asyncio.gather(*tasks), STARTUP_TIMEOUT_S)

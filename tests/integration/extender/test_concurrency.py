@@ -15,8 +15,7 @@ import httpx
 
 from extender.app import create_app
 from tests.integration.extender.server import serving
-from tests.unit.extender.fakes import KEY, NAMES, gpu_node, ledger_of, make_deps, pod_obj
-from vcuda.annotations import decode_assignment
+from tests.unit.extender.fakes import assignment_of, gpu_node, ledger_of, make_deps, pod_obj
 
 NODES = [f"n{i:02d}" for i in range(20)]
 GPU_MIB = 10000
@@ -52,7 +51,7 @@ async def test_200_concurrent_filter_and_bind_cycles_never_overcommit_a_gpu():
     used: Counter[tuple[str, str]] = Counter()
     for _, name, _, node in cluster.bindings:
         pod = cluster.pods[("default", name)]
-        assignment = decode_assignment(pod["metadata"]["annotations"][NAMES.assignment], KEY)
+        assignment = assignment_of(pod)
         assert assignment.node == node
         for share in (s for c in assignment.containers for s in c.shares):
             used[(share.uuid, "cores")] += share.cores

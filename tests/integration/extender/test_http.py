@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from extender.app import create_app
+from extender.app import create_app, create_metrics_app
 from tests.integration.extender.server import serving
-from tests.unit.extender.fakes import NAMES, gpu_node, make_deps, pod_obj
+from tests.unit.extender.fakes import NAMES, gpu_node, ledger_of, make_deps, pod_obj
 
 GOLDEN = Path(__file__).parents[2] / "contract" / "golden" / "extender"
 PREFIX = "/scheduler"
@@ -83,14 +83,14 @@ async def test_filter_in_full_nodes_mode_returns_the_passing_node_objects(extend
     assert "n3" in answer["FailedAndUnresolvableNodes"]
 
 
-async def test_the_golden_full_nodes_request_without_inventories_answers_an_empty_node_list(extender):
-    http, _, _ = extender
-    answer = (
-        await http.post(f"{PREFIX}/filter", content=(GOLDEN / "extender_args_nodes.json").read_bytes())
-    ).json()
-    assert answer["Nodes"]["items"] == []
+async def test_the_golden_full_nodes_request_is_judged_on_the_extenders_own_inventory(extender):
+    http, deps, _ = extender
+    golden = (GOLDEN / "extender_args_nodes.json").read_bytes()
+    answer = (await http.post(f"{PREFIX}/filter", content=golden)).json()
+    assert answer["Nodes"]["items"] == json.loads(golden)["Nodes"]["items"]  # no inventory in them: still fit
     assert answer["NodeNames"] is None
-    assert set(answer["FailedAndUnresolvableNodes"]) == {"n1", "n2"}
+    assert answer["FailedAndUnresolvableNodes"] is None
+    assert ledger_of(deps.state, "n1").inventory is not None
 
 
 async def test_prioritize_answers_integer_scores_that_agree_with_the_filter(extender):
@@ -153,14 +153,22 @@ async def test_a_malformed_body_is_a_400_with_a_message(extender, verb, body):
     assert answer.json()["Error"].startswith("malformed")
 
 
-async def test_health_readiness_and_metrics(extender):
+async def test_health_readiness_and_metrics_on_the_metrics_listener(extender):
     http, deps, _ = extender
     await http.post(f"{PREFIX}/filter", json=args(pod_obj("p", (30, 90000)), ["n1"]))
+    async with (
+        serving(create_metrics_app(deps)) as port,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as metrics,
+    ):
+        await _check_health_and_metrics(metrics, deps)
+
+
+async def _check_health_and_metrics(http: httpx.AsyncClient, deps: Any) -> None:
     assert (await http.get("/healthz")).status_code == 200
     assert (await http.get("/readyz")).status_code == 200
     text = (await http.get("/metrics")).text
     assert 'kube_vgpu_extender_request_duration_seconds_count{verb="filter"} 1.0' in text
     assert 'kube_vgpu_extender_rejections_total{reason="too-large",verb="filter"} 1.0' in text
-    assert 'kube_vgpu_extender_gpu_capacity_memory_bytes{gpu_index="0",gpu_uuid="GPU-n1-0000"' in text
+    assert "kube_vgpu_extender_gpu_nodes 2.0" in text  # aggregates only (per-GPU: the node exporters)
     deps.state.synced.clear()
     assert (await http.get("/readyz")).status_code == 503

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from extender.app import create_app
+from extender.app import create_webhook_app
 from tests.integration.extender.server import serving
 from tests.unit.extender.fakes import make_deps, pod_obj
 
@@ -27,7 +27,7 @@ async def webhook():
     context = ssl.create_default_context(cafile=str(TLS / "fake-webhook.crt"))
     async with (
         serving(
-            create_app(deps),
+            create_webhook_app(deps),
             ssl_certfile=str(TLS / "fake-webhook.crt"),
             ssl_keyfile=str(TLS / "fake-webhook.key"),
         ) as port,

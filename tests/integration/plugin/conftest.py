@@ -20,9 +20,10 @@ from plugin.kubelet import PodResourcesClient
 from plugin.settings import Settings
 from tests.fakes.kubelet import Admitted, FakeKubelet
 from tests.kmock_cluster import KmockCluster
-from tests.unit.plugin.builders import KEY, NAMES, FakeGpuSource, Share, assignment, h100x8, pod_body
+from tests.signing_keys import decode_for
+from tests.unit.plugin.builders import NAMES, VERIFIER, FakeGpuSource, Share, assignment, h100x8, pod_body
 from vcuda import names as vnames
-from vcuda.annotations import decode_assignment, decode_status
+from vcuda.annotations import apply_moves, decode_status
 from vcuda.shimfile import ShimConfig, decode_config
 
 NODE = "node-1"
@@ -68,7 +69,7 @@ class PluginEnv:
             source=self.source,
             cluster=api,
             pod_resources=self.pod_resources.held,
-            key=KEY,
+            verifier=VERIFIER,
             timings=Timings(kubelet_poll_s=0.05, node_resync_s=0.2),
         )
         self.task = asyncio.get_running_loop().create_task(self.agent.run())
@@ -96,9 +97,10 @@ class PluginEnv:
         annotations: Mapping[str, str] | None = None,
         core_limit: Mapping[str, int] | None = None,
         bind: bool = True,
+        init: Sequence[tuple[str, int, int]] = (),
     ) -> dict[str, Any]:
-        body = pod_body(name, containers, namespace=namespace, annotations=annotations)
-        body["metadata"]["annotations"][NAMES.assignment] = assignment(NODE, shares, core_limit)
+        body = pod_body(name, containers, namespace=namespace, annotations=annotations, init=init)
+        body["metadata"]["annotations"][NAMES.assignment] = assignment(NODE, shares, core_limit, pod=body)
         self.core.create_namespaced_pod(namespace, body, _preload_content=False)
         if bind:
             self.cluster.bind(namespace, name, NODE)
@@ -119,7 +121,10 @@ class PluginEnv:
         return decode_status(text) if text else None
 
     def recorded(self, name: str, namespace: str = "default"):
-        return decode_assignment(self.pod(name, namespace)["metadata"]["annotations"][NAMES.assignment], KEY)
+        """The pod's assignment as the plugin placed it: the extender's signed record with the swaps the
+        plugin recorded in its status (it never re-signs)."""
+        pod, status = self.pod(name, namespace), self.status(name, namespace)
+        return apply_moves(decode_for(pod, NAMES), status.moved if status else ())
 
     # --- kubelet side ---
 

@@ -17,8 +17,8 @@ PreStartContainer, with the pod's status FAILED, an event, and an unreadable con
 import grpc
 import pytest
 
-from tests.unit.plugin.builders import KEY, NAMES
-from vcuda.annotations import decode_assignment
+from tests.signing_keys import decode_for
+from tests.unit.plugin.builders import NAMES
 from vcuda.errors import ContractError
 from vcuda.model import Phase
 from vcuda.units import MIB
@@ -102,7 +102,7 @@ async def test_a_container_that_would_get_wrong_limits_is_refused_loudly(env_fac
     [first] = await env.admit("first", [("main", 50)])
     await env.start_container("first", "main")
     assert_configs_match_records(env, [first])
-    assert decode_assignment(env.pod("second")["metadata"]["annotations"][NAMES.assignment], KEY)
+    assert decode_for(env.pod("second"), NAMES)
 
 
 async def test_container_restart_is_confirmed_without_asking_the_kubelet_again(env_factory):

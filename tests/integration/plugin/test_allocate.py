@@ -85,10 +85,14 @@ def check_shim_mounts(env, admitted):
     usage = mounts[vnames.CONTAINER_USAGE_DIR]
     assert not usage.read_only
     assert decode_usage((Path(usage.host_path) / vnames.USAGE_FILE_NAME).read_bytes()) == ()
-    node = mounts[vnames.CONTAINER_NODE_DIR]  # one directory for every tenant of the node
-    assert not node.read_only
+    node = mounts[vnames.CONTAINER_NODE_DIR]  # every tenant's records, read-only; only its own dir writable
+    assert node.read_only
     assert Path(node.host_path) == env.settings.state_dir / "node"
-    assert Path(node.host_path).stat().st_mode & 0o7777 == 0o1777
+    assert Path(node.host_path).stat().st_mode & 0o7777 == 0o755
+    (own,) = (m for m in mounts.values() if m.container_path.startswith(vnames.CONTAINER_NODE_DIR + "/"))
+    assert not own.read_only
+    assert Path(own.host_path).parent == Path(node.host_path) / "tenants"
+    assert own.container_path == f"{vnames.CONTAINER_NODE_DIR}/tenants/{Path(own.host_path).name}"
     envs = dict(admitted.response.envs)
     assert envs[vnames.ENV_POD_NAME] == admitted.pod
     assert envs[vnames.ENV_NAMESPACE] == admitted.namespace
@@ -129,22 +133,7 @@ async def test_fractional_pod_gets_its_gpu_and_limits(env_factory, short_dir, se
 async def test_multi_container_pod_gets_each_container_its_own_record(env_factory, short_dir, settings):
     env = await start(env_factory, short_dir, settings)
     body_shares = {"prep": [(G(1), 10, 1024)], "a": [(G(1), 20, 2048)], "b": [(G(2), 50, 8192)]}
-    env.create_pod("multi", [("a", 20, 2048), ("b", 50, 8192)], body_shares)
-    env.core.patch_namespaced_pod(
-        "multi",
-        "default",
-        {
-            "spec": {
-                "initContainers": [
-                    {
-                        "name": "prep",
-                        "image": "cuda",
-                        "resources": {"limits": {NAMES.core: "10", NAMES.memory: "1024"}},
-                    }
-                ]
-            }
-        },
-    )
+    env.create_pod("multi", [("a", 20, 2048), ("b", 50, 8192)], body_shares, init=[("prep", 10, 1024)])
     admitted = await env.admit("multi", [("prep", 10), ("a", 20), ("b", 50)])
     by_name = {a.container: a for a in admitted}
     for name, gpu, cores, mib in [("prep", 1, 10, 1024), ("a", 1, 20, 2048), ("b", 2, 50, 8192)]:
@@ -191,12 +180,13 @@ async def test_allocate_without_any_matching_assignment_fails_admission(env_fact
 async def test_assignment_signed_with_another_key_is_never_honoured(env_factory):
     import grpc
 
+    from tests.signing_keys import OTHER_SIGNER
     from tests.unit.plugin.builders import assignment, pod_body
 
     env = await env_factory()
     body = pod_body("forged", [("main", 30, 4096)])
     body["metadata"]["annotations"][NAMES.assignment] = assignment(
-        "node-1", {"main": [(G(0), 30, 4096)]}, key=b"not-the-shared-key-at-all"
+        "node-1", {"main": [(G(0), 30, 4096)]}, pod=body, signer=OTHER_SIGNER
     )
     env.core.create_namespaced_pod("default", body, _preload_content=False)
     env.cluster.bind("default", "forged", "node-1")

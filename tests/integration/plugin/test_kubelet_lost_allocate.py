@@ -81,3 +81,21 @@ async def test_a_lost_allocate_is_refused_at_prestart_if_the_kubelet_ever_asks(e
     env.kubelet.allocations[("default", "victim", "c")] = lost  # the forgotten answer, used anyway
     with pytest.raises(grpc.aio.AioRpcError, match="no Allocate is recorded"):
         await env.start_container("victim", "c")
+
+
+async def test_an_init_containers_allocate_survives_a_re_registration_before_its_prestart(env_factory):
+    """PodResources never lists regular init containers: their records are not judged by it."""
+    env = await env_factory()
+    shares = {"i": [(GPU, 10, 2048)], "c": [(GPU, 20, 2048)]}
+    env.create_pod("staged", [("c", 20, 2048)], shares, init=[("i", 10, 2048)])
+    (init, app) = await env.admit("staged", [("i", 10), ("c", 20)], init=["i"])
+    assert set(init.ids) < set(app.ids)  # the app reuses the init's IDs: no listed container holds them alone
+    await env.kubelet.restart()  # between Allocate and PreStart; the checkpoint kept both answers
+    await env.kubelet.wait_registered(NAMES.core, timeout=10.0)
+    assert env.agent is not None
+    await env.agent.allocator.reconcile()
+
+    await env.start_container("staged", "i")  # refused ("no Allocate is recorded") if the record was dropped
+    await env.start_container("staged", "c")
+    assert env.config_of(init).container == "i"
+    assert env.config_of(app).container == "c"

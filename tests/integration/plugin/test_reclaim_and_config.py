@@ -5,7 +5,7 @@ start-up refusal of bad configuration."""
 import pytest
 
 from plugin.__main__ import main
-from tests.unit.plugin.builders import FakeGpuSource, h100x8
+from tests.unit.plugin.builders import KEY, FakeGpuSource, h100x8
 
 G = "GPU-node-1-{:04d}".format
 
@@ -59,7 +59,7 @@ async def test_crash_leftovers_are_cleaned_at_start_up(env_factory, short_dir):
 )
 def test_bad_config_stops_start_up_naming_the_field(argv, field, capsys, tmp_path):
     key = tmp_path / "key"
-    key.write_bytes(b"k" * 32)
+    key.write_bytes(KEY)  # the extender's public key (PEM)
     assert main(["--node-name=n1", f"--assignment-key-file={key}", *argv]) == 2
     assert field in capsys.readouterr().err
 
@@ -80,7 +80,7 @@ def test_a_changed_mig_layout_exits_with_its_own_code_and_says_what_changed(caps
 
     monkeypatch.setattr(entry, "_run", serving)
     key = tmp_path / "key"
-    key.write_bytes(b"k" * 32)
+    key.write_bytes(KEY)  # the extender's public key (PEM)
     assert main(["--node-name=n1", f"--assignment-key-file={key}"]) == entry.EXIT_MIG_LAYOUT_CHANGED == 4
     assert "MIG layout changed, exiting to start again on it: GPU GPU-1" in capsys.readouterr().err
 

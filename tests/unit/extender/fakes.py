@@ -1,8 +1,11 @@
 """Fakes and builders for the extender's tests: Kubernetes JSON for nodes and pods, and ``FakeCluster``, an
 in-memory implementation of ``extender.kube.Cluster`` that plays the API server and (optionally) the watch.
 
-``FakeCluster`` is a fake, not kmock: a binding sets ``spec.nodeName`` and merges the Binding's annotations
-into the stored pod dict (as the API server does), and with ``state`` given every change is fed to the state as the watch would deliver it.
+``FakeCluster`` is a fake, not kmock: a binding sets ``spec.nodeName``, merges the Binding's annotations into
+the stored pod dict and bumps its ``resourceVersion`` (as the API server does), and with ``state`` given every
+change is fed to the state as the watch would deliver it. As unkind as the API server's ``BindingREST``: a
+Binding whose ``metadata.uid`` or ``metadata.resourceVersion`` differs from the stored pod's is a conflict, and
+so is a Binding for a pod that is already bound.
 """
 
 import asyncio
@@ -11,20 +14,33 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from extender.app import Deps
 from extender.core.ledger import Holding, NodeLedger, PodKey
 from extender.kube import ClusterError
 from extender.metrics import ExtenderMetrics
 from extender.scheduling import Scheduler
+from extender.signing import Ed25519Signer, Keyring
 from extender.state import ClusterState
 from tests.builders import nvswitch_node
-from vcuda.annotations import encode_inventory
-from vcuda.model import NodeInventory, Policy
+from vcuda.annotations import decode_assignment, encode_inventory
+from vcuda.model import NodeInventory, PodAssignment, Policy
 from vcuda.names import Names
+from vcuda.signing import pod_binding
 
-KEY = b"fake-test-assignment-key-0123456789"
+SIGNER = Ed25519Signer(Ed25519PrivateKey.from_private_bytes(bytes(range(32))))
+"""A fixed test key (never a deployed one)."""
+KEY = Keyring([SIGNER.public])
+"""The verifier for :data:`SIGNER` (the name kept from the HMAC days: what states and decoders take)."""
 NAMES = Names()
 _uids = itertools.count(1)
+_versions = itertools.count(100)
+
+
+def assignment_of(pod: Mapping[str, Any]) -> PodAssignment:
+    """The verified assignment on ``pod`` (raises when it is missing or does not verify for this pod)."""
+    return decode_assignment(pod["metadata"]["annotations"][NAMES.assignment], pod_binding(pod, NAMES), KEY)
 
 
 def node_obj(name: str, inventory: NodeInventory | None = None) -> dict[str, Any]:
@@ -106,7 +122,14 @@ class FakeCluster:
             raise ClusterError(f"pod {namespace}/{name} not found (fake)") from None
 
     async def bind_pod(
-        self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str]
+        self,
+        namespace: str,
+        name: str,
+        uid: str,
+        node: str,
+        annotations: Mapping[str, str],
+        *,
+        resource_version: str = "",
     ) -> None:
         await asyncio.sleep(0)
         if self.bind_gate is not None:
@@ -117,9 +140,17 @@ class FakeCluster:
         if name in self.fail_bind:
             raise ClusterError("binding refused (fake)")
         pod = await self.read_pod(namespace, name)
+        meta = pod["metadata"]
+        if uid and uid != meta.get("uid"):
+            raise ClusterError("HTTP 409 Conflict: Precondition failed: UID in precondition (fake)")
+        if resource_version and resource_version != meta.get("resourceVersion"):
+            raise ClusterError("HTTP 409 Conflict: Precondition failed: ResourceVersion (fake)")
+        if pod["spec"].get("nodeName"):
+            raise ClusterError(f"HTTP 409 Conflict: pod {name} is already assigned to a node (fake)")
         self.bindings.append((namespace, name, uid, node))
         pod["spec"]["nodeName"] = node
-        pod["metadata"].setdefault("annotations", {}).update(annotations)
+        meta.setdefault("annotations", {}).update(annotations)
+        meta["resourceVersion"] = str(next(_versions))
         self._feed(pod)
         if name in self.lose_bind_answer:
             raise ClusterError("timed out waiting for the answer (fake: the binding was applied)")
@@ -146,6 +177,7 @@ def make_deps(
     gpu_policy: Policy = Policy.SPREAD,
     node_cache_capable: bool = True,
     scheduler_name: str | None = None,
+    scheduler_names: tuple[str, ...] = ("default-scheduler", "kube-vgpu-scheduler"),
 ) -> tuple[Deps, FakeCluster]:
     metrics = ExtenderMetrics()
     state = ClusterState(NAMES, KEY, grace_s=grace_s, clock=clock or time.monotonic, events=metrics)
@@ -154,7 +186,13 @@ def make_deps(
     state.synced.set()
     cluster = FakeCluster(state)
     scheduler = Scheduler(
-        state, cluster, key=KEY, gpu_policy=gpu_policy, node_policy=node_policy, recorder=metrics
+        state,
+        cluster,
+        signer=SIGNER,
+        gpu_policy=gpu_policy,
+        node_policy=node_policy,
+        scheduler_names=scheduler_names,
+        recorder=metrics,
     )
     deps = Deps(
         scheduler,

@@ -18,9 +18,9 @@ from extender.scheduling import Scheduler
 from extender.state import ClusterState
 from tests.builders import uuid
 from tests.unit.extender.fakes import (
-    KEY,
     NAMES,
     FakeCluster,
+    assignment_of,
     gpu_node,
     holding_of,
     ledger_of,
@@ -28,7 +28,6 @@ from tests.unit.extender.fakes import (
     node_obj,
     pod_obj,
 )
-from vcuda.annotations import decode_assignment
 from vcuda.model import ContainerAssignment, GpuShare, NodeName
 
 
@@ -96,7 +95,7 @@ async def test_bind_writes_a_signed_assignment_then_the_binding():
     scheduler.filter(pod, ["n1"])
     assert (await scheduler.bind("default", "p", "u1", "n1")).error == ""
     assert cluster.bindings == [("default", "p", "u1", "n1")]
-    decoded = decode_assignment(pod["metadata"]["annotations"][NAMES.assignment], KEY)
+    decoded = assignment_of(pod)
     assert decoded.node == "n1"
     assert decoded.containers[0].shares[0].memory_mib == 4096
     assert holding_of(state, "u1").bound
@@ -131,7 +130,7 @@ async def test_the_assignment_travels_on_the_binding_itself():
     pod["metadata"]["annotations"]["keep"] = "me"
     assert (await scheduler.bind("default", "p", "u1", "n1")).error == ""
     assert pod["metadata"]["annotations"]["keep"] == "me"
-    assert decode_assignment(pod["metadata"]["annotations"][NAMES.assignment], KEY).node == "n1"
+    assert assignment_of(pod).node == "n1"
 
 
 async def test_a_pod_bound_elsewhere_meanwhile_is_not_mistaken_for_our_binding():
@@ -139,9 +138,9 @@ async def test_a_pod_bound_elsewhere_meanwhile_is_not_mistaken_for_our_binding()
     pod = pod_obj("p", (30, 4096), uid="u1")
     cluster.add(pod)
     pod["spec"]["nodeName"] = "n1"  # bound by someone else, without our assignment
-    cluster.fail_bind.add("p")
-    assert "failed" in (await scheduler.bind("default", "p", "u1", "n1")).error
+    assert "is already bound to 'n1'" in (await scheduler.bind("default", "p", "u1", "n1")).error
     assert ledger_of(state, "n1").load == {}
+    assert cluster.bindings == []
 
 
 async def test_bind_reads_the_pod_when_filter_never_saw_it_and_refuses_an_unknown_one():

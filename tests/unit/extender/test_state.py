@@ -1,8 +1,9 @@
 """ClusterState from Kubernetes JSON: inventories from node annotations, holdings from verified assignments.
 
 Cases: a bound pod with a signed assignment holds its GPUs; a forged (unsigned, re-signed, edited) assignment
-never claims a GPU and is counted once; an assignment naming another node is ignored; an unbound pod's
-annotation claims nothing; a finished or deleted pod gives its GPUs back; the plugin's "allocated" status
+never claims the GPU it names and is counted once, while the bound pod itself is charged unplaced on its node
+(tests/security/test_ledger_rebuild.py has the attacks); an assignment naming another node is ignored; an
+unbound pod's annotation claims nothing; a finished or deleted pod gives its GPUs back; the plugin's "allocated" status
 or a running pod settles the holding; a relist drops pods that are gone but keeps binds in progress; a
 malformed inventory is a node without GPUs; expiry drops stuck reservations after the grace.
 """
@@ -14,10 +15,11 @@ import pytest
 from extender.core.ledger import NodeLedger, PodKey
 from extender.core.load import GpuLoad
 from extender.metrics import ExtenderMetrics
+from extender.signing import Ed25519Signer
 from extender.state import ClusterState
 from tests.builders import uuid
+from tests.signing_keys import OTHER_SIGNER, SIGNER
 from tests.unit.extender.fakes import (
-    KEY,
     NAMES,
     FakeClock,
     gpu_node,
@@ -28,17 +30,25 @@ from tests.unit.extender.fakes import (
 )
 from vcuda.annotations import PodStatus, encode_assignment, encode_status
 from vcuda.model import ContainerAssignment, GpuShare, NodeName, Phase, PodAssignment
+from vcuda.signing import pod_binding
+
+UNPLACED_N1 = {uuid("n1", i): GpuLoad(30, 4096) for i in range(8)}
+"""A (30 cores, 4096 MiB) pod whose GPU is not known, charged on every GPU of n1."""
 
 
-def assignment(node: str = "n1", gpu: int = 0, cores: int = 30, mib: int = 4096, key: bytes = KEY) -> str:
+def assignment(
+    node: str = "n1", gpu: int = 0, cores: int = 30, mib: int = 4096, signer: Ed25519Signer = SIGNER, **pod_kw
+) -> str:
+    """Signed for the pod ``bound_pod(**pod_kw)`` would build (same name, UID, request)."""
     a = PodAssignment(
         NodeName(node), (ContainerAssignment("c0", (GpuShare(uuid(node, gpu), cores, mib),), cores),)
     )
-    return encode_assignment(a, key)
+    return encode_assignment(a, pod_binding(bound_pod("", **pod_kw), NAMES), signer)
 
 
 def bound_pod(text: str, node: str = "n1", **kwargs):
-    return pod_obj("p", (30, 4096), uid="u1", node=node, annotations={NAMES.assignment: text}, **kwargs)
+    annotations = {NAMES.assignment: text} if text else {}
+    return pod_obj("p", (30, 4096), uid="u1", node=node, annotations=annotations, **kwargs)
 
 
 def node(state: ClusterState, name: str) -> NodeLedger:
@@ -71,19 +81,19 @@ def _edited() -> str:
 @pytest.mark.parametrize(
     "text",
     [
-        pytest.param(assignment(key=b"someone-elses-key-0123456789"), id="signed with another key"),
+        pytest.param(assignment(signer=OTHER_SIGNER), id="signed with another key"),
         pytest.param(_edited(), id="memory edited after signing"),
         pytest.param(
-            json.dumps({k: v for k, v in json.loads(assignment()).items() if k != "mac"}), id="no mac"
+            json.dumps({k: v for k, v in json.loads(assignment()).items() if k != "sig"}), id="no signature"
         ),
         pytest.param("not json", id="not JSON"),
     ],
 )
-def test_a_forged_assignment_never_claims_a_gpu_and_is_counted_once(text):
+def test_a_forged_assignment_never_claims_the_gpu_it_names_and_is_counted_once(text):
     state, metrics = state_with_nodes()
     state.apply_pod(bound_pod(text))
     state.apply_pod(bound_pod(text))
-    assert node(state, "n1").load == {}
+    assert node(state, "n1").load == UNPLACED_N1  # the pod is charged everywhere, GPU 0 not singled out
     assert forged_count(metrics) == 1
 
 
@@ -91,7 +101,7 @@ def test_an_assignment_naming_another_node_is_ignored():
     state, metrics = state_with_nodes()
     state.apply_pod(bound_pod(assignment(node="n1"), node="n2"))
     assert node(state, "n1").load == {}
-    assert node(state, "n2").load == {}
+    assert node(state, "n2").load == {uuid("n2", i): GpuLoad(30, 4096) for i in range(8)}
     assert forged_count(metrics) == 1
 
 

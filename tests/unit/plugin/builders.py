@@ -4,12 +4,17 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
+from extender.signing import Ed25519Signer
 from plugin.core.gpu import Gpu, NodeGpus, XidEvent
+from tests.signing_keys import KEYRING, SIGNER, public_pem
 from vcuda.annotations import encode_assignment
 from vcuda.model import ContainerAssignment, GpuLink, GpuShare, GpuUuid, NodeName, PcieLevel, PodAssignment
 from vcuda.names import Names
+from vcuda.signing import pod_binding
 
-KEY = b"test-assignment-key-0123456789"
+KEY = public_pem()
+"""The content of the plugin's ``--assignment-key-file`` in tests: the extender's public key (PEM)."""
+VERIFIER = KEYRING
 NAMES = Names()
 
 
@@ -103,7 +108,12 @@ def pod_body(
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "annotations": dict(annotations or {})},
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": f"uid-{namespace}-{name}",
+            "annotations": dict(annotations or {}),
+        },
         "spec": {"containers": [spec(c) for c in containers], "initContainers": [spec(c) for c in init]},
     }
 
@@ -112,8 +122,11 @@ def assignment(
     node: str,
     containers: Mapping[str, Iterable[Share]],
     core_limit: Mapping[str, int] | None = None,
-    key: bytes = KEY,
+    *,
+    pod: Mapping[str, Any],
+    signer: Ed25519Signer = SIGNER,
 ) -> str:
+    """The extender's annotation for ``pod`` as it is now (set its annotations before signing)."""
     limits = core_limit or {}
     return encode_assignment(
         PodAssignment(
@@ -128,5 +141,6 @@ def assignment(
                 for shares in [list(shares)]
             ),
         ),
-        key,
+        pod_binding(pod, NAMES),
+        signer,
     )

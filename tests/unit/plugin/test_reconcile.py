@@ -89,3 +89,23 @@ def test_a_pod_of_the_same_name_in_another_namespace_does_not_count_as_listed():
     lost = suspect("p", "c", 0)
     other_namespace = KubeletView(frozenset({("team-b", "p")}), frozenset())
     assert reconcile([lost], other_namespace) == Reconciliation(undecided=(lost.dir_name,))
+
+
+@pytest.mark.parametrize(
+    ("case", "listed", "expected"),
+    [
+        (
+            "a regular init container (PodResources never lists it), pod listed: undecided, never dropped",
+            {("default", "p", "app")},
+            Reconciliation(undecided=("uid-p_init",)),
+        ),
+        (
+            "the container is listed without the IDs: its answer was lost, dropped",
+            {("default", "p", "app"), ("default", "p", "init")},
+            Reconciliation(dropped=("uid-p_init",)),
+        ),
+    ],
+)
+def test_a_container_the_list_does_not_show_is_never_dropped(case, listed, expected):
+    kubelet = KubeletView(frozenset({("default", "p")}), frozenset({frozenset()}), frozenset(listed))
+    assert reconcile([suspect("p", "init", 0, 1)], kubelet) == expected, case

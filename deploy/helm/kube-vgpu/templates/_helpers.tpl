@@ -65,6 +65,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s-assignment-key" (include "kube-vgpu.fullname" .)) .Values.assignmentKey.existingSecret }}
 {{- end }}
 
+{{- define "kube-vgpu.assignmentPublicKeys" -}}
+{{- default (printf "%s-assignment-public-keys" (include "kube-vgpu.fullname" .)) .Values.assignmentKey.existingPublicKeys }}
+{{- end }}
+
 {{- define "kube-vgpu.webhookTlsSecret" -}}
 {{- if eq .Values.webhook.tls.mode "secret" }}
 {{- required "webhook.tls.secretName is required with webhook.tls.mode=secret" .Values.webhook.tls.secretName }}
@@ -142,13 +146,16 @@ timeoutSeconds: {{ .Values.webhook.timeoutSeconds }}
 {{- fail "plugin.mig.instanceCount must be 0 (as many as fit) or more" }}
 {{- end }}
 {{- range $v.plugin.config.nodeConfig }}
-{{- if not .name }}{{ fail "plugin.config.nodeConfig entries need a name (the node name)" }}{{ end }}
+{{- if not (or .name .matchLabels) }}{{ fail "plugin.config.nodeConfig entries need a name (the node name) or matchLabels (node labels)" }}{{ end }}
 {{- if hasKey . "deviceMemoryScaling" }}
 {{- $s := float64 .deviceMemoryScaling }}
 {{- if or (le $s 0.0) (gt $s 1.0) }}
-{{- fail (printf "plugin.config.nodeConfig[%s].deviceMemoryScaling must be in (0, 1]" .name) }}
+{{- fail (printf "plugin.config.nodeConfig[%s].deviceMemoryScaling must be in (0, 1]" (.name | default (toJson .matchLabels))) }}
 {{- end }}
 {{- end }}
+{{- end }}
+{{- if and $v.metrics.serviceMonitor.enabled $v.metrics.podMonitor.enabled }}
+{{- fail "metrics.serviceMonitor.enabled and metrics.podMonitor.enabled: turn on one of them, not both (each would scrape every target again)" }}
 {{- end }}
 {{- range list $v.extender.nodePolicy $v.extender.gpuPolicy }}
 {{- if not (has . (list "binpack" "spread")) }}
@@ -161,10 +168,17 @@ timeoutSeconds: {{ .Values.webhook.timeoutSeconds }}
 {{- if not (regexMatch "^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$" $v.extender.httpTimeout) }}
 {{- fail (printf "extender.httpTimeout must be a duration such as 30s, not %q" $v.extender.httpTimeout) }}
 {{- end }}
-{{- if not (has $v.webhook.tls.mode (list "helm" "certManager" "secret")) }}
-{{- fail (printf "webhook.tls.mode must be helm, certManager or secret, not %q" $v.webhook.tls.mode) }}
+{{- if not (has $v.webhook.tls.mode (list "certgen" "certManager" "secret")) }}
+{{- fail (printf "webhook.tls.mode must be certgen, certManager or secret, not %q" $v.webhook.tls.mode) }}
 {{- end }}
 {{- if not (has $v.webhook.failurePolicy (list "Fail" "Ignore")) }}
 {{- fail (printf "webhook.failurePolicy must be Fail or Ignore, not %q" $v.webhook.failurePolicy) }}
 {{- end }}
+{{- end }}
+
+{{/* A list of strings as CEL string literals, comma-separated (names of the chart's own keys only). */}}
+{{- define "kube-vgpu.celStrings" -}}
+{{- $out := list }}
+{{- range . }}{{ $out = append $out (printf "'%s'" .) }}{{ end }}
+{{- join ", " $out }}
 {{- end }}

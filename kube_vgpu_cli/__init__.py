@@ -1,0 +1,5 @@
+"""What both binaries share on their command line: one settings loader (:mod:`kube_vgpu_cli.options`),
+logging in text or JSON (:mod:`kube_vgpu_cli.logs`) and ``kube_vgpu_build_info`` (:mod:`kube_vgpu_cli.build`).
+
+Imports neither ``extender`` nor ``plugin`` (import-linter), so that the two stay independent.
+"""
