@@ -146,8 +146,13 @@ def _settle_when_synced(state: ClusterState) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["keygen"]:  # the chart's key Job: makes the signing key pair once (extender/keygen.py)
+        from extender.keygen import main as keygen
+
+        return keygen(args[1:])
     try:
-        settings = load_settings(sys.argv[1:] if argv is None else argv)
+        settings = load_settings(args)
         key = _key(settings)
     except SettingsError as err:
         print(f"kube-vgpu-extender: {err}", file=sys.stderr)

@@ -71,6 +71,8 @@ class NodePublisher:
         """The Node as the latest watch event carried it, not yet published against."""
         self._watching = False
         self._uninstalled = False
+        self._patching = asyncio.Lock()
+        """Held by a sync's read-and-patch and by uninstall: a sync in flight lands before the removal."""
         self._wake = asyncio.Event()
         self.patches = 0
 
@@ -150,7 +152,11 @@ class NodePublisher:
     async def sync(self, node: dict[str, Any] | None = None) -> None:
         """Patch only what differs from the wanted state (``node`` as a watch event carried it, or one read;
         at most two patches)."""
-        view = self._view
+        async with self._patching:
+            await self._sync(node)
+
+    async def _sync(self, node: dict[str, Any] | None) -> None:
+        view = self._view  # None once uninstalled: a sync that waited for uninstall patches nothing
         if view is None:
             return
         node = node if node is not None else await self._cluster.get_node(self._node)
@@ -188,8 +194,13 @@ class NodePublisher:
 
     async def uninstall(self) -> None:
         """Remove what the plugin published; this publisher publishes nothing afterwards (its watch would see
-        the removal and put everything back)."""
+        the removal and put everything back). A sync already patching finishes first (the lock), else its
+        patch, sent with the view it read before, would land after the removal and put things back."""
         self._uninstalled, self._view = True, None
+        async with self._patching:
+            await self._remove()
+
+    async def _remove(self) -> None:
         node = await self._cluster.get_node(self._node)
         if node is None:
             return

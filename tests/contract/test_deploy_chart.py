@@ -304,8 +304,9 @@ def test_cluster_roles_grant_exactly_what_each_component_needs(
 
 def test_no_role_uses_wildcards_or_reads_secrets(default_objects: list[Obj]) -> None:
     roles = [o for o in default_objects if o["kind"] in ("ClusterRole", "Role")]
-    # The install-time certgen hook is the one exception, held to its own secret (see its test).
-    for role in (r for r in roles if not r["metadata"]["name"].endswith("-webhook-certgen")):
+    # The install-time certgen and keygen hooks are the exceptions, held to their own secrets (see their tests).
+    hooks = ("-webhook-certgen", "-assignment-keygen")
+    for role in (r for r in roles if not r["metadata"]["name"].endswith(hooks)):
         for rule in role["rules"]:
             for field in ("apiGroups", "resources", "verbs"):
                 assert "*" not in rule[field], role["metadata"]["name"]
@@ -731,7 +732,7 @@ def test_the_certgen_hook_holds_only_its_own_secret_and_the_webhooks(default_obj
     ]
     cluster_role = find(default_objects, "ClusterRole", "-webhook-certgen")
     assert [r["resourceNames"] for r in cluster_role["rules"]] == [["kube-vgpu"]]
-    jobs = [o for o in default_objects if o["kind"] == "Job"]
+    jobs = [o for o in default_objects if o["kind"] == "Job" and "-webhook-certgen" in o["metadata"]["name"]]
     assert [j["spec"]["template"]["spec"]["containers"][0]["args"][0] for j in jobs] == ["create", "patch"]
     assert all("hook-succeeded" in j["metadata"]["annotations"]["helm.sh/hook-delete-policy"] for j in jobs)
 

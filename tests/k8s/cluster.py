@@ -87,6 +87,7 @@ class K8sCluster:
         )
         apply(self.api, self.objects)
         self.fill_namespace("kube-system")
+        self.make_keys()
         self.start_extender()
         self._start_schedulers()
 
@@ -115,6 +116,22 @@ class K8sCluster:
         return token
 
     # --- components ---------------------------------------------------------------------------------------
+    def make_keys(self) -> None:
+        """The chart's assignment-key hook Job (no kube-controller-manager here, so nothing runs it): its container's
+        args through the real ``kube-vgpu-extender keygen``, as the Job's own ServiceAccount (the Role is tested)."""
+        from extender.__main__ import main
+
+        jobs = [
+            o["metadata"]["name"]
+            for o in self.objects
+            if o["kind"] == "Job" and "keygen" in o["metadata"]["name"]
+        ]
+        assert len(jobs) == 1, f"the chart renders keygen Jobs {jobs}"
+        container = container_of(self.objects, "Job", jobs[0], "keygen")
+        mounter = Mounter(self.plane, self.client("CoreV1Api"), self.workdir / "mounts")
+        kubeconfig = mounter.kubeconfig(container, self.token(mounter.identity(container)))
+        assert main([*mounter.args(container, {}), f"--kubeconfig={kubeconfig}"]) == 0, "keygen failed"
+
     def _extender_argv(self) -> list[str]:
         """The chart's extender: its args with loopback ports, its mounts from the API server, its identity."""
         from tests.sim.processes import console_script

@@ -23,8 +23,8 @@ from tests.k8s.processes import wait_for
 NODE = "k8s-kubelet"
 
 
-@pytest.fixture(scope="module")
-def node(k8s: K8sCluster) -> Iterator[KubeletNode]:
+def kubelet_node(k8s: K8sCluster, name: str) -> Iterator[KubeletNode]:
+    """A real-kubelet node named ``name`` (8 x H100) for a module fixture; skips with the reason if it can't run."""
     missing = binaries_missing(NODE_COMPONENTS)
     if missing:
         pytest.skip(f"{', '.join(missing)} not built in {BIN_DIR}: run `make k8s-controlplane`")
@@ -33,14 +33,19 @@ def node(k8s: K8sCluster) -> Iterator[KubeletNode]:
     reason = kubelet_unavailable()
     if reason:
         pytest.skip(reason)
-    kubelet_node = KubeletNode(k8s, NODE, "h100x8")
+    started = KubeletNode(k8s, name, "h100x8")
     try:
-        kubelet_node.start()
-        yield kubelet_node
+        started.start()
+        yield started
     finally:
-        kubelet_node.stop()
+        started.stop()
         with contextlib.suppress(ApiException):
-            k8s.client("CoreV1Api").delete_node(NODE)
+            k8s.client("CoreV1Api").delete_node(name)
+
+
+@pytest.fixture(scope="module")
+def node(k8s: K8sCluster) -> Iterator[KubeletNode]:
+    yield from kubelet_node(k8s, NODE)
 
 
 def _pod(name: str, cores: int, mib: int = 0) -> dict[str, Any]:
@@ -50,7 +55,7 @@ def _pod(name: str, cores: int, mib: int = 0) -> dict[str, Any]:
             "spec": {"nodeSelector": {"kubernetes.io/hostname": NODE}, "containers": [container]}}  # fmt: skip
 
 
-def _running(core: Any, namespace: str, name: str) -> Any:
+def running(core: Any, namespace: str, name: str) -> Any:
     def probe() -> Any:
         pod = core.read_namespaced_pod(name, namespace)
         if pod.status.phase == "Failed":  # e.g. refused at the kubelet's admission: it never runs
@@ -77,7 +82,7 @@ def test_a_gpu_pod_runs_through_kubelet_allocate_and_prestart(
     node: KubeletNode, core: Any, namespace: str
 ) -> None:
     core.create_namespaced_pod(namespace, _pod("share", 30, 4096))
-    pod = _running(core, namespace, "share")
+    pod = running(core, namespace, "share")
     assert pod.spec.node_name == NODE
     assert NAMES.assignment in pod.metadata.annotations
     assert '"allocated"' in pod.metadata.annotations.get(
@@ -99,7 +104,7 @@ def test_the_plugin_registers_again_after_a_kubelet_restart(
     node.restart_kubelet()
     core.create_namespaced_pod(namespace, _pod("after-restart", 100))
     try:
-        pod = _running(core, namespace, "after-restart")
+        pod = running(core, namespace, "after-restart")
     except AssertionError as err:
         assert node.plugin is not None
         raise AssertionError(f"{err}\n--- plugin:\n{node.plugin.tail(40)}") from err

@@ -8,8 +8,8 @@
   real API server tier (tests/k8s) can apply the same rendered objects.
 - RBAC grants exactly the API calls the code makes (found by grepping the adapters for client methods).
 - The extender has a service account of its own; kube-scheduler's roles are bound to kube-scheduler's only.
-- The chart-generated key pair works: the Secret's private key signs, the ConfigMap's certificate verifies
-  (through the real loaders of both components); the plugin mounts no Secret.
+- The key pair the chart's keygen Job makes (run against kmock) works: the Secret's private key signs, the
+  ConfigMap's public key verifies (through the real loaders of both components); the plugin mounts no Secret.
 """
 
 import base64
@@ -269,14 +269,28 @@ def test_pod_security_labels_for_the_release_namespace(helm_home):  # noqa: F811
 # --- keys ----------------------------------------------------------------------------------------------------
 
 
-def test_the_generated_key_pair_signs_and_verifies_through_both_loaders(objects, tmp_path):
-    secret = find(objects, "Secret", "-assignment-key")
+def _keys_made_by_the_chart_job(objs: list[Obj], tmp_path: Path) -> tuple[Path, Path]:
+    """Runs the chart's keygen Job (its rendered args, the real entry point) against kmock; the private key
+    file and a directory of the public-keys ConfigMap's files, as the extender and the plugin mount them."""
+    from tests.keygen_job import kubeconfig_for, run_keygen_job
+    from tests.kmock_cluster import KmockCluster
+
+    with KmockCluster() as cluster:
+        assert run_keygen_job(objs, kubeconfig_for(cluster.url, tmp_path / "kubeconfig"), tmp_path) == 0
+        core = cluster.core()
+        secret = core.read_namespaced_secret("kube-vgpu-assignment-key", NS)
+        public = core.read_namespaced_config_map("kube-vgpu-assignment-public-keys", NS)
     private = tmp_path / "key"
-    private.write_bytes(base64.b64decode(secret["data"]["key"]))
+    private.write_bytes(base64.b64decode(secret.data["key"]))
     public_dir = tmp_path / "public"
     public_dir.mkdir()
-    for name, text in find(objects, "ConfigMap", "-assignment-public-keys")["data"].items():
+    for name, text in public.data.items():
         (public_dir / name).write_text(text)
+    return private, public_dir
+
+
+def test_the_generated_key_pair_signs_and_verifies_through_both_loaders(objects, tmp_path):
+    private, public_dir = _keys_made_by_the_chart_job(objects, tmp_path)
     signer = load_signer(private)
     keyring = load_keyring(public_dir)
     assert keyring.key_ids == {signer.key_id}
@@ -289,10 +303,6 @@ def test_a_rotation_window_ships_both_public_keys(helm_home, tmp_path):  # noqa:
     old = tmp_path / "old.pem"
     old.write_bytes(public_pem(OTHER_SIGNER))
     objs = render(helm_home, [f"assignmentKey.extraPublicKeys.previous={old.read_text()}"])
-    data = find(objs, "ConfigMap", "-assignment-public-keys")["data"]
-    assert set(data) == {"signing.pem", "previous.pem"}
-    public_dir = tmp_path / "public"
-    public_dir.mkdir()
-    for name, text in data.items():
-        (public_dir / name).write_text(text)
-    assert OTHER_SIGNER.key_id in load_keyring(public_dir).key_ids
+    private, public_dir = _keys_made_by_the_chart_job(objs, tmp_path)
+    assert {p.name for p in public_dir.iterdir()} == {"signing.pem", "previous.pem"}
+    assert load_keyring(public_dir).key_ids == {OTHER_SIGNER.key_id, load_signer(private).key_id}

@@ -12,6 +12,7 @@ Case matrix:
 - an unreadable record removes nothing and is rewritten.
 """
 
+import asyncio
 import json
 from typing import Any
 
@@ -100,6 +101,36 @@ async def test_uninstall_removes_exactly_what_was_recorded(env_factory):
     assert_foreign_intact(env)
     assert set(labels) == set(FOREIGN_LABELS)
     assert set(annotations) == set(FOREIGN_ANNOTATIONS)
+
+
+async def test_uninstall_waits_for_a_resync_already_patching_so_nothing_comes_back(env_factory):
+    """The ordering behind a flaky uninstall: the watch saw a drift, the resync read its view and sent its patch
+    (held here in flight), then uninstall runs. Uninstall must remove after that patch lands, never before."""
+    env = await started(env_factory)
+    publisher = env.agent.node
+    real_patch = publisher._cluster.patch_node
+    in_flight, release = asyncio.Event(), asyncio.Event()
+
+    async def held_resync_patch(node: str, body: dict[str, Any]) -> None:
+        if not in_flight.is_set():  # the first patch: the resync re-adding the label removed below
+            in_flight.set()
+            await release.wait()
+        await real_patch(node, body)
+
+    publisher._cluster.patch_node = held_resync_patch
+    label_node(env, {NAMES.label("gpu.count"): None}, {})  # a drift the watch reports: the resync re-adds it
+    await asyncio.wait_for(in_flight.wait(), 5.0)
+    uninstall = asyncio.create_task(publisher.uninstall())
+    await asyncio.wait(
+        {uninstall}, timeout=0.5
+    )  # unfixed, uninstall is done by now and the patch lands after
+    release.set()
+    await asyncio.wait_for(uninstall, 5.0)
+    await asyncio.sleep(0.3)  # time for the watch to report the removal: nothing may be re-published
+    labels, annotations = meta(env)
+    assert set(labels) == set(FOREIGN_LABELS)
+    assert set(annotations) == set(FOREIGN_ANNOTATIONS)
+    assert NAMES.memory not in (env.node().get("status") or {}).get("capacity", {})
 
 
 async def test_gfd_coexistence_writes_none_of_gfds_names(env_factory):
