@@ -10,17 +10,24 @@
 
 #include "shim.h"
 
-/* Process start time in clock ticks (field 22 of /proc/<pid>/stat); 0 if unknown. */
-uint64_t vc_start_time(pid_t pid) {
-    char path[64], buf[1024];
+/* /proc/<pid>/stat into buf, returning what follows the command name's closing ')' (the command may hold
+ * spaces and parentheses); NULL if the process is gone or unreadable. */
+static const char *stat_fields(pid_t pid, char *buf, size_t cap) {
+    char path[64];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
+    if (fd < 0) return NULL;
+    ssize_t n = read(fd, buf, cap - 1);
     close(fd);
-    if (n <= 0) return 0;
+    if (n <= 0) return NULL;
     buf[n] = 0;
-    char *p = strrchr(buf, ')');
+    return strrchr(buf, ')');
+}
+
+/* Process start time in clock ticks (field 22 of /proc/<pid>/stat); 0 if unknown. */
+uint64_t vc_start_time(pid_t pid) {
+    char buf[1024];
+    const char *p = stat_fields(pid, buf, sizeof buf);
     if (!p) return 0;
     unsigned long long v = 0;
     int field = 2;
@@ -32,15 +39,8 @@ uint64_t vc_start_time(pid_t pid) {
 
 /* State letter of /proc/<pid>/stat (R, S, D, T, t, Z, X...); 0 if the process is gone or unreadable. */
 char vc_proc_state(pid_t pid) {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) return 0;
-    buf[n] = 0;
-    const char *p = strrchr(buf, ')');
+    char buf[512];
+    const char *p = stat_fields(pid, buf, sizeof buf);
     return (p && p[1] == ' ') ? p[2] : 0;
 }
 
