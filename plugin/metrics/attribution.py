@@ -76,13 +76,19 @@ def attribute(
     so that a dead sibling's PID is not pinned on the pod's one remaining container; ``live`` (state directory
     names) then decides which owners are reported.
     """
-    owners = _owners({s.host_pid for s in samples}, containers, cgroups, container_ids, namespaced_pid)
+    placed = owners(
+        {s.host_pid for s in samples},
+        containers,
+        cgroups=cgroups,
+        container_ids=container_ids,
+        namespaced_pid=namespaced_pid,
+    )
     if live is not None:
-        owners = {pid: owner for pid, owner in owners.items() if owner in live}
+        placed = {pid: owner for pid, owner in placed.items() if owner in live}
     by_container: dict[tuple[str, GpuUuid], ProcessTotals] = {}
     unattributed: dict[GpuUuid, int] = {}
     for s in dedupe_samples(samples):
-        owner = owners.get(s.host_pid)
+        owner = placed.get(s.host_pid)
         if owner is None:
             unattributed[s.gpu_uuid] = unattributed.get(s.gpu_uuid, 0) + 1
             continue
@@ -91,19 +97,6 @@ def attribute(
         totals.utilization += s.utilization
         totals.pids.add(s.host_pid)
     return Attribution(by_container, unattributed)
-
-
-def owners(
-    pids: Iterable[int],
-    containers: Sequence[ContainerState],
-    *,
-    cgroups: Mapping[int, CgroupRef | None],
-    container_ids: Mapping[str, str],
-    namespaced_pid: Callable[[int], NamespacedPid | None],
-) -> dict[int, str]:
-    """Host PID -> state directory name of its kube-vgpu container, for the PIDs that can be placed (the
-    rules of :func:`attribute`; the watchdog uses the same ones)."""
-    return _owners(pids, containers, cgroups, container_ids, namespaced_pid)
 
 
 def runs_under_shim(
@@ -119,14 +112,16 @@ def runs_under_shim(
     )
 
 
-def _owners(
+def owners(
     pids: Iterable[int],
     containers: Sequence[ContainerState],
+    *,
     cgroups: Mapping[int, CgroupRef | None],
     container_ids: Mapping[str, str],
     namespaced_pid: Callable[[int], NamespacedPid | None],
 ) -> dict[int, str]:
-    """Host PID -> state directory name of the owning container, for the PIDs that can be placed.
+    """Host PID -> state directory name of the owning container, for the PIDs that can be placed (the
+    exporter's :func:`attribute` and the watchdog use the same rules).
 
     Evidence first (pod status container IDs, shim slots); then a container ID placed by evidence places
     its other PIDs; last, a pod's only GPU container takes a PID unless evidence tied it to another ID.
@@ -134,7 +129,7 @@ def _owners(
     by_pod: dict[str, list[ContainerState]] = {}
     for c in containers:
         by_pod.setdefault(c.config.pod_uid, []).append(c)
-    owners: dict[int, str] = {}
+    found: dict[int, str] = {}
     placed_ids: dict[str, str] = {}
     undecided: list[tuple[int, CgroupRef]] = []
     for pid in sorted(pids):
@@ -151,14 +146,14 @@ def _owners(
                 undecided.append((pid, ref))
                 continue
         if owner is not None:
-            owners[pid] = owner
+            found[pid] = owner
             if ref.container_id is not None:
                 placed_ids[ref.container_id] = owner
     for pid, ref in undecided:
         owner = _fallback_owner(ref, by_pod[ref.pod_uid], placed_ids)
         if owner is not None:
-            owners[pid] = owner
-    return owners
+            found[pid] = owner
+    return found
 
 
 def _fallback_owner(
