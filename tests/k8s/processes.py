@@ -6,13 +6,14 @@ test process dies (``PR_SET_PDEATHSIG`` set by a tiny exec wrapper), so no contr
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
+
+from tests.ports import free_port
 
 __all__ = ["Process", "WaitTimeoutError", "free_port", "wait_for"]
 
@@ -27,13 +28,6 @@ _DIE_WITH_PARENT = (
 
 class WaitTimeoutError(AssertionError):
     """Something the tier waited for did not happen in time; the message says what."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_for(probe: Callable[[], T | None], *, timeout_s: float, what: str, every_s: float = 0.1) -> T:

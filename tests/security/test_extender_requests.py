@@ -25,7 +25,8 @@ import pytest
 
 from extender.listeners import listeners
 from extender.settings import Settings
-from tests.integration.extender.server import free_port, serving_listeners
+from tests.integration.extender.server import serving_listeners
+from tests.ports import free_port
 from tests.unit.extender.fakes import (
     NAMES,
     FakeCluster,

@@ -5,12 +5,12 @@ The plugin runs exactly as on a node, with the kubelet's directories under the n
 shim config file.
 """
 
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tests.fakenvml.harness import FakeNvml
+from tests.ports import free_port
 from tests.sim.hardware import write_node_hardware
 from tests.sim.kubeapi import ApiError, KubeApi
 from tests.sim.kubelet import KubeletSettings, SimKubelet
@@ -21,13 +21,6 @@ from vcuda.names import Names
 __all__ = ["NodeSpec", "SimNode", "free_port"]
 
 DEFAULT_KUBELET = KubeletSettings()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,6 @@ the test's event loop."""
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -28,14 +27,6 @@ async def serving(app: Any, **config: Any) -> AsyncIterator[int]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, STARTUP_TIMEOUT_S)
-
-
-def free_port() -> int:
-    """A port that was free a moment ago (the listeners take fixed ports from their settings)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextlib.asynccontextmanager

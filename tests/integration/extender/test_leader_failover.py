@@ -23,8 +23,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.integration.extender.server import free_port
 from tests.kmock_cluster import KmockCluster
+from tests.ports import free_port
 from tests.signing_keys import write_private_key
 from tests.sim.processes import Child, console_script, write_kubeconfig
 from tests.unit.extender.fakes import assignment_of, gpu_node, pod_obj
