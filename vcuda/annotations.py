@@ -26,7 +26,18 @@ from vcuda.assignment import (
 )
 from vcuda.errors import ContractError
 from vcuda.jsondoc import VERSION, dumps, get, items, load, obj
-from vcuda.model import GpuInfo, GpuLink, GpuShare, GpuUuid, MigInfo, NodeInventory, PcieLevel, Phase
+from vcuda.model import (
+    GpuInfo,
+    GpuLink,
+    GpuMode,
+    GpuShare,
+    GpuUuid,
+    MigInfo,
+    NodeInventory,
+    OtherModeGpu,
+    PcieLevel,
+    Phase,
+)
 
 __all__ = [
     "ASSIGNMENT_VERSION",
@@ -137,6 +148,19 @@ def encode_inventory(inventory: NodeInventory) -> str:
                 }
                 for m in inventory.mig
             ],
+            "other": [
+                {
+                    "uuid": o.uuid,
+                    "index": o.index,
+                    "model": o.model,
+                    "memoryMiB": o.memory_mib,
+                    "mode": o.mode.value,
+                    "resource": o.resource,
+                    "replicas": o.replicas,
+                    "healthy": o.healthy,
+                }
+                for o in inventory.other
+            ],
         }
     )
 
@@ -155,7 +179,13 @@ def decode_inventory(text: str) -> NodeInventory:
         raise ContractError("inventory: duplicate MIG UUID")
     if any(m.parent in known for m in mig):
         raise ContractError("inventory: a MIG instance's GPU is also listed as a shared GPU")
-    return NodeInventory(gpus=gpus, links=links, mig=mig)
+    other = items(doc, "other", "inventory", _read_other) if "other" in doc else ()  # absent before modes
+    other_uuids = [o.uuid for o in other]
+    if len(set(other_uuids)) != len(other_uuids):
+        raise ContractError("inventory: duplicate GPU UUID among other-mode GPUs")
+    if any(uuid in known or uuid in {m.parent for m in mig} for uuid in other_uuids):
+        raise ContractError("inventory: a GPU is listed in two modes")
+    return NodeInventory(gpus=gpus, links=links, mig=mig, other=other)
 
 
 def _read_gpu(raw: object) -> GpuInfo:
@@ -187,6 +217,30 @@ def _read_mig(raw: object) -> MigInfo:
     if mig.memory_mib < 0 or mig.multiprocessors < 0:
         raise ContractError(f"{what} {mig.uuid}: negative memory or multiprocessors")
     return mig
+
+
+def _read_other(raw: object) -> OtherModeGpu:
+    doc = obj(raw, "inventory other-mode GPU")
+    what = "inventory other-mode GPU"
+    try:
+        mode = GpuMode(get(doc, "mode", str, what))
+    except ValueError as err:
+        raise ContractError(f"{what}: unknown mode {doc.get('mode')!r}") from err
+    if mode in (GpuMode.VCUDA, GpuMode.MIG):
+        raise ContractError(f"{what}: mode {mode.value!r} is listed in 'gpus' or 'mig', not 'other'")
+    gpu = OtherModeGpu(
+        uuid=GpuUuid(get(doc, "uuid", str, what)),
+        index=get(doc, "index", int, what),
+        model=get(doc, "model", str, what),
+        memory_mib=get(doc, "memoryMiB", int, what),
+        mode=mode,
+        resource=get(doc, "resource", str, what),
+        replicas=get(doc, "replicas", int, what),
+        healthy=get(doc, "healthy", bool, what),
+    )
+    if gpu.memory_mib < 0 or gpu.index < 0 or gpu.replicas < 1:
+        raise ContractError(f"{what} {gpu.uuid}: negative index or memory, or fewer than one replica")
+    return gpu
 
 
 def _read_link(raw: object) -> GpuLink:

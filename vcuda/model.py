@@ -13,10 +13,12 @@ __all__ = [
     "ContainerRequest",
     "GpuInfo",
     "GpuLink",
+    "GpuMode",
     "GpuShare",
     "GpuUuid",
     "MigInfo",
     "NodeInventory",
+    "OtherModeGpu",
     "NodeName",
     "PcieLevel",
     "Phase",
@@ -77,6 +79,38 @@ class GpuLink:
     pcie: PcieLevel
 
 
+class GpuMode(StrEnum):
+    """How a node sells one GPU; a GPU has exactly one mode at a time (docs/nvidia-plugin.md).
+
+    ``vcuda``: shares (``vcuda-core`` / ``vcuda-memory``), placed by the extender. ``whole``: whole GPUs as
+    ``nvidia.com/gpu`` (NVIDIA's device plugin). ``time-slicing`` / ``mps``: ``nvidia.com/gpu`` replicas, as
+    NVIDIA's sharing strategies. ``dra``: claims of the DRA driver (``resource.k8s.io``).
+    ``mig``: MIG instances (listed in ``NodeInventory.mig``)."""
+
+    VCUDA = "vcuda"
+    WHOLE = "whole"
+    TIME_SLICING = "time-slicing"
+    MPS = "mps"
+    DRA = "dra"
+    MIG = "mig"
+
+
+@dataclass(frozen=True, slots=True)
+class OtherModeGpu:
+    """A GPU of the node sold other than as vcuda shares (whole, replicas, MPS clients or DRA claims): the
+    extender never places shares on it; the kube-scheduler counts it through its own resource. ``resource``
+    is the extended resource (or DRA driver) it is sold through, ``replicas`` how many pods may share it."""
+
+    uuid: GpuUuid
+    index: int
+    model: str
+    memory_mib: int
+    mode: GpuMode
+    resource: str
+    replicas: int = 1
+    healthy: bool = True
+
+
 @dataclass(frozen=True, slots=True)
 class MigInfo:
     """One MIG instance (GPU instance + compute instance) of a MIG-enabled GPU: served whole, never shared."""
@@ -93,12 +127,15 @@ class NodeInventory:
     """What the plugin publishes about a node's GPUs for the extender.
 
     ``gpus`` are the GPUs shared through vcuda; MIG-enabled GPUs are not among them, their instances are
-    listed in ``mig`` (for operators and ``kubectl vgpu``; the scheduler counts them as extended resources).
+    listed in ``mig``; GPUs sold in another mode (whole, time-slicing, MPS, DRA) are listed in ``other``
+    (both for operators and ``kubectl vgpu``; the scheduler counts them through their own resources).
+    No GPU appears twice across the three.
     """
 
     gpus: tuple[GpuInfo, ...]
     links: tuple[GpuLink, ...] = ()
     mig: tuple[MigInfo, ...] = ()
+    other: tuple[OtherModeGpu, ...] = ()
 
     def gpu(self, uuid: str) -> GpuInfo | None:
         return next((g for g in self.gpus if g.uuid == uuid), None)

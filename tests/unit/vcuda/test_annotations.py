@@ -28,11 +28,13 @@ from vcuda.model import (
     ContainerAssignment,
     GpuInfo,
     GpuLink,
+    GpuMode,
     GpuShare,
     GpuUuid,
     MigInfo,
     NodeInventory,
     NodeName,
+    OtherModeGpu,
     PcieLevel,
     Phase,
     PodAssignment,
@@ -92,7 +94,21 @@ def inventories(draw: st.DrawFn) -> NodeInventory:
         MigInfo(u, parent, draw(names), draw(st.integers(0, 1 << 18)), draw(st.integers(0, 132)))
         for u in mig_ids
     )
-    return NodeInventory(gpus, links, mig)
+    other_ids = draw(st.lists(uuids, max_size=4, unique=True).map(lambda xs: [x for x in xs if x not in ids]))
+    other = tuple(
+        OtherModeGpu(
+            u,
+            i,
+            draw(names),
+            draw(st.integers(0, 1 << 20)),
+            draw(st.sampled_from([GpuMode.WHOLE, GpuMode.TIME_SLICING, GpuMode.MPS, GpuMode.DRA])),
+            draw(names),
+            draw(st.integers(1, 48)),
+            draw(st.booleans()),
+        )
+        for i, u in enumerate(other_ids)
+    )
+    return NodeInventory(gpus, links, mig, other)
 
 
 @settings(max_examples=300)
@@ -226,6 +242,37 @@ def test_inventory_links_must_name_known_gpus() -> None:
 def test_an_inventory_written_before_mig_support_reads_without_instances() -> None:
     text = json.dumps({"v": 1, "gpus": [], "links": []})
     assert decode_inventory(text) == NodeInventory((), (), ())
+
+
+OTHER = {
+    "uuid": "GPU-a",
+    "index": 0,
+    "model": "A100",
+    "memoryMiB": 40960,
+    "mode": "time-slicing",
+    "resource": "nvidia.com/gpu",
+    "replicas": 4,
+    "healthy": True,
+}
+
+
+def test_a_gpu_sold_in_another_mode_cannot_also_be_shared() -> None:
+    gpu = {"uuid": "GPU-a", "index": 0, "model": "A100", "memoryMiB": 40960, "healthy": True, "numa": 0}
+    with pytest.raises(ContractError, match="two modes"):
+        decode_inventory(json.dumps({"v": 1, "gpus": [gpu], "links": [], "other": [OTHER]}))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"mode": "vcuda"}, "listed in 'gpus'"),
+        ({"mode": "turbo"}, "unknown mode"),
+        ({"replicas": 0}, "fewer than one replica"),
+    ],
+)
+def test_other_mode_gpus_are_checked(change: dict[str, object], message: str) -> None:
+    with pytest.raises(ContractError, match=message):
+        decode_inventory(json.dumps({"v": 1, "gpus": [], "links": [], "other": [{**OTHER, **change}]}))
 
 
 def test_a_mig_gpu_cannot_also_be_shared() -> None:
