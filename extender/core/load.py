@@ -1,12 +1,12 @@
 """How much of each GPU is taken: the ledger values placement reads, with pure reserve and release."""
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from vcuda.model import ContainerAssignment, GpuInfo, GpuUuid
 from vcuda.units import CORE_PER_GPU
 
-__all__ = ["Charge", "GpuLoad", "NodeLoad", "charge_every_gpu", "release", "reserve"]
+__all__ = ["Charge", "GpuLoad", "NodeLoad", "charge_every_gpu", "free_space", "release", "reserve"]
 
 Charge = tuple[int, int]
 """A container of unknown placement: (cores, MiB) it may hold on any one GPU; 0 MiB is a whole GPU."""
@@ -26,6 +26,14 @@ class GpuLoad:
 
 NodeLoad = Mapping[GpuUuid, GpuLoad]
 _IDLE = GpuLoad()
+
+
+def free_space(gpus: Sequence[GpuInfo], load: NodeLoad) -> tuple[tuple[int, int], ...]:
+    """(free cores, free MiB) of each of ``gpus``, in their order."""
+    return tuple(
+        (CORE_PER_GPU - load.get(g.uuid, _IDLE).cores, g.memory_mib - load.get(g.uuid, _IDLE).memory_mib)
+        for g in gpus
+    )
 
 
 def _apply(load: NodeLoad, containers: Iterable[ContainerAssignment], sign: int) -> dict[GpuUuid, GpuLoad]:

@@ -19,6 +19,7 @@ from extender.core.initreuse import net_charges, plain
 from extender.core.load import GpuLoad, NodeLoad, reserve
 from extender.core.phased import place_phased
 from extender.core.rejection import Rejection, RejectReason, exclusive_rejection, share_rejection
+from extender.core.score import node_score
 from extender.core.topology import LinkMap, best_connected, link_map
 from vcuda.model import (
     ContainerAssignment,
@@ -31,7 +32,7 @@ from vcuda.model import (
 )
 from vcuda.units import CORE_PER_GPU
 
-__all__ = ["Placement", "RejectReason", "Rejection", "node_utilisation", "place_pod"]
+__all__ = ["Placement", "RejectReason", "Rejection", "place_pod"]
 
 _IDLE: Final = GpuLoad()
 
@@ -75,10 +76,8 @@ def place_pod(
     if isinstance(placed, Rejection):
         return placed
     reserved = net_charges(request.containers, placed)
-    utilisation = node_utilisation(inventory, reserve(load, reserved))
     wanted = request.constraints.node_policy or node_policy
-    score = utilisation if wanted is Policy.BINPACK else 1.0 - utilisation
-    return Placement(placed, round(10 * score), reserved)
+    return Placement(placed, _score(inventory, reserve(load, reserved), wanted is Policy.BINPACK), reserved)
 
 
 def _place_plain(
@@ -96,14 +95,15 @@ def _place_plain(
     return tuple(placed)
 
 
-def node_utilisation(inventory: NodeInventory, load: NodeLoad) -> float:
-    """Mean of the node's given-out compute and memory fractions, 0..1."""
-    if not inventory.gpus:
-        return 0.0
-    cores = sum(load.get(g.uuid, _IDLE).cores for g in inventory.gpus)
-    memory = sum(load.get(g.uuid, _IDLE).memory_mib for g in inventory.gpus)
-    total_memory = sum(g.memory_mib for g in inventory.gpus) or 1
-    return min(1.0, (cores / (CORE_PER_GPU * len(inventory.gpus)) + memory / total_memory) / 2)
+def _score(inventory: NodeInventory, load: NodeLoad, binpack: bool) -> int:
+    """The node score with ``load`` given out (``inventory`` has GPUs)."""
+    return node_score(
+        used_cores=sum(load.get(g.uuid, _IDLE).cores for g in inventory.gpus),
+        core_capacity=CORE_PER_GPU * len(inventory.gpus),
+        used_mib=sum(load.get(g.uuid, _IDLE).memory_mib for g in inventory.gpus),
+        memory_capacity=sum(g.memory_mib for g in inventory.gpus) or 1,
+        binpack=binpack,
+    )
 
 
 def _usable_gpus(inventory: NodeInventory, request: PodRequest) -> list[GpuInfo] | Rejection:

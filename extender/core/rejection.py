@@ -3,24 +3,21 @@
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
 
 from extender.core.initreuse import PodHold
-from extender.core.load import GpuLoad, NodeLoad
+from extender.core.load import NodeLoad, free_space
 from vcuda.model import ContainerRequest, GpuInfo, GpuUuid
-from vcuda.units import CORE_PER_GPU
 
 __all__ = [
     "RejectReason",
     "Rejection",
     "exclusive_rejection",
+    "free_share_rejection",
     "random_reuse",
     "reuse_full",
     "share_rejection",
     "spread_reuse",
 ]
-
-_IDLE: Final = GpuLoad()
 
 
 class RejectReason(StrEnum):
@@ -44,28 +41,32 @@ class Rejection:
 
 
 def share_rejection(gpus: Sequence[GpuInfo], load: NodeLoad, container: ContainerRequest) -> Rejection:
+    """Why no GPU of ``gpus`` (not empty) takes ``container``'s fractional share under ``load``."""
     largest = max(g.memory_mib for g in gpus)
-    if container.memory_mib > largest:
+    return free_share_rejection(free_space(gpus, load), largest, container.cores, container.memory_mib)
+
+
+def free_share_rejection(
+    free: Sequence[tuple[int, int]], largest_mib: int, cores: int, mib: int
+) -> Rejection:
+    """Why a (``cores``, ``mib``) share fits none of the GPUs with ``free`` (free cores, free MiB) each (not
+    empty), the largest of which has ``largest_mib``: the one rule behind ``place_pod``'s answer and the
+    summary's (:mod:`extender.core.summary`), so both give the same sentence."""
+    if mib > largest_mib:
         return Rejection(
-            RejectReason.TOO_LARGE,
-            f"no GPU has {container.memory_mib} MiB, the largest has {largest}",
-            resolvable=False,
+            RejectReason.TOO_LARGE, f"no GPU has {mib} MiB, the largest has {largest_mib}", resolvable=False
         )
-    free = [
-        (CORE_PER_GPU - load.get(g.uuid, _IDLE).cores, g.memory_mib - load.get(g.uuid, _IDLE).memory_mib)
-        for g in gpus
-    ]
-    most_memory = max((mib for cores, mib in free if cores >= container.cores), default=None)
+    most_memory = max((m for c, m in free if c >= cores), default=None)
     if most_memory is not None:
         return Rejection(
             RejectReason.INSUFFICIENT_MEMORY,
-            f"no single GPU has {container.memory_mib} MiB free, the largest has {most_memory}",
+            f"no single GPU has {mib} MiB free, the largest has {most_memory}",
             resolvable=True,
         )
-    most_cores = max(cores for cores, _ in free)
+    most_cores = max(c for c, _ in free)
     return Rejection(
         RejectReason.INSUFFICIENT_CORES,
-        f"no GPU has {container.cores} % compute free, the most free is {most_cores} %",
+        f"no GPU has {cores} % compute free, the most free is {most_cores} %",
         resolvable=True,
     )
 

@@ -4,15 +4,18 @@ The filter sees thousands of candidate nodes per pod; calling ``place_pod`` on e
 microseconds. For a pod with one fractional container and no GPU selection (the usual inference pod) the
 answer follows from each healthy GPU's free cores and MiB, and the node score from the node's totals, so
 :func:`quick_fit` gives exactly what ``place_pod`` would (a property test holds it to that) and returns
-``None`` for everything else. Imports only ``vcuda`` and the extender's core.
+``None`` for everything else. The score and the rejection are not copies: both paths call
+:func:`extender.core.score.node_score` and :func:`extender.core.rejection.free_share_rejection`. Imports only
+``vcuda`` and the extender's core.
 """
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from extender.core.load import GpuLoad
-from extender.core.placement import Rejection, RejectReason
+from extender.core.load import GpuLoad, free_space
+from extender.core.rejection import Rejection, free_share_rejection
+from extender.core.score import node_score
 from extender.core.totals import Tally
 from vcuda.model import GpuUuid, NodeInventory, PodRequest, Policy
 from vcuda.units import CORE_PER_GPU
@@ -64,10 +67,7 @@ class QuickFit:
 
 def summarise(inventory: NodeInventory, load: Mapping[GpuUuid, GpuLoad]) -> NodeSummary:
     healthy = [g for g in inventory.gpus if g.healthy]
-    free = tuple(
-        (CORE_PER_GPU - load.get(g.uuid, _IDLE).cores, g.memory_mib - load.get(g.uuid, _IDLE).memory_mib)
-        for g in healthy
-    )
+    free = free_space(healthy, load)
     return NodeSummary(
         gpu_count=len(inventory.gpus),
         free=free,
@@ -154,15 +154,14 @@ class QuickQuery:
         if summary.max_free_cores >= cores and summary.max_free_mib >= mib:
             for free_cores, free_mib in summary.front:
                 if free_cores >= cores and free_mib >= mib:
-                    # place_pod's node_utilisation, operation for operation (same float result).
-                    utilisation = (
-                        (summary.used_cores + cores) / summary.core_capacity
-                        + (summary.used_mib + mib) / summary.memory_capacity
-                    ) / 2
-                    if utilisation > 1.0:
-                        utilisation = 1.0
-                    return round(10 * utilisation) if self.binpack else round(10 * (1.0 - utilisation))
-        return _rejection(summary, cores, mib)
+                    return node_score(
+                        used_cores=summary.used_cores + cores,
+                        core_capacity=summary.core_capacity,
+                        used_mib=summary.used_mib + mib,
+                        memory_capacity=summary.memory_capacity,
+                        binpack=self.binpack,
+                    )
+        return free_share_rejection(summary.free, summary.largest_mib, cores, mib)
 
 
 def quick_query(request: PodRequest, node_policy: Policy) -> QuickQuery | None:
@@ -190,25 +189,3 @@ def quick_fit(summary: NodeSummary, request: PodRequest, node_policy: Policy) ->
         return None
     verdict = query.judge(summary)
     return QuickFit(verdict) if isinstance(verdict, int) else verdict
-
-
-def _rejection(summary: NodeSummary, cores: int, mib: int) -> Rejection:
-    """The same rejection, with the same sentence, as ``place_pod``'s for a fractional share."""
-    if mib > summary.largest_mib:
-        return Rejection(
-            RejectReason.TOO_LARGE,
-            f"no GPU has {mib} MiB, the largest has {summary.largest_mib}",
-            resolvable=False,
-        )
-    most_memory = max((m for c, m in summary.free if c >= cores), default=None)
-    if most_memory is not None:
-        return Rejection(
-            RejectReason.INSUFFICIENT_MEMORY,
-            f"no single GPU has {mib} MiB free, the largest has {most_memory}",
-            resolvable=True,
-        )
-    return Rejection(
-        RejectReason.INSUFFICIENT_CORES,
-        f"no GPU has {cores} % compute free, the most free is {summary.max_free_cores} %",
-        resolvable=True,
-    )

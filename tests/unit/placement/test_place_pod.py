@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from extender.core.load import GpuLoad, NodeLoad, release, reserve
 from extender.core.placement import Placement, Rejection, RejectReason, place_pod
+from extender.core.score import node_score
 from tests.builders import gpu, nvswitch_node, pcie_node, request, uuid
 from vcuda.model import Constraints, GpuUuid, NodeInventory, PodRequest, Policy
 from vcuda.units import CORE_PER_GPU
@@ -141,6 +142,32 @@ def test_node_score_follows_the_node_policy() -> None:
     assert (
         placed(place(node, busy, request((10, 10)), SPREAD)).score
         < placed(place(node, {}, request((10, 10)), SPREAD)).score
+    )
+
+
+@pytest.mark.parametrize(
+    ("used_cores", "used_mib", "binpack", "score"),
+    [
+        pytest.param(0, 0, True, 0, id="an idle node scores 0 under binpack"),
+        pytest.param(0, 0, False, 10, id="an idle node scores 10 under spread"),
+        pytest.param(100, 40960, True, 5, id="half the compute and half the memory score 5"),
+        pytest.param(200, 0, True, 5, id="the score is the mean of the compute and memory fractions"),
+        pytest.param(170, 81920, True, 9, id="0.925 rounds to 9"),
+        pytest.param(400, 81920, True, 10, id="over-committed compute counts as full, not more"),
+        pytest.param(400, 81920, False, 0, id="over-committed compute is 0 under spread, not negative"),
+    ],
+)  # fmt: skip
+def test_the_node_score_formula(used_cores: int, used_mib: int, binpack: bool, score: int) -> None:
+    """Both place_pod and the summary's fast answer score with this one function (two GPUs, 80 GiB)."""
+    assert (
+        node_score(
+            used_cores=used_cores,
+            core_capacity=200,
+            used_mib=used_mib,
+            memory_capacity=81920,
+            binpack=binpack,
+        )
+        == score
     )
 
 
