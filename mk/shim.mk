@@ -74,7 +74,7 @@ $(SHIM_DIR)/tsan/app_runtime: tests/shim/cuda_app.c mk/shim.mk | $(VENV)/.instal
 	@mkdir -p $(@D)
 	gcc $(SHIM_CFLAGS) -O1 -fsanitize=thread -I"$(SHIM_CUDA_INC)" -DAPP_MODE=2 -o $@ $< -ldl
 
-$(SHIM_SIM): tests/shim/throttle_sim.c vcuda/shim/throttle.c vcuda/shim/throttle.h mk/shim.mk
+$(SHIM_SIM): tests/shim/throttle_sim.c vcuda/shim/throttle.c vcuda/shim/throttle.h vcuda/shim/vcuda_contract.h mk/shim.mk
 	@mkdir -p $(@D)
 	gcc $(SHIM_CFLAGS) -Ivcuda/shim -o $@ tests/shim/throttle_sim.c vcuda/shim/throttle.c
 

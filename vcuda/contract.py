@@ -1,15 +1,15 @@
 """The contract's single source of truth for C: ``python -m vcuda.contract --emit-c-header [PATH]``.
 
-Writes ``vcuda/shim/vcuda_contract.h`` (env names, container paths, file magics, versions and struct
-layouts) from :mod:`vcuda.names` and :mod:`vcuda.shimfile`. A contract test fails when the committed
-header differs from what this module emits. Standard library only.
+Writes ``vcuda/shim/vcuda_contract.h`` (env names, container paths, file magics, versions, the compute
+unit and struct layouts) from :mod:`vcuda.names`, :mod:`vcuda.shimfile` and :mod:`vcuda.units`. A contract
+test fails when the committed header differs from what this module emits. Standard library only.
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-from vcuda import names, shimfile
+from vcuda import names, shimfile, units
 
 __all__ = ["HEADER_PATH", "c_header", "main"]
 
@@ -32,6 +32,7 @@ _STRINGS = {
     "VCUDA_PLACED_MAGIC": shimfile.PLACED_MAGIC,
 }
 _NUMBERS = {
+    "VCUDA_CORE_PER_GPU": units.CORE_PER_GPU,
     "VCUDA_CONFIG_VERSION": shimfile.CONFIG_VERSION,
     "VCUDA_USAGE_VERSION": shimfile.USAGE_VERSION,
     "VCUDA_MAX_GPUS": shimfile.MAX_GPUS,

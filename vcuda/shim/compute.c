@@ -68,7 +68,7 @@ void vc_compute_init(void) {
         vc_compute_t *c = &vc_compute[d];
         pthread_mutex_init(&c->mu, NULL);
         c->rec = dev->record;
-        c->on = dev->record >= 0 && dev->core_limit < 100;
+        c->on = dev->record >= 0 && dev->core_limit < VCUDA_CORE_PER_GPU;
         vc_ctl_init(&c->ctl, dev->core_limit, now);
         c->node = c->on && vc_node_open(dev->record, now) == 0;
         if (c->node) vc_throttle_share_bucket(&c->ctl.t, vc_node_tokens(c->rec), vc_node_refill(c->rec), now);

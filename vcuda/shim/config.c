@@ -50,7 +50,7 @@ static int vc_check_records(const vcuda_config_t *c, char *why, size_t why_len) 
     for (uint32_t i = 0; i < c->gpu_count; i++) {
         const vcuda_gpu_record_t *g = &c->gpus[i];
         if (memchr(g->uuid, 0, sizeof g->uuid) == NULL || g->uuid[0] == 0 || g->memory_limit == 0 ||
-            g->core_limit < 1 || g->core_limit > g->soft_limit || g->soft_limit > 100) {
+            g->core_limit < 1 || g->core_limit > g->soft_limit || g->soft_limit > VCUDA_CORE_PER_GPU) {
             snprintf(why, why_len, "GPU record %u has an empty UUID or limits out of range", i);
             return -1;
         }

@@ -235,7 +235,7 @@ static void vc_parse_placement(vc_nodefile_t *nf, char *text) {
         if (!sp) continue;
         *sp = '\0';
         long pct = strtol(sp + 1, NULL, 10);
-        if (!vc_valid_name(line) || strcmp(line, vc_own_name) == 0 || pct < 1 || pct > 100) continue;
+        if (!vc_valid_name(line) || strcmp(line, vc_own_name) == 0 || pct < 1 || pct > VCUDA_CORE_PER_GPU) continue;
         vc_neighbour_t *nb = &nf->neighbours[nf->count++];
         snprintf(nb->name, sizeof nb->name, "%s", line);
         nb->pct = (uint32_t)pct;

@@ -1,6 +1,7 @@
 /* Pure compute-controller core; see throttle.h. Shared fields (the container's bucket) use atomics: every
  * process of the container refills and spends the same balance. */
 #include "throttle.h"
+#include "vcuda_contract.h"
 
 #define VC_LD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define VC_MAX_DT_NS 10000000000ULL  /* a refill covers at most 10 s (a stale or garbled clock) */
@@ -27,6 +28,11 @@ uint32_t vc_throttle_pick_share(uint32_t core, uint32_t soft, int others_active)
     return others_active ? core : soft;
 }
 
+/* `share` percent (of one GPU) of `ns`, in two steps so that ns * share cannot overflow. */
+static uint64_t vc_share_of(uint64_t ns, uint32_t share) {
+    return ns / VCUDA_CORE_PER_GPU * share + ns % VCUDA_CORE_PER_GPU * share / VCUDA_CORE_PER_GPU;
+}
+
 /* Whoever moves the refill clock forward adds the tokens for that interval; savings are capped. */
 static void vc_refill(vc_throttle_t *t, uint64_t now_ns) {
     uint64_t last = VC_LD(t->refill);
@@ -34,8 +40,7 @@ static void vc_refill(vc_throttle_t *t, uint64_t now_ns) {
     if (!__atomic_compare_exchange_n(t->refill, &last, now_ns, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) return;
     uint64_t dt = now_ns - last;
     if (dt > VC_MAX_DT_NS) dt = VC_MAX_DT_NS;
-    int64_t v = __atomic_add_fetch(t->tokens, (int64_t)(dt / 100 * t->share + (dt % 100) * t->share / 100),
-                                   __ATOMIC_ACQ_REL);
+    int64_t v = __atomic_add_fetch(t->tokens, (int64_t)vc_share_of(dt, t->share), __ATOMIC_ACQ_REL);
     while (v > (int64_t)VC_THROTTLE_BURST_NS &&
            !__atomic_compare_exchange_n(t->tokens, &v, (int64_t)VC_THROTTLE_BURST_NS, 0, __ATOMIC_ACQ_REL,
                                         __ATOMIC_ACQUIRE)) {
@@ -61,9 +66,9 @@ void vc_throttle_observe(vc_throttle_t *t, uint64_t busy_ns, uint64_t launches) 
 uint64_t vc_throttle_wait_ns(vc_throttle_t *t, uint64_t now_ns) {
     vc_refill(t, now_ns);
     int64_t v = VC_LD(t->tokens);
-    if (t->share >= 100 || v >= 0) return 0;
+    if (t->share >= VCUDA_CORE_PER_GPU || v >= 0) return 0;
     uint64_t debt = v < -(int64_t)VC_MAX_WAIT_NS ? VC_MAX_WAIT_NS : (uint64_t)-v;
-    uint64_t wait = debt * 100 / t->share;
+    uint64_t wait = debt * VCUDA_CORE_PER_GPU / t->share;
     return wait > VC_MAX_WAIT_NS ? VC_MAX_WAIT_NS : wait;
 }
 
@@ -129,7 +134,7 @@ uint64_t vc_discount_take(vc_discount_t *d, uint64_t busy_ns, uint64_t own_ns, u
     if (now_ns > d->last_ns) {
         uint64_t dt = now_ns - d->last_ns;
         if (dt > VC_DISCOUNT_CAP_NS) dt = VC_DISCOUNT_CAP_NS;
-        d->allowance_ns += (int64_t)(dt / 100 * (d->pct + d->pct / 4 + VC_DISCOUNT_SLACK_PCT));
+        d->allowance_ns += (int64_t)(dt / VCUDA_CORE_PER_GPU * (d->pct + d->pct / 4 + VC_DISCOUNT_SLACK_PCT));
         if (d->allowance_ns > (int64_t)VC_DISCOUNT_CAP_NS) d->allowance_ns = (int64_t)VC_DISCOUNT_CAP_NS;
         d->last_ns = now_ns;
     }
