@@ -49,8 +49,8 @@ __all__ = [
     "encode_placement",
     "encode_config",
     "decode_usage",
-    "ProcessUsage",
-    "GpuUsage",
+    "ProcessSlot",
+    "GpuCounters",
     "empty_usage_file",
 ]
 
@@ -221,7 +221,10 @@ def _check_limits(config: ShimConfig) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class GpuUsage:
+class GpuCounters:
+    """What one shim process counted on one GPU (``vcuda_gpu_usage`` in its usage-file slot). Not
+    :class:`plugin.nvml.GpuUsage`, which is NVML's view of the whole physical GPU."""
+
     memory_used: int
     launches: int
     throttled_ns: int
@@ -230,11 +233,14 @@ class GpuUsage:
 
 
 @dataclass(frozen=True, slots=True)
-class ProcessUsage:
+class ProcessSlot:
+    """One live slot of a container's usage file: a shim process and its counters per GPU (config-record
+    order). Not :class:`plugin.nvml.ProcessUsage`, which is NVML's sample of a host process."""
+
     pid: int
     host_pid: int
     start_time: int
-    gpus: tuple[GpuUsage, ...]
+    gpus: tuple[GpuCounters, ...]
 
 
 def empty_usage_file(gpu_count: int) -> bytes:
@@ -249,18 +255,18 @@ def empty_usage_file(gpu_count: int) -> bytes:
     )
 
 
-def decode_usage(data: bytes) -> tuple[ProcessUsage, ...]:
+def decode_usage(data: bytes) -> tuple[ProcessSlot, ...]:
     """The live process slots of a usage file, GPU counters in config-record order."""
     raw = USAGE_FILE.unpack(data)
     if raw["magic"] != USAGE_MAGIC or raw["version"] != USAGE_VERSION:
         raise ContractError("usage file: bad magic or unknown version")
     count = min(raw["gpu_count"], MAX_GPUS)
     return tuple(
-        ProcessUsage(
+        ProcessSlot(
             pid=slot["pid"],
             host_pid=slot["host_pid"],
             start_time=slot["start_time"],
-            gpus=tuple(GpuUsage(**g) for g in slot["gpus"][:count]),
+            gpus=tuple(GpuCounters(**g) for g in slot["gpus"][:count]),
         )
         for slot in raw["slots"]
         if slot["state"] == 1 and slot["pid"] > 0

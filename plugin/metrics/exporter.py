@@ -33,7 +33,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from plugin.metrics.attribution import Attribution, attribute
-from plugin.metrics.families import GpuLabels, NodeView, node_families
+from plugin.metrics.families import GpuLabels, ScrapeView, node_families
 from plugin.metrics.procfs import read_cgroup, read_namespaced_pid
 from plugin.metrics.sources import (
     ContainerName,
@@ -83,13 +83,13 @@ class NodeCollector:
             view = self.read()
         return list(node_families(view))
 
-    def read(self) -> NodeView:
+    def read(self) -> ScrapeView:
         start = time.perf_counter()
         state = self._state.read()
         up: dict[str, bool] = {"state": state.readable}
         containers = self._live(state.containers, up)
         gpus, attribution = self._nvml(state.containers, {c.name for c in containers}, up)
-        return NodeView(
+        return ScrapeView(
             node=self._node,
             containers=containers,
             usage=None if attribution is None else attribution.by_container,

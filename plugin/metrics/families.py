@@ -11,7 +11,7 @@ from plugin.metrics.usage import ContainerState
 from vcuda.model import GpuUuid
 from vcuda.units import CORE_PER_GPU
 
-__all__ = ["GpuLabels", "NodeView", "node_families"]
+__all__ = ["GpuLabels", "ScrapeView", "node_families"]
 
 _NS = 1e9
 CONTAINER = ("node", "namespace", "pod", "container")
@@ -26,7 +26,7 @@ class GpuLabels:
 
 
 @dataclass(frozen=True, slots=True)
-class NodeView:
+class ScrapeView:
     """Everything one scrape read. ``gpus`` is None when NVML failed (its series are then left out)."""
 
     node: str
@@ -43,7 +43,7 @@ class NodeView:
     violations: Mapping[ViolationLabels, int] = field(default_factory=dict)
 
 
-def node_families(view: NodeView) -> Iterator[Metric]:
+def node_families(view: ScrapeView) -> Iterator[Metric]:
     yield from _container_families(view)
     yield from _gpu_families(view)
     yield from _exporter_families(view)
@@ -53,7 +53,7 @@ def _gauge(name: str, doc: str, labels: Sequence[str]) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, labels=labels)
 
 
-def _container_families(view: NodeView) -> Iterator[Metric]:
+def _container_families(view: ScrapeView) -> Iterator[Metric]:
     p = "kube_vgpu_container_"
     limit = _gauge(p + "memory_limit_bytes", "GPU memory limit of the container on this GPU.", CONTAINER_GPU)
     core = _gauge(p + "core_limit_ratio", "Hard compute share of the container on this GPU.", CONTAINER_GPU)
@@ -82,7 +82,7 @@ def _container_families(view: NodeView) -> Iterator[Metric]:
         yield from _nvml_container_families(view, view.usage)
 
 
-def _violations(view: NodeView) -> Metric:
+def _violations(view: ScrapeView) -> Metric:
     family = CounterMetricFamily(
         "kube_vgpu_container_limit_violations",
         "Watchdog violations: GPU processes outside the shim or over their container's limit.",
@@ -94,7 +94,7 @@ def _violations(view: NodeView) -> Metric:
 
 
 def _nvml_container_families(
-    view: NodeView, usage: Mapping[tuple[str, GpuUuid], ProcessTotals]
+    view: ScrapeView, usage: Mapping[tuple[str, GpuUuid], ProcessTotals]
 ) -> Iterator[Metric]:
     p = "kube_vgpu_container_"
     used = _gauge(p + "memory_used_bytes", "GPU memory of the container's processes (NVML).", CONTAINER_GPU)
@@ -125,7 +125,7 @@ def _allocation(containers: Sequence[ContainerState]) -> dict[GpuUuid, tuple[flo
     return out
 
 
-def _gpu_families(view: NodeView) -> Iterator[Metric]:
+def _gpu_families(view: ScrapeView) -> Iterator[Metric]:
     def labels(uuid: GpuUuid) -> list[str]:
         known = view.gpu_labels.get(uuid, GpuLabels("", ""))
         return [view.node, uuid, known.index, known.model]
@@ -159,7 +159,7 @@ def _gpu_families(view: NodeView) -> Iterator[Metric]:
     yield from (cores, memory, count, health, xids)
 
 
-def _exporter_families(view: NodeView) -> Iterator[Metric]:
+def _exporter_families(view: ScrapeView) -> Iterator[Metric]:
     p = "kube_vgpu_exporter_"
     up = _gauge(p + "source_up", "1 if the source answered in this scrape.", ("node", "source"))
     for source, ok in sorted(view.sources_up.items()):

@@ -29,8 +29,8 @@ from vcuda.shimfile import (
     USAGE_FILE,
     USAGE_MAGIC,
     USAGE_VERSION,
-    GpuUsage,
-    ProcessUsage,
+    GpuCounters,
+    ProcessSlot,
     ShimConfig,
     decode_config,
 )
@@ -84,7 +84,7 @@ _GPUS_AT: Final = PROC_SLOT.offset("gpus")
 _SLOT_COUNT: Final = next(f for f in USAGE_FILE.fields if f.name == "slots").count
 
 
-def decode_live_slots(data: bytes) -> tuple[ProcessUsage, ...]:
+def decode_live_slots(data: bytes) -> tuple[ProcessSlot, ...]:
     """Same answer as :func:`vcuda.shimfile.decode_usage`, unpacking only the live slots."""
     if len(data) < USAGE_FILE.size:
         raise ContractError(f"usage file is {len(data)} bytes, expected {USAGE_FILE.size}")
@@ -97,8 +97,10 @@ def decode_live_slots(data: bytes) -> tuple[ProcessUsage, ...]:
         pid, state, start_time, host_pid, _pad = _SLOT_HEAD.unpack_from(data, at)
         if state != 1 or pid <= 0:
             continue
-        gpus = tuple(GpuUsage(*_GPU.unpack_from(data, at + _GPUS_AT + i * _GPU.size)) for i in range(count))
-        live.append(ProcessUsage(pid=pid, host_pid=host_pid, start_time=start_time, gpus=gpus))
+        gpus = tuple(
+            GpuCounters(*_GPU.unpack_from(data, at + _GPUS_AT + i * _GPU.size)) for i in range(count)
+        )
+        live.append(ProcessSlot(pid=pid, host_pid=host_pid, start_time=start_time, gpus=gpus))
     return tuple(live)
 
 
@@ -108,7 +110,7 @@ class ContainerState:
 
     name: str
     config: ShimConfig
-    processes: tuple[ProcessUsage, ...]
+    processes: tuple[ProcessSlot, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +164,7 @@ class StateReader:
         self._configs[path] = (st.st_mtime_ns, st.st_size, config)
         return config
 
-    def _processes(self, path: Path) -> tuple[ProcessUsage, ...] | None:
+    def _processes(self, path: Path) -> tuple[ProcessSlot, ...] | None:
         """Live slots; () when the container has not started CUDA yet; None when refused or corrupt."""
         try:
             processes = decode_live_slots(read_tenant_file(path, USAGE_FILE.size))

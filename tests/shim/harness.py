@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from vcuda.model import GpuUuid
-from vcuda.shimfile import GpuLimit, ProcessUsage, ShimConfig, decode_usage, encode_config
+from vcuda.shimfile import GpuLimit, ProcessSlot, ShimConfig, decode_usage, encode_config
 
 ROOT = Path(__file__).resolve().parents[2]
 # KUBE_VGPU_SHIM_BUILD: run the tests against another build directory (a developer's private build).
@@ -70,7 +70,7 @@ class ShimEnv:
         env.update(self.extra)
         return env
 
-    def processes(self) -> tuple[ProcessUsage, ...]:
+    def processes(self) -> tuple[ProcessSlot, ...]:
         return decode_usage(self.usage.read_bytes()) if self.usage.exists() else ()
 
 

@@ -14,16 +14,16 @@ from plugin.metrics.sources import ProcessSample
 from plugin.metrics.usage import ContainerState
 from tests.unit.metrics.fakenode import GIB, cid, uid
 from vcuda.model import GpuUuid
-from vcuda.shimfile import GpuLimit, GpuUsage, ProcessUsage, ShimConfig
+from vcuda.shimfile import GpuCounters, GpuLimit, ProcessSlot, ShimConfig
 
 G = GpuUuid("GPU-a")
-ZERO = GpuUsage(0, 0, 0, 0, 0)
+ZERO = GpuCounters(0, 0, 0, 0, 0)
 
 
 def state(pod: int, name: str, *slots: tuple[int, int, int]) -> ContainerState:
     """slots: (namespaced pid, host pid, start time)."""
     config = ShimConfig(uid(pod), "ns", f"pod-{pod}", name, (GpuLimit(G, GIB, 10, 10),))
-    procs = tuple(ProcessUsage(pid=p, host_pid=h, start_time=t, gpus=(ZERO,)) for p, h, t in slots)
+    procs = tuple(ProcessSlot(pid=p, host_pid=h, start_time=t, gpus=(ZERO,)) for p, h, t in slots)
     return ContainerState(f"{uid(pod)}_{name}", config, procs)
 
 
