@@ -2,8 +2,9 @@
 v1.
 
 The Go types have no json tags, so every key is the Go field name in PascalCase and nil pointers, slices and
-maps travel as ``null`` (shared contracts §3.2). Pods and Nodes stay raw JSON dictionaries: the extender reads
-a few fields from them and must not reject anything else a newer API server sends. Scores are JSON integers.
+maps travel as ``null`` (docs/extender.md, "Wire"; Go samples in tests/contract/golden/extender/). Pods and
+Nodes stay raw JSON dictionaries: the extender reads a few fields from them and must not reject anything else
+a newer API server sends. Scores are JSON integers.
 No decisions here; ``app.py`` validates requests with these models and encodes answers with them.
 """
 

@@ -95,7 +95,7 @@ class Cli:
     legacy_env_prefixes: tuple[str, ...] = ()
     """Older prefixes still read, below the documented one."""
     env_aliases: Mapping[str, str] = field(default_factory=dict)
-    """Other environment names (the seeds' ``MIG_STRATEGY``...) -> field; below both prefixes."""
+    """Other environment names (older plugins' ``MIG_STRATEGY``...) -> field; below both prefixes."""
     flag_aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """field -> the flags it is spelled as first (a renamed setting); its own ``--field-name`` still works."""
     epilog: str = ""

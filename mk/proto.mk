@@ -1,4 +1,5 @@
-# gRPC bindings for the kubelet APIs (plugin/api/**/api.proto, written from contracts.md §1.3 and §2).
+# gRPC bindings for the kubelet APIs (plugin/api/**/api.proto, written from k8s.io/kubelet's
+# pkg/apis/deviceplugin/v1beta1/api.proto and pkg/apis/podresources/v1/api.proto).
 # The generated *_pb2.py, *_pb2_grpc.py and *.pyi are committed next to their .proto (so mypy and a fresh
 # checkout see them); this rule regenerates them into build/proto with the pinned grpcio-tools and fails
 # when they differ from the committed files. `make proto` rewrites the committed files.

@@ -35,7 +35,7 @@ $(SHIM_DIR)/asan/libvcuda.so: $(SHIM_SRC) $(SHIM_HDR) mk/shim.mk | $(VENV)/.inst
 	gcc $(SHIM_CFLAGS) $(SHIM_TEST_DEFS) -O1 -fsanitize=address -fno-omit-frame-pointer -fPIC -fvisibility=hidden \
 	  -I"$(SHIM_CUDA_INC)" -Ivcuda/shim -shared -Wl,-soname,libvcuda.so -Wl,-Bsymbolic -o $@ $(SHIM_SRC) -ldl
 
-# The fakes are built -Wl,-Bsymbolic like the real driver (contracts §7.3), else interception tests prove nothing.
+# The fakes are built -Wl,-Bsymbolic like the real driver (docs/shim.md), else interception tests prove nothing.
 $(SHIM_FAKE_CUDA): tests/shim/fake_cuda.c mk/shim.mk | $(VENV)/.installed
 	@mkdir -p $(@D)
 	gcc $(SHIM_CFLAGS) -fPIC -fvisibility=hidden -I"$(SHIM_CUDA_INC)" -shared -Wl,-Bsymbolic \

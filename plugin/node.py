@@ -1,12 +1,11 @@
 """Keeps this node's published GPU facts true: ``vcuda-memory`` capacity, inventory annotation, GPU labels.
 
-``vcuda-memory`` is a node extended resource (contracts §1.5 option b; docs/plugin.md): the plugin patches
-``status.capacity`` and ``status.allocatable`` in MiB. The kubelet may reset unknown extended resources
-when the Node is re-created, so :meth:`NodePublisher.run` watches the Node (resumed from the last
-resourceVersion, bookmarks on; about one request per 5-10 min while nothing changes) and patches whatever
-drifted; while the watch is down it re-reads the Node every ``resync_s``. :meth:`publish` patches at once on
-a health or inventory change. :meth:`uninstall`
-removes everything the plugin added.
+``vcuda-memory`` is a node extended resource (docs/plugin.md, "``vcuda-memory``: a node extended resource"):
+the plugin patches ``status.capacity`` and ``status.allocatable`` in MiB. The kubelet may reset unknown
+extended resources when the Node is re-created, so :meth:`NodePublisher.run` watches the Node (resumed from
+the last resourceVersion, bookmarks on; about one request per 5-10 min while nothing changes) and patches
+whatever drifted; while the watch is down it re-reads the Node every ``resync_s``. :meth:`publish` patches at
+once on a health or inventory change. :meth:`uninstall` removes everything the plugin added.
 
 Labels and annotations: only the names recorded in ``<domain>/vgpu-managed`` are the plugin's
 (:mod:`plugin.core.ownership`); the GPU Operator's, GFD's and the MIG manager's survive every resync. With

@@ -221,7 +221,7 @@ def driver_files(root: Path, host_root: Path) -> dict[str, str]:
     """Driver libraries and tools under ``root``, as container path -> host path (device-specs strategy).
 
     Libraries go to ``/usr/local/nvidia/lib64`` and tools to ``/usr/local/nvidia/bin``, where CUDA images
-    look (their ``LD_LIBRARY_PATH`` and ``PATH`` include them), as gpu-manager does (seed 001).
+    look (their ``LD_LIBRARY_PATH`` and ``PATH`` include them), as tkestack/gpu-manager does.
     """
     found: dict[str, str] = {}
     for lib_dir in _LIB_DIRS:

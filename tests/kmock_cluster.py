@@ -1,7 +1,7 @@
 """A fake Kubernetes API server for tests: ``kmock``'s emulator with the gaps kube-vgpu needs closed.
 
-``SimulatedApiServer`` (a :class:`kmock.KubernetesEmulator` subclass) adds what contracts §8.2 lists as
-missing from kmock 0.8:
+``SimulatedApiServer`` (a :class:`kmock.KubernetesEmulator` subclass) adds what kmock 0.8 lacks and
+kube-vgpu needs:
 
 - on create: ``metadata.uid``, ``resourceVersion``, ``creationTimestamp`` and the namespace from the URL;
 - on every merge patch (including ``/status``): a new ``resourceVersion``;
@@ -18,7 +18,7 @@ missing from kmock 0.8:
   counted: :attr:`SimulatedApiServer.counts` by ``(verb, plural)`` (``list``, ``watch``, ``get``, ``create``,
   ``patch``, ``delete``), so benchmarks can report API requests per minute.
 
-Watches behave as the real API server's watch cache (contracts §9), which kmock's replay-everything watch
+Watches behave as the real API server's watch cache (``k8s.io/apiserver`` ``pkg/storage/cacher``), which kmock's replay-everything watch
 does not:
 
 - ``resourceVersion=N`` (N > 0) resumes: only the events after N are sent, no synthetic ADDED; without one (or

@@ -1,7 +1,8 @@
 """What the plugin publishes on its Node: the inventory annotation, GPU labels and ``vcuda-memory`` capacity.
 
-``vcuda-memory`` is a node extended resource in MiB (contracts §1.5 option b): the sum over healthy,
-shareable GPUs of their memory after ``deviceMemoryScaling``, written into the node status by a patch.
+``vcuda-memory`` is a node extended resource in MiB (docs/plugin.md, "``vcuda-memory``: a node extended
+resource"): the sum over healthy, shareable GPUs of their memory after ``deviceMemoryScaling``, written into
+the node status by a patch.
 Standard library only.
 """
 

@@ -1,12 +1,12 @@
-"""Automatic MIG partitioning (seed 000: ``ENABLE_MIG``, ``MIG_PROFILE``, ``MIG_INSTANCE_COUNT``,
-``SKIP_CONFIGURED``): what to do on each GPU, decided before anything is changed.
+"""Automatic MIG partitioning (docs/mig.md, "Automatic partitioning": ``ENABLE_MIG``, ``MIG_PROFILE``,
+``MIG_INSTANCE_COUNT``, ``SKIP_CONFIGURED``): what to do on each GPU, decided before anything is changed.
 
 Rules, per MIG-capable GPU:
 
 - nothing happens unless partitioning is enabled;
 - the profile must be one the GPU offers, else :class:`MigConfigError` names the valid ones (before any
-  GPU is touched); no profile given means the GPU's ``3g`` profile (``3g.20gb`` on A100 40GB, the seed's
-  default, ``3g.40gb`` on H100 80GB, ``3g.71gb`` on H200 141GB);
+  GPU is touched); no profile given means the GPU's ``3g`` profile (``3g.20gb`` on A100 40GB, the Micro GPU
+  Device Plugin's default, ``3g.40gb`` on H100 80GB, ``3g.71gb`` on H200 141GB);
 - MIG mode off: turn it on, unless a pod holds ``vcuda-core`` slices of the GPU (it stays shared);
 - instances present and ``skip_configured``: left alone;
 - otherwise instances of other profiles, and instances beyond the wanted count, are destroyed unless busy
@@ -52,7 +52,7 @@ class GpuPartition:
 
 
 def default_profile(profiles: Sequence[str]) -> str | None:
-    """The GPU's half-GPU profile, ``3g.*`` (the seed's ``3g.20gb`` is the A100 40GB's)."""
+    """The GPU's half-GPU profile, ``3g.*`` (the Micro GPU Device Plugin's ``3g.20gb`` is the A100 40GB's)."""
     return next((p for p in profiles if p.startswith("3g.") and "+" not in p), None)
 
 

@@ -1,7 +1,8 @@
 """A :class:`~plugin.metrics.sources.PodResourcesSource` over the kubelet PodResources ``List`` (gRPC).
 
 Answers are cached for ``ttl_s`` seconds: the kubelet rate-limits the API at 100 QPS shared with every other
-client (contracts §2), and a scrape needs no fresher view of which containers exist.
+client (``DefaultQPS`` in the kubelet's ``pkg/kubelet/apis/podresources/constants.go``), and a scrape needs no
+fresher view of which containers exist.
 """
 
 import threading

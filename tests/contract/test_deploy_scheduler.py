@@ -1,4 +1,4 @@
-"""Both KubeSchedulerConfigurations in ``deploy/scheduler/`` follow shared contracts §4 and kube-vgpu's rules.
+"""Both KubeSchedulerConfigurations in ``deploy/scheduler/`` follow kube-scheduler's rules and kube-vgpu's.
 
 ``kubernetes-validate`` has no schema for ``KubeSchedulerConfiguration`` (it only warns), so this module
 carries its own check, written from kube-scheduler's validation (``pkg/scheduler/apis/config/validation``)
@@ -10,7 +10,7 @@ plus kube-vgpu's choices:
   extenders; ``tlsConfig`` has only known keys;
 - kube-vgpu: exactly our extender, ``nodeCacheCapable: true``, ``ignorable: false``, a timeout well above
   the 5 s default, both vcuda resources managed with ``ignoredByScheduler: false`` (both are on node
-  allocatable, contracts §5), and the ``filter``/``prioritize``/``bind`` verbs under ``/scheduler``.
+  allocatable, docs/plugin.md), and the ``filter``/``prioritize``/``bind`` verbs under ``/scheduler``.
 
 Cases: each shipped file passes; the chart's scheduler ConfigMap equals the second-scheduler file; and a
 table of broken configurations each produces the expected problem.
@@ -153,7 +153,7 @@ NAMES = Names()
 
 
 def kube_vgpu_problems(config: Obj, names: Names = NAMES) -> Iterator[str]:
-    """kube-vgpu's own rules for its extender entry (contracts §4 'the extender entry deploy/ should ship')."""
+    """kube-vgpu's own rules for its extender entry (the module docstring lists them)."""
     extenders = config.get("extenders") or []
     if len(extenders) != 1:
         yield "expected exactly the kube-vgpu extender"

@@ -1,6 +1,6 @@
-"""The extender's wire shapes against the Go-marshalled golden samples of shared contracts §3.2.
+"""The extender's wire shapes against Go-marshalled golden samples (docs/extender.md, "Wire").
 
-Golden files live in ``tests/contract/golden/extender/``: the five samples of §3.2 byte for byte, plus a
+Golden files live in ``tests/contract/golden/extender/``: five samples of ``k8s.io/kube-scheduler/extender/v1`` types as Go's ``encoding/json`` writes them, byte for byte, plus a
 full-``Nodes`` request, a preemption request and a bind answer. Cases: each request decodes into the wire
 models; the empty filter result, the priority list, the preemption result and the bind answer encode to the
 exact golden bytes (PascalCase keys, ``null`` for nil, integer scores); the app's own encoders (used on the

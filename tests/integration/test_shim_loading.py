@@ -1,4 +1,4 @@
-"""The shim intercepts the driver on all three access paths of contracts §7.5, over a -Bsymbolic FAKE driver.
+"""The shim intercepts the driver on all three access paths (docs/shim.md, "Tests and figures"), over a -Bsymbolic FAKE driver.
 
 Cases: linked directly / cudart-style cuGetProcAddress_v2 / legacy cuGetProcAddress, each x (memory limit,
 mem-info, device total, every launch entry point incl. per-thread-stream variants); the fake alone does not

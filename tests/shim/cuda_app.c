@@ -1,4 +1,4 @@
-/* Shim test program: reaches the driver one of three ways (contracts §7.5), chosen at build time:
+/* Shim test program: reaches the driver one of three ways (docs/shim.md, "Tests and figures"), chosen at build time:
  *   APP_MODE 1  linked directly with -lcuda;
  *   APP_MODE 2  runtime-style: dlopen + dlsym("cuGetProcAddress_v2") + base-name lookups (versions 3020,
  *               4000, 7000, flags 0 and 2), then lookups through the cuGetProcAddress it returned;

@@ -1,5 +1,5 @@
 /* FAKE libcuda.so.1 for GPU-less shim tests (never a real driver). Built -Wl,-Bsymbolic so its own
- * cuGetProcAddress hands out its own functions, as the real driver does (contracts §7.3).
+ * cuGetProcAddress hands out its own functions, as the real driver does (docs/shim.md, "Loading and interposition").
  *
  * Env: FAKE_CUDA_DEVICES (default 1), FAKE_CUDA_MEM_BYTES per device (default 8 GiB), FAKE_CUDA_KERNEL_NS
  * (simulated duration of each launch on a virtual GPU timeline, default 0), FAKE_CUDA_ALLOC_SLEEP_MS (sleep
@@ -9,7 +9,7 @@
  * FAKE_CUDA_TIMELINE=<file> (one GPU timeline per device shared by every process using that file).
  * Device d has UUID bytes (d+1)*16 + k, k = 0..15.
  *
- * Unkind behaviours of the real driver it reproduces (contracts §9): freed addresses and handles come back at
+ * Unkind behaviours of the real driver it reproduces (docs/shim.md, "Tests and figures"): freed addresses and handles come back at
  * once (LIFO); several contexts per device (primary, cuCtxCreate), each owning its allocations, which die with
  * cuCtxDestroy, cuDevicePrimaryCtxReset or the last cuDevicePrimaryCtxRelease; stream-ordered allocations use
  * the stream's context, current or not; cuMemRelease of a mapped handle frees nothing until the last

@@ -1,5 +1,5 @@
 """Both binaries' command lines, through their ``main``: ``--help`` documents every option (text, default,
-choices, environment variable) in plain text, ``--version`` prints the package version, the seeds'
+choices, environment variable) in plain text, ``--version`` prints the package version, older plugins'
 environment names are read, and a bad value exits 2 naming the flag and the variable it came from."""
 
 import re
@@ -92,7 +92,7 @@ def test_the_seeds_environment_names_are_read(tmp_path):
         "DEVICE_ID_STRATEGY": "index",
         "NVIDIA_DRIVER_ROOT": "/run/nvidia/driver",
         "CONFIG_FILE": str(config),
-        "CDI_PREFIX": "micro.device",  # seed 000's default: a bare vendor
+        "CDI_PREFIX": "micro.device",  # the Micro GPU Device Plugin's default: a bare vendor
     }
     s = load_settings([], seeds)
     assert s.mig_strategy is MigStrategy.SINGLE

@@ -1,7 +1,7 @@
 /* Interposition: the exported dlsym, the real driver's entry points, and cuGetProcAddress(_v2).
  *
  * The CUDA runtime obtains cuGetProcAddress_v2 with dlsym on its libcuda handle and then resolves every
- * entry point through it (contracts §7.2), so both paths must hand out the shim's hooks. A driver lookup is
+ * entry point through it (the cudart-style path of tests/integration/test_shim_loading.py), so both paths must hand out the shim's hooks. A driver lookup is
  * always forwarded first; the pointer the driver chose (for that version and flags, e.g. a _ptsz variant)
  * is then swapped for the hook wrapping exactly that real function, so the ABI always matches.
  */
@@ -104,7 +104,7 @@ static int vc_v2_since(const char *base) {
 
 /* The hook standing for what the driver answers to (symbol, version, flags), chosen by NAME: the driver may
  * return an internal entry point (a trampoline) rather than the exported symbol, so pointers prove nothing
- * (contracts §9). NULL when no hook has that entry point's ABI (e.g. a v1 entry point before CUDA 3.2). */
+ * (docs/shim.md; tests/shim/fake_cuda.c does the same). NULL when no hook has that entry point's ABI (e.g. a v1 entry point before CUDA 3.2). */
 static vc_hook_t *vc_hook_for(const char *sym, int version, cuuint64_t flags) {
     char name[128];
     vc_hook_t *h;

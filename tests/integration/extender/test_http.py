@@ -1,4 +1,4 @@
-"""The extender over real loopback HTTP (uvicorn) with FakeCluster, in the exact Go shapes of contracts §3.
+"""The extender over real loopback HTTP (uvicorn) with FakeCluster, in the exact Go shapes (docs/extender.md, "Wire").
 
 Cases: filter in NodeNames mode (golden request; a GPU pod) and in full-Nodes mode (nodes carry the inventory,
 the answer carries the passing node objects; empty lists stay in the mode); prioritize answers a bare array

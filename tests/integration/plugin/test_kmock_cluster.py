@@ -1,5 +1,5 @@
 # mypy: disable-error-code="no-untyped-call"
-"""The kmock subclass closes the gaps of contracts §8.2: ids on create, resourceVersion bumps, selectors,
+"""The kmock subclass closes kmock 0.8's gaps (tests/kmock_cluster.py): ids on create, resourceVersion bumps, selectors,
 the binding subresource (seen by watchers), node status patches."""
 
 import json

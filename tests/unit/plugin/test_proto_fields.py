@@ -1,4 +1,5 @@
-"""The generated bindings carry exactly the field numbers and types of contracts.md §1.3 and §2."""
+"""The generated bindings carry exactly the field numbers and types of k8s.io/kubelet's
+``pkg/apis/deviceplugin/v1beta1/api.proto`` and ``pkg/apis/podresources/v1/api.proto``."""
 
 import pytest
 from google.protobuf.descriptor import FieldDescriptor as F

@@ -1,4 +1,4 @@
-"""MIG settings: flags, the kube-vgpu env names and the micro GPU plugin's (seed 000) env names."""
+"""MIG settings: flags, the kube-vgpu env names and the Micro GPU Device Plugin's env names."""
 
 import pytest
 
