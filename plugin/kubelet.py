@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Final
 
@@ -133,7 +133,9 @@ class Registrar:
 
 
 class PodResourcesClient:
-    """``v1.PodResourcesLister/List`` over the kubelet's PodResources socket; one call per use, no polling."""
+    """``v1.PodResourcesLister/List`` over the kubelet's PodResources socket; one call per use, no polling.
+    The plugin's one PodResources client on its event loop: the allocator asks :meth:`held` (its own
+    ``resource``), MIG partitioning :meth:`held_ids` (any resources)."""
 
     def __init__(self, socket: Path, resource: str, timeout_s: float = 5.0) -> None:
         self._socket = socket
@@ -142,23 +144,36 @@ class PodResourcesClient:
         self._channel: grpc.aio.Channel | None = None
 
     async def held(self) -> list[Held]:
-        if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(f"unix://{self._socket}")
-        stub = pr_grpc.PodResourcesListerStub(self._channel)  # type: ignore[no-untyped-call]
-        reply = await stub.List(pr_pb2.ListPodResourcesRequest(), timeout=self._timeout_s)
+        """Every listed container with the IDs it holds of this client's resource."""
+        reply = await self._list()
         return [
-            Held(
-                pod.namespace,
-                pod.name,
-                c.name,
-                frozenset(i for d in c.devices if d.resource_name == self._resource for i in d.device_ids),
-            )
+            Held(pod.namespace, pod.name, c.name, _device_ids(c, (self._resource,)))
             for pod in reply.pod_resources
             for c in pod.containers
         ]
+
+    async def held_ids(self, resources: Collection[str]) -> frozenset[str]:
+        """Every device ID a listed container holds under any of ``resources``, from one ``List``."""
+        reply = await self._list()
+        return frozenset(
+            i for pod in reply.pod_resources for c in pod.containers for i in _device_ids(c, resources)
+        )
+
+    async def _list(self) -> pr_pb2.ListPodResourcesResponse:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(f"unix://{self._socket}")
+        stub = pr_grpc.PodResourcesListerStub(self._channel)  # type: ignore[no-untyped-call]
+        reply: pr_pb2.ListPodResourcesResponse = await stub.List(
+            pr_pb2.ListPodResourcesRequest(), timeout=self._timeout_s
+        )
+        return reply
 
     async def close(self) -> None:
         if self._channel is not None:
             with contextlib.suppress(Exception):
                 await self._channel.close(None)
             self._channel = None
+
+
+def _device_ids(container: pr_pb2.ContainerResources, resources: Collection[str]) -> frozenset[str]:
+    return frozenset(i for d in container.devices if d.resource_name in resources for i in d.device_ids)

@@ -33,7 +33,7 @@ from plugin.core.mig import MigDevice, MigStrategy, mig_devices, mig_resources, 
 from plugin.core.mig_allocate import MIG_MINORS_PATH, MigPlan, cdi_spec, parse_mig_minors, plan_mig_container
 from plugin.core.slices import Slice, SliceId
 from plugin.health import HealthMonitor
-from plugin.kubelet import PodResourcesClient, Registrar
+from plugin.kubelet import Registrar
 from plugin.server import DeviceBoard, device_list
 from vcuda.model import GpuUuid
 from vcuda.names import Names
@@ -45,7 +45,6 @@ __all__ = [
     "MigOptions",
     "MigPlugins",
     "MigServicer",
-    "held_device_ids",
     "mig_capable",
     "mig_response",
     "read_mig_minors",
@@ -64,21 +63,6 @@ def mig_capable(source: object, gpus: Iterable[Gpu]) -> frozenset[GpuUuid]:
     if isinstance(source, _ProfileSource):
         return frozenset(g.uuid for g in gpus if source.mig_profiles(g.uuid))
     return frozenset(g.uuid for g in gpus if g.mig_enabled or g.mig_pending)
-
-
-async def held_device_ids(socket: Path, resources: Iterable[str]) -> frozenset[str] | None:
-    """Device IDs pods hold under any of ``resources`` (kubelet PodResources); ``None`` when unreadable."""
-    held: set[str] = set()
-    for resource in resources:
-        client = PodResourcesClient(socket, resource)
-        try:
-            held |= {i for container in await client.held() for i in container.device_ids}
-        except grpc.aio.AioRpcError as err:
-            log.warning("cannot read PodResources at %s: %s", socket, err.details())
-            return None
-        finally:
-            await client.close()
-    return frozenset(held)
 
 
 def read_mig_minors(path: Path) -> dict[str, int]:

@@ -13,16 +13,18 @@ from collections.abc import Sequence, Set
 from pathlib import Path
 from typing import Protocol
 
+import grpc
+
 from plugin.core.gpu import Gpu, MigInstance, NodeGpus
 from plugin.core.mig import mig_devices, profile_resource
 from plugin.core.mig_partition import GpuPartition, PartitionSettings, plan_partition
 from plugin.core.slices import SEPARATOR
-from plugin.mig import held_device_ids
+from plugin.kubelet import PodResourcesClient
 from plugin.nvml import MigProfile, NvmlError, ProcessUsage
 from vcuda.model import GpuUuid
 from vcuda.names import Names
 
-__all__ = ["MigControl", "apply_partition", "partition_at_start", "plan_node"]
+__all__ = ["MigControl", "apply_partition", "held_device_ids", "partition_at_start", "plan_node"]
 
 log = logging.getLogger(__name__)
 
@@ -139,5 +141,18 @@ async def partition_at_start(
     resources = {names.core, f"{names.domain}/gpu"} | {
         f"{names.domain}/{profile_resource(d.profile)}" for d in devices
     }
-    held = await held_device_ids(pod_resources_socket, sorted(resources))
+    held = await held_device_ids(pod_resources_socket, resources, names)
     return await asyncio.to_thread(apply_partition, nvml, settings, held)
+
+
+async def held_device_ids(socket: Path, resources: Set[str], names: Names) -> frozenset[str] | None:
+    """Device IDs pods hold under any of ``resources``, from one PodResources ``List``; ``None`` when the
+    kubelet does not answer (then nothing held may be destroyed)."""
+    client = PodResourcesClient(socket, names.core)
+    try:
+        return await client.held_ids(resources)
+    except grpc.aio.AioRpcError as err:
+        log.warning("cannot read PodResources at %s: %s", socket, err.details())
+        return None
+    finally:
+        await client.close()

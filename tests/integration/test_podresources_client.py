@@ -1,0 +1,104 @@
+"""The plugin's one async PodResources client (plugin.kubelet.PodResourcesClient) against a fake kubelet
+PodResourcesLister served by real gRPC (asyncio) on a tmp_path Unix socket.
+
+Cases: ``held`` lists every container with the IDs of the client's own resource only (a container holding
+none is still listed); ``held_ids`` answers the union over several resources from one ``List`` (MIG
+partitioning used to call ``List`` once per resource); MIG partitioning's ``held_device_ids`` gives ``None``
+when the kubelet does not answer, so nothing held is destroyed.
+"""
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from plugin.allocator import Held
+from plugin.api.podresources.v1 import api_pb2, api_pb2_grpc
+from plugin.kubelet import PodResourcesClient
+from plugin.mig_partition import held_device_ids
+from vcuda.names import Names
+
+NAMES = Names()
+CORE, GPU, MIG = NAMES.core, f"{NAMES.domain}/gpu", f"{NAMES.domain}/mig-1g.10gb"
+
+
+class FakeKubeletPodResources(api_pb2_grpc.PodResourcesListerServicer):
+    """A fake kubelet: ``List`` answers ``pods`` and counts its calls. Lists devices of every resource, as the
+    real ``List`` does (it never filters by resource)."""
+
+    def __init__(self, pods: list[api_pb2.PodResources]) -> None:
+        self.pods = pods
+        self.calls = 0
+
+    async def List(self, request, context):  # noqa: N802
+        self.calls += 1
+        return api_pb2.ListPodResourcesResponse(pod_resources=self.pods)
+
+
+def container(name: str, **devices: list[str]) -> api_pb2.ContainerResources:
+    by_resource = {"core": CORE, "gpu": GPU, "mig": MIG}
+    return api_pb2.ContainerResources(
+        name=name,
+        devices=[
+            api_pb2.ContainerDevices(resource_name=by_resource[r], device_ids=ids)
+            for r, ids in devices.items()
+        ],
+    )
+
+
+PODS = [
+    api_pb2.PodResources(
+        namespace="team-a",
+        name="train",
+        containers=[container("trainer", core=["GPU-a::0", "GPU-a::1"], gpu=["GPU-b"]), container("logger")],
+    ),
+    api_pb2.PodResources(namespace="team-b", name="infer", containers=[container("server", mig=["MIG-c"])]),
+]
+
+
+@pytest.fixture
+async def kubelet(tmp_path: Path):
+    fake = FakeKubeletPodResources(PODS)
+    server = grpc.aio.server()
+    api_pb2_grpc.add_PodResourcesListerServicer_to_server(fake, server)  # type: ignore[no-untyped-call]
+    socket = tmp_path / "pod-resources.sock"
+    server.add_insecure_port(f"unix://{socket}")
+    await server.start()
+    yield fake, socket
+    await server.stop(grace=None)
+
+
+async def test_held_lists_every_container_with_the_ids_of_its_own_resource_only(kubelet):
+    _, socket = kubelet
+    client = PodResourcesClient(socket, CORE)
+    try:
+        held = await client.held()
+    finally:
+        await client.close()
+    assert held == [
+        Held("team-a", "train", "trainer", frozenset({"GPU-a::0", "GPU-a::1"})),
+        Held("team-a", "train", "logger", frozenset()),
+        Held("team-b", "infer", "server", frozenset()),
+    ]
+
+
+async def test_held_ids_unites_several_resources_from_one_list_call(kubelet):
+    fake, socket = kubelet
+    client = PodResourcesClient(socket, CORE)
+    try:
+        ids = await client.held_ids({CORE, MIG})
+    finally:
+        await client.close()
+    assert ids == frozenset({"GPU-a::0", "GPU-a::1", "MIG-c"})
+    assert fake.calls == 1
+
+
+async def test_mig_partitioning_reads_every_held_resource_with_one_list_call(kubelet):
+    fake, socket = kubelet
+    held = await held_device_ids(socket, {CORE, GPU, MIG}, NAMES)
+    assert held == frozenset({"GPU-a::0", "GPU-a::1", "GPU-b", "MIG-c"})
+    assert fake.calls == 1
+
+
+async def test_mig_partitioning_gets_none_when_the_kubelet_does_not_answer(tmp_path: Path):
+    assert await held_device_ids(tmp_path / "absent.sock", {CORE, GPU}, NAMES) is None
