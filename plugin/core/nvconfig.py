@@ -236,19 +236,21 @@ def _replicated(raw: object, key: str, strategy: SharingStrategy) -> Sharing:
     if not isinstance(items, list) or not items:
         raise _fail(f"{key}.resources", "no resources specified (a non-empty list is required)")
     resources = tuple(_resource(r, f"{key}.resources[{i}]", by_default) for i, r in enumerate(items))
-    _check_renames(resources, f"{key}.resources")
+    explicit = [
+        (i, r.rename) for i, (r, raw) in enumerate(zip(resources, items, strict=True)) if "rename" in raw
+    ]
+    _check_renames(explicit, f"{key}.resources")
     return Sharing(strategy, resources, fail)
 
 
-def _check_renames(resources: Sequence[ReplicatedResource], key: str) -> None:
+def _check_renames(explicit: Sequence[tuple[int, str]], key: str) -> None:
+    """An explicit rename given twice is a mistake; renameByDefault's ``<name>.shared`` may be shared (GPUs
+    of several entries served as one resource, as NVIDIA's plugin does)."""
     seen: dict[str, int] = {}
-    for i, r in enumerate(resources):
-        if r.rename and r.rename in seen:
-            raise _fail(
-                f"{key}[{i}].rename", f"{r.rename!r} is already the rename of {key}[{seen[r.rename]}]"
-            )
-        if r.rename:
-            seen[r.rename] = i
+    for i, rename in explicit:
+        if rename and rename in seen:
+            raise _fail(f"{key}[{i}].rename", f"{rename!r} is already the rename of {key}[{seen[rename]}]")
+        seen.setdefault(rename, i)
 
 
 def _sharing(raw: object) -> Sharing:

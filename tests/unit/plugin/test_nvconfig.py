@@ -328,7 +328,7 @@ def test_an_impossible_selection_is_refused_naming_the_key(doc: dict[str, Any], 
 
 def test_a_held_gpu_keeps_its_mode_and_a_free_one_switches() -> None:
     wanted = plan_modes(h100x8().gpus, parse_nvidia_config(ts({**R, "devices": [0, 1]})))
-    previous = {p.uuid: GpuPlan(p.uuid, p.index, GpuMode.VCUDA) for p in wanted.gpus}
+    previous: dict[str, GpuPlan] = {p.uuid: GpuPlan(p.uuid, p.index, GpuMode.VCUDA) for p in wanted.gpus}
     held = frozenset({wanted.gpus[0].uuid})
     served, refused = hold_switches(previous, wanted, held)
     assert served.gpus[0].mode is GpuMode.VCUDA
