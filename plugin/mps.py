@@ -32,7 +32,7 @@ class MpsGpu:
 
 def _env(root: Path, uuid: str) -> dict[str, str]:
     return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        **os.environ,  # the driver's library path (LD_LIBRARY_PATH) included
         "CUDA_VISIBLE_DEVICES": uuid,
         "CUDA_MPS_PIPE_DIRECTORY": str(root / uuid / "pipe"),
         "CUDA_MPS_LOG_DIRECTORY": str(root / uuid / "log"),
