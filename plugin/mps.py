@@ -49,13 +49,14 @@ async def _control(
             *args,
             env=env,
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
+            # -d: nothing read; the daemon it forks may keep an inherited output pipe open for its life
+            stdout=asyncio.subprocess.DEVNULL if "-d" in args else asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
     except OSError as err:
         return 127, str(err)
     out, _ = await proc.communicate(stdin.encode() if stdin is not None else None)
-    return proc.returncode or 0, out.decode(errors="replace").strip()
+    return proc.returncode or 0, (out or b"").decode(errors="replace").strip()
 
 
 async def quit_daemons(control: Path, root: Path, uuids: Sequence[str]) -> None:

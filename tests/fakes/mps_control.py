@@ -46,6 +46,9 @@ def _daemon(pipe: Path) -> int:
         os.setsid()
         if os.fork() != 0:
             os._exit(0)
+        devnull = os.open(os.devnull, os.O_RDWR)  # a daemon keeps none of its caller's pipes
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
         (pipe / "control.pid").write_text(str(os.getpid()))
         signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
         while (pipe / "control.pid").exists():

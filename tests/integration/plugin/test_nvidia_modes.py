@@ -8,12 +8,10 @@ with the shim, renamed resource, failRequestsGreaterThanOne); MPS (daemon per GP
 dies, told to quit; client environment); a mode switch refused while a container holds the GPU.
 """
 
-import asyncio
 import dataclasses
 import json
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
