@@ -33,7 +33,7 @@ from plugin.core.nvallocate import (
 from plugin.core.slices import Slice, SliceId
 from plugin.kube import Cluster
 from plugin.kubelet import PodResourcesClient, Registrar
-from plugin.mps import MpsGpu, MpsSupervisor
+from plugin.mps import MpsGpu, MpsSupervisor, quit_daemons
 from plugin.server import DeviceBoard, device_list
 from plugin.state import StateDir
 from vcuda.model import GpuLink, GpuMode, GpuUuid
@@ -276,3 +276,14 @@ async def resolve_modes(
     tmp.write_text(json.dumps(encode_modes(effective)))
     os.replace(tmp, record)
     return effective
+
+
+async def quit_recorded_mps(state_root: Path, control: Path, mps_dir: Path) -> list[str]:
+    """``--uninstall``: tell the MPS daemon of every GPU the last served plan shared by MPS to quit."""
+    try:
+        served = decode_modes(json.loads((state_root / MODES_FILE).read_text()))
+    except (OSError, ValueError):
+        return []
+    uuids: list[str] = sorted(p.uuid for p in served.values() if p.mode is GpuMode.MPS)
+    await quit_daemons(control, mps_dir, uuids)
+    return uuids

@@ -8,6 +8,7 @@ with the shim, renamed resource, failRequestsGreaterThanOne); MPS (daemon per GP
 dies, told to quit; client environment); a mode switch refused while a container holds the GPU.
 """
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -20,7 +21,7 @@ import pytest
 import yaml
 
 from plugin.core.nvallocate import MPS_PIPE_PATH
-from plugin.nvidia import MODES_FILE
+from plugin.nvidia import MODES_FILE, quit_recorded_mps
 from plugin.settings import load_settings
 from tests.fakes.kubelet import Admitted
 from tests.integration.plugin.conftest import NODE, PluginEnv, eventually, make_settings
@@ -226,3 +227,22 @@ async def test_a_mode_switch_is_refused_while_a_container_holds_the_gpu(
         assert json.loads((root / "state" / MODES_FILE).read_text())["gpus"][0]["mode"] == "vcuda"
     finally:
         await env.stop()
+
+
+async def test_uninstall_tells_the_recorded_mps_daemons_to_quit(
+    short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = short_dir / "mps.log"
+    monkeypatch.setenv("FAKE_MPS_LOG", str(log))
+    state, mps = short_dir / "state", short_dir / "mps"
+    pipe = mps / UUIDS[3] / "pipe"
+    pipe.mkdir(parents=True)
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(pipe))
+    started = await asyncio.create_subprocess_exec(str(FAKE_MPS), "-d")
+    assert await started.wait() == 0
+    state.mkdir()
+    record = {"v": 1, "gpus": [{"uuid": UUIDS[3], "index": 3, "mode": "mps", "resource": GPU, "replicas": 2}]}
+    (state / MODES_FILE).write_text(json.dumps(record))
+    assert await quit_recorded_mps(state, FAKE_MPS, mps) == [UUIDS[3]]
+    assert mps_log(log)[-1]["stdin"] == ["quit"]
+    assert not (pipe / "control.pid").exists()
