@@ -20,6 +20,9 @@ import grpc
 import pytest
 import yaml
 
+from plugin.agent import Agent
+from plugin.core.errors import ConfigError
+from plugin.core.gpu import MigInstance
 from plugin.core.nvallocate import MPS_PIPE_PATH
 from plugin.nvidia import MODES_FILE, quit_recorded_mps
 from plugin.settings import load_settings
@@ -246,3 +249,39 @@ async def test_uninstall_tells_the_recorded_mps_daemons_to_quit(
     assert await quit_recorded_mps(state, FAKE_MPS, mps) == [UUIDS[3]]
     assert mps_log(log)[-1]["stdin"] == ["quit"]
     assert not (pipe / "control.pid").exists()
+
+
+async def test_a_lost_gpu_makes_every_replica_of_it_unhealthy(env_factory: Any, short_dir: Path) -> None:
+    source = FakeGpuSource(H100)
+    env = await nvidia_env(env_factory, short_dir, TS, source=source)
+    await env.kubelet.devices_until(GPU, lambda d: len(d) == 8)
+    source.unreachable.add(UUIDS[1])
+    devices = await env.kubelet.devices_until(
+        GPU, lambda d: any(x.health == "Unhealthy" for x in d), timeout=10
+    )
+    assert {d.ID for d in devices if d.health == "Unhealthy"} == {f"{UUIDS[1]}::{n}" for n in range(4)}
+
+
+async def test_nvidia_gpu_registers_again_after_a_kubelet_restart(env_factory: Any, short_dir: Path) -> None:
+    env = await nvidia_env(env_factory, short_dir, {"flags": {}})
+    before = env.agent.nvidia.registrars[0].registrations if env.agent else 0
+    await env.kubelet.restart()
+    await env.kubelet.wait_registered(GPU, timeout=10)
+    assert env.agent is not None
+    await eventually(lambda: env.agent is not None and env.agent.nvidia.registrars[0].registrations > before)
+    assert len(await env.kubelet.devices_until(GPU, lambda d: len(d) == 8, timeout=10)) == 8
+
+
+async def test_mig_single_and_a_whole_gpu_resource_cannot_both_be_nvidia_gpu(short_dir: Path) -> None:
+    mig = dataclasses.replace(
+        H100.gpus[0],
+        mig_enabled=True,
+        mig_instances=(MigInstance("MIG-1", H100.gpus[0].uuid, "3g.40gb", 1, 0, 40000, 60),),
+    )
+    node = dataclasses.replace(H100, gpus=(mig, *H100.gpus[1:]))
+    settings = make_settings(
+        short_dir, mig_strategy="single", config_file=config_file(short_dir, {"flags": {}})
+    )
+
+    with pytest.raises(ConfigError, match=r"nvidia\.com/gpu is served by --mig-strategy=single"):
+        Agent(settings, source=FakeGpuSource(node), cluster=None, pod_resources=None, verifier=None)  # type: ignore[arg-type]
