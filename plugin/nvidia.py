@@ -209,6 +209,7 @@ class NvidiaPlugins:
             resource=resource,
             add_servicer=add,
             poll_s=self._options.poll_s,
+            pre_start_required=False,  # no pod attribution to verify (NVIDIA's plugin asks none either)
         )
 
     async def publish(self, healthy: Mapping[GpuUuid, bool]) -> None:
