@@ -256,10 +256,13 @@ async def resolve_modes(
 ) -> ModePlan:
     """The plan to serve: ``wanted``, but a GPU whose mode would change while a container holds it keeps its
     previous mode (logged, and a Warning event on the Node) until a later start finds it free. The served
-    plan is recorded in ``<state>/modes.json``; when PodResources cannot be read every switch waits."""
+    plan is recorded in ``<state>/modes.json`` (none yet: every GPU was vcuda, as before NVIDIA's modes
+    existed); when PodResources cannot be read every switch waits."""
     record = state_root / MODES_FILE
     try:
         previous = decode_modes(json.loads(record.read_text()))
+    except FileNotFoundError:  # before the first record every GPU was sold as vcuda shares
+        previous = {p.uuid: GpuPlan(p.uuid, p.index, GpuMode.VCUDA) for p in wanted.gpus}
     except (OSError, ValueError):
         previous = {}
     held: frozenset[str] = frozenset()

@@ -194,8 +194,9 @@ async def test_mps_starts_one_daemon_per_gpu_restarts_it_when_it_dies_and_stops_
     assert any("quit" in e["stdin"] for e in mps_log(log))
 
 
+@pytest.mark.parametrize("recorded", [True, False], ids=["recorded modes", "no record: all were vcuda"])
 async def test_a_mode_switch_is_refused_while_a_container_holds_the_gpu(
-    short_dir: Path, kmock_cluster: Any
+    short_dir: Path, kmock_cluster: Any, recorded: bool
 ) -> None:
     from tests.integration.plugin.conftest import _reset_cluster
 
@@ -212,7 +213,8 @@ async def test_a_mode_switch_is_refused_while_a_container_holds_the_gpu(
             for i, u in enumerate(UUIDS)
         ],
     }
-    (root / "state" / MODES_FILE).write_text(json.dumps(record))
+    if recorded:
+        (root / "state" / MODES_FILE).write_text(json.dumps(record))
     env = PluginEnv(root, kmock_cluster, FakeGpuSource(H100), settings)
     env.kubelet.pods[("default", "holder")] = ["main"]
     env.kubelet.allocations[("default", "holder", "main")] = Admitted(
