@@ -180,7 +180,7 @@ async def test_mps_starts_one_daemon_per_gpu_restarts_it_when_it_dies_and_stops_
     assert pipe == env.settings.state_dir / "mps" / UUIDS[0] / "pipe"
     commands = [c for e in mps_log(log) for c in e["stdin"]]
     assert "set_default_active_thread_percentage 50" in commands
-    assert f"set_default_device_pinned_mem_limit {UUIDS[0]} {81559 // 2}M" in commands
+    assert f"set_default_device_pinned_mem_limit 0 {81559 // 2}M" in commands
     (got,) = await env.kubelet.admit("default", "client", [("main", 1)], GPU)
     assert got.ids[0].startswith(UUIDS[0])
     assert got.response is not None
@@ -188,7 +188,7 @@ async def test_mps_starts_one_daemon_per_gpu_restarts_it_when_it_dies_and_stops_
     assert got.response.envs["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "50"
     assert got.response.envs["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == f"{UUIDS[0]}={81559 // 2}M"
     assert {m.container_path: m.host_path for m in got.response.mounts}[MPS_PIPE_PATH] == str(pipe)
-    os.kill(int((pipe / "control.pid").read_text()), signal.SIGKILL)
+    os.kill(int((pipe / "nvidia-cuda-mps-control.pid").read_text()), signal.SIGKILL)
     await eventually(lambda: len([e for e in mps_log(log) if e["argv"] == ["-d"]]) == 2, timeout=20)
     await env.stop()
     assert any("quit" in e["stdin"] for e in mps_log(log))
@@ -250,7 +250,7 @@ async def test_uninstall_tells_the_recorded_mps_daemons_to_quit(
     (state / MODES_FILE).write_text(json.dumps(record))
     assert await quit_recorded_mps(state, FAKE_MPS, mps) == [UUIDS[3]]
     assert mps_log(log)[-1]["stdin"] == ["quit"]
-    assert not (pipe / "control.pid").exists()
+    assert not (pipe / "nvidia-cuda-mps-control.pid").exists()
 
 
 async def test_a_lost_gpu_makes_every_replica_of_it_unhealthy(env_factory: Any, short_dir: Path) -> None:
