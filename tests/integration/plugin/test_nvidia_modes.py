@@ -31,7 +31,7 @@ from tests.integration.plugin.conftest import NODE, PluginEnv, eventually, make_
 from tests.unit.plugin.builders import NAMES, FakeGpuSource, gpus, h100x8
 from vcuda import names as vnames
 from vcuda.annotations import decode_inventory
-from vcuda.model import GpuLink, GpuMode, PcieLevel
+from vcuda.model import GpuLink, GpuMode, GpuUuid, PcieLevel
 from vcuda.shimfile import decode_config
 
 GPU = "nvidia.com/gpu"
@@ -287,3 +287,101 @@ async def test_mig_single_and_a_whole_gpu_resource_cannot_both_be_nvidia_gpu(sho
 
     with pytest.raises(ConfigError, match=r"nvidia\.com/gpu is served by --mig-strategy=single"):
         Agent(settings, source=FakeGpuSource(node), cluster=None, pod_resources=None, verifier=None)  # type: ignore[arg-type]
+
+
+def with_real_uuids(node: Any) -> Any:
+    """The node with UUIDs in NVIDIA's format (its config names GPUs by real UUIDs only)."""
+    new = {g.uuid: GpuUuid(f"GPU-00000000-0000-4000-8000-{g.index:012d}") for g in node.gpus}
+    gpus_ = tuple(dataclasses.replace(g, uuid=new[g.uuid]) for g in node.gpus)
+    links = tuple(dataclasses.replace(x, a=new[x.a], b=new[x.b]) for x in node.links)
+    return dataclasses.replace(node, gpus=gpus_, links=links)
+
+
+REAL = with_real_uuids(H100)
+
+
+def shared(resources: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {"version": "v1", "sharing": {"timeSlicing": {"resources": resources, **extra}}}
+
+
+@pytest.mark.parametrize(
+    ("doc", "served"),
+    [
+        pytest.param(
+            shared([{"name": "gpu", "replicas": 2}], renameByDefault=True),
+            {"nvidia.com/gpu.shared": 16},
+            id="renameByDefault: every GPU as gpu.shared x2",
+        ),
+        pytest.param(
+            shared([{"name": "gpu", "replicas": 3, "devices": 2}]),
+            {GPU: 2 * 3 + 6},
+            id="a count: the first two GPUs x3, the rest whole under the same name",
+        ),
+        pytest.param(
+            shared([{"name": "gpu", "replicas": 3, "devices": [REAL.gpus[5].uuid], "rename": "gpu.five"}]),
+            {"nvidia.com/gpu.five": 3, GPU: 7},
+            id="a UUID renamed: its replicas apart, the rest whole",
+        ),
+        pytest.param(
+            {
+                **shared([{"name": "gpu", "replicas": 2, "devices": [0]}]),
+                "kubeVgpu": {"defaultMode": "vcuda"},
+            },
+            {GPU: 2, NAMES.core: 700},
+            id="defaultMode vcuda: one GPU x2, seven as vcuda shares",
+        ),
+    ],
+)
+async def test_each_sharing_layout_registers_its_resources_with_their_devices(
+    env_factory: Any, short_dir: Path, doc: dict[str, Any], served: dict[str, int]
+) -> None:
+    env = await nvidia_env(
+        env_factory, short_dir, doc, resource=next(iter(served)), source=FakeGpuSource(REAL)
+    )
+    for resource, count in served.items():
+        devices = await env.kubelet.devices_until(resource, lambda d, n=count: len(d) == n, timeout=10)
+        assert len(devices) == count
+
+
+async def test_packed_replicas_fill_one_gpu_before_the_next(env_factory: Any, short_dir: Path) -> None:
+    doc = {
+        **shared([{"name": "gpu", "replicas": 4}]),
+        "flags": {"plugin": {"sharedDevicesAllocationPolicy": "packed"}},
+    }
+    env = await nvidia_env(env_factory, short_dir, doc)
+    admitted = [(await env.kubelet.admit("default", f"p{i}", [("main", 1)], GPU))[0] for i in range(3)]
+    assert len({a.ids[0].partition("::")[0] for a in admitted}) == 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "check"),
+    [
+        pytest.param(
+            {"plugin": {"deviceIDStrategy": "index"}},
+            lambda r: r.envs["NVIDIA_VISIBLE_DEVICES"] in {str(i) for i in range(8)},
+            id="deviceIDStrategy index",
+        ),
+        pytest.param(
+            {"plugin": {"passDeviceSpecs": True}},
+            lambda r: (
+                r.envs["NVIDIA_VISIBLE_DEVICES"] == "void"
+                and "/dev/nvidiactl" in {d.container_path for d in r.devices}
+            ),
+            id="passDeviceSpecs",
+        ),
+    ],
+)
+async def test_nvidias_flags_shape_the_allocate_answer(
+    env_factory: Any, short_dir: Path, flags: dict[str, Any], check: Any
+) -> None:
+    doc = {"flags": flags}
+    loaded = load_settings(["--config-file", str(config_file(short_dir / "l", doc))], env={"NODE_NAME": NODE})
+    env = await nvidia_env(
+        env_factory,
+        short_dir,
+        doc,
+        device_list_strategy=loaded.device_list_strategy,
+        device_id_strategy=loaded.device_id_strategy,
+    )
+    (got,) = await env.kubelet.admit("default", "one", [("main", 1)], GPU)
+    assert check(got.response)
