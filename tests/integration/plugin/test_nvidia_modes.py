@@ -32,7 +32,7 @@ from tests.unit.plugin.builders import NAMES, FakeGpuSource, gpus, h100x8
 from vcuda import names as vnames
 from vcuda.annotations import decode_inventory
 from vcuda.model import GpuLink, GpuMode, GpuUuid, PcieLevel
-from vcuda.shimfile import decode_config
+from vcuda.shimfile import decode_config, decode_placement
 
 GPU = "nvidia.com/gpu"
 FAKE_MPS = Path(__file__).parents[2] / "fakes" / "mps_control.py"
@@ -385,3 +385,25 @@ async def test_nvidias_flags_shape_the_allocate_answer(
     )
     (got,) = await env.kubelet.admit("default", "one", [("main", 1)], GPU)
     assert check(got.response)
+
+
+async def test_isolated_replicas_of_one_gpu_are_placed_as_each_others_neighbours(
+    env_factory: Any, short_dir: Path
+) -> None:
+    doc = {
+        **shared([{"name": "gpu", "replicas": 4, "devices": [0]}]),
+        "kubeVgpu": {"defaultMode": "vcuda", "timeSlicing": {"isolation": True}},
+    }
+    env = await nvidia_env(env_factory, short_dir, doc)
+    admitted = [(await env.kubelet.admit("default", f"t{i}", [("main", 1)], GPU))[0] for i in range(2)]
+    dirs = []
+    for got in admitted:
+        assert got.response is not None
+        config_path = Path(
+            {m.container_path: m.host_path for m in got.response.mounts}[vnames.CONTAINER_CONFIG_PATH]
+        )
+        config = decode_config(config_path.read_bytes())
+        assert f"{config.pod_uid}_{config.container}" == config_path.parent.name  # the shim's own record name
+        dirs.append(config_path.parent.name)
+    placed = decode_placement((env.settings.state_dir / "node" / "placed" / UUIDS[0]).read_bytes())
+    assert sorted(placed) == sorted((d, 25) for d in dirs)
