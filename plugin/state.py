@@ -28,6 +28,7 @@ from typing import Final
 
 from plugin.core.allocate import CONFIG_FILE_NAME, NODE_DIR_NAME
 from plugin.core.attribution import ContainerKey, PodKey
+from plugin.core.nvallocate import REPLICAS_DIR
 from plugin.core.reclaim import ContainerDir
 from vcuda import names
 from vcuda.errors import ContractError
@@ -132,6 +133,20 @@ class StateDir:
         tenant.chmod(0o777)  # the container's processes, whatever their user, create its record files here
         self.write_placements()
 
+    def write_replica(self, dir_name: str, config: ShimConfig) -> None:
+        """The shim files of isolated time-slicing replicas (plugin.core.nvallocate): ``replicas/<dir>``,
+        rewritten by every Allocate of the same replicas (one directory per replica set, so bounded)."""
+        folder = self.root / REPLICAS_DIR / dir_name
+        usage = folder / "usage"
+        usage.mkdir(parents=True, exist_ok=True)
+        usage.chmod(0o777)  # the container's user, whoever it is, runs the shim that writes here
+        write_tenant_file(usage, names.USAGE_FILE_NAME, _empty_usage(len(config.gpus)), 0o666)
+        _write_atomic(folder / CONFIG_FILE_NAME, encode_config(config))
+        tenant = self.root / NODE_DIR_NAME / NODE_TENANTS_DIR / dir_name
+        tenant.mkdir(parents=True, exist_ok=True)
+        tenant.chmod(0o777)
+        self.write_placements()  # the replicas of a GPU are each other's neighbours (docs/shim.md)
+
     def write_config(self, dir_name: str, config: ShimConfig) -> None:
         _write_atomic(self.containers / dir_name / CONFIG_FILE_NAME, encode_config(config))
 
@@ -194,8 +209,8 @@ class StateDir:
         if not placed.is_dir():
             return
         tenants: dict[str, list[tuple[str, int]]] = {}
-        for folder in self._folders():
-            config = self.read_config(folder.name)
+        for folder in [*self._folders(), *self._replica_folders()]:
+            config = self._read_config_at(folder)
             for gpu in config.gpus if config else ():
                 if gpu.core_limit < CORE_PER_GPU:
                     tenants.setdefault(gpu.uuid, []).append((folder.name, gpu.core_limit))
@@ -204,6 +219,20 @@ class StateDir:
         for stale in placed.iterdir():
             if stale.name not in tenants and not stale.name.endswith(TMP_SUFFIX):
                 stale.unlink(missing_ok=True)
+
+    def _replica_folders(self) -> list[Path]:
+        """Isolated time-slicing replicas' shim directories (``replicas/``): placed like containers."""
+        try:
+            return sorted(p for p in (self.root / REPLICAS_DIR).iterdir() if p.is_dir())
+        except FileNotFoundError:
+            return []
+
+    @staticmethod
+    def _read_config_at(folder: Path) -> ShimConfig | None:
+        try:
+            return decode_config((folder / CONFIG_FILE_NAME).read_bytes())
+        except (OSError, ContractError):
+            return None
 
     def _folders(self) -> list[Path]:
         try:
