@@ -73,6 +73,7 @@ def build(settings: Settings, api_client: Any, key: AssignmentKeys) -> tuple[Dep
         grace_s=settings.reservation_grace_s,
         clock=time.monotonic,
         events=metrics,
+        gone_hold_s=settings.gone_pod_hold_s,
     )
     metrics.watch(state)
     scheduler = Scheduler(

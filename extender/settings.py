@@ -80,8 +80,12 @@ class Settings(BaseModel):
     reservation_grace_s: float = Field(120.0, gt=0)
     """How long a bound pod may stay unconfirmed by the plugin before it stops holding back indistinguishable
     pods: longer than an image pull on a warm node, short enough that a lost confirmation does not stall."""
+    gone_pod_hold_s: float = Field(30.0, ge=0)
+    """How long a bound GPU pod deleted before its kubelet ended it (force-deleted: no ``Succeeded`` or
+    ``Failed`` phase) keeps its GPUs: a kubelet restarted meanwhile still counts its devices until it has
+    synced its pods, and a pod given them fails admission. 0 gives them back at once."""
     resync_s: float = Field(5.0, gt=0)
-    """How often expired reservations are swept."""
+    """How often expired reservations are swept (and held GPUs of deleted pods released)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Logging threshold."""
     log_format: LogFormat = LogFormat.TEXT
@@ -136,6 +140,7 @@ _FIELDS: Final = tuple(Settings.model_fields)
 # The plugin's spelling of durations (``--*-seconds``), accepted here too.
 _RENAMED: Final = {
     "reservation_grace_s": "reservation_grace_seconds",
+    "gone_pod_hold_s": "gone_pod_hold_seconds",
     "resync_s": "resync_seconds",
     "leader_elect_lease_duration_s": "leader_elect_lease_duration_seconds",
     "leader_elect_renew_deadline_s": "leader_elect_renew_deadline_seconds",

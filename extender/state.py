@@ -13,6 +13,11 @@ vanished or stopped verifying keeps the holding this process last verified (by U
 The plugin's status record may move a container to another GPU of the same node (a swap of interchangeable
 containers, :func:`vcuda.annotations.apply_moves`); the plugin never re-signs. A moved container is charged on
 both its signed and its recorded GPUs: where no admission policy guards the status, a tenant could write it.
+
+A bound pod that leaves the API server before its kubelet reported it ended (no ``Succeeded``/``Failed``
+phase: force-deleted, or gone while the watch was down) keeps its GPUs for ``gone_hold_s`` more: the kubelet
+may still count its devices (:func:`extender.core.ledger.release`). A pod whose kubelet ended it gives them
+back at once.
 """
 
 import logging
@@ -22,7 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 
 from extender.core.initreuse import net_charges, plain
-from extender.core.ledger import Expiry, Holding, NodeLedger, PodKey, expire
+from extender.core.ledger import Expiry, Holding, NodeLedger, PodKey, expire, release
 from extender.core.load import Charge
 from extender.core.summary import NodeSummary, SummaryIndex
 from extender.core.totals import ClusterTotals
@@ -110,8 +115,11 @@ class ClusterState:
         grace_s: float,
         clock: Callable[[], float],
         events: StateEvents | None = None,
+        gone_hold_s: float = 0.0,
     ) -> None:
         self.names, self._verifier, self.grace_s, self.clock = names, verifier, grace_s, clock
+        self.gone_hold_s = gone_hold_s
+        """How long a bound pod gone before its kubelet ended it stays charged; 0 gives it back at once."""
         self.events: StateEvents = events or _Quiet()
         self.lock = threading.RLock()
         self._nodes: dict[str, NodeLedger] = {}
@@ -277,10 +285,31 @@ class ClusterState:
         return tuple((c.cores_per_gpu, c.memory_mib) for c in request.containers for _ in range(c.gpu_count))
 
     def remove_pod(self, pod: Obj) -> None:
+        """The pod is deleted (``pod``: the watch's last copy): its GPUs go back, at once if its kubelet
+        ended it."""
+        key = pod_key(pod)
+        status = pod.get("status")
+        ended = isinstance(status, Mapping) and status.get("phase") in _TERMINAL
         with self.lock:
-            self._drop(pod_key(pod))
-            self._forged.pop(pod_key(pod), None)
-            self._good.pop(pod_key(pod), None)
+            if ended or not self._hold_gone(key):
+                self._drop(key)
+            self._forged.pop(key, None)
+            self._good.pop(key, None)
+
+    def _hold_gone(self, key: PodKey) -> bool:
+        """Keep a bound pod's holding, gone, until :meth:`expire` releases it; False if none is kept."""
+        holding = self.holding(key)
+        if self.gone_hold_s <= 0 or holding is None or not holding.bound:
+            return False
+        if holding.gone is None:
+            log.info(
+                "a bound GPU pod left the API server before its kubelet ended it: its GPUs stay charged for "
+                "%g s, while the kubelet may still count its devices",
+                self.gone_hold_s,
+                extra={"pod": key, "node": self._where[key]},
+            )
+            self._put(self._where[key], replace(holding, settled=True, gone=self.clock()))
+        return True
 
     def replace_pods(self, pods: Iterable[Obj]) -> None:
         """A fresh list: apply each pod and drop bound holdings of pods that are gone (reservations of binds
@@ -291,9 +320,10 @@ class ClusterState:
                 self.apply_pod(pod)
                 seen.add(pod_key(pod))
             for key in [k for k in self._where if k not in seen]:
-                holding = self.holding(key)
-                if holding is not None and holding.bound:
-                    self._drop(key)
+                if not self._hold_gone(key):
+                    holding = self.holding(key)
+                    if holding is not None and holding.bound:
+                        self._drop(key)
             self._good = {k: v for k, v in self._good.items() if k in seen}
 
     def _verified(self, key: PodKey, pod: Obj) -> PodAssignment | None:
@@ -365,13 +395,16 @@ class ClusterState:
                 self._drop(pod)
 
     def expire(self) -> Expiry:
-        """End in-flight holdings older than the grace (see :func:`extender.core.ledger.expire`)."""
+        """End in-flight holdings older than the grace (see :func:`extender.core.ledger.expire`) and release
+        gone pods' holdings older than ``gone_hold_s`` (:func:`extender.core.ledger.release`)."""
         now, total = self.clock(), Expiry()
         with self.lock:
             for ledger in self._nodes.values():
                 if ledger.in_flight:
                     done = expire(ledger, now, self.grace_s)
                     total = Expiry(total.settled + done.settled, total.dropped + done.dropped)
+                if ledger.gone:
+                    release(ledger, now, self.gone_hold_s)
             for key in [k for k, n in self._where.items() if self._nodes[n].get(k) is None]:
                 del self._where[key]
         if total.settled or total.dropped:

@@ -14,8 +14,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kubernetes import client, config
-
 from kube_vgpu_cli.build import with_build_info
 from kube_vgpu_cli.logs import configure_logging
 from plugin.agent import Agent
@@ -23,7 +21,7 @@ from plugin.core.errors import ConfigError, MigLayoutChangedError
 from plugin.core.gpu import Gpu, GpuSource, NodeGpus
 from plugin.core.mig_partition import PartitionSettings
 from plugin.kube import ApiCluster
-from plugin.kubeapi import CoreV1
+from plugin.kubeapi import ApiClient, CoreV1, new_api_client
 from plugin.kubelet import PodResourcesClient
 from plugin.metrics.exporter import NodeCollector, serve
 from plugin.metrics.podresources import KubeletPodResources
@@ -66,14 +64,6 @@ def _read_keys(path: Path) -> Keyring:
         return load_keyring(path)
     except SigningKeyError as err:
         raise ConfigError(f"invalid setting --assignment-key-file: {err}") from err
-
-
-def _api_client() -> client.ApiClient:
-    try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except config.ConfigException:
-        config.load_kube_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
 
 
 def _driver_root(settings: Settings) -> Settings:
@@ -162,7 +152,7 @@ def node_exporter(
         pod_resources.close()
 
 
-def _evictor(settings: Settings, api: client.ApiClient) -> "PodEvictor | None":
+def _evictor(settings: Settings, api: ApiClient) -> "PodEvictor | None":
     """The Eviction API client for ``--watchdog-evict`` (plugin.watchdog imports NVML: loaded only then)."""
     if not settings.watchdog_evict:
         return None
@@ -180,7 +170,7 @@ def _probes(settings: Settings, agent: Agent) -> contextlib.AbstractAsyncContext
 
 
 async def _run(settings: Settings, keys: Verifier | None) -> None:
-    api = _api_client()
+    api = new_api_client()
     cluster = ApiCluster(api)
     names = Names(settings.resource_domain)
     if settings.uninstall:
@@ -218,7 +208,7 @@ def _labelled(settings: Settings, argv: Sequence[str] | None) -> Settings:
     if not has_label_entries(settings.config_file):
         return settings
     try:
-        node = json.loads(CoreV1(_api_client()).read_node(settings.node_name, _request_timeout=30).data)
+        node = json.loads(CoreV1(new_api_client()).read_node(settings.node_name, _request_timeout=30).data)
     except Exception as err:  # the client raises ApiException, urllib3 and config errors alike
         raise ConfigError(f"nodeConfig matchLabels: cannot read node {settings.node_name}: {err}") from err
     labels = (node.get("metadata") or {}).get("labels")

@@ -16,10 +16,8 @@ import socket
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
-from kubernetes import client
-
 from plugin.core.errors import PluginError
-from plugin.kubeapi import CoreV1
+from plugin.kubeapi import ApiClient, ApiException, CoreV1
 
 __all__ = ["ApiCluster", "Cluster", "GoneError", "KubeError"]
 
@@ -64,7 +62,7 @@ class ApiCluster:
     """:class:`Cluster` over the real client's ``ApiClient`` (plugin.kubeapi)."""
 
     def __init__(
-        self, api: client.ApiClient, component: str = "kube-vgpu-plugin", *, timeout_s: float = 10.0
+        self, api: ApiClient, component: str = "kube-vgpu-plugin", *, timeout_s: float = 10.0
     ) -> None:
         self._core = CoreV1(api)  # CoreV1Api's calls without its 250 model classes (plugin.kubeapi)
         self._component = component
@@ -100,7 +98,7 @@ class ApiCluster:
             resp: Any = await asyncio.to_thread(
                 self._core.read_node, node, _preload_content=False, _request_timeout=self._timeout
             )
-        except client.ApiException as err:
+        except ApiException as err:
             if err.status == 404:
                 return None
             raise KubeError(f"read node {node}: {err}") from err
@@ -125,7 +123,7 @@ class ApiCluster:
             kwargs["resource_version"] = version
         try:
             response: Any = await asyncio.to_thread(self._core.list_node, **kwargs)
-        except client.ApiException as err:
+        except ApiException as err:
             raise (GoneError if err.status == 410 else KubeError)(f"watch node {node}: {err}") from err
         except Exception as err:
             raise KubeError(f"watch node {node}: {err}") from err

@@ -5,14 +5,78 @@ timeouts and :class:`ApiException` on a non-2xx answer as ``CoreV1Api(..., _prel
 Why not ``CoreV1Api`` itself: importing it builds about 250 pydantic model classes, 22 MiB of resident
 memory on every GPU node, for calls whose answers the plugin reads as JSON anyway. Answers here are the
 raw ``urllib3`` responses (``.data``, or streamed for a watch), as ``_preload_content=False`` gives.
+
+The plugin imports the client through this module only: ``kubernetes/__init__.py`` imports every part of
+the client (``dynamic``, ``stream``, ``informer``, ``leaderelection``; with ``kubernetes-validate`` installed,
+jsonschema too) and ``kubernetes/config/__init__.py`` the kubeconfig loader (OAuth2, requests), none of which
+a node agent in its Pod uses. :func:`defer_init` leaves those package ``__init__`` files until a name
+only they define is asked for; the modules used here are the real client's, imported by their full names.
 """
 
+import importlib.util
+import sys
+import threading
+from types import ModuleType
 from typing import Any, Final
 
-from kubernetes.client import ApiClient
-from kubernetes.client.exceptions import ApiException
+__all__ = ["ApiClient", "ApiException", "ConfigException", "CoreV1", "defer_init", "new_api_client"]
 
-__all__ = ["CoreV1"]
+_INIT_LOCK: Final = threading.Lock()
+
+
+def defer_init(name: str) -> None:
+    """Put package ``name`` in ``sys.modules`` without running its ``__init__``: its submodules import as
+    usual (``import name.sub``); the first name the package lacks (``name.anything``, ``from name import x``
+    for an ``x`` not imported yet) runs the real ``__init__`` and answers from it, so nothing behaves
+    differently, it only happens later. Does nothing if the package is already imported or not found."""
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+        return
+    module = importlib.util.module_from_spec(spec)
+    loader = spec.loader
+
+    def finish_init(attr: str) -> object:  # PEP 562: called only for names the module lacks
+        with _INIT_LOCK:
+            if module.__dict__.pop("__getattr__", None) is not None:
+                loader.exec_module(module)
+        return _lookup(module, attr)
+
+    module.__dict__["__getattr__"] = finish_init
+    sys.modules[name] = module
+    parent, _, child = name.rpartition(".")
+    if parent:
+        setattr(sys.modules[parent], child, module)
+
+
+def _lookup(module: ModuleType, attr: str) -> object:
+    try:
+        return module.__dict__[attr]
+    except KeyError:
+        raise AttributeError(f"module {module.__name__!r} has no attribute {attr!r}") from None
+
+
+defer_init("kubernetes")
+defer_init("kubernetes.config")
+
+from kubernetes.client.api_client import ApiClient  # noqa: E402  (after defer_init)
+from kubernetes.client.exceptions import ApiException  # noqa: E402
+from kubernetes.config.config_exception import ConfigException  # noqa: E402
+from kubernetes.config.incluster_config import load_incluster_config  # noqa: E402
+
+
+def new_api_client() -> ApiClient:
+    """The client for the API server: the Pod's service account, or else the kubeconfig (``KUBECONFIG``,
+    ``~/.kube/config``), whose loader (OAuth2, requests) is imported only then."""
+    try:
+        load_incluster_config()  # type: ignore[no-untyped-call]
+    except ConfigException:
+        from kubernetes.config.kube_config import load_kube_config
+
+        load_kube_config()  # type: ignore[no-untyped-call]
+    return ApiClient()
+
 
 _QUERY: Final = {  # CoreV1Api's keyword -> the API server's query parameter
     "allow_watch_bookmarks": "allowWatchBookmarks",

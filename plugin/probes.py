@@ -8,19 +8,19 @@
 
 A small HTTP server of its own, in a daemon thread, apart from the Prometheus exporter: probes keep working
 with ``--metrics-port=0`` and a slow scrape never fails a probe. Anything else answers 404. The server
-thread sleeps in ``select`` until a connection or the stop socket (no ``serve_forever`` poll).
+thread sleeps in ``select`` until a connection or ``shutdown`` (:mod:`plugin.quietserve`, no 0.5 s poll).
 """
 
 import asyncio
 import contextlib
 import logging
-import selectors
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Final
+
+from plugin.quietserve import QuietServing
 
 __all__ = ["Heartbeat", "serve_probes"]
 
@@ -92,13 +92,8 @@ def _handler(
     return Probe
 
 
-def _serve_until(server: ThreadingHTTPServer, stop: socket.socket) -> None:
-    """``serve_forever`` without its 0.5 s poll: sleeps until a connection comes or ``stop`` is readable."""
-    with selectors.DefaultSelector() as selector:
-        selector.register(server, selectors.EVENT_READ)
-        selector.register(stop, selectors.EVENT_READ)
-        while all(key.fileobj is not stop for key, _ in selector.select()):
-            server.handle_request()
+class _Server(QuietServing, ThreadingHTTPServer):
+    daemon_threads = True
 
 
 @contextlib.asynccontextmanager
@@ -114,16 +109,11 @@ async def serve_probes(
     (``port=0`` picks a free one). ``ready`` is called from the server thread: it must only read.
     ``/healthz`` waits up to ``wait_s`` for the loop's answer (under the probe's ``timeoutSeconds``)."""
     loop = asyncio.get_running_loop()
-    server = ThreadingHTTPServer((addr, port), _handler(Heartbeat(stall_s), loop, ready, wait_s))
-    server.daemon_threads = True
-    stop, wake = socket.socketpair()
-    thread = threading.Thread(target=_serve_until, args=(server, stop), name="probes", daemon=True)
+    server = _Server((addr, port), _handler(Heartbeat(stall_s), loop, ready, wait_s))
+    thread = threading.Thread(target=server.serve_forever, name="probes", daemon=True)
     thread.start()
     try:
         yield int(server.server_address[1])
     finally:
-        wake.send(b"x")
-        await asyncio.to_thread(thread.join)
+        await asyncio.to_thread(server.shutdown)
         server.server_close()
-        stop.close()
-        wake.close()

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from kubernetes import client
-
 from plugin.core.watchdog import (
     EVENT_REASONS,
     EVICTABLE,
@@ -35,7 +33,7 @@ from plugin.core.watchdog import (
     find_violations,
 )
 from plugin.kube import Cluster, KubeError
-from plugin.kubeapi import CoreV1
+from plugin.kubeapi import ApiClient, CoreV1
 from plugin.metrics.attribution import container_ids_from_pods, owners, runs_under_shim
 from plugin.metrics.cgroups import CgroupRef
 from plugin.metrics.procfs import NamespacedPid, maps_file, read_cgroup, read_namespaced_pid
@@ -65,7 +63,7 @@ class PodEvictor(Protocol):
 class ApiEvictor:
     """:class:`PodEvictor` over the Eviction API (``POST .../pods/<name>/eviction``, ``policy/v1``)."""
 
-    def __init__(self, api: client.ApiClient, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, api: ApiClient, *, timeout_s: float = 10.0) -> None:
         self._core = CoreV1(api)
         self._timeout = timeout_s
 

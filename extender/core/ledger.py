@@ -4,7 +4,9 @@ A :class:`Holding` is one pod's assignment on a node: reserved at bind (before t
 back from a bound pod's verified annotation. A bound GPU pod whose assignment is lost (removed, tampered
 with, signed with a retired key) and that this process never saw verified is held *unplaced*: its request is
 charged on every GPU of its node until it ends, so its GPU is never sold twice. A holding is *in flight*
-until the plugin confirms it (phase allocated or failed) or the grace passes. A :class:`NodeLedger` keeps a
+until the plugin confirms it (phase allocated or failed) or the grace passes. A bound pod that left the API
+server before its kubelet reported it ended (force-deleted) stays charged, *gone*, for a bounded hold: the
+kubelet may still count its devices (:func:`release`). A :class:`NodeLedger` keeps a
 node's inventory, holdings and the load and summary derived from them, recomputed on every change so reads
 are free.
 """
@@ -19,7 +21,7 @@ from extender.core.summary import EMPTY_SUMMARY, NodeSummary, SummaryIndex, summ
 from extender.core.totals import NO_PODS, PodCounts, count_pods
 from vcuda.model import ContainerAssignment, GpuUuid, NodeInventory, NodeName
 
-__all__ = ["Expiry", "Holding", "NodeLedger", "PodKey", "expire"]
+__all__ = ["Expiry", "Holding", "NodeLedger", "PodKey", "expire", "release"]
 
 PodKey = NewType("PodKey", str)
 
@@ -39,6 +41,9 @@ class Holding:
     reserved: tuple[ContainerAssignment, ...] | None = None
     """What the pod holds when it is not the sum of ``containers`` (init containers' slices reused:
     :mod:`extender.core.initreuse`); None for a plain pod."""
+    gone: float | None = None
+    """When the pod left the API server while its kubelet had not reported it ended (seconds); it stays
+    charged until :func:`release`. None for a pod the API server still has."""
 
     @property
     def in_flight(self) -> bool:
@@ -59,6 +64,7 @@ class NodeLedger:
         "_holdings",
         "_index",
         "generation",
+        "gone",
         "in_flight",
         "inventory",
         "load",
@@ -77,6 +83,8 @@ class NodeLedger:
         self.load: dict[GpuUuid, GpuLoad] = {}
         self.summary: NodeSummary = EMPTY_SUMMARY
         self.in_flight: tuple[Signature, ...] = ()
+        self.gone = 0
+        """How many holdings are of pods gone from the API server (:attr:`Holding.gone`)."""
         self.pods: PodCounts = NO_PODS
         self.generation = 0
         self._refresh()
@@ -122,6 +130,7 @@ class NodeLedger:
         self.in_flight = tuple(
             signature(c) for h in self._holdings.values() if h.in_flight for c in h.containers
         )
+        self.gone = sum(1 for h in self._holdings.values() if h.gone is not None)
         self.generation += 1
         pods, self.pods = self.pods, count_pods(self._holdings.values())
         index = self._index
@@ -147,7 +156,7 @@ def expire(ledger: NodeLedger, now: float, grace_s: float) -> Expiry:
     reservation the API server never confirmed (its bind is stuck) gives its GPUs back."""
     settled = dropped = 0
     for holding in list(ledger.holdings()):
-        if holding.settled or now - holding.since < grace_s:
+        if holding.settled or holding.gone is not None or now - holding.since < grace_s:
             continue
         if holding.bound:
             ledger.hold(replace(holding, settled=True))
@@ -156,3 +165,17 @@ def expire(ledger: NodeLedger, now: float, grace_s: float) -> Expiry:
             ledger.drop(holding.pod)
             dropped += 1
     return Expiry(settled, dropped)
+
+
+def release(ledger: NodeLedger, now: float, hold_s: float) -> int:
+    """Give back the GPUs of pods gone from the API server for ``hold_s`` or more; answers how many.
+
+    Why a pod is held at all: the kubelet's device manager frees a pod's devices only when it next allocates
+    and has seen every pod source since it started (``UpdateAllocatedDevices`` waits for ``sourcesReady``),
+    so for a while after a kubelet restart it still counts a force-deleted pod's devices, restored from its
+    checkpoint. Sold again at once, they would fail the next pod's admission (``UnexpectedAdmissionError``).
+    """
+    gone = [h.pod for h in ledger.holdings() if h.gone is not None and now - h.gone >= hold_s]
+    for pod in gone:
+        ledger.drop(pod)
+    return len(gone)

@@ -4,7 +4,9 @@ Cases: the kubelet registers its Node and our plugin with its device manager (``
 allocatable comes from the kubelet, ``vcuda-memory`` and the inventory from the plugin); a GPU pod goes
 through the webhook, kube-scheduler, the extender, the kubelet's admission and device manager (``Allocate``,
 ``PreStartContainer``) to Running, with the plugin's status annotation; after a kubelet restart the plugin
-registers again and the next pod runs too.
+registers again and the next pod runs too: the previous test's pod was force-deleted just before the restart,
+and the restarted kubelet still counts its slices until it has synced its pods, so the extender holds that
+pod's share (``--gone-pod-hold-seconds``) and places the whole-GPU pod beside it.
 """
 
 import contextlib
@@ -90,14 +92,6 @@ def test_a_gpu_pod_runs_through_kubelet_allocate_and_prestart(
     )  # the plugin confirmed it at PreStart
 
 
-@pytest.mark.xfail(
-    reason="found by this tier, open (extender): the previous test's pod is force-deleted and the kubelet "
-    "restarted at once; until its pod sources have synced the kubelet keeps counting that pod's 30 slices "
-    "(devicemanager UpdateAllocatedDevices waits for sourcesReady), while the extender gives the whole GPU to "
-    "this pod. The plugin refuses the Allocate (naming the withheld slices) and the pod fails "
-    "UnexpectedAdmissionError (docs/testing.md).",
-    strict=False,
-)
 def test_the_plugin_registers_again_after_a_kubelet_restart(
     node: KubeletNode, core: Any, namespace: str
 ) -> None:

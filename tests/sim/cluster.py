@@ -286,8 +286,14 @@ class SimCluster:
         await self.kube.create("pods", pod)
         return True
 
-    async def delete_pod(self, key: str) -> None:
+    async def delete_pod(self, key: str, *, force: bool = False) -> None:
+        """``kubectl delete``: as the real kubelet does for a graceful deletion, the pod's end is reported
+        first (phase ``Failed``: its containers were killed), then the object goes. ``force``: the object goes
+        at once (``--force --grace-period=0``), nothing reported."""
         namespace, name = key.split("/", 1)
+        if not force:
+            ended = {"status": {"phase": "Failed", "reason": "Terminated", "message": "deleted (sim)"}}
+            await self.kube.patch(pod_path(namespace, name) + "/status", ended)
         await self.kube.delete(pod_path(namespace, name))
 
     async def pods(self) -> dict[str, Obj]:

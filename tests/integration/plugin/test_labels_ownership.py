@@ -179,7 +179,7 @@ def test_the_plugin_reads_its_nodes_labels_for_label_matched_config(tmp_path, km
     body = {"metadata": {"name": "pool-node-17", "labels": {"nvidia.com/vgpu.config": "big"}}}
     kmock_cluster.core().create_node(body, _preload_content=False)
     # the kubeconfig path is fixed when the client is imported: hand over the client to kmock instead
-    monkeypatch.setattr("plugin.__main__._api_client", kmock_cluster.api_client)
+    monkeypatch.setattr("plugin.__main__.new_api_client", kmock_cluster.api_client)
     config = tmp_path / "config.yaml"
     config.write_text(
         "version: v1\nnodeConfig:\n  - matchLabels: {nvidia.com/vgpu.config: big}\n    deviceMemoryScaling: 0.5\n"

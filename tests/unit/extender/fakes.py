@@ -173,6 +173,7 @@ def make_deps(
     *,
     clock: FakeClock | None = None,
     grace_s: float = 60.0,
+    gone_hold_s: float = 0.0,
     node_policy: Policy = Policy.BINPACK,
     gpu_policy: Policy = Policy.SPREAD,
     node_cache_capable: bool = True,
@@ -180,7 +181,9 @@ def make_deps(
     scheduler_names: tuple[str, ...] = ("default-scheduler", "kube-vgpu-scheduler"),
 ) -> tuple[Deps, FakeCluster]:
     metrics = ExtenderMetrics()
-    state = ClusterState(NAMES, KEY, grace_s=grace_s, clock=clock or time.monotonic, events=metrics)
+    state = ClusterState(
+        NAMES, KEY, grace_s=grace_s, clock=clock or time.monotonic, events=metrics, gone_hold_s=gone_hold_s
+    )
     metrics.watch(state)
     state.replace_nodes(list(nodes))
     state.synced.set()
