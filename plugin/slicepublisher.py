@@ -70,10 +70,14 @@ def _comparable(spec: Mapping[str, Any]) -> Body:
 
 
 def _unchanged(current: Sequence[Body], wanted: Sequence[Body]) -> bool:
+    """Whether ``current`` already is the pool: one generation, the same slices in any order (the names the
+    server generated say nothing about which slice holds what)."""
     generations = {(s["spec"].get("pool") or {}).get("generation") for s in current}
-    return len(generations) == 1 and [_comparable(s["spec"]) for s in current] == [
-        _comparable(w) for w in wanted
-    ]
+
+    def contents(specs: Sequence[Mapping[str, Any]]) -> list[str]:
+        return sorted(json.dumps(_comparable(s), sort_keys=True) for s in specs)
+
+    return len(generations) == 1 and contents([s["spec"] for s in current]) == contents(wanted)
 
 
 class SlicePublisher:

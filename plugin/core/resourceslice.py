@@ -1,13 +1,13 @@
 """The node's GPUs as DRA ResourceSlices (``resource.k8s.io/v1``, Go JSON shape). Standard library only.
 
-One pool per node (named after the node), published by the driver ``vgpu.<domain>``:
+One pool per node (named after the node), published by the driver ``kube-vgpu.<domain>``:
 
-- a GPU without MIG is one device ``gpu-<index>`` with capacity ``memory`` (bytes) and ``cores`` (100),
+- a GPU without MIG is one device ``gpu-<uuid>`` with capacity ``memory`` (bytes) and ``cores`` (100),
   ``allowMultipleAllocations: true`` (KEP-5075 consumable capacity) and a request policy per capacity: a
   valid range with a step (``memory``: 256 MiB .. all of it, step 1 MiB; ``cores``: 1 .. 100, step 1). The
   policy's default is the whole capacity, so a request that names no capacity takes the GPU whole and no
   share fits beside it;
-- a GPU with MIG on is not shareable: each MIG instance is a device ``gpu-<index>-mig-<gi>-<ci>`` that
+- a GPU with MIG on is not shareable: each MIG instance is a device ``mig-<uuid>`` that
   consumes the parent's counters (KEP-4815 partitionable devices: ``sharedCounters`` in a slice of their
   own, since the API allows only one of ``devices`` and ``sharedCounters`` per slice);
 - an unhealthy GPU (or MIG instance) is tainted ``<driver>/unhealthy=<reason>:NoSchedule`` (device taints
@@ -25,6 +25,7 @@ device. Quantities are written in Kubernetes' canonical form, so that what the A
 equal and the publisher never rewrites an unchanged pool.
 """
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -40,6 +41,7 @@ __all__ = [
     "UnhealthyPolicy",
     "architecture",
     "binary_quantity",
+    "device_name",
     "driver_name",
     "nvlink_domains",
     "pool_specs",
@@ -52,6 +54,7 @@ MAX_COUNTER_SETS: Final = 8
 MIB: Final = 1 << 20
 MIN_MEMORY_MIB: Final = 256
 STANDARD: Final = "resource.kubernetes.io"
+_LABEL_UNSAFE: Final = re.compile(r"[^a-z0-9-]+")
 
 Spec = dict[str, Any]
 
@@ -84,7 +87,16 @@ class SliceOptions:
 
 
 def driver_name(domain: str) -> str:
-    return f"vgpu.{domain}"
+    """``kube-vgpu.<domain>``: the driver's name in slices, DeviceClass selectors and kubelet registration."""
+    return f"kube-vgpu.{domain}"
+
+
+def device_name(uuid: str) -> str:
+    """``gpu-<uuid>`` / ``mig-<uuid>`` (lower case, a DNS label), from the UUID rather than the index: indexes
+    may change across reboots while a slice or an allocated claim still names the device."""
+    kind, _, tail = uuid.lower().partition("-")
+    kind = "mig" if kind == "mig" else "gpu"
+    return (kind + "-" + _LABEL_UNSAFE.sub("-", tail or kind))[:63].rstrip("-")
 
 
 def binary_quantity(value: int) -> str:
@@ -170,7 +182,7 @@ def _shareable_device(gpu: Gpu, node: NodeGpus, nvlink: Mapping[GpuUuid, str], o
         attrs["nvlinkDomain"] = _attr("string", nvlink[gpu.uuid])
     memory = gpu.memory_mib * MIB
     return {
-        "name": f"gpu-{gpu.index}",
+        "name": device_name(gpu.uuid),
         "attributes": attrs,
         "capacity": {
             "cores": {"value": "100", "requestPolicy": _range_policy(100, 1, 1, str)},
@@ -206,7 +218,7 @@ def _mig_device(gpu: Gpu, mig: MigInstance, node: NodeGpus, options: SliceOption
     attrs |= _common_attributes(gpu, node, options)
     memory = binary_quantity(mig.memory_mib * MIB)
     return {
-        "name": f"gpu-{gpu.index}-mig-{mig.gpu_instance_id}-{mig.compute_instance_id}",
+        "name": device_name(mig.uuid),
         "attributes": attrs,
         "capacity": {"memory": {"value": memory}, "multiprocessors": {"value": str(mig.multiprocessors)}},
         "consumesCounters": [{"counterSet": _counter_set(gpu), "counters": {"memory": {"value": memory}}}],

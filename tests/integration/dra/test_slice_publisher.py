@@ -23,7 +23,7 @@ from tests.kmock_cluster import KmockCluster
 from tests.unit.plugin.builders import gpus, h200x8
 from tests.unit.plugin_mig.builders import a100
 
-DRIVER = "vgpu.nvidia.com"
+DRIVER = "kube-vgpu.nvidia.com"
 NODE = "node-1"
 OPTIONS = SliceOptions(driver=DRIVER, node=NODE, unhealthy={}, pcie_roots={})
 
@@ -91,6 +91,16 @@ async def test_a_shrinking_pool_deletes_its_surplus_slice(cluster: KmockCluster)
     await pub.sync(pool_specs(gpus(2, node=NODE), OPTIONS, 0))
     (only,) = stored(cluster)
     assert only["spec"]["pool"] == {"name": NODE, "generation": 2, "resourceSliceCount": 1}
+
+
+async def test_a_pool_of_two_slices_stored_in_another_order_is_unchanged(cluster: KmockCluster) -> None:
+    mig = NodeGpus((a100(0, "1g.5gb", pending=False),), (), "580.95.05", "13.0")
+    counters, devices = pool_specs(mig, OPTIONS, 1)
+    create(cluster, devices, "a-devices")
+    create(cluster, counters, "b-counters")
+    before = counts(cluster)
+    assert await publisher(cluster).sync(pool_specs(mig, OPTIONS, 0)) is False
+    assert counts(cluster) - before == {("list", "resourceslices"): 1}
 
 
 async def test_stale_slices_of_an_earlier_run_are_replaced_at_start(cluster: KmockCluster) -> None:

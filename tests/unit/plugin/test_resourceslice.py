@@ -21,6 +21,7 @@ from plugin.core.resourceslice import (
     UnhealthyPolicy,
     architecture,
     binary_quantity,
+    device_name,
     nvlink_domains,
     pool_specs,
     semver,
@@ -29,7 +30,7 @@ from tests.unit.plugin.builders import gpus, h200x8
 from tests.unit.plugin_mig.builders import a100
 from vcuda.model import GpuUuid
 
-DRIVER = "vgpu.nvidia.com"
+DRIVER = "kube-vgpu.nvidia.com"
 
 
 def options(**kwargs: Any) -> SliceOptions:
@@ -54,7 +55,7 @@ def test_eight_h200_are_one_slice_of_eight_shareable_devices() -> None:
     assert spec["driver"] == DRIVER
     assert spec["nodeName"] == "node-1"
     assert spec["pool"] == {"name": "node-1", "generation": 3, "resourceSliceCount": 1}
-    assert [d["name"] for d in spec["devices"]] == [f"gpu-{i}" for i in range(8)]
+    assert [d["name"] for d in spec["devices"]] == [f"gpu-node-1-{i:04d}" for i in range(8)]
     assert all(d["allowMultipleAllocations"] is True for d in spec["devices"])
 
 
@@ -133,9 +134,9 @@ def test_nvlink_joined_gpus_share_a_domain_and_lone_gpus_have_none() -> None:
     joined = dataclasses.replace(
         node, links=tuple(lk for lk in node.links if {lk.a, lk.b} in ({a, b}, {b, c}))
     )
-    by_name = {d["name"]: d["attributes"] for d in devices(pool_specs(joined, options(), 1))}
-    assert {by_name[f"gpu-{i}"]["nvlinkDomain"]["string"] for i in range(3)} == {a}
-    assert "nvlinkDomain" not in by_name["gpu-3"]
+    found = [d["attributes"] for d in devices(pool_specs(joined, options(), 1))]
+    assert {found[i]["nvlinkDomain"]["string"] for i in range(3)} == {a}
+    assert "nvlinkDomain" not in found[3]
 
 
 def test_nvlink_domains_join_transitively_and_ignore_pcie_only_links() -> None:
@@ -156,7 +157,7 @@ def test_an_unhealthy_gpu_is_withdrawn_under_the_withdraw_policy() -> None:
     node = h200x8()
     bad = {str(node.gpus[2].uuid): "unreachable"}
     found = devices(pool_specs(node, options(unhealthy=bad, policy=UnhealthyPolicy.WITHDRAW), 1))
-    assert [d["name"] for d in found] == [f"gpu-{i}" for i in range(8) if i != 2]
+    assert [d["attributes"]["index"]["int"] for d in found] == [i for i in range(8) if i != 2]
 
 
 def test_mig_gpus_are_partitionable_devices_with_counters_in_their_own_slice() -> None:
@@ -170,8 +171,8 @@ def test_mig_gpus_are_partitionable_devices_with_counters_in_their_own_slice() -
         {"name": "gpu-0-counters", "counters": {"memory": {"value": "40Gi"}}}
     ]
     found = {d["name"]: d for d in devices(specs)}
-    assert sorted(found) == ["gpu-0-mig-1-0", "gpu-0-mig-2-0", "gpu-1"]
-    mig = found["gpu-0-mig-1-0"]
+    assert sorted(found) == ["gpu-a1000001-0000", "mig-a1000000-1-0", "mig-a1000000-2-0"]
+    mig = found["mig-a1000000-1-0"]
     assert mig["consumesCounters"] == [
         {"counterSet": "gpu-0-counters", "counters": {"memory": {"value": "19968Mi"}}}
     ]
@@ -247,6 +248,19 @@ def test_versions_become_semantic_versions(version: str, expected: str) -> None:
 )
 def test_architecture_follows_the_compute_capability(cc: tuple[int, int], name: str) -> None:
     assert architecture(cc) == name
+
+
+@pytest.mark.parametrize(
+    ("uuid", "name"),
+    [
+        ("GPU-5f0c3f5e-8A53-4a5e-9d7e-0d4a4e0a9f11", "gpu-5f0c3f5e-8a53-4a5e-9d7e-0d4a4e0a9f11"),
+        ("MIG-5f0c3f5e-8a53-4a5e-9d7e-0d4a4e0a9f11", "mig-5f0c3f5e-8a53-4a5e-9d7e-0d4a4e0a9f11"),
+        ("GPU-" + "a" * 80, "gpu-" + "a" * 59),
+        ("GPU-x_y/z", "gpu-x-y-z"),
+    ],
+)
+def test_device_names_are_dns_labels_from_the_uuid(uuid: str, name: str) -> None:
+    assert device_name(uuid) == name
 
 
 def test_uuid_keys_are_gpu_uuids() -> None:
