@@ -20,7 +20,7 @@ from kubernetes_validate import utils as kv
 from plugin.core.gpu import NodeGpus
 from plugin.core.resourceslice import SliceOptions, driver_name, pool_specs
 from plugin.slicepublisher import slice_object
-from tests.contract.test_deploy_chart import HELM, helm, render
+from tests.contract.test_deploy_chart import HELM, PLUGIN_RULES, _expand, _rules, helm, render
 from tests.unit.plugin.builders import h200x8
 from tests.unit.plugin_mig.builders import a100
 
@@ -129,3 +129,25 @@ class TestChart:
 def test_published_resource_slices_are_valid(version: str) -> None:
     for body in published():
         kv.validate(body | {"metadata": body["metadata"] | {"name": "n"}}, version, strict=True)
+
+
+def test_with_dra_the_plugin_may_write_resource_slices_and_nothing_more(home: Path) -> None:
+    roles = [o for o in render(home, ["dra.enabled=true"], "1.36.0") if o["kind"] == "ClusterRole"]
+    (plugin,) = [r for r in roles if r["metadata"]["name"].endswith("-plugin")]
+    slices = _expand(("resource.k8s.io",), ("resourceslices",), ("list", "create", "update", "delete"))
+    assert _rules(plugin) == PLUGIN_RULES | slices
+
+
+def test_with_dra_a_policy_confines_the_plugin_to_its_own_slices(home: Path) -> None:
+    objects = render(home, ["dra.enabled=true", "resourceDomain=example.com"], "1.36.0")
+    named = [o for o in objects if o["metadata"]["name"].endswith("-plugin-own-slices")]
+    assert sorted(o["kind"] for o in named) == [
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ]
+    (policy,) = [o for o in named if o["kind"] == "ValidatingAdmissionPolicy"]
+    expression = policy["spec"]["validations"][0]["expression"]
+    assert "variables.slice.spec.nodeName == variables.node" in expression
+    assert "variables.slice.spec.driver == 'kube-vgpu.example.com'" in expression
+    without = render(home, [], "1.36.0")
+    assert not [o for o in without if o["metadata"]["name"].endswith("-plugin-own-slices")]
