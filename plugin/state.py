@@ -117,7 +117,12 @@ class StateDir:
         ]
 
     def write_container(self, record: AllocationRecord, config: ShimConfig) -> None:
-        folder = self.containers / record.dir_name
+        self.write_files(record.dir_name, config)
+        _write_atomic(self.containers / record.dir_name / RECORD_FILE, record.to_json().encode())
+
+    def write_files(self, dir_name: str, config: ShimConfig) -> None:
+        """A container's (or DRA claim's) config, usage file, own record directory, and the placements."""
+        folder = self.containers / dir_name
         usage = folder / "usage"
         usage.mkdir(parents=True, exist_ok=True)
         usage.chmod(0o777)  # the container's user, whoever it is, runs the shim that writes here
@@ -126,8 +131,7 @@ class StateDir:
             # the usage dir is the tenant's: never through a name it planted (vcuda.tenantfile)
             write_tenant_file(usage, names.USAGE_FILE_NAME, _empty_usage(len(config.gpus)), 0o666)
         _write_atomic(folder / CONFIG_FILE_NAME, encode_config(config))
-        _write_atomic(folder / RECORD_FILE, record.to_json().encode())
-        tenant = self.root / NODE_DIR_NAME / NODE_TENANTS_DIR / record.dir_name
+        tenant = self.root / NODE_DIR_NAME / NODE_TENANTS_DIR / dir_name
         tenant.mkdir(exist_ok=True)
         tenant.chmod(0o777)  # the container's processes, whatever their user, create its record files here
         self.write_placements()
