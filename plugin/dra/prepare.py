@@ -81,11 +81,18 @@ class ClaimPreparer:
 
     # --- kubelet calls ----------------------------------------------------------------------------
 
-    async def prepare(self, refs: Sequence[ClaimRef]) -> dict[str, Outcome]:
+    async def prepare(
+        self, refs: Sequence[ClaimRef], expired: Callable[[], bool] = lambda: False
+    ) -> dict[str, Outcome]:
+        """``expired``: the caller's deadline passed. Then nothing is written: the kubelet has given up on
+        this call and may already have unprepared its claims (it retries prepare, with a new call)."""
         todo = [r for r in refs if not self._is_prepared(r)]
         bodies = await asyncio.gather(*(self._read(r) for r in todo))
         read = {r.uid: b for r, b in zip(todo, bodies, strict=True)}
         async with self._lock:
+            if expired():
+                log.warning("prepare of %d claims abandoned: the kubelet's deadline passed", len(refs))
+                return {r.uid: Outcome(error="kube-vgpu: the call's deadline passed") for r in refs}
             return {r.uid: self._prepare_one(r, read.get(r.uid)) for r in refs}
 
     async def unprepare(self, refs: Sequence[ClaimRef]) -> dict[str, str]:

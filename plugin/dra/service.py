@@ -6,7 +6,7 @@ request gets an entry in the answer (the kubelet treats a missing one as a failu
 error string; the call itself fails only when the request cannot be read at all.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
@@ -27,6 +27,16 @@ SUPPORTED_VERSIONS = ("v1.DRAPlugin", "v1beta1.DRAPlugin")
 
 def _refs(claims: Iterable[Any]) -> list[ClaimRef]:
     return [ClaimRef(c.namespace, c.name, c.uid) for c in claims]
+
+
+def _expired(context: Ctx) -> Callable[[], bool]:
+    """Whether the kubelet's deadline for this call has passed (it no longer waits for the answer)."""
+
+    def expired() -> bool:
+        left = context.time_remaining()
+        return left is not None and left <= 0
+
+    return expired
 
 
 def _v1_result(o: Outcome) -> v1.NodePrepareResourceResponse:
@@ -64,7 +74,7 @@ class DraV1Servicer(v1_grpc.DRAPluginServicer):
     async def NodePrepareResources(  # noqa: N802 (gRPC method name)
         self, request: v1.NodePrepareResourcesRequest, context: Ctx
     ) -> v1.NodePrepareResourcesResponse:
-        outcomes = await self._preparer.prepare(_refs(request.claims))
+        outcomes = await self._preparer.prepare(_refs(request.claims), _expired(context))
         return v1.NodePrepareResourcesResponse(claims={u: _v1_result(o) for u, o in outcomes.items()})
 
     async def NodeUnprepareResources(  # noqa: N802 (gRPC method name)
@@ -82,7 +92,7 @@ class DraV1beta1Servicer(v1beta1_grpc.DRAPluginServicer):
     async def NodePrepareResources(  # noqa: N802 (gRPC method name)
         self, request: v1beta1.NodePrepareResourcesRequest, context: Ctx
     ) -> v1beta1.NodePrepareResourcesResponse:
-        outcomes = await self._preparer.prepare(_refs(request.claims))
+        outcomes = await self._preparer.prepare(_refs(request.claims), _expired(context))
         return v1beta1.NodePrepareResourcesResponse(
             claims={u: _v1beta1_result(o) for u, o in outcomes.items()}
         )
