@@ -1,14 +1,16 @@
-"""The DRA driver's checkpoint: which claims it prepared, with what, in one JSON file written atomically.
+"""The DRA driver's checkpoint: the claims it prepared and with what, one JSON file per claim, atomic.
 
-``<state>/dra/checkpoint.json`` (``{"v": 1, "claims": {<uid>: {...}}}``): a claim is recorded *before* its
-files are written (``prepared: false``) and marked prepared after, so a plugin that dies anywhere in between
-still knows, after its restart, what to remove when the kubelet unprepares the claim, and what to answer
-when the kubelet prepares it again. Every save writes a temporary file, fsyncs it and renames it over the
-old one: a reader (the next start) sees the old or the new checkpoint, never half of one.
+``<state>/dra/claims/<claim-uid>.json`` (``{"v": 1, ...}``): a claim is recorded *before* its files are
+written (``prepared: false``) and marked prepared after, so a plugin that dies anywhere in between still
+knows, after its restart, what to remove when the kubelet unprepares the claim, and what to answer when the
+kubelet prepares it again. A record is written to a temporary name and renamed over the old one: the next
+start reads the old or the new record, never half of one. One file per claim keeps a prepare O(1) however
+many claims the node holds.
 
-An unreadable checkpoint is kept aside as ``checkpoint.json.corrupt`` and the driver starts empty: unprepare
-still finds a claim's files by its UID (:mod:`plugin.dra.prepare`), and the kubelet prepares again what it
-still needs.
+No fsync: a plugin restart keeps the page cache, and what a power loss could take back is recovered without
+the record: every file of a claim is named by its UID (unprepare finds them by it), and after a reboot the
+kubelet prepares its claims again. An unreadable record is kept aside as ``<uid>.json.corrupt``; its claim
+is then unknown, which unprepare handles the same way.
 """
 
 import json
@@ -98,27 +100,26 @@ def _entry(uid: str, doc: Mapping[str, Any]) -> Entry:
 
 
 class Checkpoint:
-    """The entries in memory and on disk; every change is saved before the method returns."""
+    """The records in memory and on disk; every change is on disk before the method returns."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
         self._entries: dict[str, Entry] = self._load()
 
     def _load(self) -> dict[str, Entry]:
-        try:
-            doc = json.loads(self.path.read_text())
-            if doc.get("v") != CHECKPOINT_VERSION:
-                raise ValueError(f"checkpoint version {doc.get('v')!r}, expected {CHECKPOINT_VERSION}")
-            return {uid: _entry(uid, e) for uid, e in doc["claims"].items()}
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-            aside = self.path.with_name(self.path.name + ".corrupt")
-            log.error(
-                "DRA checkpoint %s is unreadable (%s): kept as %s, starting empty", self.path, err, aside
-            )
-            os.replace(self.path, aside)
-            return {}
+        found = {}
+        for path in sorted(self.folder.glob("*.json")) if self.folder.is_dir() else ():
+            uid = path.name.removesuffix(".json")
+            try:
+                doc = json.loads(path.read_text())
+                if doc.get("v") != CHECKPOINT_VERSION:
+                    raise ValueError(f"record version {doc.get('v')!r}, expected {CHECKPOINT_VERSION}")
+                found[uid] = _entry(uid, doc)
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+                aside = path.with_name(path.name + ".corrupt")
+                log.error("DRA checkpoint record %s is unreadable (%s): kept as %s", path, err, aside)
+                os.replace(path, aside)
+        return found
 
     def get(self, uid: str) -> Entry | None:
         return self._entries.get(uid)
@@ -130,19 +131,13 @@ class Checkpoint:
         return len(self._entries)
 
     def put(self, entry: Entry) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{entry.ref.uid}.json"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps({"v": CHECKPOINT_VERSION, **_entry_doc(entry)}, separators=(",", ":")))
+        os.replace(tmp, path)
         self._entries[entry.ref.uid] = entry
-        self._save()
 
     def drop(self, uid: str) -> None:
-        if self._entries.pop(uid, None) is not None:
-            self._save()
-
-    def _save(self) -> None:
-        doc = {"v": CHECKPOINT_VERSION, "claims": {uid: _entry_doc(e) for uid, e in self._entries.items()}}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(doc, f, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        (self.folder / f"{uid}.json").unlink(missing_ok=True)
+        self._entries.pop(uid, None)

@@ -27,13 +27,13 @@ class ApiClaims:
     """:class:`ClaimSource` over the real client (plugin.kubeapi.ResourceV1)."""
 
     def __init__(self, api: client.ApiClient, *, timeout_s: float = 10.0) -> None:
-        self._api = ResourceV1(api)
+        self._resource = ResourceV1(api)
         self._timeout_s = timeout_s
 
     async def read(self, ref: ClaimRef) -> Any:
         try:
             response = await asyncio.to_thread(
-                self._api.read_namespaced_resource_claim,
+                self._resource.read_namespaced_resource_claim,
                 ref.name,
                 ref.namespace,
                 _request_timeout=self._timeout_s,

@@ -24,8 +24,8 @@ from plugin.state import StateDir
 __all__ = ["CHECKPOINT_PATH", "DraNode"]
 
 log = logging.getLogger(__name__)
-CHECKPOINT_PATH = Path("dra") / "checkpoint.json"
-"""Under the state directory (a host path that outlives the plugin's container)."""
+CHECKPOINT_PATH = Path("dra") / "claims"
+"""The checkpoint's folder under the state directory (a host path that outlives the plugin's container)."""
 
 
 class DraNode:

@@ -110,8 +110,9 @@ class DraEnv:
         return sorted(p.name for p in (self.state / "containers").glob("*_dra-*"))
 
     def checkpoint(self) -> dict[str, Any]:
-        doc: dict[str, Any] = json.loads((self.state / CHECKPOINT_PATH).read_text())["claims"]
-        return doc
+        """The checkpoint's records by claim UID."""
+        folder = self.state / CHECKPOINT_PATH
+        return {p.name.removesuffix(".json"): json.loads(p.read_text()) for p in folder.glob("*.json")}
 
 
 async def _no_pod_resources() -> list[Any]:
