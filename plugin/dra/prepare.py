@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from plugin.core.allocate import PlanOptions
+from plugin.core.allocate import CONFIG_FILE_NAME, PlanOptions
 from plugin.core.cdi import DriverFiles
 from plugin.core.dra import ClaimError, ClaimRef, read_allocation
 from plugin.core.dra_plan import PreparedDevice, claim_spec, plan_claim
@@ -124,7 +124,8 @@ class ClaimPreparer:
         try:
             entry = self.checkpoint.get(ref.uid)
             if entry is not None and entry.prepared:
-                if not self._spec_path(ref.uid).exists():
+                config = self._state.containers / entry.dir_name / CONFIG_FILE_NAME
+                if not self._spec_path(ref.uid).exists() or not config.exists():
                     self._write(entry)
                 return Outcome(entry.devices)
             if body is None:  # prepared when the call began, unprepared since by a concurrent call
