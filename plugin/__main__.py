@@ -19,6 +19,7 @@ from kubernetes import client, config
 from kube_vgpu_cli.build import with_build_info
 from kube_vgpu_cli.logs import configure_logging
 from plugin.agent import Agent
+from plugin.core.dra import FrontEnd
 from plugin.core.errors import ConfigError, MigLayoutChangedError
 from plugin.core.gpu import Gpu, GpuSource, NodeGpus
 from plugin.core.mig_partition import PartitionSettings
@@ -38,6 +39,7 @@ from vcuda.names import Names
 from vcuda.signing import Verifier
 
 if TYPE_CHECKING:
+    from plugin.dra.claims import ClaimSource
     from plugin.watchdog import PodEvictor
 
 __all__ = ["main", "node_exporter", "tally_health"]
@@ -170,12 +172,21 @@ def _evictor(settings: Settings, api: client.ApiClient) -> "PodEvictor | None":
     return ApiEvictor(api)
 
 
+def _claims(settings: Settings, api: client.ApiClient) -> "ClaimSource | None":
+    """The ResourceClaim reader of the DRA driver, on ``--front-end=dra`` nodes only."""
+    if settings.front_end is not FrontEnd.DRA:
+        return None
+    from plugin.dra.claims import ApiClaims
+
+    return ApiClaims(api)
+
+
 def _probes(settings: Settings, agent: Agent) -> contextlib.AbstractAsyncContextManager[object]:
     """``/healthz`` and ``/readyz`` on ``--health-port`` (plugin.probes); ready once registered."""
     if settings.health_port == 0:
         return contextlib.nullcontext()
     log.info("serving /healthz and /readyz on :%d", settings.health_port)
-    return serve_probes(settings.health_port, agent.registrar.registered.is_set)
+    return serve_probes(settings.health_port, agent.ready)
 
 
 async def _run(settings: Settings, keys: Verifier | None) -> None:
@@ -202,6 +213,7 @@ async def _run(settings: Settings, keys: Verifier | None) -> None:
         on_xid=tally.record,
         on_health=tally_health(tally),
         evictor=_evictor(settings, api),
+        claims=_claims(settings, api),
     )
     try:
         with node_exporter(settings, source, agent.node_gpus.gpus, tally, agent.violations):

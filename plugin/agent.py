@@ -1,5 +1,8 @@
 """The running node agent: discovery, the ``vcuda-core`` device plugin, health, node publishing and reclaim.
 
+With ``--front-end=dra`` the agent runs the DRA driver (:mod:`plugin.dra`) instead of the device plugins
+(``vcuda-core``, MIG) and their reclaimer, and publishes its GPUs under the inventory's ``other``.
+
 Built from already-made adapters (a :class:`GpuSource`, a :class:`Cluster`, the PodResources client) so
 that tests run the very same object against fakes; :mod:`plugin.__main__` builds the real adapters.
 """
@@ -17,6 +20,7 @@ from plugin.api.deviceplugin.v1beta1 import api_pb2_grpc
 from plugin.cdi import find_driver_files, write_gpu_spec
 from plugin.core.allocate import DeviceListStrategy, PlanOptions
 from plugin.core.cdi import DriverFiles
+from plugin.core.dra import FrontEnd, dra_inventory, node_devices
 from plugin.core.errors import MigLayoutChangedError
 from plugin.core.gpu import Gpu, GpuSource, NodeGpus, XidEvent
 from plugin.core.health import HealthPolicy
@@ -39,6 +43,8 @@ from vcuda.names import Names
 from vcuda.signing import Verifier
 
 if TYPE_CHECKING:
+    from plugin.dra.claims import ClaimSource
+    from plugin.dra.node import DraNode
     from plugin.watchdog import PodEvictor, Watchdog
 
 __all__ = ["Agent", "Timings"]
@@ -68,6 +74,7 @@ class Agent:
         on_xid: Callable[[XidEvent], None] | None = None,
         on_health: Callable[[Mapping[GpuUuid, bool]], None] | None = None,
         evictor: "PodEvictor | None" = None,
+        claims: "ClaimSource | None" = None,
     ) -> None:
         self.settings = settings
         self._cdi: DriverFiles | None = None
@@ -140,6 +147,32 @@ class Agent:
         self._mig_labels = mig_labels(self.node_gpus.gpus, capable, settings.mig_strategy, self.names)
         self.violations = ViolationTally()  # kube_vgpu_container_limit_violations_total, for the exporter
         self.watchdog = self._watchdog(cluster, evictor)
+        self.dra = self._dra_node(claims) if settings.front_end is FrontEnd.DRA else None
+
+    def _dra_node(self, claims: "ClaimSource | None") -> "DraNode":
+        """The DRA driver (plugin.dra) for ``--front-end=dra``; its CDI specs carry the driver's files."""
+        from plugin.dra.node import DraNode  # only on DRA nodes
+
+        if claims is None:
+            raise ValueError("front end dra needs a ResourceClaim source")
+        s = self.settings
+        files = find_driver_files(DriverRoot(s.nvidia_driver_root, s.driver_host_root))
+        devices = node_devices(self.node_gpus.gpus)
+        return DraNode(
+            s,
+            claims=claims,
+            state=self.state,
+            gpus=lambda: devices,
+            plan=self._plan_options(),
+            files=files,
+            poll_s=self._timings.kubelet_poll_s,
+        )
+
+    def ready(self) -> bool:
+        """Registered with the kubelet (the device plugin, or the DRA driver in DRA mode)."""
+        if self.dra is not None:
+            return self.dra.plugin.registered.is_set()
+        return self.registrar.registered.is_set()
 
     def _watchdog(self, cluster: Cluster, evictor: "PodEvictor | None") -> "Watchdog | None":
         """NVML's processes against the shims (plugin.watchdog), when on and the source is NVML."""
@@ -203,6 +236,8 @@ class Agent:
             self._on_health(healthy)
         await self.board.publish(slices(self.node_gpus.gpus, healthy))
         view = node_view(self.node_gpus, healthy, self.settings.device_memory_scaling, self.names)
+        if self.dra is not None:  # DRA mode: no GPU for the extender, no vcuda-memory
+            view = replace(view, inventory=dra_inventory(view.inventory, self.dra.driver), memory_mib=0)
         await self.node.publish(replace(view, labels={**view.labels, **self._mig_labels}))  # + MIG labels
 
     async def start(self) -> None:
@@ -214,6 +249,8 @@ class Agent:
                 s.cdi_dir, s.cdi_prefix, self.node_gpus.gpus, self._cdi_files(), s.cdi_spec_version
             )
         await self._health_changed(self.health.healthy)
+        if self.dra is not None:
+            return  # claims are removed by the kubelet's unprepare, never by the device plugin's reclaimer
         removed = await self.reclaimer.once(grace_s=0.0)
         if removed:
             log.info("removed %d leftover per-container directories at start-up", len(removed))
@@ -221,6 +258,9 @@ class Agent:
     async def run(self) -> None:
         """Serves until cancelled; raises :class:`MigLayoutChangedError` when the MIG layout changed."""
         await self.start()
+        if self.dra is not None:
+            await self._run_dra(self.dra)
+            return
         log.info("serving %d GPUs as %s on node %s", len(self.gpus), self.names.core, self.settings.node_name)
         try:
             async with asyncio.TaskGroup() as tasks:
@@ -234,6 +274,17 @@ class Agent:
                     tasks.create_task(self.watchdog.run())
         except* MigLayoutChangedError as group:
             raise group.exceptions[0] from None
+
+    async def _run_dra(self, dra: "DraNode") -> None:
+        log.info(
+            "serving %d GPUs as DRA driver %s on node %s", len(self.gpus), dra.driver, self.settings.node_name
+        )
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(dra.run())
+            tasks.create_task(self.health.run())
+            tasks.create_task(self.node.run())
+            if self.watchdog is not None:
+                tasks.create_task(self.watchdog.run())
 
     async def watch_mig_layout(self) -> None:
         """Re-discover every ``mig_rediscover_seconds`` on a MIG-capable node; raise on a changed layout.

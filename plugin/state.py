@@ -15,6 +15,7 @@ Every file is written to a temporary name and renamed into place, so a reader ne
 a crash leaves at most a ``.tmp`` file, which start-up removes.
 """
 
+import contextlib
 import functools
 import json
 import logging
@@ -92,6 +93,9 @@ class StateDir:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.containers = root / "containers"
+        self._configs: dict[str, tuple[tuple[int, int, int], ShimConfig | None]] = {}
+        """Decoded configs by directory name, with the (inode, mtime, size) they were read at: placements are
+        rewritten on every allocation, and decoding every container's config each time is O(containers)."""
 
     def prepare(self) -> None:
         """Create the layout, write ``ld.so.preload`` and remove crash leftovers (``.tmp`` files)."""
@@ -117,7 +121,12 @@ class StateDir:
         ]
 
     def write_container(self, record: AllocationRecord, config: ShimConfig) -> None:
-        folder = self.containers / record.dir_name
+        self.write_files(record.dir_name, config)
+        _write_atomic(self.containers / record.dir_name / RECORD_FILE, record.to_json().encode())
+
+    def write_files(self, dir_name: str, config: ShimConfig) -> None:
+        """A container's (or DRA claim's) config, usage file, own record directory, and the placements."""
+        folder = self.containers / dir_name
         usage = folder / "usage"
         usage.mkdir(parents=True, exist_ok=True)
         usage.chmod(0o777)  # the container's user, whoever it is, runs the shim that writes here
@@ -126,8 +135,7 @@ class StateDir:
             # the usage dir is the tenant's: never through a name it planted (vcuda.tenantfile)
             write_tenant_file(usage, names.USAGE_FILE_NAME, _empty_usage(len(config.gpus)), 0o666)
         _write_atomic(folder / CONFIG_FILE_NAME, encode_config(config))
-        _write_atomic(folder / RECORD_FILE, record.to_json().encode())
-        tenant = self.root / NODE_DIR_NAME / NODE_TENANTS_DIR / record.dir_name
+        tenant = self.root / NODE_DIR_NAME / NODE_TENANTS_DIR / dir_name
         tenant.mkdir(exist_ok=True)
         tenant.chmod(0o777)  # the container's processes, whatever their user, create its record files here
         self.write_placements()
@@ -195,15 +203,32 @@ class StateDir:
             return
         tenants: dict[str, list[tuple[str, int]]] = {}
         for folder in self._folders():
-            config = self.read_config(folder.name)
+            config = self._cached_config(folder.name)
             for gpu in config.gpus if config else ():
                 if gpu.core_limit < CORE_PER_GPU:
                     tenants.setdefault(gpu.uuid, []).append((folder.name, gpu.core_limit))
         for uuid, entries in tenants.items():
-            _write_atomic(placed / uuid, encode_placement(entries))
+            data = encode_placement(entries)
+            with contextlib.suppress(OSError):
+                if (placed / uuid).read_bytes() == data:
+                    continue  # unchanged: no rewrite (a shim re-reads the list only when it changes)
+            _write_atomic(placed / uuid, data)
         for stale in placed.iterdir():
             if stale.name not in tenants and not stale.name.endswith(TMP_SUFFIX):
                 stale.unlink(missing_ok=True)
+
+    def _cached_config(self, dir_name: str) -> ShimConfig | None:
+        try:
+            st = (self.containers / dir_name / CONFIG_FILE_NAME).stat()
+        except OSError:
+            self._configs.pop(dir_name, None)
+            return None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)  # every write is a rename: a new inode
+        cached = self._configs.get(dir_name)
+        if cached is None or cached[0] != key:
+            cached = (key, self.read_config(dir_name))
+            self._configs[dir_name] = cached
+        return cached[1]
 
     def _folders(self) -> list[Path]:
         try:

@@ -194,6 +194,7 @@ CLIENT_CALLS = {  # kubernetes.client.CoreV1Api method -> (resource, verbs it ne
     "create_namespaced_event": ("events", {"create"}),
     "create_namespaced_pod_binding": ("pods/binding", {"create"}),
     "create_namespaced_pod_eviction": ("pods/eviction", {"create"}),
+    "read_namespaced_resource_claim": ("resourceclaims", {"get"}),  # ResourceV1Api (plugin/dra/claims.py)
 }
 OPTIONAL = {("pods/eviction", "create")}
 """The plugin's watchdog evicts only with ``--watchdog-evict``, which the chart does not set: not granted."""
@@ -205,7 +206,7 @@ def called(package: str) -> set[tuple[str, str]]:
     for source in (ROOT / package).rglob("*.py"):
         if source.name == "kubectl.py":
             continue
-        for method in re.findall(r"\b(?:_core|CoreV1Api\([^)]*\))\.(\w+)", source.read_text()):
+        for method in re.findall(r"\b(?:_core|_resource|CoreV1Api\([^)]*\))\.(\w+)", source.read_text()):
             resource, verbs = CLIENT_CALLS[method]  # a new call must be added here and to the chart
             found |= {(resource, v) for v in verbs}
     return found
