@@ -40,6 +40,7 @@ from vcuda.signing import Verifier
 
 if TYPE_CHECKING:
     from plugin.dra.claims import ClaimSource
+    from plugin.slicepublisher import SlicePublisher
     from plugin.watchdog import PodEvictor
 
 __all__ = ["main", "node_exporter", "tally_health"]
@@ -181,6 +182,16 @@ def _claims(settings: Settings, api: client.ApiClient) -> "ClaimSource | None":
     return ApiClaims(api)
 
 
+def _slices(settings: Settings, api: client.ApiClient) -> "SlicePublisher | None":
+    """The ResourceSlice publisher of the DRA driver, on ``--front-end=dra`` nodes only."""
+    if settings.front_end is not FrontEnd.DRA:
+        return None
+    from plugin.core.dra import driver_name
+    from plugin.slicepublisher import SlicePublisher
+
+    return SlicePublisher(api, driver=driver_name(settings.resource_domain), node=settings.node_name)
+
+
 def _probes(settings: Settings, agent: Agent) -> contextlib.AbstractAsyncContextManager[object]:
     """``/healthz`` and ``/readyz`` on ``--health-port`` (plugin.probes); ready once registered."""
     if settings.health_port == 0:
@@ -214,6 +225,7 @@ async def _run(settings: Settings, keys: Verifier | None) -> None:
         on_health=tally_health(tally),
         evictor=_evictor(settings, api),
         claims=_claims(settings, api),
+        slices=_slices(settings, api),
     )
     try:
         with node_exporter(settings, source, agent.node_gpus.gpus, tally, agent.violations):

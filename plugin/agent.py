@@ -28,7 +28,7 @@ from plugin.core.inventory import node_view
 from plugin.core.mig import mig_labels, mig_layout_change
 from plugin.core.slices import slices
 from plugin.health import HealthMonitor
-from plugin.kube import Cluster
+from plugin.kube import Cluster, KubeError
 from plugin.kubelet import Registrar
 from plugin.metrics.sources import ViolationTally
 from plugin.mig import MigOptions, MigPlugins, mig_capable
@@ -45,6 +45,7 @@ from vcuda.signing import Verifier
 if TYPE_CHECKING:
     from plugin.dra.claims import ClaimSource
     from plugin.dra.node import DraNode
+    from plugin.slicepublisher import PoolKeeper, SlicePublisher
     from plugin.watchdog import PodEvictor, Watchdog
 
 __all__ = ["Agent", "Timings"]
@@ -75,6 +76,7 @@ class Agent:
         on_health: Callable[[Mapping[GpuUuid, bool]], None] | None = None,
         evictor: "PodEvictor | None" = None,
         claims: "ClaimSource | None" = None,
+        slices: "SlicePublisher | None" = None,
     ) -> None:
         self.settings = settings
         self._cdi: DriverFiles | None = None
@@ -148,6 +150,26 @@ class Agent:
         self.violations = ViolationTally()  # kube_vgpu_container_limit_violations_total, for the exporter
         self.watchdog = self._watchdog(cluster, evictor)
         self.dra = self._dra_node(claims) if settings.front_end is FrontEnd.DRA else None
+        self._unhealthy: dict[str, str] = {}
+        self._slices = slices
+        self.pool = self._pool_keeper(slices) if self.dra is not None and slices is not None else None
+
+    def _pool_keeper(self, publisher: "SlicePublisher") -> "PoolKeeper":
+        """DRA: the node's ResourceSlices (plugin.core.resourceslice), published again on health changes."""
+        from plugin.core.resourceslice import SliceOptions, pool_specs
+        from plugin.slicepublisher import PoolKeeper, read_pcie_roots
+
+        s = self.settings
+        roots = read_pcie_roots({g.uuid: g.pci_bus_id for g in self.node_gpus.gpus})
+        driver = self.dra.driver if self.dra is not None else ""
+
+        def build() -> list[dict[str, object]]:
+            options = SliceOptions(
+                driver, s.node_name, dict(self._unhealthy), {GpuUuid(k): v for k, v in roots.items()}
+            )
+            return pool_specs(self.node_gpus, options, 0)
+
+        return PoolKeeper(publisher, build, self._timings.node_resync_s or s.node_resync_seconds)
 
     def _dra_node(self, claims: "ClaimSource | None") -> "DraNode":
         """The DRA driver (plugin.dra) for ``--front-end=dra``; its CDI specs carry the driver's files."""
@@ -238,6 +260,9 @@ class Agent:
         view = node_view(self.node_gpus, healthy, self.settings.device_memory_scaling, self.names)
         if self.dra is not None:  # DRA mode: no GPU for the extender, no vcuda-memory
             view = replace(view, inventory=dra_inventory(view.inventory, self.dra.driver), memory_mib=0)
+            self._unhealthy = {str(uuid): "unhealthy" for uuid, ok in healthy.items() if not ok}
+            if self.pool is not None:
+                self.pool.wake()
         await self.node.publish(replace(view, labels={**view.labels, **self._mig_labels}))  # + MIG labels
 
     async def start(self) -> None:
@@ -279,12 +304,27 @@ class Agent:
         log.info(
             "serving %d GPUs as DRA driver %s on node %s", len(self.gpus), dra.driver, self.settings.node_name
         )
+        if self.pool is not None and self._slices is not None:
+            await self._own_slices(self._slices)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(dra.run())
+            if self.pool is not None:
+                tasks.create_task(self.pool.run())
             tasks.create_task(self.health.run())
             tasks.create_task(self.node.run())
             if self.watchdog is not None:
                 tasks.create_task(self.watchdog.run())
+
+    async def _own_slices(self, publisher: "SlicePublisher") -> None:
+        """Slices owned by the Node, so that deleting the Node deletes them (best effort)."""
+        try:
+            node = await self._cluster.get_node(self.settings.node_name)
+        except KubeError as err:
+            log.warning("could not read node %s for its slices' owner: %s", self.settings.node_name, err)
+            return
+        uid = ((node or {}).get("metadata") or {}).get("uid")
+        if isinstance(uid, str) and uid:
+            publisher.own_by(uid)
 
     async def watch_mig_layout(self) -> None:
         """Re-discover every ``mig_rediscover_seconds`` on a MIG-capable node; raise on a changed layout.

@@ -17,9 +17,12 @@ and run in a worker thread with a bounded timeout; library errors leave as :clas
 """
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Final
 
 from kubernetes.client import ApiClient, ResourceV1Api, V1ResourceSlice
@@ -27,7 +30,7 @@ from kubernetes.client.exceptions import ApiException
 
 from plugin.core.errors import PluginError
 
-__all__ = ["SliceError", "SlicePublisher", "slice_object"]
+__all__ = ["PoolKeeper", "SliceError", "SlicePublisher", "read_pcie_roots", "slice_object"]
 
 log = logging.getLogger(__name__)
 Body = dict[str, Any]
@@ -95,6 +98,10 @@ class SlicePublisher:
         self._api = ResourceV1Api(api)
         self._driver, self._node, self._owner = driver, node, owner
         self._timeout = timeout_s
+
+    def own_by(self, node_uid: str) -> None:
+        """Make the slices written from now on owned by this node's Node object (its UID)."""
+        self._owner = {"name": self._node, "uid": node_uid}
 
     async def sync(self, wanted: Sequence[Body]) -> bool:
         """Make the pool ``wanted`` (specs from :func:`pool_specs`, any generation). True when it wrote."""
@@ -166,3 +173,48 @@ class SlicePublisher:
             raise error(f"{what} resource slice: {err.status} {err.reason}") from err
         except Exception as err:  # urllib3 and socket errors alike
             raise SliceError(f"{what} resource slice: {err}") from err
+
+
+def read_pcie_roots(pci_bus_ids: Mapping[str, str], sys_root: Path = Path("/sys")) -> dict[str, str]:
+    """GPU UUID -> its PCIe root complex (``pci<domain>:<bus>``), as Kubernetes' ``deviceattribute`` reads
+    it: ``/sys/bus/pci/devices/<bdf>`` links to ``/sys/devices/pci<domain>:<bus>/.../<bdf>``. GPUs whose link
+    cannot be read are left out (the attribute is then not published)."""
+    roots: dict[str, str] = {}
+    for uuid, raw in pci_bus_ids.items():
+        parts = raw.lower().split(":")
+        bdf = ":".join([parts[0][-4:].rjust(4, "0"), *parts[-2:]]) if len(parts) == 3 else raw.lower()
+        try:
+            target = os.readlink(sys_root / "bus" / "pci" / "devices" / bdf)
+        except OSError:
+            continue
+        root = next((p for p in Path(target).parts if p.startswith("pci") and ":" in p), None)
+        if root is not None:
+            roots[uuid] = root
+    return roots
+
+
+class PoolKeeper:
+    """Keeps the pool published: at start, after every :meth:`wake` (a health change) and every ``resync_s``
+    (a slice someone deleted or edited comes back). A failed sync is logged and tried again at the next
+    wake or resync; it never stops the agent."""
+
+    def __init__(
+        self, publisher: SlicePublisher, build: Callable[[], Sequence[Body]], resync_s: float
+    ) -> None:
+        self._publisher, self._build, self._resync_s = publisher, build, resync_s
+        self._wake = asyncio.Event()
+        self.syncs = 0  # completed syncs (tests count them instead of timing them)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self._publisher.sync(self._build())
+                self.syncs += 1
+            except SliceError as err:
+                log.warning("could not publish the resource slices: %s", err)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._resync_s)

@@ -7,7 +7,8 @@ One pool per node (named after the node), published by the driver ``kube-vgpu.<d
   valid range with a step (``memory``: 256 MiB .. all of it, step 1 MiB; ``cores``: 1 .. 100, step 1). The
   policy's default is the whole capacity, so a request that names no capacity takes the GPU whole and no
   share fits beside it;
-- a GPU with MIG on is not shareable: each MIG instance is a device ``mig-<uuid>`` that
+- a GPU with MIG on is not shareable: with ``partitionable`` (off by default: the node side does not
+  prepare MIG instances yet), each MIG instance is a device ``mig-<uuid>`` that
   consumes the parent's counters (KEP-4815 partitionable devices: ``sharedCounters`` in a slice of their
   own, since the API allows only one of ``devices`` and ``sharedCounters`` per slice);
 - an unhealthy GPU (or MIG instance) is tainted ``<driver>/unhealthy=<reason>:NoSchedule`` (device taints
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
+from plugin.core.dra import driver_name, pool_name
 from plugin.core.gpu import Gpu, MigInstance, NodeGpus
 from vcuda.model import GpuLink, GpuUuid
 
@@ -77,23 +79,22 @@ class UnhealthyPolicy(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class SliceOptions:
-    """``unhealthy``: GPU or MIG UUID -> reason; ``pcie_roots``: GPU UUID -> ``pci<domain>:<bus>`` (sysfs)."""
+    """``unhealthy``: GPU or MIG UUID -> reason; ``pcie_roots``: GPU UUID -> ``pci<domain>:<bus>`` (sysfs);
+    ``partitionable``: publish MIG instances (off while the node side prepares whole and shared GPUs only, so
+    that no claim is allocated a device its node cannot prepare)."""
 
     driver: str
     node: str
     unhealthy: Mapping[str, str]
     pcie_roots: Mapping[GpuUuid, str]
     policy: UnhealthyPolicy = UnhealthyPolicy.TAINT
-
-
-def driver_name(domain: str) -> str:
-    """``kube-vgpu.<domain>``: the driver's name in slices, DeviceClass selectors and kubelet registration."""
-    return f"kube-vgpu.{domain}"
+    partitionable: bool = False
 
 
 def device_name(uuid: str) -> str:
     """``gpu-<uuid>`` / ``mig-<uuid>`` (lower case, a DNS label), from the UUID rather than the index: indexes
-    may change across reboots while a slice or an allocated claim still names the device."""
+    may change across reboots while a slice or an allocated claim still names the device. For a GPU this is
+    the node side's :func:`plugin.core.dra.device_name` (the name its prepare looks up)."""
     kind, _, tail = uuid.lower().partition("-")
     kind = "mig" if kind == "mig" else "gpu"
     return (kind + "-" + _LABEL_UNSAFE.sub("-", tail or kind))[:63].rstrip("-")
@@ -247,8 +248,8 @@ def _devices(node: NodeGpus, options: SliceOptions) -> tuple[list[Spec], list[Sp
     devices: list[Spec] = []
     counters: list[Spec] = []
     for gpu in sorted(node.gpus, key=lambda g: (g.index, g.uuid)):
-        if gpu.mig_pending:
-            continue  # neither whole nor partitioned until the mode change lands
+        if gpu.mig_pending or (gpu.mig_enabled and not options.partitionable):
+            continue  # neither whole nor partitioned until the mode change lands; MIG only when asked
         if not gpu.mig_enabled:
             candidates = [(_shareable_device(gpu, node, nvlink, options), str(gpu.uuid))]
         else:
@@ -277,5 +278,5 @@ def pool_specs(node: NodeGpus, options: SliceOptions, generation: int) -> list[S
     bodies: list[Spec] = [{"sharedCounters": c} for c in _chunks(counters, MAX_COUNTER_SETS)]
     per_slice = MAX_DEVICES_ADVANCED if advanced else MAX_DEVICES
     bodies += [{"devices": d} for d in _chunks(devices, per_slice)] or ([{}] if not bodies else [])
-    pool = {"name": options.node, "generation": generation, "resourceSliceCount": len(bodies)}
+    pool = {"name": pool_name(options.node), "generation": generation, "resourceSliceCount": len(bodies)}
     return [{"driver": options.driver, "pool": dict(pool), "nodeName": options.node} | b for b in bodies]

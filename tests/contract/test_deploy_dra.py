@@ -44,7 +44,7 @@ def example_paths() -> list[Path]:
 def published() -> list[Obj]:
     node = h200x8("gpu-node-1")
     sick = SliceOptions(driver=DRIVER, node="gpu-node-1", unhealthy={str(node.gpus[3].uuid): "xid-79"},
-                        pcie_roots={g.uuid: "pci0000:00" for g in node.gpus})  # fmt: skip
+                        pcie_roots={g.uuid: "pci0000:00" for g in node.gpus}, partitionable=True)  # fmt: skip
     mig = NodeGpus((a100(0, "3g.20gb", "2g.10gb", pending=False),), (), "580.95.05", "13.0")
     specs = pool_specs(node, sick, 1) + pool_specs(mig, dataclasses.replace(sick, node="mig-node"), 4)
     return [
@@ -98,15 +98,14 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class TestChart:
     @pytest.mark.parametrize("version", VERSIONS)
     def test_dra_enabled_renders_valid_device_classes(self, home: Path, version: str) -> None:
-        classes = [o for o in render(home, ["dra.enabled=true"], version) if o["kind"] == "DeviceClass"]
+        sets = ["dra.enabled=true", "dra.migDeviceClass=true"]
+        classes = [o for o in render(home, sets, version) if o["kind"] == "DeviceClass"]
         assert {c["metadata"]["name"] for c in classes} == CLASSES
         for device_class in classes:
             kv.validate(device_class, version, strict=True)
 
     def test_device_classes_select_the_driver_of_the_domain(self, home: Path) -> None:
-        objects = render(
-            home, ["dra.enabled=true", "resourceDomain=example.com", "dra.migDeviceClass=false"], "1.36.0"
-        )
+        objects = render(home, ["dra.enabled=true", "resourceDomain=example.com"], "1.36.0")
         classes = {o["metadata"]["name"]: o for o in objects if o["kind"] == "DeviceClass"}
         assert set(classes) == {"vgpu.example.com", "gpu.example.com"}
         expression = classes["vgpu.example.com"]["spec"]["selectors"][0]["cel"]["expression"]
@@ -117,6 +116,12 @@ class TestChart:
 
     def test_no_device_class_without_dra(self, home: Path) -> None:
         assert not [o for o in render(home, [], "1.36.0") if o["kind"] == "DeviceClass"]
+
+    def test_a_dra_front_end_without_dra_enabled_is_refused(self, home: Path) -> None:
+        args = ["template", "kv", str(ROOT / "deploy/helm/kube-vgpu"), "--kube-version", "v1.36.0"]
+        done = helm(*args, "--set", "plugin.frontEnd=dra", home=home)
+        assert done.returncode != 0
+        assert "needs dra.enabled=true" in done.stderr
 
     def test_dra_on_kubernetes_before_1_34_is_refused(self, home: Path) -> None:
         args = ["template", "kv", str(ROOT / "deploy/helm/kube-vgpu"), "--kube-version", "v1.33.0"]
@@ -151,3 +156,11 @@ def test_with_dra_a_policy_confines_the_plugin_to_its_own_slices(home: Path) -> 
     assert "variables.slice.spec.driver == 'kube-vgpu.example.com'" in expression
     without = render(home, [], "1.36.0")
     assert not [o for o in without if o["metadata"]["name"].endswith("-plugin-own-slices")]
+
+
+def test_the_simulated_schedulers_device_classes_are_the_charts(home: Path) -> None:
+    from tests.unit.test_sim_dra_allocator import CLASSES as SIMULATED
+
+    objects = render(home, ["dra.enabled=true", "dra.migDeviceClass=true"], "1.36.0")
+    rendered = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "DeviceClass"}
+    assert rendered == {name: c["spec"] for name, c in SIMULATED.items()}

@@ -42,7 +42,8 @@ def publisher(k8s: K8sCluster, node: str) -> SlicePublisher:
 
 
 def test_the_charts_device_classes_are_accepted(k8s: K8sCluster, tmp_path: Path) -> None:
-    classes = [o for o in render(tmp_path, "dra.enabled=true", release="dra") if o["kind"] == "DeviceClass"]
+    objects = render(tmp_path, "dra.enabled=true", "dra.migDeviceClass=true", release="dra")
+    classes = [o for o in objects if o["kind"] == "DeviceClass"]
     assert len(classes) == 3
     apply(k8s.api, classes, dry_run=True)
 
@@ -83,7 +84,7 @@ async def test_the_publisher_keeps_a_pool_on_the_real_api_server(k8s: K8sCluster
 async def test_a_mig_nodes_partitionable_devices_are_accepted(k8s: K8sCluster) -> None:
     node = "k8s-a10"  # any Node will do as the owner; the GPUs are made up
     mig = NodeGpus((a100(0, "3g.20gb", "2g.10gb", "1g.5gb", pending=False),), (), "580.95.05", "13.0")
-    options = SliceOptions(driver=DRIVER, node=node, unhealthy={}, pcie_roots={})
+    options = SliceOptions(driver=DRIVER, node=node, unhealthy={}, pcie_roots={}, partitionable=True)
     pub = publisher(k8s, node)
     assert await pub.sync(pool_specs(mig, options, 0)) is True
     assert await pub.sync(pool_specs(mig, options, 0)) is False

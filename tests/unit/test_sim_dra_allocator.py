@@ -48,7 +48,8 @@ Obj = dict[str, Any]
 
 
 def published(node: NodeGpus, **kwargs: Any) -> list[Obj]:
-    options = SliceOptions(**({"driver": DRIVER, "node": NODE, "unhealthy": {}, "pcie_roots": {}} | kwargs))
+    defaults: dict[str, Any] = {"driver": DRIVER, "node": NODE, "unhealthy": {}, "pcie_roots": {}}
+    options = SliceOptions(**(defaults | {"partitionable": True} | kwargs))
     return [slice_object(s, name=f"s{i}") for i, s in enumerate(pool_specs(node, options, 1))]
 
 
