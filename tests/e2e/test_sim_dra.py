@@ -70,6 +70,18 @@ async def test_dra_examples_run_beside_the_extenders_pods(sim_cluster):
             )
         soft = next(c for c in claims if c["metadata"]["name"].startswith("dra-soft-limit-"))
         assert [g.soft_limit for g in configs[soft["metadata"]["uid"]].gpus] == [60]
+        share = next(c for c in claims if c["metadata"]["name"].startswith("dra-share-"))
+        status, text = await cluster.http(
+            "GET", f"http://127.0.0.1:{cluster.nodes['sim-dra'].metrics_port}/metrics"
+        )
+        assert status == 200
+        limits = [
+            line for line in text.splitlines() if line.startswith("kube_vgpu_container_memory_limit_bytes{")
+        ]
+        mine = [line for line in limits if f'container="dra-{share["metadata"]["uid"]}"' in line]
+        assert len(mine) == 1, limits  # listed by PodResources' dynamic_resources, so reported
+        assert 'pod="dra-share"' in mine[0]
+        assert mine[0].endswith(" 4.294967296e+09")
 
 
 async def test_a_claim_that_fits_nowhere_is_unschedulable_and_a_deleted_pod_gives_its_share_back(sim_cluster):

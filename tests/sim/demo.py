@@ -142,6 +142,8 @@ async def run_demo(workdir: Path, examples: Path | None) -> int:
         if rows:
             _say("a sample of the metrics:\n")
             _say(await _metrics_sample(cluster, rows[0].node, rows[0].pod) + "\n")
+            _say("and of a DRA claim's (container dra-<claim-uid>):\n")
+            _say((await _metrics_sample(cluster, DRA_NODE.name, "dra-share")).split("\n[extender]")[0] + "\n")
         return _verdict(states, problems, started)
 
 

@@ -115,7 +115,7 @@ class SimKubelet:
         self.devices = DeviceManager(self.plugin_dir, self._devices_changed)
         self.checkpoint = Checkpoint(self.plugin_dir / CHECKPOINT_FILE)
         self.podres = PodResourcesServer(
-            self.pod_resources_socket, self.checkpoint, self.devices, self._active
+            self.pod_resources_socket, self.checkpoint, self.devices, self._active, self._claims_of
         )
         self.pods: dict[str, Obj] = {}
         self.admitted: set[str] = set()
@@ -389,6 +389,39 @@ class SimKubelet:
         return [*reused, *free[:need]]
 
     # --- container start -------------------------------------------------------------------------
+
+    def _claims_of(self, uid: str, container: str) -> list[Any]:
+        """PodResources' ``dynamic_resources`` of one container: the prepared claims it names."""
+        from plugin.api.podresources.v1 import api_pb2 as pr
+
+        pod = self.pods.get(uid)
+        prepared = getattr(self.dra, "claims", None)
+        if pod is None or not prepared:
+            return []
+        ns = pod["metadata"].get("namespace", "default")
+        generated = {
+            s["name"]: s.get("resourceClaimName")
+            for s in (pod.get("status") or {}).get("resourceClaimStatuses") or []
+        }
+        names = {
+            c["name"]: c.get("resourceClaimName") or generated.get(c["name"])
+            for c in pod["spec"].get("resourceClaims") or []
+        }
+        spec = next((c for c in _containers(pod) if c["name"] == container), {})
+        out = []
+        for ref in (spec.get("resources") or {}).get("claims") or []:
+            info = prepared.get((ns, names.get(ref["name"]) or ""))
+            if info is None or not info.prepared:
+                continue
+            resources = [
+                pr.ClaimResource(cdi_devices=[pr.CDIDevice(name=i) for i in d.cdi_ids], driver_name=driver,
+                                 pool_name=d.pool, device_name=d.device, **({"share_id": d.share_id} if d.share_id else {}))
+                for driver, devices in sorted(info.devices.items()) for d in devices
+            ]  # fmt: skip
+            out.append(
+                pr.DynamicResource(claim_name=info.name, claim_namespace=ns, claim_resources=resources)
+            )
+        return out
 
     async def _unprepare(self, pod: Obj) -> None:
         assert self.dra is not None
