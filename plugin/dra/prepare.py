@@ -130,6 +130,7 @@ class ClaimPreparer:
                 config = self._state.containers / entry.dir_name / CONFIG_FILE_NAME
                 if not self._spec_path(ref.uid).exists() or not config.exists():
                     self._write(entry)
+                log.info("claim %s is prepared already: the recorded devices", ref, extra={"claim": str(ref)})
                 return Outcome(entry.devices)
             if body is None:  # prepared when the call began, unprepared since by a concurrent call
                 return Outcome(error=f"claim {ref} was unprepared while this call waited; try again")

@@ -5,7 +5,9 @@ advertises no ``vcuda-core`` and lists its GPUs under ``other`` (mode ``dra``); 
 allocates a 30 % / 4 GiB share of a GPU from a ResourceSlice with consumable capacity (published here by
 hand, as the driver's ResourceSlice side would), the kubelet calls ``NodePrepareResources`` (v1) and the pod
 runs with the share's limits in its shim config and a CDI spec; deleting the pod makes the kubelet call
-``NodeUnprepareResources``, which removes the spec and the state directory.
+``NodeUnprepareResources``, which removes the spec and the state directory; after a kubelet restart (its
+claim cache comes back unprepared) a second pod sharing a prepared claim makes it prepare the claim again,
+the driver answers the recorded devices, and the claim is unprepared only when its last pod goes.
 """
 
 import json
@@ -54,6 +56,10 @@ class DraKubeletNode(KubeletNode):
             return published and "the kubelet registered DRA driver" in self.plugin.tail(10_000)
 
         self._wait(ready, f"node {self.name}: DRA driver registered with the kubelet")
+
+    def _registrations(self) -> int:
+        assert self.plugin is not None
+        return self.plugin.tail(10_000).count("the kubelet registered DRA driver")
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +157,39 @@ def test_a_claim_of_a_share_is_prepared_by_the_real_kubelet_and_unprepared_when_
         what="the kubelet to unprepare the claim",
     )
     assert not config.parent.exists()
+
+
+def _pod(name: str, claim: str) -> dict[str, Any]:
+    container = {"name": "c0", "image": "cuda", "resources": {"claims": [{"name": "gpu"}]}}
+    return {"metadata": {"name": name},
+            "spec": {"schedulerName": SECOND_SCHEDULER, "nodeSelector": {"kubernetes.io/hostname": NODE},
+                     "resourceClaims": [{"name": "gpu", "resourceClaimName": claim}], "containers": [container]}}  # fmt: skip
+
+
+def test_after_a_kubelet_restart_a_shared_claim_is_prepared_again_with_the_same_answer(
+    k8s: K8sCluster, node: KubeletNode, core: Any, namespace: str
+) -> None:
+    resource = k8s.client("ResourceV1Api")
+    request = {
+        "name": "gpu",
+        "exactly": {"deviceClassName": CLASS, "capacity": {"requests": {"memory": "2Gi", "cores": "20"}}},
+    }
+    resource.create_namespaced_resource_claim(
+        namespace, {"metadata": {"name": "shared"}, "spec": {"devices": {"requests": [request]}}}
+    )
+    core.create_namespaced_pod(namespace, _pod("first", "shared"))
+    running(core, namespace, "first")
+    node.restart_kubelet()
+    core.create_namespaced_pod(namespace, _pod("second", "shared"))
+    running(core, namespace, "second")
+    assert node.plugin is not None
+    log = node.plugin.tail(10_000)
+    assert log.count(f"prepared claim {namespace}/shared:") == 1
+    assert f"claim {namespace}/shared is prepared already" in log  # the restarted kubelet asked again
+
+    core.delete_namespaced_pod("first", namespace, grace_period_seconds=0)
+    wait_for(lambda: not core.list_namespaced_pod(namespace, field_selector="metadata.name=first").items,
+             timeout_s=30, what="the first pod gone")  # fmt: skip
+    assert len(list((node.root / "cdi").glob("*.json"))) == 1  # the second pod still uses the claim
+    core.delete_namespaced_pod("second", namespace, grace_period_seconds=0)
+    wait_for(lambda: not list((node.root / "cdi").glob("*.json")), timeout_s=60, what="the claim unprepared")
