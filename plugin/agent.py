@@ -185,6 +185,7 @@ class Agent:
             claims=claims,
             state=self.state,
             gpus=lambda: devices,
+            unhealthy=lambda: {uuid for uuid, ok in self.health.healthy.items() if not ok},
             plan=self._plan_options(),
             files=files,
             poll_s=self._timings.kubelet_poll_s,

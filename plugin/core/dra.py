@@ -26,6 +26,8 @@ from vcuda.model import GpuMode, NodeInventory, OtherModeGpu
 from vcuda.units import parse_quantity
 
 __all__ = [
+    "CAPACITY_CORES",
+    "CAPACITY_MEMORY",
     "CDI_CLASS",
     "DRIVER_PREFIX",
     "ClaimAllocation",
@@ -43,6 +45,10 @@ __all__ = [
 ]
 
 DRIVER_PREFIX: Final = "kube-vgpu"
+CAPACITY_MEMORY: Final = "memory"
+"""A device's memory capacity, in bytes (what a share consumes: ``consumedCapacity.memory``)."""
+CAPACITY_CORES: Final = "cores"
+"""A device's compute capacity, 100 per GPU (``consumedCapacity.cores`` in percent)."""
 CDI_CLASS: Final = "claim"
 _UID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,58}")
 _OBJECT_NAME: Final = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")
@@ -195,8 +201,8 @@ def _result(raw: object, i: int, configs: Sequence[_Config]) -> DeviceResult:
         pool=_text(result.get("pool"), f"{where}.pool"),
         device=_text(result.get("device"), f"{where}.device"),
         share_id=None if share is None else _text(share, f"{where}.shareID"),
-        memory_bytes=_quantity(capacity.get("memory"), f"{where}.consumedCapacity.memory"),
-        cores=_quantity(capacity.get("cores"), f"{where}.consumedCapacity.cores"),
+        memory_bytes=_quantity(capacity.get(CAPACITY_MEMORY), f"{where}.consumedCapacity.{CAPACITY_MEMORY}"),
+        cores=_quantity(capacity.get(CAPACITY_CORES), f"{where}.consumedCapacity.{CAPACITY_CORES}"),
         parameters=applying[-1].parameters if applying else NO_PARAMETERS,
     )
 

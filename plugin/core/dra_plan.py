@@ -13,7 +13,7 @@ Per claim (``<claim-uid>``, owner pod ``<pod-uid>`` or the claim itself, :mod:`p
   request, as containers name requests) and the CDI ID of its GPU.
 """
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,8 +50,17 @@ class ClaimPlan:
     devices: tuple[PreparedDevice, ...]
 
 
-def plan_claim(alloc: ClaimAllocation, gpus: Mapping[str, Gpu], *, pool: str, kind: str) -> ClaimPlan:
-    """``gpus`` maps device names to this node's shareable GPUs; raises :class:`ClaimError`."""
+def plan_claim(
+    alloc: ClaimAllocation,
+    gpus: Mapping[str, Gpu],
+    *,
+    pool: str,
+    kind: str,
+    unhealthy: Collection[str] = (),
+) -> ClaimPlan:
+    """``gpus`` maps device names to this node's shareable GPUs, ``unhealthy`` holds the UUIDs of those out of
+    service (a claim allocated before its GPU failed gets a clear error, not a GPU that cannot run CUDA);
+    raises :class:`ClaimError`."""
     ref = alloc.ref
     by_device: dict[str, list[DeviceResult]] = {}
     for r in alloc.results:
@@ -59,6 +68,8 @@ def plan_claim(alloc: ClaimAllocation, gpus: Mapping[str, Gpu], *, pool: str, ki
             raise ClaimError(f"claim {ref}: device {r.device!r} of pool {r.pool!r} is not on this node")
         if r.device not in gpus:
             raise ClaimError(f"claim {ref}: device {r.device!r} is not a GPU of this node")
+        if gpus[r.device].uuid in unhealthy:
+            raise ClaimError(f"claim {ref}: GPU {gpus[r.device].uuid} ({r.device}) is unhealthy")
         by_device.setdefault(r.device, []).append(r)
     if len(by_device) > MAX_GPUS:
         raise ClaimError(f"claim {ref}: {len(by_device)} GPUs, at most {MAX_GPUS} per claim")

@@ -4,7 +4,7 @@
 """
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 import grpc
@@ -36,6 +36,7 @@ class DraNode:
         claims: ClaimSource,
         state: StateDir,
         gpus: Callable[[], Mapping[str, Gpu]],
+        unhealthy: Callable[[], Collection[str]],
         plan: PlanOptions,
         files: DriverFiles,
         poll_s: float = 0.2,
@@ -53,7 +54,9 @@ class DraNode:
             files=files,
         )
         checkpoint = Checkpoint(s.state_dir / CHECKPOINT_PATH)
-        self.preparer = ClaimPreparer(info=info, claims=claims, state=state, checkpoint=checkpoint, gpus=gpus)
+        self.preparer = ClaimPreparer(
+            info=info, claims=claims, state=state, checkpoint=checkpoint, gpus=gpus, unhealthy=unhealthy
+        )
         self.plugin = DraPlugin(
             driver=self.driver,
             registry_dir=s.dra_registry_dir,

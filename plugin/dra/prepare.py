@@ -18,7 +18,7 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -70,6 +70,7 @@ class ClaimPreparer:
         state: StateDir,
         checkpoint: Checkpoint,
         gpus: Callable[[], Mapping[str, Gpu]],
+        unhealthy: Callable[[], Collection[str]] = frozenset,
     ) -> None:
         self._info = info
         self._claims = claims
@@ -77,6 +78,8 @@ class ClaimPreparer:
         self.checkpoint = checkpoint
         self._gpus = gpus
         """This node's shareable GPUs by device name (plugin.core.dra.device_name)."""
+        self._unhealthy = unhealthy
+        """UUIDs of GPUs out of service now (the health monitor): new claims on them are refused."""
         self._lock = asyncio.Lock()
 
     # --- kubelet calls ----------------------------------------------------------------------------
@@ -127,6 +130,7 @@ class ClaimPreparer:
                 config = self._state.containers / entry.dir_name / CONFIG_FILE_NAME
                 if not self._spec_path(ref.uid).exists() or not config.exists():
                     self._write(entry)
+                log.info("claim %s is prepared already: the recorded devices", ref, extra={"claim": str(ref)})
                 return Outcome(entry.devices)
             if body is None:  # prepared when the call began, unprepared since by a concurrent call
                 return Outcome(error=f"claim {ref} was unprepared while this call waited; try again")
@@ -143,7 +147,9 @@ class ClaimPreparer:
     def _prepare_new(self, ref: ClaimRef, body: Any) -> Entry:
         info = self._info
         alloc = read_allocation(body, ref, info.driver, info.domain)
-        plan = plan_claim(alloc, self._gpus(), pool=info.pool, kind=info.cdi_kind)
+        plan = plan_claim(
+            alloc, self._gpus(), pool=info.pool, kind=info.cdi_kind, unhealthy=self._unhealthy()
+        )
         spec = claim_spec(plan, info.files, info.plan, kind=info.cdi_kind, version=info.cdi_version)
         entry = Entry(ref, False, plan.dir_name, plan.config, plan.devices, spec)
         earlier = self.checkpoint.get(ref.uid)  # a prepare that died half-way, maybe for another owner pod

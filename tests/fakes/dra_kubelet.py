@@ -22,9 +22,10 @@ It does what kubelet v1.37 does (``pkg/kubelet/pluginmanager``, ``pkg/kubelet/cm
 - **Hostile, as the real one:** it retries prepare after a deadline (the driver may still be working on the
   first call); it unprepares claims whose prepare never finished, or never reached the driver (the pod was
   recorded before the call failed); :meth:`restart` forgets registrations and re-reads the directory
-  (registering everything again) and restores its claim cache with every claim *unprepared*, so the next
-  :meth:`prepare_pod` of a running pod prepares claims the driver already prepared, as after a real kubelet
-  restart; it keeps calling a driver that restarted once the new socket registered.
+  (registering everything again) and restores its claim cache with every claim *unprepared*
+  (``newClaimInfoFromState``), so the next :meth:`prepare_pod` for one of its claims (the kubelet prepares
+  when it creates a pod sandbox: a sandbox re-created, or another pod sharing the claim) calls the driver
+  for claims it already prepared; it keeps calling a driver that restarted once the new socket registered.
 
 Not reproduced: the 30 s grace before a vanished driver's ResourceSlices are wiped, health streams
 (``DRAResourceHealth``), the periodic reconcile of inactive pods, ``DRAExtendedResource``, pod groups.

@@ -64,13 +64,14 @@ class DraEnv:
         self.resource: Any = client.ResourceV1Api(cluster.api_client())
         self.claims = GatedClaims(ApiClaims(cluster.api_client()))
         self.kubelet = FakeDraKubelet(self.settings.dra_registry_dir, cluster.api_client())
+        self.source = FakeGpuSource(h100x8())
         self.agent: Agent | None = None
         self.task: asyncio.Task[None] | None = None
 
     async def start_plugin(self) -> None:
         self.agent = Agent(
             self.settings,
-            source=FakeGpuSource(h100x8()),
+            source=self.source,
             cluster=ApiCluster(self.cluster.api_client()),
             pod_resources=_no_pod_resources,
             verifier=VERIFIER,
@@ -357,3 +358,15 @@ async def test_a_removed_registration_socket_is_served_and_registered_again(dra:
     Path(ep.socket).unlink()
     again = await dra.kubelet.wait_registered(DRIVER, after=ep.generation)
     assert again.socket == ep.socket
+
+
+async def test_a_claim_on_a_gpu_that_failed_is_refused_and_its_neighbours_prepared(dra: DraEnv) -> None:
+    assert dra.agent is not None
+    lost, fine = GPUS[6], GPUS[7]
+    dra.source.unreachable.add(lost.uuid)  # fallen off the bus after the scheduler allocated the claim
+    await eventually(lambda: not dra.agent.health.healthy[lost.uuid])
+    bad = dra.claim_with_owner("on-lost", "u1", results=[result(dev(lost), memory=GIB, cores=10)])
+    good = dra.claim_with_owner("on-fine", "u2", results=[result(dev(fine), memory=GIB, cores=10)])
+    reply = await dra.kubelet.call_prepare(DRIVER, [ref_of(bad), ref_of(good)])
+    assert "unhealthy" in reply.claims[bad["metadata"]["uid"]].error
+    assert reply.claims[good["metadata"]["uid"]].error == ""

@@ -349,3 +349,13 @@ def test_a_dra_node_lists_its_gpus_under_other_with_mode_dra() -> None:
     assert inventory.gpus == ()
     (other,) = inventory.other
     assert (other.uuid, other.mode, other.resource, other.memory_mib) == ("GPU-a", GpuMode.DRA, DRIVER, 81920)
+
+
+def test_a_claim_on_a_gpu_out_of_service_is_refused_clearly() -> None:
+    body = claim(results=[result(dev(G1), cores=10, memory=GIB)])
+    meta = body["metadata"]
+    alloc = read_allocation(
+        body, ClaimRef(meta["namespace"], meta["name"], meta["uid"]), DRIVER, NAMES.domain
+    )
+    with pytest.raises(ClaimError, match=f"GPU {G1.uuid} .* is unhealthy"):
+        plan_claim(alloc, node_devices(GPUS), pool=NODE, kind=KIND, unhealthy={G1.uuid})
