@@ -2,8 +2,8 @@
 
 Cases: the kubelet's plugin watcher registers the driver (``GetInfo``, ``NotifyRegistrationStatus``), the node
 advertises no ``vcuda-core`` and lists its GPUs under ``other`` (mode ``dra``); the real kube-scheduler
-allocates a 30 % / 4 GiB share of a GPU from a ResourceSlice with consumable capacity (published here by
-hand, as the driver's ResourceSlice side would), the kubelet calls ``NodePrepareResources`` (v1) and the pod
+allocates a 30 % / 4 GiB share of a GPU from the ResourceSlice the plugin published (consumable capacity, the
+chart's DeviceClass), the kubelet calls ``NodePrepareResources`` (v1) and the pod
 runs with the share's limits in its shim config and a CDI spec; deleting the pod makes the kubelet call
 ``NodeUnprepareResources``, which removes the spec and the state directory; after a kubelet restart (its
 claim cache comes back unprepared) a second pod sharing a prepared claim makes it prepare the claim again,
@@ -76,35 +76,18 @@ def _gpus(core: Any) -> list[str]:
 
 
 def _publish(k8s: K8sCluster, uuids: list[str]) -> None:
-    """A DeviceClass and this node's ResourceSlice: shareable GPUs (KEP-5075 consumable capacity)."""
+    """The plugin's own ResourceSlice of this node (``plugin/slicepublisher.py``: written with the node-bound
+    token through the chart's RBAC and its own-slices ValidatingAdmissionPolicy, ``dra.enabled`` in the
+    session's chart); the chart's DeviceClass ``vgpu.<domain>`` selects its devices."""
     resource = k8s.client("ResourceV1Api")
-    resource.create_device_class(
-        {"metadata": {"name": CLASS},
-         "spec": {"selectors": [{"cel": {"expression": f'device.driver == "{DRIVER}"'}}]}}
-    )  # fmt: skip
-    devices = [
-        {
-            "name": device_name(Gpu(GpuUuid(u), 0, 0, "", 0, "")),
-            "allowMultipleAllocations": True,
-            "attributes": {"uuid": {"string": u}},
-            "capacity": {
-                "memory": {
-                    "value": "80Gi",
-                    "requestPolicy": {"default": "1Gi", "validRange": {"min": "1Mi", "step": "1Mi"}},
-                },
-                "cores": {
-                    "value": "100",
-                    "requestPolicy": {"default": "100", "validRange": {"min": "1", "step": "1"}},
-                },
-            },
-        }
-        for u in uuids
-    ]
-    resource.create_resource_slice(
-        {"metadata": {"name": f"{NODE}-{NAMES.domain}"},
-         "spec": {"driver": DRIVER, "nodeName": NODE, "pool": {"name": NODE, "generation": 1, "resourceSliceCount": 1},
-                  "devices": devices}}
-    )  # fmt: skip
+    wanted = {device_name(Gpu(GpuUuid(u), 0, 0, "", 0, "")) for u in uuids}
+
+    def published() -> bool:
+        answer = resource.list_resource_slice(field_selector=f"spec.nodeName={NODE}", _preload_content=False)
+        items = json.loads(answer.data)["items"]
+        return {d["name"] for s in items for d in s["spec"].get("devices", [])} == wanted
+
+    wait_for(published, timeout_s=60, what=f"the plugin's ResourceSlice of {NODE}")
 
 
 def test_the_kubelet_registers_the_driver_and_no_device_plugin(node: KubeletNode, core: Any) -> None:
@@ -193,3 +176,28 @@ def test_after_a_kubelet_restart_a_shared_claim_is_prepared_again_with_the_same_
     assert len(list((node.root / "cdi").glob("*.json"))) == 1  # the second pod still uses the claim
     core.delete_namespaced_pod("second", namespace, grace_period_seconds=0)
     wait_for(lambda: not list((node.root / "cdi").glob("*.json")), timeout_s=60, what="the claim unprepared")
+
+
+def test_the_plugins_token_writes_only_its_own_nodes_slices(k8s: K8sCluster, node: KubeletNode) -> None:
+    """The chart's own-slices ValidatingAdmissionPolicy, enforced by the real API server on the plugin's
+    node-bound token: a slice of another node is refused, one of its own node is admitted (dry run)."""
+    from kubernetes import config
+    from kubernetes.client.exceptions import ApiException
+
+    assert node.plugin is not None
+    api = config.new_client_from_config(config_file=node.plugin.env["KUBECONFIG"])  # type: ignore[no-untyped-call]
+    resource = k8s.client("ResourceV1Api", api)
+
+    def body(target: str) -> dict[str, Any]:
+        pool = {"name": target, "generation": 1, "resourceSliceCount": 1}
+        return {
+            "metadata": {"name": f"probe-{target}"},
+            "spec": {"driver": DRIVER, "nodeName": target, "pool": pool},
+        }
+
+    with pytest.raises(ApiException) as refused:
+        resource.create_resource_slice(body("k8s-h100"), dry_run="All")
+    assert refused.value.status == 403
+    assert "only write the resource slices of its own node" in str(refused.value.body)
+    resource.create_resource_slice(body(NODE), dry_run="All")
+    api.close()
