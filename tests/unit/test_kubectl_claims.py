@@ -11,6 +11,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from extender.kubectl import KubeClusterReader, parse_args, run
 from extender.kubectl_claims import ClaimRow, claim_rows
@@ -135,3 +137,21 @@ def test_claims_through_the_official_client_from_the_simulated_api_server() -> N
             run(parse_args(["claims", "-A", "-o", "json"]), KubeClusterReader(cluster.api_client()))
         )
     assert [(c["claim"], c["memory_mib"]) for c in doc["claims"]] == [("a", "4096")]
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(
+        ["metadata", "status", "allocation", "devices", "results", "driver", "consumedCapacity", "cores", "memory",
+         "reservedFor", "resource", "name", "config", "opaque", "parameters", "coreLimit", "spec", "requests"]),
+        inner, max_size=4),
+    max_leaves=20,
+)  # fmt: skip
+
+
+@given(st.lists(JSON, max_size=3))
+def test_any_json_for_claims_lists_without_raising(claims: list[Any]) -> None:
+    """Whatever the API server answers (a claim of any shape), the listing never fails: a row is allocated,
+    pending or invalid."""
+    rows = claim_rows([c for c in claims if isinstance(c, dict)], DOMAIN)
+    assert all(r.state in ("allocated", "pending", "invalid") for r in rows)
