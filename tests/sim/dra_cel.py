@@ -55,7 +55,10 @@ def _literal(text: str) -> object:
 
 
 def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in text.split("-")[0].split("."))
+    parts = text.split("-")[0].split(".")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise UnsupportedCelError(f"{text!r} is not a semantic version")
+    return tuple(int(p) for p in parts)
 
 
 _OPERATORS: Final = {

@@ -11,6 +11,7 @@ refused. Property: any sequence of share and whole-GPU claims keeps invariant 4,
 when no GPU has room for it; the invariant itself catches an over-commit and a doubly held device.
 """
 
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -226,6 +227,15 @@ def test_unsupported_requests_are_refused(request_: Obj) -> None:
 def test_unsupported_cel_is_refused(expression: str) -> None:
     with pytest.raises(UnsupportedCelError):
         matches(expression, {"driver": "a"})
+
+
+@given(st.text(max_size=60) | st.builds("".join, st.lists(st.sampled_from(
+    ['device.driver', 'device.attributes["d"].', 'x', ' == ', ' >= ', '"a"', "1", "&&", "||", "(", ")",
+     '.startsWith("', '.compareTo(semver("', '1.2.3', '"))', " 0"]), max_size=12)))  # fmt: skip
+def test_the_cel_subset_answers_or_refuses_any_text(expression: str) -> None:
+    device = {"driver": "d", "attributes": {"x": {"version": "1.2.3"}, "d/y": {"int": 1}}}
+    with contextlib.suppress(UnsupportedCelError):
+        assert matches(expression, device) in (True, False)
 
 
 @settings(max_examples=60)
