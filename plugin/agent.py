@@ -164,9 +164,8 @@ class Agent:
         driver = self.dra.driver if self.dra is not None else ""
 
         def build() -> list[dict[str, object]]:
-            options = SliceOptions(
-                driver, s.node_name, dict(self._unhealthy), {GpuUuid(k): v for k, v in roots.items()}
-            )
+            found = {GpuUuid(k): v for k, v in roots.items()}
+            options = SliceOptions(driver, s.node_name, dict(self._unhealthy), found, s.dra_unhealthy)
             return pool_specs(self.node_gpus, options, 0)
 
         return PoolKeeper(publisher, build, self._timings.node_resync_s or s.node_resync_seconds)

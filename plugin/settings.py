@@ -25,6 +25,7 @@ from plugin.core.dra import FrontEnd
 from plugin.core.errors import ConfigError
 from plugin.core.health import DEFAULT_IGNORED_XIDS
 from plugin.core.mig import MigStrategy
+from plugin.core.resourceslice import UnhealthyPolicy
 from vcuda.names import DEFAULT_DOMAIN, HOST_STATE_DIR
 
 __all__ = ["CLI", "CONFIG_VERSION", "Settings", "has_label_entries", "load_settings", "parse_args"]
@@ -137,6 +138,11 @@ class Settings(BaseModel):
     """The kubelet's plugin-registration directory, where the DRA driver's registration socket goes."""
     dra_plugins_dir: Path = Path("/var/lib/kubelet/plugins")
     """The kubelet's plugins directory; the DRA service socket is ``<dir>/<driver>/dra.sock``."""
+    dra_unhealthy: UnhealthyPolicy = UnhealthyPolicy.TAINT
+    """DRA: how an unhealthy GPU shows in the node's ResourceSlice. ``taint``: kept, with a ``NoSchedule``
+    device taint (running claims keep it, new ones avoid it; device taints are on by default from 1.36).
+    ``withdraw``: left out of the slice, for 1.34 and 1.35, where the API server drops taints it does not
+    serve (the GPU would look healthy)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Logging threshold."""
     log_format: LogFormat = LogFormat.TEXT

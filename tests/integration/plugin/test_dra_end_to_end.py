@@ -49,10 +49,10 @@ async def _no_pod_resources() -> list[Any]:
 class Node:
     """One DRA node: the agent, its fake kubelet, and the API as the scheduler sees it."""
 
-    def __init__(self, root: Path, cluster: KmockCluster) -> None:
+    def __init__(self, root: Path, cluster: KmockCluster, **settings: Any) -> None:
         self.cluster = cluster
         self.settings = make_settings(
-            root, front_end="dra", dra_registry_dir=root / "reg", dra_plugins_dir=root / "plugins"
+            root, front_end="dra", dra_registry_dir=root / "reg", dra_plugins_dir=root / "plugins", **settings
         )
         self.gpus = FakeGpuSource(h100x8())
         self.resource: Any = client.ResourceV1Api(cluster.api_client())
@@ -197,3 +197,25 @@ async def test_a_lost_gpu_is_tainted_and_new_claims_avoid_it(node: Node) -> None
     claim = node.schedule(template("share.yaml"), "after")
     assert isinstance(claim, dict)
     assert [r["device"] for r in claim["status"]["allocation"]["devices"]["results"]] != [device_name(lost)]
+
+
+async def test_with_withdraw_a_lost_gpu_leaves_the_slice(
+    short_dir: Path, kmock_cluster: KmockCluster
+) -> None:
+    """``--dra-unhealthy=withdraw`` (Kubernetes 1.34 and 1.35): the GPU is left out instead of tainted."""
+    kmock_cluster.core().create_node({"metadata": {"name": NODE}}, _preload_content=False)
+    env = Node(short_dir, kmock_cluster, dra_unhealthy="withdraw")
+    lost = env.gpus.node.gpus[3]
+    env.gpus.unreachable.add(lost.uuid)
+    await env.kubelet.start()
+    task = asyncio.get_running_loop().create_task(env.agent.run())
+    try:
+        await eventually(lambda: env.agent.pool is not None and env.agent.pool.syncs >= 1)
+        await eventually(lambda: len(env.slices()) == 1 and len(env.slices()[0]["spec"]["devices"]) == 7)
+        (published,) = env.slices()
+        assert device_name(lost) not in {d["name"] for d in published["spec"]["devices"]}
+        assert all("taints" not in d for d in published["spec"]["devices"])
+    finally:
+        task.cancel()
+        await asyncio.wait([task], timeout=STOP_S)
+        await env.kubelet.stop()
