@@ -156,7 +156,8 @@ class SlicePublisher:
         meta = old["metadata"]
         body = slice_object(spec, self._owner, name=meta["name"])
         body["metadata"]["resourceVersion"] = meta["resourceVersion"]
-        body["metadata"].setdefault("ownerReferences", meta.get("ownerReferences"))
+        if meta.get("ownerReferences") and "ownerReferences" not in body["metadata"]:
+            body["metadata"]["ownerReferences"] = meta["ownerReferences"]  # keep the Node's owner reference
         await self._call("update", self._api.replace_resource_slice, meta["name"], self._model(body))
 
     async def _delete(self, old: Body) -> None:
