@@ -3,8 +3,9 @@
 ``nodes`` lists every GPU of every node that publishes a ``vgpu-inventory`` annotation with the compute and
 memory allocated on it and the pods holding it; ``mig`` lists the nodes' MIG instances (served whole, as
 extended resources, so the API shows no holder per instance); ``pods`` lists each vGPU pod's GPUs, limits and
-phase. The user's kubeconfig is used; nothing is written. Assignments are decoded **without verifying** their
-signature (kubectl is given no keys), and the output says so.
+phase; ``claims`` lists the ResourceClaims of the DRA driver with the share each holds
+(:mod:`extender.kubectl_claims`). The user's kubeconfig is used; nothing is written. Assignments are decoded
+**without verifying** their signature (kubectl is given no keys), and the output says so.
 """
 
 import argparse
@@ -14,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from extender.kubectl_claims import claim_rows, render_claims
 from vcuda.annotations import decode_assignment_unverified, decode_inventory, decode_status
 from vcuda.errors import ContractError
 from vcuda.model import NodeInventory, Phase, PodAssignment
@@ -47,6 +49,10 @@ class ClusterReader(Protocol):
         """Pods of one namespace, or of all namespaces when None."""
         ...
 
+    def list_resource_claims(self, namespace: str | None) -> list[dict[str, Any]]:
+        """``resource.k8s.io/v1`` ResourceClaims of one namespace, or of all when None."""
+        ...
+
 
 class KubeClusterReader:
     """A :class:`ClusterReader` over the official client (raw JSON, no model deserialisation)."""
@@ -55,6 +61,7 @@ class KubeClusterReader:
         from kubernetes import client
 
         self._core = client.CoreV1Api(api_client)
+        self._resource = client.ResourceV1Api(api_client)
 
     def list_nodes(self) -> list[dict[str, Any]]:
         return _items(self._core.list_node(_preload_content=False))
@@ -63,6 +70,11 @@ class KubeClusterReader:
         if namespace is None:
             return _items(self._core.list_pod_for_all_namespaces(_preload_content=False))
         return _items(self._core.list_namespaced_pod(namespace, _preload_content=False))
+
+    def list_resource_claims(self, namespace: str | None) -> list[dict[str, Any]]:
+        if namespace is None:
+            return _items(self._resource.list_resource_claim_for_all_namespaces(_preload_content=False))
+        return _items(self._resource.list_namespaced_resource_claim(namespace, _preload_content=False))
 
 
 def _items(response: Any) -> list[dict[str, Any]]:
@@ -273,7 +285,7 @@ def render_pods(rows: Sequence[PodRow]) -> str:
     return _table(header, body) + f"# {UNVERIFIED_NOTE}\n"
 
 
-def render_json(kind: str, rows: Sequence[GpuRow] | Sequence[MigRow] | Sequence[PodRow]) -> str:
+def render_json(kind: str, rows: Sequence[Any]) -> str:
     doc = {kind: [asdict(r) for r in rows], "verified": False, "note": UNVERIFIED_NOTE}
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
@@ -294,9 +306,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     sub.add_parser("nodes", parents=[common], help="GPUs per node: capacity, allocation, pods")
     sub.add_parser("mig", parents=[common], help="MIG instances per node: parent GPU, profile, memory")
     pods = sub.add_parser("pods", parents=[common], help="vGPU pods: GPUs, limits, phase")
-    scope = pods.add_mutually_exclusive_group()
-    scope.add_argument("-n", "--namespace", default=None)
-    scope.add_argument("-A", "--all-namespaces", action="store_true")
+    claims = sub.add_parser("claims", parents=[common], help="DRA ResourceClaims: device, share, pods")
+    for namespaced in (pods, claims):
+        scope = namespaced.add_mutually_exclusive_group()
+        scope.add_argument("-n", "--namespace", default=None)
+        scope.add_argument("-A", "--all-namespaces", action="store_true")
     return parser.parse_args(argv)
 
 
@@ -309,6 +323,9 @@ def run(args: argparse.Namespace, cluster: ClusterReader) -> str:
         migs = mig_rows(cluster.list_nodes(), names)
         return render_json("mig", migs) if args.output == "json" else render_mig(migs)
     namespace = None if args.all_namespaces else (args.namespace or _current_namespace(args))
+    if args.command == "claims":
+        claims = claim_rows(cluster.list_resource_claims(namespace), args.domain)
+        return render_json("claims", claims) if args.output == "json" else render_claims(claims, _table)
     pods = pod_rows(cluster.list_pods(namespace), names)
     return render_json("pods", pods) if args.output == "json" else render_pods(pods)
 

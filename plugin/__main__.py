@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from kube_vgpu_cli.build import with_build_info
 from kube_vgpu_cli.logs import configure_logging
 from plugin.agent import Agent
+from plugin.core.dra import FrontEnd
 from plugin.core.errors import ConfigError, MigLayoutChangedError
 from plugin.core.gpu import Gpu, GpuSource, NodeGpus
 from plugin.core.mig_partition import PartitionSettings
@@ -37,6 +38,8 @@ from vcuda.names import Names
 from vcuda.signing import Verifier
 
 if TYPE_CHECKING:
+    from plugin.dra.claims import ClaimSource
+    from plugin.slicepublisher import SlicePublisher
     from plugin.watchdog import PodEvictor
 
 __all__ = ["main", "node_exporter", "tally_health"]
@@ -161,12 +164,31 @@ def _evictor(settings: Settings, api: ApiClient) -> "PodEvictor | None":
     return ApiEvictor(api)
 
 
+def _claims(settings: Settings, api: ApiClient) -> "ClaimSource | None":
+    """The ResourceClaim reader of the DRA driver, on ``--front-end=dra`` nodes only."""
+    if settings.front_end is not FrontEnd.DRA:
+        return None
+    from plugin.dra.claims import ApiClaims
+
+    return ApiClaims(api)
+
+
+def _slices(settings: Settings, api: ApiClient) -> "SlicePublisher | None":
+    """The ResourceSlice publisher of the DRA driver, on ``--front-end=dra`` nodes only."""
+    if settings.front_end is not FrontEnd.DRA:
+        return None
+    from plugin.core.dra import driver_name
+    from plugin.slicepublisher import SlicePublisher
+
+    return SlicePublisher(api, driver=driver_name(settings.resource_domain), node=settings.node_name)
+
+
 def _probes(settings: Settings, agent: Agent) -> contextlib.AbstractAsyncContextManager[object]:
     """``/healthz`` and ``/readyz`` on ``--health-port`` (plugin.probes); ready once registered."""
     if settings.health_port == 0:
         return contextlib.nullcontext()
     log.info("serving /healthz and /readyz on :%d", settings.health_port)
-    return serve_probes(settings.health_port, agent.registrar.registered.is_set)
+    return serve_probes(settings.health_port, agent.ready)
 
 
 async def _run(settings: Settings, keys: Verifier | None) -> None:
@@ -194,6 +216,8 @@ async def _run(settings: Settings, keys: Verifier | None) -> None:
         on_xid=tally.record,
         on_health=tally_health(tally),
         evictor=_evictor(settings, api),
+        claims=_claims(settings, api),
+        slices=_slices(settings, api),
     )
     try:
         with node_exporter(settings, source, agent.node_gpus.gpus, tally, agent.violations):

@@ -1,5 +1,8 @@
 """The running node agent: discovery, the ``vcuda-core`` device plugin, health, node publishing and reclaim.
 
+With ``--front-end=dra`` the agent runs the DRA driver (:mod:`plugin.dra`) instead of the device plugins
+(``vcuda-core``, MIG) and their reclaimer, and publishes its GPUs under the inventory's ``other``.
+
 Built from already-made adapters (a :class:`GpuSource`, a :class:`Cluster`, the PodResources client) so
 that tests run the very same object against fakes; :mod:`plugin.__main__` builds the real adapters.
 """
@@ -17,6 +20,7 @@ from plugin.api.deviceplugin.v1beta1 import api_pb2_grpc
 from plugin.cdi import find_driver_files, write_gpu_spec
 from plugin.core.allocate import DeviceListStrategy, PlanOptions
 from plugin.core.cdi import DriverFiles
+from plugin.core.dra import FrontEnd, dra_inventory, node_devices
 from plugin.core.errors import ConfigError, MigLayoutChangedError
 from plugin.core.gpu import Gpu, GpuSource, NodeGpus, XidEvent
 from plugin.core.gpumodes import ModePlan, plan_modes, sharing_labels
@@ -26,7 +30,7 @@ from plugin.core.mig import mig_labels, mig_layout_change
 from plugin.core.nvallocate import ShareOptions
 from plugin.core.slices import slices
 from plugin.health import HealthMonitor
-from plugin.kube import Cluster
+from plugin.kube import Cluster, KubeError
 from plugin.kubelet import Registrar
 from plugin.metrics.sources import ViolationTally
 from plugin.mig import MigOptions, MigPlugins, mig_capable
@@ -42,6 +46,9 @@ from vcuda.names import Names
 from vcuda.signing import Verifier
 
 if TYPE_CHECKING:
+    from plugin.dra.claims import ClaimSource
+    from plugin.dra.node import DraNode
+    from plugin.slicepublisher import PoolKeeper, SlicePublisher
     from plugin.watchdog import PodEvictor, Watchdog
 
 __all__ = ["Agent", "Timings"]
@@ -72,6 +79,8 @@ class Agent:
         on_xid: Callable[[XidEvent], None] | None = None,
         on_health: Callable[[Mapping[GpuUuid, bool]], None] | None = None,
         evictor: "PodEvictor | None" = None,
+        claims: "ClaimSource | None" = None,
+        slices: "SlicePublisher | None" = None,
     ) -> None:
         self.settings = settings
         self._cdi: DriverFiles | None = None
@@ -145,9 +154,58 @@ class Agent:
         # NVIDIA's modes (plugin.nvidia, docs/nvidia-plugin.md): which GPUs leave vcuda for nvidia.com/gpu.
         self.nvidia_config = load_nvidia_config(settings.config_file)
         self.modes: ModePlan = plan_modes(self.node_gpus.gpus, self.nvidia_config)
+        if settings.front_end is FrontEnd.DRA and self.nvidia_config is not None:
+            # One GPU, one mode: a DRA node sells every GPU as claims, NVIDIA's modes would sell them twice.
+            raise ConfigError("--front-end=dra cannot be used with NVIDIA's config file (sharing or modes)")
         self.nvidia = self._nvidia_plugins(self.modes)
         self.violations = ViolationTally()  # kube_vgpu_container_limit_violations_total, for the exporter
         self.watchdog = self._watchdog(cluster, evictor)
+        self.dra = self._dra_node(claims) if settings.front_end is FrontEnd.DRA else None
+        self._unhealthy: dict[str, str] = {}
+        self._slices = slices
+        self.pool = self._pool_keeper(slices) if self.dra is not None and slices is not None else None
+
+    def _pool_keeper(self, publisher: "SlicePublisher") -> "PoolKeeper":
+        """DRA: the node's ResourceSlices (plugin.core.resourceslice), published again on health changes."""
+        from plugin.core.resourceslice import SliceOptions, pool_specs
+        from plugin.slicepublisher import PoolKeeper, read_pcie_roots
+
+        s = self.settings
+        roots = read_pcie_roots({g.uuid: g.pci_bus_id for g in self.node_gpus.gpus})
+        driver = self.dra.driver if self.dra is not None else ""
+
+        def build() -> list[dict[str, object]]:
+            found = {GpuUuid(k): v for k, v in roots.items()}
+            options = SliceOptions(driver, s.node_name, dict(self._unhealthy), found, s.dra_unhealthy)
+            return pool_specs(self.node_gpus, options, 0)
+
+        return PoolKeeper(publisher, build, self._timings.node_resync_s or s.node_resync_seconds)
+
+    def _dra_node(self, claims: "ClaimSource | None") -> "DraNode":
+        """The DRA driver (plugin.dra) for ``--front-end=dra``; its CDI specs carry the driver's files."""
+        from plugin.dra.node import DraNode  # only on DRA nodes
+
+        if claims is None:
+            raise ValueError("front end dra needs a ResourceClaim source")
+        s = self.settings
+        files = find_driver_files(DriverRoot(s.nvidia_driver_root, s.driver_host_root))
+        devices = node_devices(self.node_gpus.gpus)
+        return DraNode(
+            s,
+            claims=claims,
+            state=self.state,
+            gpus=lambda: devices,
+            unhealthy=lambda: {uuid for uuid, ok in self.health.healthy.items() if not ok},
+            plan=self._plan_options(),
+            files=files,
+            poll_s=self._timings.kubelet_poll_s,
+        )
+
+    def ready(self) -> bool:
+        """Registered with the kubelet (the device plugin, or the DRA driver in DRA mode)."""
+        if self.dra is not None:
+            return self.dra.plugin.registered.is_set()
+        return self.registrar.registered.is_set()
 
     def _watchdog(self, cluster: Cluster, evictor: "PodEvictor | None") -> "Watchdog | None":
         """NVML's processes against the shims (plugin.watchdog), when on and the source is NVML."""
@@ -241,6 +299,11 @@ class Agent:
         await self.nvidia.publish(healthy)
         other = self.modes.other(self.node_gpus.gpus, healthy)
         view = node_view(self.node_gpus, healthy, self.settings.device_memory_scaling, self.names, other)
+        if self.dra is not None:  # DRA mode: no GPU for the extender, no vcuda-memory
+            view = replace(view, inventory=dra_inventory(view.inventory, self.dra.driver), memory_mib=0)
+            self._unhealthy = {str(uuid): "unhealthy" for uuid, ok in healthy.items() if not ok}
+            if self.pool is not None:
+                self.pool.wake()
         product = view.labels.get(self.names.label("gpu.product"), "")
         sharing = sharing_labels(self.modes, product, self.names.label)
         await self.node.publish(replace(view, labels={**view.labels, **self._mig_labels, **sharing}))
@@ -255,6 +318,8 @@ class Agent:
                 s.cdi_dir, s.cdi_prefix, self.node_gpus.gpus, self._cdi_files(), s.cdi_spec_version
             )
         await self._health_changed(self.health.healthy)
+        if self.dra is not None:
+            return  # claims are removed by the kubelet's unprepare, never by the device plugin's reclaimer
         removed = await self.reclaimer.once(grace_s=0.0)
         if removed:
             log.info("removed %d leftover per-container directories at start-up", len(removed))
@@ -276,6 +341,9 @@ class Agent:
     async def run(self) -> None:
         """Serves until cancelled; raises :class:`MigLayoutChangedError` when the MIG layout changed."""
         await self.start()
+        if self.dra is not None:
+            await self._run_dra(self.dra)
+            return
         log.info("serving %d GPUs as %s on node %s", len(self.gpus), self.names.core, self.settings.node_name)
         try:
             async with asyncio.TaskGroup() as tasks:
@@ -290,6 +358,32 @@ class Agent:
                     tasks.create_task(self.watchdog.run())
         except* MigLayoutChangedError as group:
             raise group.exceptions[0] from None
+
+    async def _run_dra(self, dra: "DraNode") -> None:
+        log.info(
+            "serving %d GPUs as DRA driver %s on node %s", len(self.gpus), dra.driver, self.settings.node_name
+        )
+        if self.pool is not None and self._slices is not None:
+            await self._own_slices(self._slices)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(dra.run())
+            if self.pool is not None:
+                tasks.create_task(self.pool.run())
+            tasks.create_task(self.health.run())
+            tasks.create_task(self.node.run())
+            if self.watchdog is not None:
+                tasks.create_task(self.watchdog.run())
+
+    async def _own_slices(self, publisher: "SlicePublisher") -> None:
+        """Slices owned by the Node, so that deleting the Node deletes them (best effort)."""
+        try:
+            node = await self._cluster.get_node(self.settings.node_name)
+        except KubeError as err:
+            log.warning("could not read node %s for its slices' owner: %s", self.settings.node_name, err)
+            return
+        uid = ((node or {}).get("metadata") or {}).get("uid")
+        if isinstance(uid, str) and uid:
+            publisher.own_by(uid)
 
     async def watch_mig_layout(self) -> None:
         """Re-discover every ``mig_rediscover_seconds`` on a MIG-capable node; raise on a changed layout.

@@ -1,6 +1,7 @@
-"""The few core/v1 calls the node agent makes, under ``CoreV1Api``'s names, sent through the real client's
-``ApiClient`` (``param_serialize`` then ``call_api``: the same URLs, query names, headers, bearer token, TLS,
-timeouts and :class:`ApiException` on a non-2xx answer as ``CoreV1Api(..., _preload_content=False)``).
+"""The few core/v1 calls (and one of resource.k8s.io/v1) the node agent makes, under the client's API names,
+sent through the real client's ``ApiClient`` (``param_serialize`` then ``call_api``: the same URLs, query
+names, headers, bearer token, TLS, timeouts and :class:`ApiException` on a non-2xx answer as
+``CoreV1Api(..., _preload_content=False)``).
 
 Why not ``CoreV1Api`` itself: importing it builds about 250 pydantic model classes, 22 MiB of resident
 memory on every GPU node, for calls whose answers the plugin reads as JSON anyway. Answers here are the
@@ -19,7 +20,15 @@ import threading
 from types import ModuleType
 from typing import Any, Final
 
-__all__ = ["ApiClient", "ApiException", "ConfigException", "CoreV1", "defer_init", "new_api_client"]
+__all__ = [
+    "ApiClient",
+    "ApiException",
+    "ConfigException",
+    "CoreV1",
+    "ResourceV1",
+    "defer_init",
+    "new_api_client",
+]
 
 _INIT_LOCK: Final = threading.Lock()
 
@@ -90,7 +99,9 @@ _JSON: Final = "application/json"
 _PATCH: Final = "application/strategic-merge-patch+json"  # CoreV1Api's choice for an object body
 
 
-class CoreV1:
+class _RawApi:
+    """Calls through the client's ``ApiClient``, answered as raw responses."""
+
     def __init__(self, api: ApiClient) -> None:
         self._api = api
 
@@ -120,6 +131,8 @@ class CoreV1:
             raise ApiException.from_response(http_resp=response, body=None, data=None)
         return response.response
 
+
+class CoreV1(_RawApi):
     def list_pod_for_all_namespaces(self, **kwargs: Any) -> Any:
         return self._call("GET", "/api/v1/pods", **kwargs)
 
@@ -146,3 +159,11 @@ class CoreV1:
 
     def patch_node_status(self, name: str, body: object, **kwargs: Any) -> Any:
         return self._call("PATCH", "/api/v1/nodes/{name}/status", {"name": name}, body, **kwargs)
+
+
+class ResourceV1(_RawApi):
+    """``ResourceV1Api``'s one call the DRA driver makes (``resource.k8s.io/v1``)."""
+
+    def read_namespaced_resource_claim(self, name: str, namespace: str, **kwargs: Any) -> Any:
+        path = "/apis/resource.k8s.io/v1/namespaces/{namespace}/resourceclaims/{name}"
+        return self._call("GET", path, {"namespace": namespace, "name": name}, **kwargs)

@@ -26,10 +26,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from kube_vgpu_cli.logs import LogFormat
 from kube_vgpu_cli.options import Cli
 from plugin.core.allocate import DeviceIdStrategy, DeviceListStrategy
+from plugin.core.dra import FrontEnd
 from plugin.core.errors import ConfigError
 from plugin.core.health import DEFAULT_IGNORED_XIDS
 from plugin.core.mig import MigStrategy
 from plugin.core.nvconfig import NvidiaConfig, is_nvidia_config, parse_nvidia_config
+from plugin.core.resourceslice import UnhealthyPolicy
 from vcuda.names import DEFAULT_DOMAIN, HOST_STATE_DIR
 
 __all__ = [
@@ -140,6 +142,21 @@ class Settings(BaseModel):
     """Port of ``/healthz`` (liveness) and ``/readyz`` (registered with the kubelet), ``plugin.probes``;
     apart from the exporter so that probes work without metrics. 0 (off) by default, so that several plugins
     on one host never collide; the chart passes 9401 for its probes."""
+    # Front end (docs/dra.md "Node side"): device plugin + extender, or the DRA driver. One per node.
+    front_end: FrontEnd = FrontEnd.DEVICE_PLUGIN
+    """How this node's GPUs are sold: ``device-plugin`` (``vcuda-core`` shares placed by the extender) or
+    ``dra`` (ResourceClaims of the ``kube-vgpu.<domain>`` DRA driver, allocated by the kube-scheduler from
+    ResourceSlices; Kubernetes 1.34+). Never both on one node, so that no GPU is sold twice: in ``dra`` mode
+    no device plugin registers and the inventory lists the GPUs under ``other`` with mode ``dra``."""
+    dra_registry_dir: Path = Path("/var/lib/kubelet/plugins_registry")
+    """The kubelet's plugin-registration directory, where the DRA driver's registration socket goes."""
+    dra_plugins_dir: Path = Path("/var/lib/kubelet/plugins")
+    """The kubelet's plugins directory; the DRA service socket is ``<dir>/<driver>/dra.sock``."""
+    dra_unhealthy: UnhealthyPolicy = UnhealthyPolicy.TAINT
+    """DRA: how an unhealthy GPU shows in the node's ResourceSlice. ``taint``: kept, with a ``NoSchedule``
+    device taint (running claims keep it, new ones avoid it; device taints are on by default from 1.36).
+    ``withdraw``: left out of the slice, for 1.34 and 1.35, where the API server drops taints it does not
+    serve (the GPU would look healthy)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Logging threshold."""
     log_format: LogFormat = LogFormat.TEXT

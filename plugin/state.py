@@ -15,6 +15,7 @@ Every file is written to a temporary name and renamed into place, so a reader ne
 a crash leaves at most a ``.tmp`` file, which start-up removes.
 """
 
+import contextlib
 import functools
 import json
 import logging
@@ -93,6 +94,9 @@ class StateDir:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.containers = root / "containers"
+        self._configs: dict[str, tuple[tuple[int, int, int], ShimConfig | None]] = {}
+        """Decoded configs by directory name, with the (inode, mtime, size) they were read at: placements are
+        rewritten on every allocation, and decoding every container's config each time is O(containers)."""
 
     def prepare(self) -> None:
         """Create the layout, write ``ld.so.preload`` and remove crash leftovers (``.tmp`` files)."""
@@ -118,7 +122,12 @@ class StateDir:
         ]
 
     def write_container(self, record: AllocationRecord, config: ShimConfig) -> None:
-        folder = self.containers / record.dir_name
+        self.write_files(record.dir_name, config)
+        _write_atomic(self.containers / record.dir_name / RECORD_FILE, record.to_json().encode())
+
+    def write_files(self, dir_name: str, config: ShimConfig) -> None:
+        """A container's (or DRA claim's) config, usage file, own record directory, and the placements."""
+        folder = self.containers / dir_name
         usage = folder / "usage"
         usage.mkdir(parents=True, exist_ok=True)
         usage.chmod(0o777)  # the container's user, whoever it is, runs the shim that writes here
@@ -127,8 +136,7 @@ class StateDir:
             # the usage dir is the tenant's: never through a name it planted (vcuda.tenantfile)
             write_tenant_file(usage, names.USAGE_FILE_NAME, _empty_usage(len(config.gpus)), 0o666)
         _write_atomic(folder / CONFIG_FILE_NAME, encode_config(config))
-        _write_atomic(folder / RECORD_FILE, record.to_json().encode())
-        tenant = self.root / NODE_DIR_NAME / NODE_TENANTS_DIR / record.dir_name
+        tenant = self.root / NODE_DIR_NAME / NODE_TENANTS_DIR / dir_name
         tenant.mkdir(exist_ok=True)
         tenant.chmod(0o777)  # the container's processes, whatever their user, create its record files here
         self.write_placements()
@@ -209,13 +217,20 @@ class StateDir:
         if not placed.is_dir():
             return
         tenants: dict[str, list[tuple[str, int]]] = {}
-        for folder in [*self._folders(), *self._replica_folders()]:
-            config = self._read_config_at(folder)
+        folders = [*self._folders(), *self._replica_folders()]
+        for gone in self._configs.keys() - {str(folder) for folder in folders}:
+            del self._configs[gone]  # removed containers leave the cache
+        for folder in folders:
+            config = self._cached_config(folder)
             for gpu in config.gpus if config else ():
                 if gpu.core_limit < CORE_PER_GPU:
                     tenants.setdefault(gpu.uuid, []).append((folder.name, gpu.core_limit))
         for uuid, entries in tenants.items():
-            _write_atomic(placed / uuid, encode_placement(entries))
+            data = encode_placement(entries)
+            with contextlib.suppress(OSError):
+                if (placed / uuid).read_bytes() == data:
+                    continue  # unchanged: no rewrite (a shim re-reads the list only when it changes)
+            _write_atomic(placed / uuid, data)
         for stale in placed.iterdir():
             if stale.name not in tenants and not stale.name.endswith(TMP_SUFFIX):
                 stale.unlink(missing_ok=True)
@@ -227,10 +242,25 @@ class StateDir:
         except FileNotFoundError:
             return []
 
-    @staticmethod
-    def _read_config_at(folder: Path) -> ShimConfig | None:
+    def _cached_config(self, folder: Path) -> ShimConfig | None:
+        """The shim config in ``folder``, decoded again only when the file changed."""
+        path = folder / CONFIG_FILE_NAME
         try:
-            return decode_config((folder / CONFIG_FILE_NAME).read_bytes())
+            st = path.stat()
+        except OSError:
+            self._configs.pop(str(folder), None)
+            return None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)  # every write is a rename: a new inode
+        cached = self._configs.get(str(folder))
+        if cached is None or cached[0] != key:
+            cached = (key, self._read_config_at(path))
+            self._configs[str(folder)] = cached
+        return cached[1]
+
+    @staticmethod
+    def _read_config_at(path: Path) -> ShimConfig | None:
+        try:
+            return decode_config(path.read_bytes())
         except (OSError, ContractError):
             return None
 

@@ -67,7 +67,14 @@ import kmock
 from kmock._internal import aiobus
 from kubernetes import client
 
-__all__ = ["KmockCluster", "SimulatedApiServer", "matches_selectors"]
+__all__ = [
+    "CORE_RESOURCES",
+    "DRA_RESOURCES",
+    "KmockCluster",
+    "SimulatedApiServer",
+    "declare_resources",
+    "matches_selectors",
+]
 
 
 class _Versions:
@@ -84,6 +91,9 @@ class _Versions:
 _versions = _Versions()
 CORE_RESOURCES = ("pods", "nodes", "events", "configmaps", "secrets", "namespaces")
 """Declared up front, so listing a kind with no objects yet answers an empty list instead of 404."""
+DRA_RESOURCES = ("resourceslices", "resourceclaims", "resourceclaimtemplates", "deviceclasses")
+"""``resource.k8s.io/v1``, declared up front as well."""
+GENERATED_NAME_BASE = 58  # the real SimpleNameGenerator: base cut to 63 - 5, then 5 random [a-z0-9]
 
 
 def _now() -> str:
@@ -294,9 +304,16 @@ class SimulatedApiServer(kmock.KubernetesEmulator):
             return await self._bind(request)
         if request.resource is not None and request.method.value == "PUT" and request.name:
             return await self._replace(request)
+        if request.resource is not None and request.action == kmock.action.DELETE and request.name:
+            refused = await self._precondition_failed(request)
+            if refused is not None:
+                return refused
         if request.resource is not None and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
             if request.action == kmock.action.CREATE:
+                if not meta.get("name") and meta.get("generateName"):
+                    suffix = "".join(random.choices("bcdfghjklmnpqrstvwxz2456789", k=5))
+                    meta["name"] = str(meta["generateName"])[:GENERATED_NAME_BASE] + suffix
                 meta.setdefault("uid", str(uuid.uuid4()))
                 meta.setdefault("creationTimestamp", _now())
                 if request.namespace:
@@ -336,6 +353,24 @@ class SimulatedApiServer(kmock.KubernetesEmulator):
             self._objects[key].patch(patch)
             await self._buses[request.resource].put({"type": "MODIFIED", "object": self._objects[key].raw})
         return aiohttp.web.json_response(_status(201, "", "bound"), status=201)
+
+    async def _precondition_failed(self, request: Any) -> aiohttp.web.StreamResponse | None:
+        """DELETE with ``preconditions`` (uid, resourceVersion) that the stored object fails: 409, as the real
+        server answers; a missing object is 404."""
+        body = request.data if isinstance(request.data, dict) else {}
+        wanted = body.get("preconditions") or {}
+        key = (request.resource, request.namespace, request.name)
+        async with self._lock:
+            if key not in self._objects or self._objects[key].deleted:
+                return aiohttp.web.json_response(
+                    _status(404, "NotFound", f"{request.name} not found"), status=404
+                )
+            stored = self._objects[key].raw.get("metadata") or {}
+        for field in ("uid", "resourceVersion"):
+            if wanted.get(field) and str(wanted[field]) != str(stored.get(field)):
+                message = f"Precondition failed: {field} in precondition: {wanted[field]}, {field} in object meta: {stored.get(field)}"
+                return aiohttp.web.json_response(_status(409, "Conflict", message), status=409)
+        return None
 
     async def _replace(self, request: Any) -> aiohttp.web.StreamResponse:
         """PUT: replace the whole object; a stale ``metadata.resourceVersion`` is a 409, as on the real server."""
@@ -480,6 +515,14 @@ def _status(code: int, reason: str, message: str) -> dict[str, Any]:
     }
 
 
+def declare_resources(emulator: Any) -> None:
+    """Core and ``resource.k8s.io/v1`` kinds known before any object exists, so empty lists answer 200."""
+    for plural in CORE_RESOURCES:
+        emulator.resources[kmock.resource("", "v1", plural)] = {}
+    for plural in DRA_RESOURCES:
+        emulator.resources[kmock.resource("resource.k8s.io", "v1", plural)] = {}
+
+
 class KmockCluster:
     """Runs :class:`SimulatedApiServer` on 127.0.0.1 in a background thread; a context manager."""
 
@@ -508,8 +551,7 @@ class KmockCluster:
     async def _serve_until_stopped(self) -> None:
         self._stop = asyncio.Event()
         async with SimulatedApiServer() as emulator, kmock.Server(emulator) as server:
-            for plural in CORE_RESOURCES:
-                emulator.resources[f"v1/{plural}"] = {}  # type: ignore[assignment]
+            declare_resources(emulator)
             self.emulator = emulator
             self.url = str(server.url).rstrip("/")
             await self._stop.wait()

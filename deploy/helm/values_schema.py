@@ -55,6 +55,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "podSecurity.enforce": {"enum": ["privileged", "baseline", "restricted"]},
     "podSecurity.warn": {"enum": ["privileged", "baseline", "restricted"]},
     "plugin.deviceListStrategy": {"enum": ["envvar", "cdi", "device-specs"]},
+    "plugin.frontEnd": {"enum": ["device-plugin", "dra"]},
     "plugin.deviceIdStrategy": {"enum": ["uuid", "index"]},
     "plugin.mig.strategy": {"enum": ["none", "single", "mixed"]},
     "plugin.logLevel": {"enum": ["debug", "info", "warning", "error"]},

@@ -30,6 +30,7 @@ __all__ = [
     "container_dir_name",
     "plan_container",
     "shim_config",
+    "shim_mounts",
 ]
 
 CONFIG_FILE_NAME = "vcuda.config"
@@ -146,6 +147,12 @@ def _visibility_env(assigned: Sequence[Gpu], options: PlanOptions) -> dict[str, 
     if options.id_strategy is DeviceIdStrategy.INDEX:
         return {"NVIDIA_VISIBLE_DEVICES": ",".join(str(g.index) for g in assigned)}
     return {"NVIDIA_VISIBLE_DEVICES": ",".join(g.uuid for g in assigned)}
+
+
+def shim_mounts(dir_name: str, options: PlanOptions) -> tuple[Mount, ...]:
+    """The shim, ``ld.so.preload``, the config, the usage and node directories of state dir ``dir_name``
+    (the device-plugin answer and the DRA driver's CDI spec mount the same)."""
+    return _shim_mounts(dir_name, options)
 
 
 def _shim_mounts(dir_name: str, options: PlanOptions) -> tuple[Mount, ...]:

@@ -5,6 +5,11 @@ directory; when the pod has several, the container ID is looked up in ``containe
 ``status.containerStatuses``), or the PID is matched against the shim's process slots (host PID, or namespaced
 PID + start time). A container ID placed once places every other PID with that ID. Samples are deduplicated by
 (GPU, PID) first, so nothing is counted twice.
+
+DRA: a ResourceClaim's state directory is ``<pod-uid>_dra-<claim-uid>`` (container ``dra-<claim-uid>`` in its
+config), shared by every container of the pod that uses the claim. A PID whose container ID names a container
+with no directory of its own goes to the pod's claim that container uses (``claims``: the kubelet's
+PodResources ``dynamic_resources``); with several such claims, the shim's slots decide among them.
 """
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -13,7 +18,7 @@ from typing import Any
 
 from plugin.metrics.cgroups import CgroupRef
 from plugin.metrics.procfs import NamespacedPid
-from plugin.metrics.sources import ProcessSample
+from plugin.metrics.sources import ContainerName, ProcessSample
 from plugin.metrics.usage import ContainerState
 from vcuda.model import GpuUuid
 
@@ -23,6 +28,7 @@ __all__ = [
     "attribute",
     "container_ids_from_pods",
     "dedupe_samples",
+    "dra_claim_uid",
     "owners",
     "runs_under_shim",
 ]
@@ -69,6 +75,7 @@ def attribute(
     container_ids: Mapping[str, str],
     namespaced_pid: Callable[[int], NamespacedPid | None],
     live: Collection[str] | None = None,
+    claims: Mapping[ContainerName, frozenset[str]] | None = None,
 ) -> Attribution:
     """Sum deduplicated samples per (container, GPU); count the PIDs no live kube-vgpu container owns.
 
@@ -82,6 +89,7 @@ def attribute(
         cgroups=cgroups,
         container_ids=container_ids,
         namespaced_pid=namespaced_pid,
+        claims=claims,
     )
     if live is not None:
         placed = {pid: owner for pid, owner in placed.items() if owner in live}
@@ -119,6 +127,7 @@ def owners(
     cgroups: Mapping[int, CgroupRef | None],
     container_ids: Mapping[str, str],
     namespaced_pid: Callable[[int], NamespacedPid | None],
+    claims: Mapping[ContainerName, frozenset[str]] | None = None,
 ) -> dict[int, str]:
     """Host PID -> state directory name of the owning container, for the PIDs that can be placed (the
     exporter's :func:`attribute` and the watchdog use the same rules).
@@ -138,8 +147,9 @@ def owners(
             continue
         candidates = by_pod[ref.pod_uid]
         if ref.container_id is not None and ref.container_id in container_ids:
-            name = container_ids[ref.container_id]
-            owner = next((c.name for c in candidates if c.config.container == name), None)
+            owner = _named_owner(
+                pid, container_ids[ref.container_id], candidates, claims or {}, namespaced_pid
+            )
         else:
             owner = _match_slots(pid, candidates, namespaced_pid)
             if owner is None:
@@ -154,6 +164,41 @@ def owners(
         if owner is not None:
             found[pid] = owner
     return found
+
+
+def dra_claim_uid(container: ContainerState) -> str | None:
+    """The claim UID of a DRA claim's state directory (config container ``dra-<uid>``), else None."""
+    name = container.config.container
+    return name.removeprefix("dra-") if name.startswith("dra-") else None
+
+
+def _named_owner(
+    pid: int,
+    name: str,
+    candidates: Sequence[ContainerState],
+    claims: Mapping[ContainerName, frozenset[str]],
+    namespaced_pid: Callable[[int], NamespacedPid | None],
+) -> str | None:
+    """The directory of container ``name`` itself, else of the DRA claim it uses."""
+    owner = next((c.name for c in candidates if c.config.container == name), None)
+    return owner if owner is not None else _claim_owner(pid, name, candidates, claims, namespaced_pid)
+
+
+def _claim_owner(
+    pid: int,
+    name: str,
+    candidates: Sequence[ContainerState],
+    claims: Mapping[ContainerName, frozenset[str]],
+    namespaced_pid: Callable[[int], NamespacedPid | None],
+) -> str | None:
+    """The pod's claim directory that container ``name`` uses (the shim's slots decide among several)."""
+    namespaces = {c.config.namespace for c in candidates}
+    used = {uid for key, uids in claims.items() if key.container == name and key.namespace in namespaces
+            for uid in uids}  # fmt: skip
+    mine = [c for c in candidates if dra_claim_uid(c) in used]
+    if len(mine) <= 1:
+        return mine[0].name if mine else None
+    return _match_slots(pid, mine, namespaced_pid)
 
 
 def _fallback_owner(

@@ -34,7 +34,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from plugin.metrics.attribution import Attribution, attribute
+from plugin.metrics.attribution import Attribution, attribute, dra_claim_uid
 from plugin.metrics.families import GpuLabels, ScrapeView, node_families
 from plugin.metrics.procfs import read_cgroup, read_namespaced_pid
 from plugin.metrics.sources import (
@@ -79,6 +79,7 @@ class NodeCollector:
         self._container_ids = container_ids
         self._violations = violations
         self._gpu_labels: dict[GpuUuid, GpuLabels] = {}
+        self._claims: dict[ContainerName, frozenset[str]] = {}  # of the current read (under the lock)
         self._lock = threading.Lock()
 
     def collect(self) -> Iterable[Metric]:
@@ -110,18 +111,23 @@ class NodeCollector:
     def _live(
         self, containers: tuple[ContainerState, ...], up: dict[str, bool]
     ) -> tuple[ContainerState, ...]:
-        """Drop containers the kubelet no longer lists (their directory may outlive them a while)."""
+        """Drop containers the kubelet no longer lists (their directory may outlive them a while); a DRA
+        claim's directory lives while a listed container uses the claim."""
+        self._claims = {}
         if self._pod_resources is None:
             return containers
         try:
             live = self._pod_resources.live_containers()
+            self._claims = dict(self._pod_resources.container_claims())
         except SourceError:
             up["podresources"] = False
             return containers
         up["podresources"] = True
+        in_use = {uid for uids in self._claims.values() for uid in uids}
         return tuple(
             c for c in containers
             if ContainerName(c.config.namespace, c.config.pod_name, c.config.container) in live
+            or dra_claim_uid(c) in in_use
         )  # fmt: skip
 
     def _nvml(
@@ -146,6 +152,7 @@ class NodeCollector:
             container_ids=self._container_ids() if self._container_ids else {},
             namespaced_pid=lambda pid: read_namespaced_pid(self._root, pid),
             live=live,
+            claims=self._claims,
         )
         return gpus, attribution
 

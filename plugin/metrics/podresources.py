@@ -3,11 +3,17 @@
 Answers are cached for ``ttl_s`` seconds: the kubelet rate-limits the API at 100 QPS shared with every other
 client (``DefaultQPS`` in the kubelet's ``pkg/kubelet/apis/podresources/constants.go``), and a scrape needs no
 fresher view of which containers exist.
+
+DRA containers: the kubelet lists, per container, the claims it uses (``dynamic_resources``) with the CDI
+devices the driver prepared for them. kube-vgpu's are named ``kube-vgpu.<domain>/claim=<claim-uid>-<device>``
+(the node side, ``plugin.core.dra_plan``), so the claim's UID, which names the claim's state directory
+(``<pod-uid>_dra-<claim-uid>``), is read from them; other drivers' devices are ignored.
 """
 
+import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 import grpc
@@ -15,14 +21,34 @@ import grpc
 from plugin.api.podresources.v1 import api_pb2, api_pb2_grpc
 from plugin.metrics.sources import ContainerName, SourceError
 
-__all__ = ["DEFAULT_SOCKET", "KubeletPodResources", "live_from_response"]
+__all__ = ["DEFAULT_SOCKET", "KubeletPodResources", "claims_from_response", "live_from_response"]
 
 DEFAULT_SOCKET: Final = "/var/lib/kubelet/pod-resources/kubelet.sock"
+_OUR_CDI: Final = re.compile(
+    r"kube-vgpu\.[a-z0-9.-]+/claim=([A-Za-z0-9][A-Za-z0-9-]{0,58})-(?:gpu|mig)-[a-z0-9-]+"
+)
 
 
 def live_from_response(pod_resources: Iterable[Any]) -> frozenset[ContainerName]:
     """Every (namespace, pod, container) in a ``ListPodResourcesResponse.pod_resources``."""
     return frozenset(ContainerName(p.namespace, p.name, c.name) for p in pod_resources for c in p.containers)
+
+
+def claims_from_response(pod_resources: Iterable[Any]) -> dict[ContainerName, frozenset[str]]:
+    """(namespace, pod, container) -> UIDs of the kube-vgpu claims whose devices the container got."""
+    out: dict[ContainerName, frozenset[str]] = {}
+    for p in pod_resources:
+        for c in p.containers:
+            uids = {
+                m.group(1)
+                for d in c.dynamic_resources
+                for r in d.claim_resources
+                for cdi in r.cdi_devices
+                if (m := _OUR_CDI.fullmatch(cdi.name)) is not None
+            }
+            if uids:
+                out[ContainerName(p.namespace, p.name, c.name)] = frozenset(uids)
+    return out
 
 
 class KubeletPodResources:
@@ -39,22 +65,31 @@ class KubeletPodResources:
         self._timeout_s = timeout_s
         self._clock = clock
         self._lock = threading.Lock()
-        self._cached: tuple[float, frozenset[ContainerName]] | None = None
+        self._cached: tuple[float, frozenset[ContainerName], dict[ContainerName, frozenset[str]]] | None = (
+            None
+        )
         self._channel = grpc.insecure_channel(self._target)
         self._stub = api_pb2_grpc.PodResourcesListerStub(self._channel)  # type: ignore[no-untyped-call]
 
     def live_containers(self) -> frozenset[ContainerName]:
+        return self._list()[0]
+
+    def container_claims(self) -> Mapping[ContainerName, frozenset[str]]:
+        return self._list()[1]
+
+    def _list(self) -> tuple[frozenset[ContainerName], dict[ContainerName, frozenset[str]]]:
         with self._lock:
             now = self._clock()
             if self._cached is not None and now - self._cached[0] < self._ttl_s:
-                return self._cached[1]
+                return self._cached[1], self._cached[2]
             try:
                 response = self._stub.List(api_pb2.ListPodResourcesRequest(), timeout=self._timeout_s)
             except grpc.RpcError as err:
                 raise SourceError(f"kubelet PodResources List failed at {self._target}: {err}") from err
             live = live_from_response(response.pod_resources)
-            self._cached = (now, live)
-            return live
+            claims = claims_from_response(response.pod_resources)
+            self._cached = (now, live, claims)
+            return live, claims
 
     def close(self) -> None:
         self._channel.close()

@@ -82,6 +82,11 @@ class PodResourcesSource(Protocol):
         """Raises :class:`SourceError` when the kubelet cannot be asked."""
         ...
 
+    def container_claims(self) -> Mapping[ContainerName, frozenset[str]]:
+        """DRA: the UIDs of the kube-vgpu ResourceClaims each live container uses (PodResources'
+        ``dynamic_resources``); raises :class:`SourceError` when the kubelet cannot be asked."""
+        ...
+
 
 class HealthView(Protocol):
     def healthy(self) -> Mapping[GpuUuid, bool]:

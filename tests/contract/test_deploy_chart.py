@@ -281,6 +281,7 @@ PLUGIN_RULES = (  # plugin/kube.py's calls, no more (tests/security/test_admissi
     | _expand(("",), ("nodes",), ("get", "list", "watch", "patch"))  # its Node's watch (plugin/node.py)
     | _expand(("",), ("nodes/status",), ("patch",))
     | _expand(("",), ("events",), ("create",))
+    | _expand(("resource.k8s.io",), ("resourceclaims",), ("get",))  # the DRA driver (plugin/dra/claims.py)
 )
 EXTENDER_RULES = (  # extender/kube.py's calls, no more
     _expand(("",), ("nodes",), ("list", "watch"))

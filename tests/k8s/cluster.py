@@ -81,7 +81,7 @@ class K8sCluster:
 
         self.plane.start()
         self.api = config.new_client_from_config(config_file=str(self.plane.admin_kubeconfig))  # type: ignore[no-untyped-call]
-        self.objects, _operators = served(self.api, render(self.workdir))
+        self.objects, _operators = served(self.api, render(self.workdir, "dra.enabled=true"))
         point_webhooks_at(
             self.objects, f"https://127.0.0.1:{self.webhook_port}", self.plane.pki.ca.read_bytes()
         )

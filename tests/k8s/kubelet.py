@@ -19,6 +19,7 @@ ValidatingAdmissionPolicy only lets a plugin token that names its node touch tha
 """
 
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -55,6 +56,9 @@ def kubelet_unavailable() -> str | None:
 
 
 class KubeletNode:
+    plugin_args: Mapping[str, str] = {}
+    """Plugin flags set on top of the chart's (a subclass's mode, e.g. ``--front-end=dra``)."""
+
     def __init__(self, cluster: K8sCluster, name: str, hardware: str) -> None:
         self.cluster, self.name, self.hardware = cluster, name, hardware
         self.root = cluster.workdir / "nodes" / name
@@ -176,6 +180,7 @@ class KubeletNode:
             "--state-dir": str(self.root / "state"), "--shim-dir": str(self.root / "shim"),
             "--cdi-dir": str(self.root / "cdi"),
             "--metrics-port": str(free_port()), "--health-port": str(free_port()),
+            **self.plugin_args,
         }  # fmt: skip
         args = mounter.args(container, overrides)
         args += [

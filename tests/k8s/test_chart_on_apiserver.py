@@ -34,6 +34,7 @@ from tests.k8s.controlplane import BIN_DIR
         pytest.param(
             ("runtimeClass.create=true", "plugin.deviceListStrategy=cdi"), id="runtime class and CDI"
         ),
+        pytest.param(("dra.enabled=true",), id="DRA device classes, RBAC and own-slices policy"),
     ],
 )
 def test_rendered_chart_is_accepted_by_the_api_server(

@@ -25,7 +25,7 @@ from tests.k8s.processes import wait_for
 NODE = "k8s-kubelet"
 
 
-def kubelet_node(k8s: K8sCluster, name: str) -> Iterator[KubeletNode]:
+def kubelet_node(k8s: K8sCluster, name: str, kind: type[KubeletNode] = KubeletNode) -> Iterator[KubeletNode]:
     """A real-kubelet node named ``name`` (8 x H100) for a module fixture; skips with the reason if it can't run."""
     missing = binaries_missing(NODE_COMPONENTS)
     if missing:
@@ -35,7 +35,7 @@ def kubelet_node(k8s: K8sCluster, name: str) -> Iterator[KubeletNode]:
     reason = kubelet_unavailable()
     if reason:
         pytest.skip(reason)
-    started = KubeletNode(k8s, name, "h100x8")
+    started = kind(k8s, name, "h100x8")
     try:
         started.start()
         yield started

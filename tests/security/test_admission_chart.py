@@ -194,6 +194,7 @@ CLIENT_CALLS = {  # kubernetes.client.CoreV1Api method -> (resource, verbs it ne
     "create_namespaced_event": ("events", {"create"}),
     "create_namespaced_pod_binding": ("pods/binding", {"create"}),
     "create_namespaced_pod_eviction": ("pods/eviction", {"create"}),
+    "read_namespaced_resource_claim": ("resourceclaims", {"get"}),  # ResourceV1Api (plugin/dra/claims.py)
 }
 OPTIONAL = {("pods/eviction", "create")}
 """The plugin's watchdog evicts only with ``--watchdog-evict``, which the chart does not set: not granted."""
@@ -205,7 +206,7 @@ def called(package: str) -> set[tuple[str, str]]:
     for source in (ROOT / package).rglob("*.py"):
         if source.name == "kubectl.py":
             continue
-        for method in re.findall(r"\b(?:_core|CoreV1Api\([^)]*\))\.(\w+)", source.read_text()):
+        for method in re.findall(r"\b(?:_core|_resource|CoreV1Api\([^)]*\))\.(\w+)", source.read_text()):
             resource, verbs = CLIENT_CALLS[method]  # a new call must be added here and to the chart
             found |= {(resource, v) for v in verbs}
     return found
@@ -306,3 +307,31 @@ def test_a_rotation_window_ships_both_public_keys(helm_home, tmp_path):  # noqa:
     private, public_dir = _keys_made_by_the_chart_job(objs, tmp_path)
     assert {p.name for p in public_dir.iterdir()} == {"signing.pem", "previous.pem"}
     assert load_keyring(public_dir).key_ids == {OTHER_SIGNER.key_id, load_signer(private).key_id}
+
+
+def _slice(node: str | None, driver: str = "kube-vgpu.nvidia.com") -> Obj:
+    spec: Obj = {"driver": driver, "pool": {"name": node or "x", "generation": 1, "resourceSliceCount": 1}}
+    return {"metadata": {"name": "s"}, "spec": spec | ({"nodeName": node} if node else {"allNodes": True})}
+
+
+OWN_SLICE_CASES = [
+    # (id, request, new object, old object, admitted)
+    ("creating its node's slice", req(PLUGIN, "CREATE", "resourceslices", node="n1"), _slice("n1"), None, True),
+    ("updating its node's slice", req(PLUGIN, "UPDATE", "resourceslices", node="n1"), _slice("n1"), _slice("n1"), True),
+    ("deleting its node's slice", req(PLUGIN, "DELETE", "resourceslices", node="n1"), None, _slice("n1"), True),
+    ("creating another node's slice", req(PLUGIN, "CREATE", "resourceslices", node="n1"), _slice("n2"), None, False),
+    ("deleting another node's slice", req(PLUGIN, "DELETE", "resourceslices", node="n1"), None, _slice("n2"), False),
+    ("a slice of another driver", req(PLUGIN, "CREATE", "resourceslices", node="n1"),
+     _slice("n1", "gpu.nvidia.com"), None, False),
+    ("a slice for all nodes", req(PLUGIN, "CREATE", "resourceslices", node="n1"), _slice(None), None, False),
+    ("a token naming no node", req(PLUGIN, "CREATE", "resourceslices"), _slice("n1"), None, False),
+    ("someone else (not matched)", req(TENANT, "CREATE", "resourceslices", node="n1"), _slice("n2"), None, True),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("request_", "new", "old", "allowed"), [c[1:] for c in OWN_SLICE_CASES],
+                         ids=[c[0] for c in OWN_SLICE_CASES])  # fmt: skip
+def test_with_dra_a_plugin_writes_only_its_own_nodes_resource_slices(helm_home, request_, new, old, allowed):  # noqa: F811
+    objects = render(helm_home, ["dra.enabled=true"], "1.36.0")
+    spec = find(objects, "ValidatingAdmissionPolicy", "-plugin-own-slices")["spec"]
+    assert admitted(spec, request_, new, old) is allowed

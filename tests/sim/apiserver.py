@@ -22,9 +22,9 @@ from typing import Any
 
 import kmock
 
-__all__ = ["CORE_RESOURCES", "SimApiServer", "emulator_class"]
+from tests.kmock_cluster import CORE_RESOURCES, declare_resources
 
-CORE_RESOURCES = ("pods", "nodes", "events", "configmaps", "secrets", "namespaces")
+__all__ = ["CORE_RESOURCES", "SimApiServer", "emulator_class"]
 
 
 class _ForgetServedRequests:
@@ -80,8 +80,7 @@ class SimApiServer:
     async def _serve(self) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
         async with self._emulator_cls() as emulator, kmock.Server(emulator) as server:
-            for plural in CORE_RESOURCES:  # known before any object exists, so empty lists answer 200
-                emulator.resources[kmock.resource("", "v1", plural)] = {}
+            declare_resources(emulator)  # known before any object exists, so empty lists answer 200
             self.emulator, self.url = emulator, str(server.url).rstrip("/")
             self._ready.set()
             await self._stop.wait()

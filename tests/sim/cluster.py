@@ -24,6 +24,7 @@ import aiohttp
 
 from tests.signing_keys import KEYRING, write_private_key, write_public_key
 from tests.sim.apiserver import SimApiServer
+from tests.sim.dra_scheduler import SimDraScheduler, device_classes
 from tests.sim.kubeapi import ApiError, KubeApi, Obj, pod_path
 from tests.sim.kubelet import KubeletSettings
 from tests.sim.node import NodeSpec, SimNode, free_port
@@ -112,6 +113,8 @@ class SimCluster:
         self.extender_metrics_port, self.extender_webhook_port = free_port(), free_port()
         self.extender: Child | None = None
         self.scheduler: SimScheduler | None = None
+        self.dra_scheduler: SimDraScheduler | None = None
+        self._dra_task: asyncio.Task[None] | None = None
         self.rejected: dict[str, str] = {}
         self._scheduler_task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -164,6 +167,17 @@ class SimCluster:
             self.wait_extender_ready(timeout), *(n.wait_ready(timeout) for n in self.nodes.values())
         )
         await self._start_scheduler()
+        await self._start_dra()
+
+    async def _start_dra(self) -> None:
+        """DRA nodes: the chart's DeviceClasses, and the default scheduler's DRA path for their pods."""
+        dra_nodes = [s.name for s in self.spec.nodes if s.front_end == "dra"]
+        if not dra_nodes:
+            return
+        for device_class in device_classes(self.spec.domain):
+            await self.kube.create("deviceclasses", device_class)
+        self.dra_scheduler = SimDraScheduler(self.kube, dra_nodes)
+        self._dra_task = asyncio.create_task(self.dra_scheduler.run())
 
     def _new_node(self, spec: NodeSpec, kubeconfig: Path) -> SimNode:
         return SimNode(spec, self.workdir / "nodes" / spec.name, self.kube, kubeconfig=kubeconfig,
@@ -193,6 +207,10 @@ class SimCluster:
         self._scheduler_task = asyncio.create_task(self.scheduler.run())
 
     async def stop(self) -> None:
+        if self._dra_task is not None:
+            self._dra_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._dra_task
         if self._scheduler_task is not None:
             self._scheduler_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

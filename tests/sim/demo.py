@@ -1,5 +1,10 @@
 """``make demo``: start a SIMULATED cluster, submit the example pods, show where every container landed.
 
+Beside the extender's nodes runs one DRA node (the plugin with ``--front-end=dra``): the ResourceClaim
+examples of ``deploy/examples/dra/`` land there, allocated by the simulated default scheduler from the
+node's ResourceSlices and prepared by the real plugin; the demo shows each claim's share as
+``kubectl vgpu claims`` does.
+
 Real: the extender and one plugin per node (child processes), the kubelet gRPC APIs they speak, the shim config
 files, the metrics. Simulated: the API server, kube-scheduler, the kubelets and the GPUs (see
 ``docs/simulation.md``). Exits 0 when every example settled as expected, 1 otherwise.
@@ -17,14 +22,19 @@ from typing import Any
 
 import yaml
 
+from extender.kubectl import _table
+from extender.kubectl_claims import claim_rows, render_claims
 from tests.sim.cluster import DEMO_NODES, ClusterSpec, PodState, SimCluster
 from tests.sim.invariants import check_invariants
+from tests.sim.node import NodeSpec
 from tests.sim.report import format_table, placements, render_placements, render_unplaced
 
 __all__ = ["EXAMPLES_DIR", "demo_pods", "main"]
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = REPO / "deploy" / "examples"
+DRA_EXAMPLES_DIR = EXAMPLES_DIR / "dra"
+DRA_NODE = NodeSpec("sim-h100-dra", "h100x8", front_end="dra")
 
 # A pod no GPU can hold (a share of 90000 MiB; the largest GPU has 81559), to show the extender's reason.
 TOO_LARGE: dict[str, Any] = {
@@ -62,9 +72,23 @@ def _node_table(nodes: Sequence[dict[str, Any]], cluster: SimCluster) -> str:
     for node in sorted(nodes, key=lambda n: n["metadata"]["name"]):
         allocatable = (node.get("status") or {}).get("allocatable") or {}
         spec = cluster.nodes[node["metadata"]["name"]].spec
-        rows.append((node["metadata"]["name"], spec.hardware, allocatable.get(cluster.names.core, "-"),
+        rows.append((node["metadata"]["name"], spec.hardware, spec.front_end, allocatable.get(cluster.names.core, "-"),
                      allocatable.get(cluster.names.memory, "-")))  # fmt: skip
-    return format_table(("NODE", "FAKE GPUs", "vcuda-core", "vcuda-memory (MiB)"), rows)
+    return format_table(("NODE", "FAKE GPUs", "FRONT END", "vcuda-core", "vcuda-memory (MiB)"), rows)
+
+
+async def _submit_dra_examples(cluster: SimCluster) -> list[str]:
+    """Each ResourceClaimTemplate of ``deploy/examples/dra`` and the pod using it; the pods' keys."""
+    keys = []
+    for path in sorted(DRA_EXAMPLES_DIR.glob("*.yaml")):
+        for doc in (d for d in yaml.safe_load_all(path.read_text()) if d):
+            doc["metadata"]["namespace"] = "default"
+            if doc["kind"] == "ResourceClaimTemplate":
+                await cluster.kube.create("resourceclaimtemplates", doc)
+            else:
+                await cluster.submit(doc)
+                keys.append(f"default/{doc['metadata']['name']}")
+    return keys
 
 
 async def _metrics_sample(cluster: SimCluster, node: str, pod: str) -> str:
@@ -93,25 +117,33 @@ async def run_demo(workdir: Path, examples: Path | None) -> int:
         "kube-vgpu demo: a SIMULATED cluster (kmock API server, simulated kube-scheduler and kubelets, FAKE GPUs)"
     )
     _say("running the REAL kube-vgpu-extender and one REAL kube-vgpu-plugin per node.\n")
-    async with SimCluster(ClusterSpec(nodes=DEMO_NODES), workdir) as cluster:
+    async with SimCluster(ClusterSpec(nodes=(*DEMO_NODES, DRA_NODE)), workdir) as cluster:
         _say(f"cluster up in {time.monotonic() - started:.1f} s\n")
         _say(_node_table(await cluster.kube.list("nodes"), cluster) + "\n")
         pods = [*demo_pods(examples), TOO_LARGE]
         for pod in pods:
             await cluster.submit(pod)
         keys = [f"default/{p['metadata']['name']}" for p in pods]
-        states = await cluster.wait_settled(keys, timeout_s=30)
+        dra_keys = await _submit_dra_examples(cluster)
+        states = await cluster.wait_settled([*keys, *dra_keys], timeout_s=60)
         rows = placements(await cluster.pods(), await cluster.kube.list("nodes"), cluster.names)
         _say(f"submitted {len(pods)} pods:\n")
         _say(render_placements(rows, states) + "\n")
+        _say(f"DRA pods on {DRA_NODE.name} (their claims, as `kubectl vgpu claims -A` shows them):\n")
+        _say("\n".join(f"  {k}: {states[k].phase} on {states[k].node or '-'}" for k in dra_keys) + "\n")
+        _say(
+            render_claims(claim_rows(await cluster.kube.list("resourceclaims"), cluster.names.domain), _table)
+        )
         _say("not placed:\n")
-        _say(render_unplaced(states) + "\n")
+        _say(render_unplaced({k: s for k, s in states.items() if k not in dra_keys}) + "\n")
         problems = await check_invariants(cluster)
-        _say("invariants (no GPU over-committed, every shim config equals its assignment): "
+        _say("invariants (no GPU or DRA device over-committed, every shim config equals its assignment): "
              + ("ok" if not problems else "VIOLATED\n  " + "\n  ".join(problems)) + "\n")  # fmt: skip
         if rows:
             _say("a sample of the metrics:\n")
             _say(await _metrics_sample(cluster, rows[0].node, rows[0].pod) + "\n")
+            _say("and of a DRA claim's (container dra-<claim-uid>):\n")
+            _say((await _metrics_sample(cluster, DRA_NODE.name, "dra-share")).split("\n[extender]")[0] + "\n")
         return _verdict(states, problems, started)
 
 

@@ -12,6 +12,7 @@
    go to later containers of the SAME pod (it has exited by then); an ID held by two pods, or by two of a
    pod's long-running containers (app or sidecar), is a double sale.
 3. Every running GPU pod's containers were allocated.
+4. DRA (:mod:`tests.sim.dra_invariants`): no device of a DRA node is over-committed by the allocated claims.
 
 Computed from the contract alone (``vcuda``), never from the plugin's or extender's internals.
 """
@@ -21,6 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tests.sim.cluster import SimCluster
+from tests.sim.dra_invariants import dra_overcommit
 from tests.sim.fit import is_terminal
 from tests.sim.kubeapi import Obj
 from tests.sim.node import SimNode
@@ -221,4 +223,8 @@ async def check_invariants(cluster: SimCluster) -> list[str]:
     )
     for node in cluster.nodes.values():
         problems += _check_node(node, pods, assignments, cluster.names.core)
+    dra_nodes = [n.name for n in cluster.nodes.values() if n.spec.front_end == "dra"]
+    if dra_nodes:
+        slices, claims = await cluster.kube.list("resourceslices"), await cluster.kube.list("resourceclaims")
+        problems += dra_overcommit(slices, claims, dra_nodes)
     return problems + _unallocated(cluster, pods.values())

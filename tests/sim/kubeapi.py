@@ -30,9 +30,16 @@ def pod_path(namespace: str, name: str = "") -> str:
     return f"{base}/{name}" if name else base
 
 
+DRA_KINDS = frozenset({"resourceslices", "deviceclasses", "resourceclaims", "resourceclaimtemplates"})
+"""``resource.k8s.io/v1`` kinds, served under ``/apis/resource.k8s.io/v1``."""
+
+
 def _collection(kind: str, namespace: str | None) -> str:
     if kind == "nodes":
         return "/api/v1/nodes"
+    if kind in DRA_KINDS:
+        base = "/apis/resource.k8s.io/v1"
+        return f"{base}/{kind}" if namespace is None else f"{base}/namespaces/{namespace}/{kind}"
     if namespace is None:
         return f"/api/v1/{kind}"
     return f"/api/v1/namespaces/{namespace}/{kind}"
@@ -104,6 +111,10 @@ class KubeApi:
 
     async def patch(self, path: str, body: Mapping[str, Any]) -> Obj:
         return await self._call("PATCH", path, body)
+
+    async def put(self, path: str, body: Mapping[str, Any]) -> Obj:
+        """Replace the whole object; a stale ``metadata.resourceVersion`` is answered 409."""
+        return await self._call("PUT", path, body)
 
     async def delete(self, path: str) -> Obj:
         return await self._call("DELETE", path)

@@ -30,7 +30,7 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tests.sim.checkpoint import Allocation, Checkpoint
 from tests.sim.devicemanager import CHECKPOINT_FILE, DeviceManager, DevicePluginError, Endpoint
@@ -89,7 +89,23 @@ def _container_request(container: Obj, resource: str) -> int:
         return 0
 
 
+class DraManager(Protocol):
+    """The kubelet's DRA side (``tests.fakes.dra_kubelet.FakeDraKubelet``): prepare a pod's claims before its
+    containers start, unprepare them when it is gone."""
+
+    async def prepare_pod(self, pod: Obj) -> Any: ...
+
+    async def unprepare_pod(self, pod: Obj) -> None: ...
+
+
+def _has_claims(pod: Obj) -> bool:
+    return bool((pod.get("spec") or {}).get("resourceClaims"))
+
+
 class SimKubelet:
+    dra: DraManager | None = None
+    """Set on DRA nodes: claims are prepared before the containers start, as the kubelet's DRA manager does."""
+
     def __init__(self, api: KubeApi, node: str, root: Path, *, labels: dict[str, str] | None = None,
                  settings: KubeletSettings = KubeletSettings()) -> None:  # fmt: skip
         self.api, self.node, self.root, self.settings = api, node, root, settings
@@ -99,7 +115,7 @@ class SimKubelet:
         self.devices = DeviceManager(self.plugin_dir, self._devices_changed)
         self.checkpoint = Checkpoint(self.plugin_dir / CHECKPOINT_FILE)
         self.podres = PodResourcesServer(
-            self.pod_resources_socket, self.checkpoint, self.devices, self._active
+            self.pod_resources_socket, self.checkpoint, self.devices, self._active, self._claims_of
         )
         self.pods: dict[str, Obj] = {}
         self.admitted: set[str] = set()
@@ -210,7 +226,11 @@ class SimKubelet:
         self._wake.set()
 
     def _forget(self, uid: str) -> None:
-        self.pods.pop(uid, None)
+        pod = self.pods.pop(uid, None)
+        if pod is not None and self.dra is not None and _has_claims(pod) and uid in self.admitted:
+            task = asyncio.create_task(self._unprepare(pod))
+            self._starts.add(task)
+            task.add_done_callback(self._starts.discard)
         self._pending.pop(uid, None)
         self.admitted.discard(uid)
         self.running.discard(uid)
@@ -370,7 +390,65 @@ class SimKubelet:
 
     # --- container start -------------------------------------------------------------------------
 
+    def _claims_of(self, uid: str, container: str) -> list[Any]:
+        """PodResources' ``dynamic_resources`` of one container: the prepared claims it names."""
+        from plugin.api.podresources.v1 import api_pb2 as pr
+
+        pod = self.pods.get(uid)
+        prepared = getattr(self.dra, "claims", None)
+        if pod is None or not prepared:
+            return []
+        ns = pod["metadata"].get("namespace", "default")
+        generated = {
+            s["name"]: s.get("resourceClaimName")
+            for s in (pod.get("status") or {}).get("resourceClaimStatuses") or []
+        }
+        names = {
+            c["name"]: c.get("resourceClaimName") or generated.get(c["name"])
+            for c in pod["spec"].get("resourceClaims") or []
+        }
+        spec = next((c for c in _containers(pod) if c["name"] == container), {})
+        out = []
+        for ref in (spec.get("resources") or {}).get("claims") or []:
+            info = prepared.get((ns, names.get(ref["name"]) or ""))
+            if info is None or not info.prepared:
+                continue
+            resources = [
+                pr.ClaimResource(cdi_devices=[pr.CDIDevice(name=i) for i in d.cdi_ids], driver_name=driver,
+                                 pool_name=d.pool, device_name=d.device, **({"share_id": d.share_id} if d.share_id else {}))
+                for driver, devices in sorted(info.devices.items()) for d in devices
+            ]  # fmt: skip
+            out.append(
+                pr.DynamicResource(claim_name=info.name, claim_namespace=ns, claim_resources=resources)
+            )
+        return out
+
+    async def _unprepare(self, pod: Obj) -> None:
+        assert self.dra is not None
+        try:
+            await self.dra.unprepare_pod(pod)
+        except Exception as err:  # the real kubelet retries in its reconcile loop; the sim logs it
+            log.warning("kubelet %s: unprepare of %s failed: %s", self.node, pod["metadata"]["name"], err)
+
+    async def _prepare(self, pod: Obj) -> bool:
+        """DRA: the pod's claims prepared (True), or its containers wait (False), as after a failed prepare."""
+        if self.dra is None or not _has_claims(pod):
+            return True
+        for attempt in range(self.settings.prestart_retries):
+            try:
+                await self.dra.prepare_pod(pod)
+                return True
+            except Exception as err:  # PrepareError: the real kubelet reports FailedPrepareDynamicResources
+                state = {"waiting": {"reason": "CreateContainerError", "message": str(err)}}
+                containers = (pod.get("spec") or {}).get("containers") or []
+                statuses = [{"name": c["name"], "ready": False, "state": state} for c in containers]
+                await self._patch_status(pod, {"phase": "Pending", "containerStatuses": statuses})
+                await asyncio.sleep(min(10.0, 2.0**attempt))
+        return False
+
     async def _start_containers(self, uid: str, pod: Obj) -> None:
+        if not await self._prepare(pod):
+            return
         for container in _containers(pod):
             for attempt in range(self.settings.prestart_retries):
                 try:

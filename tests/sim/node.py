@@ -2,7 +2,9 @@
 
 The plugin runs exactly as on a node, with the kubelet's directories under the node's work directory
 (``device-plugins/``, ``pod-resources/``) and its own state directory, where it writes every container's
-shim config file.
+shim config file. A DRA node (``front_end="dra"``) runs the plugin with ``--front-end=dra``; its kubelet
+gets the DRA side of :class:`tests.fakes.dra_kubelet.FakeDraKubelet` (plugin registration under
+``plugins_registry/``, prepare before a pod's containers start, unprepare when it is gone).
 """
 
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ class NodeSpec:
     hardware: str  # a node description of tests/fakenvml/nodes, e.g. "h100x8"
     labels: dict[str, str] = field(default_factory=dict)
     metrics: bool = True
+    front_end: str = "device-plugin"  # or "dra"
 
 
 class SimNode:
@@ -55,6 +58,15 @@ class SimNode:
             "--reclaim-interval-seconds=2",
             "--log-level=info",
         ]
+        self.dra: Any = None
+        self.driver = f"kube-vgpu.{names.domain}"
+        self._kubeconfig = kubeconfig
+        if spec.front_end == "dra":
+            argv += [
+                "--front-end=dra",
+                f"--dra-registry-dir={root / 'kubelet' / 'plugins_registry'}",
+                f"--dra-plugins-dir={root / 'kubelet' / 'plugins'}",
+            ]
         env = {**self.hardware.env(), "KUBECONFIG": str(kubeconfig), "NODE_NAME": spec.name}
         self.plugin = Child(f"plugin-{spec.name}", argv, env, root / "plugin.log")
 
@@ -63,13 +75,28 @@ class SimNode:
             self.api, self.name, self.root / "kubelet", labels=self.labels, settings=self.kubelet_settings
         )
 
+    def _attach_dra(self) -> None:
+        """The kubelet's DRA side, reading claims through the official client as the kubelet does."""
+        from kubernetes import config
+
+        from tests.fakes.dra_kubelet import FakeDraKubelet
+
+        api = config.new_client_from_config(config_file=str(self._kubeconfig))  # type: ignore[no-untyped-call]
+        self.dra = FakeDraKubelet(self.root / "kubelet" / "plugins_registry", api, poll_s=0.1)
+        self.kubelet.dra = self.dra
+
     async def start(self) -> None:
+        if self.spec.front_end == "dra":
+            self._attach_dra()
+            await self.dra.start()
         await self.kubelet.start()
         await self.plugin.start()
 
     async def stop(self) -> None:
         await self.plugin.stop()
         await self.kubelet.stop()
+        if self.dra is not None:
+            await self.dra.stop()
 
     async def wait_ready(self, timeout_s: float = 30.0) -> None:
         """The plugin registered both ways: devices with the kubelet, inventory and memory on the Node."""
@@ -77,6 +104,8 @@ class SimNode:
         async def ready() -> bool:
             if not self.plugin.alive:
                 raise AssertionError(f"plugin of {self.name} exited:\n{self.plugin.log_tail()}")
+            if self.dra is not None:
+                return await self._dra_ready()
             endpoint = self.kubelet.devices.endpoints.get(self.names.core)
             if endpoint is None or endpoint.stopped or not endpoint.listed.is_set():
                 return False
@@ -92,6 +121,16 @@ class SimNode:
             await wait_until(ready, timeout_s=timeout_s, what=f"node {self.name} to register its GPUs")
         except AssertionError as err:
             raise AssertionError(f"{err}\n--- plugin log:\n{self.plugin.log_tail()}") from err
+
+    async def _dra_ready(self) -> bool:
+        """DRA: the kubelet registered the driver and the node's pool is published."""
+        if self.driver not in self.dra.plugins:
+            return False
+        try:
+            found = await self.api.list("resourceslices", field_selector=f"spec.nodeName={self.name}")
+        except ApiError:
+            return False
+        return any(s["spec"].get("devices") for s in found)
 
     async def restart_plugin(self, *, kill: bool = True) -> None:
         await self.plugin.stop(kill=kill)

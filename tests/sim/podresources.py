@@ -1,7 +1,10 @@
 """The SIMULATED kubelet's PodResources ``v1`` server (``List``, ``Get``, ``GetAllocatableResources``).
 
 Answers from the device checkpoint, for the pods the kubelet considers active (admitted, or in admission
-right now, as upstream's pod manager holds a pod from the start of its admission). No rate limit.
+right now, as upstream's pod manager holds a pod from the start of its admission). No rate limit. On a DRA
+node each container also lists the claims it uses (``dynamic_resources``: claim name and namespace, and per
+prepared device the driver, pool, device, share ID and CDI device IDs the driver answered), as upstream's
+DRA manager reports them.
 """
 
 from collections.abc import Callable, Iterable
@@ -18,6 +21,11 @@ from tests.sim.devicemanager import DeviceManager
 __all__ = ["ActivePod", "PodResourcesServer"]
 
 ActivePod = tuple[str, str, str, list[str]]  # uid, namespace, name, container names
+Dynamic = Callable[[str, str], list[pr.DynamicResource]]  # (pod uid, container) -> its claims
+
+
+def _no_claims(uid: str, container: str) -> list[pr.DynamicResource]:
+    return []
 
 
 class PodResourcesServer(pr_grpc.PodResourcesListerServicer):
@@ -27,8 +35,10 @@ class PodResourcesServer(pr_grpc.PodResourcesListerServicer):
         checkpoint: Checkpoint,
         devices: DeviceManager,
         active: Callable[[], Iterable[ActivePod]],
+        dynamic: Dynamic = _no_claims,
     ) -> None:
         self.socket, self._checkpoint, self._devices, self._active = socket, checkpoint, devices, active
+        self._dynamic = dynamic
         self._server: grpc.aio.Server | None = None
 
     async def start(self) -> None:
@@ -52,6 +62,7 @@ class PodResourcesServer(pr_grpc.PodResourcesListerServicer):
             out.append(pr.ContainerResources(
                 name=container,
                 devices=[pr.ContainerDevices(resource_name=r, device_ids=a.ids) for r, a in sorted(allocations.items())],
+                dynamic_resources=self._dynamic(uid, container),
             ))  # fmt: skip
         return pr.PodResources(name=name, namespace=namespace, containers=out)
 

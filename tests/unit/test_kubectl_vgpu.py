@@ -50,6 +50,9 @@ class FakeClusterReader:
         self.asked.append(namespace)
         return [p for p in self.pods if namespace is None or p["metadata"]["namespace"] == namespace]
 
+    def list_resource_claims(self, namespace):
+        return []
+
 
 def node(name: str, inventory: NodeInventory | None) -> dict[str, Any]:
     annotations = {} if inventory is None else {N.inventory: encode_inventory(inventory)}

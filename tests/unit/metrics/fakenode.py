@@ -182,11 +182,18 @@ class FakePodResources:
 
     live: set[ContainerName] = field(default_factory=set)
     failing: bool = False
+    claims: dict[ContainerName, frozenset[str]] = field(default_factory=dict)
+    """DRA: the kube-vgpu claim UIDs each container uses (PodResources ``dynamic_resources``)."""
 
     def live_containers(self) -> frozenset[ContainerName]:
         if self.failing:
             raise SourceError("fake kubelet: connection refused")
         return frozenset(self.live)
+
+    def container_claims(self) -> dict[ContainerName, frozenset[str]]:
+        if self.failing:
+            raise SourceError("fake kubelet: connection refused")
+        return dict(self.claims)
 
 
 def h100(index: int, *, used: int = 0, util: float = 0.0) -> GpuSample:

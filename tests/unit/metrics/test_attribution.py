@@ -10,7 +10,7 @@ import pytest
 from plugin.metrics.attribution import attribute, container_ids_from_pods, dedupe_samples
 from plugin.metrics.cgroups import CgroupRef
 from plugin.metrics.procfs import NamespacedPid
-from plugin.metrics.sources import ProcessSample
+from plugin.metrics.sources import ContainerName, ProcessSample
 from plugin.metrics.usage import ContainerState
 from tests.unit.metrics.fakenode import GIB, cid, uid
 from vcuda.model import GpuUuid
@@ -143,3 +143,27 @@ def test_only_gpu_container_does_not_absorb_a_sibling_container_seen_on_the_gpu(
     cgroups = {50: CgroupRef(uid(1), cid(1)), 60: CgroupRef(uid(1), cid(2))}
     found, lost = owners([sample(50), sample(60)], [main], cgroups)
     assert (found, lost) == ({f"{uid(1)}_main": [50]}, {G: 1})
+
+
+def test_a_dra_containers_pids_go_to_the_claim_it_uses():
+    """DRA: the claim's directory is ``<pod-uid>_dra-<claim-uid>``; container "cuda" uses claim u1, the
+    sidecar "log" uses none: its PID on the GPU stays unattributed even though the pod has one GPU directory."""
+    claim = state(1, "dra-u1")
+    cgroups = {50: CgroupRef(uid(1), cid(1)), 60: CgroupRef(uid(1), cid(2))}
+    claims = {ContainerName("ns", "pod-1", "cuda"): frozenset({"u1"})}
+    result = attribute(
+        [sample(50), sample(60)], [claim], cgroups=cgroups, container_ids={cid(1): "cuda", cid(2): "log"},
+        namespaced_pid=lambda pid: None, claims=claims,
+    )  # fmt: skip
+    assert {k[0]: sorted(v.pids) for k, v in result.by_container.items()} == {f"{uid(1)}_dra-u1": [50]}
+    assert dict(result.unattributed) == {G: 1}
+
+
+def test_a_container_using_two_claims_is_placed_by_the_shims_slots():
+    first, second = state(1, "dra-u1"), state(1, "dra-u2", (7, 50, 100))
+    claims = {ContainerName("ns", "pod-1", "cuda"): frozenset({"u1", "u2"})}
+    result = attribute(
+        [sample(50)], [first, second], cgroups={50: CgroupRef(uid(1), cid(1))},
+        container_ids={cid(1): "cuda"}, namespaced_pid=lambda pid: None, claims=claims,
+    )  # fmt: skip
+    assert {k[0] for k in result.by_container} == {f"{uid(1)}_dra-u2"}

@@ -240,3 +240,31 @@ def test_node_without_any_source_but_the_state_dir(tmp_path):
         (("gpu_index", ""), ("gpu_uuid", G1), ("model", ""), ("node", NODE)): 0.3
     }
     assert by_name(samples, "kube_vgpu_exporter_source_up") == {(("node", NODE), ("source", "state")): 1}
+
+
+def test_a_dra_claim_is_reported_while_a_listed_container_uses_it(node):
+    """DRA: the claim's directory (container ``dra-<claim-uid>``) lives while PodResources lists a container
+    using the claim; its process (container ID of "cuda", which has no directory of its own) is its usage."""
+    fs, _, telemetry, kubelet = node
+    claim = FakeContainer(uid(3), "team-c", "infer", "dra-u3", [(G0, 4 * GIB, 30, 30)], [])
+    fs.add_container(claim)
+    fs.add_process(301, v2_systemd(uid(3), cid(31)), ns_pid=1)
+    telemetry.processes = [*processes(), ProcessSample(GpuUuid(G0), 301, 3 * GIB, 0.1)]
+    collector = NodeCollector(
+        node=NODE, state_dir=fs.state_dir, root=fs.root, telemetry=telemetry, pod_resources=kubelet,
+        container_ids=lambda: {cid(31): "cuda"},
+    )  # fmt: skip
+    kubelet.live.add(ContainerName("team-c", "infer", "cuda"))
+    kubelet.claims = {ContainerName("team-c", "infer", "cuda"): frozenset({"u3"})}
+    samples = scrape(collector)
+    assert (
+        by_name(samples, "kube_vgpu_container_memory_limit_bytes")[ctr("team-c", "infer", "dra-u3", G0)]
+        == 4 * GIB
+    )
+    assert (
+        by_name(samples, "kube_vgpu_container_memory_used_bytes")[ctr("team-c", "infer", "dra-u3", G0)]
+        == 3 * GIB
+    )
+    kubelet.claims = {}
+    gone = scrape(collector)
+    assert ctr("team-c", "infer", "dra-u3", G0) not in by_name(gone, "kube_vgpu_container_memory_limit_bytes")

@@ -1,0 +1,196 @@
+"""Prepare and unprepare claims: read, plan (:mod:`plugin.core.dra_plan`), write files, keep the checkpoint.
+
+Per claim, never per call: one claim's bad content, unreadable body or failed write is that claim's error
+string in the answer; the other claims of the call are prepared all the same. Calls are serialised by one
+lock (the checkpoint must see the previous decision); the API reads happen before it, concurrently.
+
+- **Idempotent.** A claim already prepared answers the recorded devices (its files are written again if
+  something removed them, e.g. ``/var/run/cdi`` after a reboot); the kubelet retries after a timeout and
+  prepares again after its own restart.
+- **Crash-safe.** The claim is checkpointed (not yet prepared) before any file is written, and marked
+  prepared after. A claim recorded but not prepared is planned again on the next prepare.
+- **Unprepare removes everything:** the CDI spec, the state directory (config, usage) and the node record
+  directory, found from the checkpoint or, for a claim the checkpoint does not know (the kubelet unprepares
+  claims it never finished preparing), by the claim's UID, which names all of them.
+"""
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from plugin.core.allocate import CONFIG_FILE_NAME, PlanOptions
+from plugin.core.cdi import DriverFiles
+from plugin.core.dra import ClaimError, ClaimRef, read_allocation
+from plugin.core.dra_plan import PreparedDevice, claim_spec, plan_claim
+from plugin.core.gpu import Gpu
+from plugin.dra.checkpoint import Checkpoint, Entry
+from plugin.dra.claims import ClaimSource
+from plugin.kube import KubeError
+from plugin.state import StateDir
+
+__all__ = ["ClaimPreparer", "DriverInfo", "Outcome"]
+
+log = logging.getLogger(__name__)
+_UID_SAFE: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+
+
+@dataclass(frozen=True, slots=True)
+class DriverInfo:
+    """The driver's node-wide settings."""
+
+    driver: str
+    domain: str
+    pool: str
+    cdi_kind: str
+    cdi_dir: Path
+    cdi_version: str
+    plan: PlanOptions
+    files: DriverFiles
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One claim's answer: its devices, or why not."""
+
+    devices: tuple[PreparedDevice, ...] = ()
+    error: str = ""
+
+
+class ClaimPreparer:
+    def __init__(
+        self,
+        *,
+        info: DriverInfo,
+        claims: ClaimSource,
+        state: StateDir,
+        checkpoint: Checkpoint,
+        gpus: Callable[[], Mapping[str, Gpu]],
+        unhealthy: Callable[[], Collection[str]] = frozenset,
+    ) -> None:
+        self._info = info
+        self._claims = claims
+        self._state = state
+        self.checkpoint = checkpoint
+        self._gpus = gpus
+        """This node's shareable GPUs by device name (plugin.core.dra.device_name)."""
+        self._unhealthy = unhealthy
+        """UUIDs of GPUs out of service now (the health monitor): new claims on them are refused."""
+        self._lock = asyncio.Lock()
+
+    # --- kubelet calls ----------------------------------------------------------------------------
+
+    async def prepare(
+        self, refs: Sequence[ClaimRef], expired: Callable[[], bool] = lambda: False
+    ) -> dict[str, Outcome]:
+        """``expired``: the caller's deadline passed. Then nothing is written: the kubelet has given up on
+        this call and may already have unprepared its claims (it retries prepare, with a new call)."""
+        todo = [r for r in refs if not self._is_prepared(r)]
+        bodies = await asyncio.gather(*(self._read(r) for r in todo))
+        read = {r.uid: b for r, b in zip(todo, bodies, strict=True)}
+        async with self._lock:
+            if expired():
+                log.warning("prepare of %d claims abandoned: the kubelet's deadline passed", len(refs))
+                return {r.uid: Outcome(error="kube-vgpu: the call's deadline passed") for r in refs}
+            return {r.uid: self._prepare_one(r, read.get(r.uid)) for r in refs}
+
+    async def unprepare(self, refs: Sequence[ClaimRef]) -> dict[str, str]:
+        async with self._lock:
+            return {r.uid: self._unprepare_one(r) for r in refs}
+
+    def restore(self) -> int:
+        """At start-up: write again the files of every prepared claim (a reboot empties ``/var/run/cdi``)."""
+        count = 0
+        for entry in self.checkpoint:
+            if entry.prepared:
+                self._write(entry)
+                count += 1
+        return count
+
+    # --- one claim --------------------------------------------------------------------------------
+
+    def _is_prepared(self, ref: ClaimRef) -> bool:
+        entry = self.checkpoint.get(ref.uid)
+        return entry is not None and entry.prepared
+
+    async def _read(self, ref: ClaimRef) -> Any:
+        try:
+            return await self._claims.read(ref)
+        except KubeError as err:
+            return err
+
+    def _prepare_one(self, ref: ClaimRef, body: Any) -> Outcome:
+        try:
+            entry = self.checkpoint.get(ref.uid)
+            if entry is not None and entry.prepared:
+                config = self._state.containers / entry.dir_name / CONFIG_FILE_NAME
+                if not self._spec_path(ref.uid).exists() or not config.exists():
+                    self._write(entry)
+                log.info("claim %s is prepared already: the recorded devices", ref, extra={"claim": str(ref)})
+                return Outcome(entry.devices)
+            if body is None:  # prepared when the call began, unprepared since by a concurrent call
+                return Outcome(error=f"claim {ref} was unprepared while this call waited; try again")
+            if isinstance(body, KubeError):
+                raise body
+            return Outcome(self._prepare_new(ref, body).devices)
+        except (ClaimError, KubeError) as err:
+            log.warning("prepare %s failed: %s", ref, err, extra={"claim": str(ref)})
+            return Outcome(error=str(err))
+        except Exception as err:  # a failed write or a bug: this claim fails, the plugin and the others go on
+            log.exception("prepare %s failed", ref, extra={"claim": str(ref)})
+            return Outcome(error=f"kube-vgpu: preparing claim {ref} failed: {err}")
+
+    def _prepare_new(self, ref: ClaimRef, body: Any) -> Entry:
+        info = self._info
+        alloc = read_allocation(body, ref, info.driver, info.domain)
+        plan = plan_claim(
+            alloc, self._gpus(), pool=info.pool, kind=info.cdi_kind, unhealthy=self._unhealthy()
+        )
+        spec = claim_spec(plan, info.files, info.plan, kind=info.cdi_kind, version=info.cdi_version)
+        entry = Entry(ref, False, plan.dir_name, plan.config, plan.devices, spec)
+        earlier = self.checkpoint.get(ref.uid)  # a prepare that died half-way, maybe for another owner pod
+        if earlier is not None and earlier.dir_name != entry.dir_name:
+            self._state.remove([earlier.dir_name])
+        self.checkpoint.put(entry)  # before any file: a crash from here on leaves a record to clean up by
+        self._write(entry)
+        done = Entry(ref, True, entry.dir_name, entry.config, entry.devices, entry.spec)
+        self.checkpoint.put(done)
+        cores = [f"{g.uuid}:{g.core_limit}%/{g.memory_limit_bytes >> 20}MiB" for g in plan.config.gpus]
+        log.info("prepared claim %s: %s", ref, " ".join(cores), extra={"claim": str(ref)})
+        return done
+
+    def _write(self, entry: Entry) -> None:
+        self._state.write_files(entry.dir_name, entry.config)
+        path = self._spec_path(entry.ref.uid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")  # not *.json: runtimes never read a half-written spec
+        tmp.write_text(json.dumps(entry.spec, indent=2, sort_keys=True))
+        os.replace(tmp, path)
+
+    def _unprepare_one(self, ref: ClaimRef) -> str:
+        if not ref.uid or not set(ref.uid) <= _UID_SAFE:
+            return f"claim {ref}: UID {ref.uid!r} is not a Kubernetes UID"
+        try:
+            entry = self.checkpoint.get(ref.uid)
+            dirs = [entry.dir_name] if entry else self._dirs_of(ref.uid)
+            self._spec_path(ref.uid).unlink(missing_ok=True)
+            self._state.remove(dirs)
+            self.checkpoint.drop(ref.uid)
+            log.info(
+                "unprepared claim %s (%s)", ref, "known" if entry else "unknown", extra={"claim": str(ref)}
+            )
+            return ""
+        except Exception as err:  # the kubelet calls again; nothing else is affected
+            log.exception("unprepare %s failed", ref, extra={"claim": str(ref)})
+            return f"kube-vgpu: unpreparing claim {ref} failed: {err}"
+
+    def _dirs_of(self, uid: str) -> list[str]:
+        """State directories named for claim ``uid`` (``<owner>_dra-<uid>``)."""
+        return sorted(p.name for p in self._state.containers.glob(f"*_dra-{uid}") if p.is_dir())
+
+    def _spec_path(self, uid: str) -> Path:
+        return self._info.cdi_dir / f"{self._info.cdi_kind.replace('/', '-')}_{uid}.json"

@@ -1,0 +1,114 @@
+"""The DRA preparer and its checkpoint on a temporary state tree, with a claim source in memory (no gRPC).
+
+Cases: records survive a new Checkpoint (a restart); a corrupt or foreign-version record is set aside and
+its claim's files are still removed by UID; a call whose deadline passed writes nothing; a half-way
+prepare for another owner pod leaves no directory behind; restore writes the specs of prepared claims again.
+"""
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from plugin.core.allocate import PlanOptions
+from plugin.core.cdi import DriverFiles
+from plugin.core.dra import ClaimRef, cdi_kind, node_devices
+from plugin.dra.checkpoint import Checkpoint
+from plugin.dra.prepare import ClaimPreparer, DriverInfo
+from plugin.state import StateDir
+from tests.unit.plugin.builders import NAMES, h100x8
+from tests.unit.plugin.dra_builders import DRIVER, GIB, NODE, claim, dev, result
+
+GPUS = h100x8().gpus
+
+
+class Claims:
+    def __init__(self) -> None:
+        self.bodies: dict[str, dict[str, Any]] = {}
+
+    async def read(self, ref: ClaimRef) -> Any:
+        return self.bodies[ref.uid]
+
+    def add(self, body: dict[str, Any]) -> ClaimRef:
+        meta = body["metadata"]
+        self.bodies[meta["uid"]] = body
+        return ClaimRef(meta["namespace"], meta["name"], meta["uid"])
+
+
+def preparer(root: Path, claims: Claims) -> ClaimPreparer:
+    state = StateDir(root / "state")
+    state.prepare()
+    kind = cdi_kind(NAMES.domain)
+    info = DriverInfo(DRIVER, NAMES.domain, NODE, kind, root / "cdi", "0.5.0", PlanOptions(), DriverFiles())
+    checkpoint = Checkpoint(root / "state" / "dra" / "claims")
+    return ClaimPreparer(
+        info=info, claims=claims, state=state, checkpoint=checkpoint, gpus=lambda: node_devices(GPUS)
+    )
+
+
+def share(uid: str, owner: str = "pod-1") -> dict[str, Any]:
+    return claim(uid=uid, pods=[("p", owner)], results=[result(dev(GPUS[0]), memory=GIB, cores=20)])
+
+
+def test_a_restarted_plugin_answers_and_unprepares_from_its_records(tmp_path: Path) -> None:
+    claims = Claims()
+    ref = claims.add(share("c-1"))
+    first = asyncio.run(preparer(tmp_path, claims).prepare([ref]))
+    again = preparer(tmp_path, Claims())  # a new process: nothing to read from the API
+    assert asyncio.run(again.prepare([ref])) == first
+    assert asyncio.run(again.unprepare([ref])) == {"c-1": ""}
+    assert list((tmp_path / "cdi").iterdir()) == []
+    assert list((tmp_path / "state" / "containers").iterdir()) == []
+
+
+def test_a_corrupt_record_is_set_aside_and_its_claim_still_fully_unprepared(tmp_path: Path) -> None:
+    claims = Claims()
+    ref = claims.add(share("c-2"))
+    asyncio.run(preparer(tmp_path, claims).prepare([ref]))
+    record = tmp_path / "state" / "dra" / "claims" / "c-2.json"
+    record.write_text('{"v": 1, "namespace": "default"')  # cut short
+    restarted = preparer(tmp_path, Claims())
+    assert (record.parent / "c-2.json.corrupt").exists()
+    assert asyncio.run(restarted.unprepare([ref])) == {"c-2": ""}  # found by its UID
+    assert list((tmp_path / "cdi").iterdir()) == []
+    assert list((tmp_path / "state" / "containers").iterdir()) == []
+    assert list((tmp_path / "state" / "node" / "tenants").iterdir()) == []
+
+
+def test_a_record_of_another_version_is_not_trusted(tmp_path: Path) -> None:
+    folder = tmp_path / "state" / "dra" / "claims"
+    folder.mkdir(parents=True)
+    (folder / "c-3.json").write_text(json.dumps({"v": 2}))
+    assert len(preparer(tmp_path, Claims()).checkpoint) == 0
+
+
+def test_a_call_past_its_deadline_writes_nothing(tmp_path: Path) -> None:
+    claims = Claims()
+    ref = claims.add(share("c-4"))
+    outcome = asyncio.run(preparer(tmp_path, claims).prepare([ref], expired=lambda: True))
+    assert "deadline" in outcome["c-4"].error
+    assert not (tmp_path / "cdi").exists()
+    assert list((tmp_path / "state" / "containers").iterdir()) == []
+
+
+def test_a_half_way_prepare_for_another_owner_leaves_no_directory(tmp_path: Path) -> None:
+    claims = Claims()
+    ref = claims.add(share("c-5", owner="pod-a"))
+    p = preparer(tmp_path, claims)
+    cdi = tmp_path / "cdi"
+    cdi.write_text("")  # the spec cannot be written: the claim stays recorded, not prepared
+    assert asyncio.run(p.prepare([ref]))["c-5"].error
+    cdi.unlink()
+    claims.add(share("c-5", owner="pod-b"))  # reserved for another pod by the time the kubelet retries
+    assert not asyncio.run(p.prepare([ref]))["c-5"].error
+    assert [d.name for d in (tmp_path / "state" / "containers").iterdir()] == ["pod-b_dra-c-5"]
+
+
+def test_restore_writes_the_specs_of_prepared_claims_again(tmp_path: Path) -> None:
+    claims = Claims()
+    ref = claims.add(share("c-6"))
+    asyncio.run(preparer(tmp_path, claims).prepare([ref]))
+    for spec in (tmp_path / "cdi").iterdir():
+        spec.unlink()  # a reboot empties /var/run/cdi
+    assert preparer(tmp_path, Claims()).restore() == 1
+    assert len(list((tmp_path / "cdi").iterdir())) == 1
