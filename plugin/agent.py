@@ -154,9 +154,6 @@ class Agent:
         # NVIDIA's modes (plugin.nvidia, docs/nvidia-plugin.md): which GPUs leave vcuda for nvidia.com/gpu.
         self.nvidia_config = load_nvidia_config(settings.config_file)
         self.modes: ModePlan = plan_modes(self.node_gpus.gpus, self.nvidia_config)
-        if settings.front_end is FrontEnd.DRA and self.nvidia_config is not None:
-            # One GPU, one mode: a DRA node sells every GPU as claims, NVIDIA's modes would sell them twice.
-            raise ConfigError("--front-end=dra cannot be used with NVIDIA's config file (sharing or modes)")
         self.nvidia = self._nvidia_plugins(self.modes)
         self.violations = ViolationTally()  # kube_vgpu_container_limit_violations_total, for the exporter
         self.watchdog = self._watchdog(cluster, evictor)

@@ -374,7 +374,13 @@ def load_settings(
     if isinstance(merged.get("ignored_xids"), str):
         merged["ignored_xids"] = [x for x in merged["ignored_xids"].split(",") if x.strip()]
     try:
-        return Settings(**merged)
+        settings = Settings(**merged)
     except ValidationError as err:
         sources = {**{n: f"env {v}" for n, v in variables.items()}, **dict.fromkeys(flags, "flag")}
         raise ConfigError(CLI.error(err, sources)) from err
+    if settings.front_end is FrontEnd.DRA and load_nvidia_config(settings.config_file) is not None:
+        # One GPU, one mode: a DRA node sells every GPU as claims; NVIDIA's modes would sell them twice.
+        raise ConfigError(
+            f"config file {settings.config_file}: NVIDIA's format cannot be used with --front-end=dra"
+        )
+    return settings

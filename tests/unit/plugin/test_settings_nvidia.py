@@ -62,3 +62,18 @@ def test_a_bad_nvidia_file_stops_the_plugin_with_code_2_naming_the_key(
     path.write_text(yaml.safe_dump(bad))
     assert main([f"--config-file={path}", "--node-name=n1"]) == 2
     assert "sharing.timeSlicing.resources[0].replicas: must be >= 2" in capsys.readouterr().err
+
+
+def test_a_dra_node_refuses_nvidias_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One GPU, one mode: NVIDIA's modes and DRA claims would sell the same GPUs twice."""
+    path = tmp_path / "nvidia.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "version": "v1",
+                "sharing": {"timeSlicing": {"resources": [{"name": "nvidia.com/gpu", "replicas": 2}]}},
+            }
+        )
+    )
+    assert main([f"--config-file={path}", "--node-name=n1", "--front-end=dra"]) == 2
+    assert "cannot be used with --front-end=dra" in capsys.readouterr().err
