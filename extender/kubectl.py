@@ -15,10 +15,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from extender.kubectl_claims import claim_rows, render_claims
+from extender.kubectl_claims import claim_rows, dra_device_use, render_claims
 from vcuda.annotations import decode_assignment_unverified, decode_inventory, decode_status
 from vcuda.errors import ContractError
-from vcuda.model import NodeInventory, Phase, PodAssignment
+from vcuda.model import GpuMode, NodeInventory, Phase, PodAssignment
 from vcuda.names import DEFAULT_DOMAIN, Names
 from vcuda.request import wants_gpu
 from vcuda.units import CORE_PER_GPU
@@ -72,6 +72,16 @@ class KubeClusterReader:
         return _items(self._core.list_namespaced_pod(namespace, _preload_content=False))
 
     def list_resource_claims(self, namespace: str | None) -> list[dict[str, Any]]:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self._claims(namespace)
+        except ApiException as err:
+            if err.status == 404:  # a cluster before 1.34 serves no resource.k8s.io/v1: no claims
+                return []
+            raise
+
+    def _claims(self, namespace: str | None) -> list[dict[str, Any]]:
         if namespace is None:
             return _items(self._resource.list_resource_claim_for_all_namespaces(_preload_content=False))
         return _items(self._resource.list_namespaced_resource_claim(namespace, _preload_content=False))
@@ -160,8 +170,11 @@ def _holds_gpus(pod: Obj, names: Names) -> bool:
     return pod_phase not in _DONE_PHASES and _vgpu_phase(pod, names) != Phase.FAILED.value
 
 
-def gpu_rows(nodes: Iterable[Obj], pods: Iterable[Obj], names: Names) -> list[GpuRow]:
-    """One row per GPU of every node with an inventory, ordered by node then GPU index."""
+def gpu_rows(
+    nodes: Iterable[Obj], pods: Iterable[Obj], names: Names, claims: Iterable[Obj] = ()
+) -> list[GpuRow]:
+    """One row per GPU of every node with an inventory, ordered by node then GPU index; the GPUs of DRA nodes
+    (the inventory's ``other``, mode ``dra``) with what the driver's allocated ``claims`` take of them."""
     used: dict[tuple[str, str], tuple[int, int, list[str]]] = {}
     for pod in pods:
         assignment = _assignment(pod, names)
@@ -179,7 +192,22 @@ def gpu_rows(nodes: Iterable[Obj], pods: Iterable[Obj], names: Names) -> list[Gp
             cores, memory, holders = used.get((name, g.uuid), (0, 0, []))
             pods_ = tuple(sorted(set(holders)))
             rows.append(GpuRow(name, g.index, g.uuid, g.model, g.healthy, g.memory_mib, cores, memory, pods_))
+        rows += _dra_rows(name, inventory, dra_device_use(claims, names.domain))
     return sorted(rows, key=lambda r: (r.node, r.index, r.uuid))
+
+
+def _dra_rows(node: str, inventory: NodeInventory | None, used: Mapping[Any, Any]) -> list[GpuRow]:
+    """DRA GPUs; the driver names a GPU's device ``gpu-<uuid without GPU->`` in lower case (docs/dra.md)."""
+    rows = []
+    for g in () if inventory is None else inventory.other:
+        if g.mode is not GpuMode.DRA:
+            continue
+        device = "gpu-" + g.uuid.removeprefix("GPU-").lower()
+        cores, memory, holders = used.get((node, device), (0, 0, []))
+        memory = g.memory_mib if cores >= CORE_PER_GPU else memory
+        rows.append(GpuRow(node, g.index, g.uuid, g.model, g.healthy, g.memory_mib, min(cores, CORE_PER_GPU),
+                           memory, tuple(sorted(set(holders)))))  # fmt: skip
+    return rows
 
 
 def mig_rows(nodes: Iterable[Obj], names: Names) -> list[MigRow]:
@@ -317,7 +345,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace, cluster: ClusterReader) -> str:
     names = Names(args.domain)
     if args.command == "nodes":
-        gpus = gpu_rows(cluster.list_nodes(), cluster.list_pods(None), names)
+        gpus = gpu_rows(
+            cluster.list_nodes(), cluster.list_pods(None), names, cluster.list_resource_claims(None)
+        )
         return render_json("gpus", gpus) if args.output == "json" else render_gpus(gpus)
     if args.command == "mig":
         migs = mig_rows(cluster.list_nodes(), names)

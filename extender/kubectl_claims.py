@@ -15,7 +15,7 @@ from typing import Any
 from vcuda.errors import ContractError
 from vcuda.units import MIB, parse_quantity
 
-__all__ = ["ClaimRow", "claim_rows", "render_claims"]
+__all__ = ["ClaimRow", "claim_rows", "dra_device_use", "render_claims"]
 
 Obj = Mapping[str, Any]
 
@@ -99,6 +99,20 @@ def claim_rows(claims: Iterable[Obj], domain: str) -> list[ClaimRow]:
             meta = meta if isinstance(meta, Mapping) else {}
             rows.append(ClaimRow(str(meta.get("namespace") or ""), str(meta.get("name") or ""), "invalid"))
     return sorted(rows, key=lambda r: (r.namespace, r.claim, r.device))
+
+
+def dra_device_use(claims: Iterable[Obj], domain: str) -> dict[tuple[str, str], tuple[int, int, list[str]]]:
+    """(node, device name) -> (cores, memory MiB, pods) the driver's allocated claims take on it; a device
+    taken whole counts 100 cores and no MiB (the caller knows the GPU's size); malformed claims, nothing."""
+    used: dict[tuple[str, str], tuple[int, int, list[str]]] = {}
+    for row in claim_rows(claims, domain):
+        if row.state != "allocated":
+            continue
+        cores, memory, pods = used.get((row.node, row.device), (0, 0, []))
+        cores += 100 if row.cores == "all" else int(row.cores)
+        memory += 0 if row.memory_mib == "all" else int(row.memory_mib)
+        used[(row.node, row.device)] = (cores, memory, [*pods, *row.pods])
+    return used
 
 
 def render_claims(rows: Sequence[ClaimRow], table: Any) -> str:

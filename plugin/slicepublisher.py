@@ -72,15 +72,10 @@ def _comparable(spec: Mapping[str, Any]) -> Body:
     return dict(out)
 
 
-def _unchanged(current: Sequence[Body], wanted: Sequence[Body]) -> bool:
-    """Whether ``current`` already is the pool: one generation, the same slices in any order (the names the
-    server generated say nothing about which slice holds what)."""
-    generations = {(s["spec"].get("pool") or {}).get("generation") for s in current}
-
-    def contents(specs: Sequence[Mapping[str, Any]]) -> list[str]:
-        return sorted(json.dumps(_comparable(s), sort_keys=True) for s in specs)
-
-    return len(generations) == 1 and contents([s["spec"] for s in current]) == contents(wanted)
+def _contents(specs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The slices' specs, comparable in any order (the names the server generated say nothing about which
+    slice holds what)."""
+    return sorted(json.dumps(_comparable(s), sort_keys=True) for s in specs)
 
 
 class SlicePublisher:
@@ -98,6 +93,9 @@ class SlicePublisher:
         self._api = ResourceV1Api(api)
         self._driver, self._node, self._owner = driver, node, owner
         self._timeout = timeout_s
+        # (what we last wanted, what the server stored for it): a server that drops fields it does not serve
+        # (1.34/1.35 without consumable capacity or device taints) must not make every sync write again.
+        self._stored: tuple[list[str], list[str]] | None = None
 
     def own_by(self, node_uid: str) -> None:
         """Make the slices written from now on owned by this node's Node object (its UID)."""
@@ -114,22 +112,32 @@ class SlicePublisher:
 
     async def _sync_once(self, wanted: Sequence[Body]) -> bool:
         current = sorted(await self.list_own(), key=lambda s: s["metadata"]["name"])
-        if _unchanged(current, wanted):
+        if self._unchanged(current, wanted):
             return False
         generation = 1 + max((int(s["spec"]["pool"].get("generation", 0)) for s in current), default=0)
         specs = [dict(w, pool=dict(w["pool"], generation=generation)) for w in wanted]
-        for old, spec in zip(current, specs, strict=False):
-            await self._replace(old, spec)
+        stored = [await self._replace(old, spec) for old, spec in zip(current, specs, strict=False)]
         for spec in specs[len(current) :]:
-            await self._call(
-                "create", self._api.create_resource_slice, self._model(slice_object(spec, self._owner))
+            body = self._model(slice_object(spec, self._owner))
+            stored.append(
+                json.loads((await self._call("create", self._api.create_resource_slice, body)).data)
             )
         for old in current[len(specs) :]:
             await self._delete(old)
+        self._stored = (_contents(wanted), _contents([s["spec"] for s in stored]))
         log.info(
             "published %d resource slices of pool %s at generation %d", len(specs), self._node, generation
         )
         return True
+
+    def _unchanged(self, current: Sequence[Body], wanted: Sequence[Body]) -> bool:
+        """Whether ``current`` already is the pool: one generation, and the wanted slices, or what the server
+        stored when it was last written with the same wanted slices."""
+        generations = {(s["spec"].get("pool") or {}).get("generation") for s in current}
+        if len(generations) != 1:
+            return False
+        now = _contents([s["spec"] for s in current])
+        return now == _contents(wanted) or self._stored == (_contents(wanted), now)
 
     async def list_own(self) -> list[Body]:
         """This node's slices of this driver (and nothing else, whatever the server answers)."""
@@ -152,13 +160,17 @@ class SlicePublisher:
             raise SliceError(f"resource slice body of node {self._node} is empty")
         return model
 
-    async def _replace(self, old: Body, spec: Body) -> None:
+    async def _replace(self, old: Body, spec: Body) -> Body:
         meta = old["metadata"]
         body = slice_object(spec, self._owner, name=meta["name"])
         body["metadata"]["resourceVersion"] = meta["resourceVersion"]
         if meta.get("ownerReferences") and "ownerReferences" not in body["metadata"]:
             body["metadata"]["ownerReferences"] = meta["ownerReferences"]  # keep the Node's owner reference
-        await self._call("update", self._api.replace_resource_slice, meta["name"], self._model(body))
+        response = await self._call(
+            "update", self._api.replace_resource_slice, meta["name"], self._model(body)
+        )
+        stored: Body = json.loads(response.data)
+        return stored
 
     async def _delete(self, old: Body) -> None:
         meta = old["metadata"]

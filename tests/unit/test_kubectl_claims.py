@@ -155,3 +155,23 @@ def test_any_json_for_claims_lists_without_raising(claims: list[Any]) -> None:
     pending or invalid."""
     rows = claim_rows([c for c in claims if isinstance(c, dict)], DOMAIN)
     assert all(r.state in ("allocated", "pending", "invalid") for r in rows)
+
+
+def test_nodes_lists_a_dra_nodes_gpus_with_what_claims_take() -> None:
+    from extender.kubectl import gpu_rows
+    from vcuda.annotations import encode_inventory
+    from vcuda.model import GpuMode, GpuUuid, NodeInventory, OtherModeGpu
+    from vcuda.names import Names
+
+    others = tuple(
+        OtherModeGpu(GpuUuid(f"GPU-node-1-000{i}"), i, "NVIDIA H100 80GB HBM3", 81559, GpuMode.DRA, "kube-vgpu.nvidia.com")
+        for i in range(2)
+    )  # fmt: skip
+    inventory = NodeInventory((), other=others)
+    node = {"metadata": {"name": NODE, "annotations": {Names().inventory: encode_inventory(inventory)}}}
+    claims = [allocated("a", share("30", "4Gi")), allocated("b", share("20", "2Gi"))]
+    rows = gpu_rows([node], [], Names(), claims)
+    assert [(r.index, r.cores_allocated, r.memory_allocated_mib, r.pods) for r in rows] == [
+        (0, 50, 6144, ("default/a-pod", "default/b-pod")),
+        (1, 0, 0, ()),
+    ]

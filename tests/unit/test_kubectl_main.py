@@ -79,12 +79,14 @@ def test_pods_default_to_the_kubeconfig_namespace(api, tmp_path, capsys):
     assert [r.split("?")[0] for r in FakeApiServer.requests] == ["GET /api/v1/namespaces/web/pods"]
 
 
-def test_nodes_reads_nodes_and_all_pods_only(api, tmp_path, capsys):
+def test_nodes_reads_nodes_all_pods_and_claims_only(api, tmp_path, capsys):
+    """This fake serves no resource.k8s.io (a cluster before 1.34): the claims' 404 means no claims."""
     assert main(["nodes", "--kubeconfig", kubeconfig(tmp_path, api)]) == 0
     assert "ml/train,web/forged" in capsys.readouterr().out
     assert sorted(r.split("?")[0] for r in FakeApiServer.requests) == [
         "GET /api/v1/nodes",
         "GET /api/v1/pods",
+        "GET /apis/resource.k8s.io/v1/resourceclaims",
     ]
 
 

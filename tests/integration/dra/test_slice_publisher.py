@@ -164,3 +164,28 @@ async def test_a_server_that_keeps_conflicting_ends_in_an_error(
     monkeypatch.setattr(pub, "list_own", stale_list)
     with pytest.raises(SliceError, match="conflicting"):
         await pub.sync(pool_specs(gpus(2, node=NODE), OPTIONS, 0))
+
+
+async def test_a_server_that_drops_fields_it_does_not_serve_is_not_rewritten_each_sync(
+    cluster: KmockCluster, monkeypatch: Any
+) -> None:
+    """Kubernetes 1.34/1.35 without consumable capacity drop ``allowMultipleAllocations`` and request
+    policies on write (reproduced by stripping them on the way out): what the server stored for the same
+    wanted pool counts as unchanged; a real change is still written."""
+    pub = publisher(cluster)
+    real_model = pub._model
+
+    def as_an_older_server_stores_it(body: dict[str, Any]) -> Any:
+        body = json.loads(json.dumps(body))
+        for device in body["spec"].get("devices", []):
+            device.pop("allowMultipleAllocations", None)
+            for capacity in device.get("capacity", {}).values():
+                capacity.pop("requestPolicy", None)
+        return real_model(body)
+
+    monkeypatch.setattr(pub, "_model", as_an_older_server_stores_it)
+    assert await pub.sync(pool_specs(gpus(2, node=NODE), OPTIONS, 0)) is True
+    assert "allowMultipleAllocations" not in stored(cluster)[0]["spec"]["devices"][0]
+    assert await pub.sync(pool_specs(gpus(2, node=NODE), OPTIONS, 0)) is False
+    assert await pub.sync(pool_specs(gpus(3, node=NODE), OPTIONS, 0)) is True
+    assert stored(cluster)[0]["spec"]["pool"]["generation"] == 2
