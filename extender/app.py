@@ -25,7 +25,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
 from extender.api import (
+    AdmissionRequest,
+    AdmissionResponse,
     AdmissionReview,
+    AdmissionStatus,
     ExtenderArgs,
     ExtenderBindingArgs,
     ExtenderBindingResult,
@@ -36,10 +39,12 @@ from extender.api import (
     NodeList,
     encode_host_priorities,
 )
+from extender.kube import ClusterError, Namespaces
 from extender.metrics import ExtenderMetrics
 from extender.scheduling import FilterOutcome, Scheduler
 from extender.state import ClusterState
-from extender.webhook import mutate, validate
+from extender.webhook import asks_nvidia_gpu, mutate, validate
+from vcuda.names import NVIDIA_GPU_RESOURCE, TRANSLATION_ENABLED
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -86,6 +91,9 @@ class Deps:
     webhook_scheduler_name: str | None = None
     serving: Callable[[], bool] = lambda: True
     """Whether this replica answers the verbs: always, unless it is a standby (:mod:`extender.leader`)."""
+    namespaces: Namespaces | None = None
+    """Where the mutating webhook reads a namespace's labels to decide ``nvidia.com/gpu`` translation
+    (``--gpu-translation``); None translates nothing."""
 
 
 class BadRequestError(Exception):
@@ -312,7 +320,7 @@ def _admission(app: FastAPI, deps: Deps) -> None:
         if verb == "validate":
             answer = validate(args.request, names)
         else:
-            answer = mutate(args.request, names, deps.webhook_scheduler_name)
+            answer = await _mutate(deps, args.request)
         doc = {
             "apiVersion": args.apiVersion,
             "kind": "AdmissionReview",
@@ -328,6 +336,26 @@ def _admission(app: FastAPI, deps: Deps) -> None:
 
     app.add_api_route("/validate", _timed(deps.metrics, "validate", validate_verb), methods=["POST"])
     app.add_api_route("/mutate", _timed(deps.metrics, "mutate", mutate_verb), methods=["POST"])
+
+
+async def _mutate(deps: Deps, request: AdmissionRequest) -> AdmissionResponse:
+    """:func:`extender.webhook.mutate`, translating ``nvidia.com/gpu`` when the pod's namespace, read from the
+    API server now, carries the translation label. Only the request's namespace is used (the API server sets
+    it and refuses an object naming another); nothing on the pod can turn translation on."""
+    names = deps.state.names
+    translate = False
+    if deps.namespaces is not None and request.namespace and asks_nvidia_gpu(request.object or {}):
+        try:
+            labels = await deps.namespaces.namespace_labels(request.namespace)
+        except ClusterError as err:
+            message = (
+                f"cannot read namespace {request.namespace}'s labels to decide whether to translate "
+                f"{NVIDIA_GPU_RESOURCE} ({err}); retry"
+            )
+            status = AdmissionStatus(code=503, message=message, reason="ServiceUnavailable")
+            return AdmissionResponse(uid=request.uid, allowed=False, status=status)
+        translate = labels.get(names.translation) == TRANSLATION_ENABLED
+    return mutate(request, names, deps.webhook_scheduler_name, translate_gpus=translate)
 
 
 def _bare_app(title: str) -> FastAPI:
