@@ -1,7 +1,10 @@
 """``kubectl vgpu``: a read-only view of GPU capacity and vGPU pods, built from the API server only.
 
-``nodes`` lists every GPU of every node that publishes a ``vgpu-inventory`` annotation with the compute and
-memory allocated on it and the pods holding it; ``mig`` lists the nodes' MIG instances (served whole, as
+``nodes`` lists every GPU of every node that publishes a ``vgpu-inventory`` annotation with its mode (one
+GPU, one mode: ``vcuda`` shares, or sold ``whole``, as ``time-slicing`` / ``mps`` replicas or ``dra``
+claims through another resource), the compute and memory allocated on a shared GPU and the pods holding it
+(the API shows no holder of an ``nvidia.com/gpu`` device: the kubelet keeps that); a node whose inventory is
+unreadable is named below the table; ``mig`` lists the nodes' MIG instances (served whole, as
 extended resources, so the API shows no holder per instance); ``pods`` lists each vGPU pod's GPUs, limits and
 phase. The user's kubeconfig is used; nothing is written. Assignments are decoded **without verifying** their
 signature (kubectl is given no keys), and the output says so.
@@ -16,7 +19,7 @@ from typing import Any, Protocol
 
 from vcuda.annotations import decode_assignment_unverified, decode_inventory, decode_status
 from vcuda.errors import ContractError
-from vcuda.model import NodeInventory, Phase, PodAssignment
+from vcuda.model import GpuMode, NodeInventory, Phase, PodAssignment
 from vcuda.names import DEFAULT_DOMAIN, Names
 from vcuda.request import wants_gpu
 from vcuda.units import CORE_PER_GPU
@@ -31,6 +34,7 @@ __all__ = [
     "main",
     "mig_rows",
     "pod_rows",
+    "refused_nodes",
 ]
 
 Obj = Mapping[str, Any]
@@ -84,6 +88,11 @@ class GpuRow:
     cores_allocated: int
     memory_allocated_mib: int
     pods: tuple[str, ...]
+    mode: str = GpuMode.VCUDA.value
+    resource: str = ""
+    """The resource the GPU is sold through (``vcuda-core`` for shares, ``nvidia.com/gpu`` ...)."""
+    replicas: int = 1
+    """Pods that may share the GPU in its mode (time-slicing / MPS); 1 whole, 1 for shares (by compute)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,8 +175,52 @@ def gpu_rows(nodes: Iterable[Obj], pods: Iterable[Obj], names: Names) -> list[Gp
         for g in () if inventory is None else inventory.gpus:
             cores, memory, holders = used.get((name, g.uuid), (0, 0, []))
             pods_ = tuple(sorted(set(holders)))
-            rows.append(GpuRow(name, g.index, g.uuid, g.model, g.healthy, g.memory_mib, cores, memory, pods_))
+            rows.append(
+                GpuRow(
+                    name,
+                    g.index,
+                    g.uuid,
+                    g.model,
+                    g.healthy,
+                    g.memory_mib,
+                    cores,
+                    memory,
+                    pods_,
+                    resource=names.core,
+                )
+            )
+        for o in () if inventory is None else inventory.other:
+            rows.append(
+                GpuRow(
+                    name,
+                    o.index,
+                    o.uuid,
+                    o.model,
+                    o.healthy,
+                    o.memory_mib,
+                    0,
+                    0,
+                    (),
+                    mode=o.mode.value,
+                    resource=o.resource,
+                    replicas=o.replicas,
+                )
+            )
     return sorted(rows, key=lambda r: (r.node, r.index, r.uuid))
+
+
+def refused_nodes(nodes: Iterable[Obj], names: Names) -> list[tuple[str, str]]:
+    """``(node, why)`` for every node whose inventory annotation is unreadable (the extender refuses it too:
+    no shares go there)."""
+    refused = []
+    for node in nodes:
+        text = _annotation(node, names.inventory)
+        try:
+            if text is not None:
+                decode_inventory(text)
+        except ContractError as err:
+            refused.append((_meta(node, "name"), str(err)[:160]))
+    return sorted(refused)
 
 
 def mig_rows(nodes: Iterable[Obj], names: Names) -> list[MigRow]:
@@ -224,21 +277,38 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_gpus(rows: Sequence[GpuRow]) -> str:
-    header = ("NODE", "GPU", "MODEL", "HEALTH", "CORES", "MEMORY(MiB)", "PODS")
+def render_gpus(rows: Sequence[GpuRow], refused: Sequence[tuple[str, str]] = ()) -> str:
+    header = (
+        "NODE",
+        "GPU",
+        "MODEL",
+        "HEALTH",
+        "MODE",
+        "RESOURCE",
+        "REPLICAS",
+        "CORES",
+        "MEMORY(MiB)",
+        "PODS",
+    )
     body = [
         (
             r.node,
             str(r.index),
             r.model,
             "Healthy" if r.healthy else "Unhealthy",
-            f"{r.cores_allocated}/{CORE_PER_GPU}",
-            f"{r.memory_allocated_mib}/{r.memory_mib}",
+            r.mode,
+            r.resource or "-",
+            str(r.replicas) if r.mode != GpuMode.VCUDA else "-",
+            f"{r.cores_allocated}/{CORE_PER_GPU}" if r.mode == GpuMode.VCUDA else "-",
+            f"{r.memory_allocated_mib}/{r.memory_mib}" if r.mode == GpuMode.VCUDA else f"-/{r.memory_mib}",
             ",".join(r.pods) or "-",
         )
         for r in rows
     ]
-    return _table(header, body) + f"# {UNVERIFIED_NOTE}\n"
+    notes = "".join(
+        f"# node {n}: GPU inventory refused, no vcuda shares placed there ({why})\n" for n, why in refused
+    )
+    return _table(header, body) + notes + f"# {UNVERIFIED_NOTE}\n"
 
 
 def render_mig(rows: Sequence[MigRow]) -> str:
@@ -303,8 +373,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace, cluster: ClusterReader) -> str:
     names = Names(args.domain)
     if args.command == "nodes":
-        gpus = gpu_rows(cluster.list_nodes(), cluster.list_pods(None), names)
-        return render_json("gpus", gpus) if args.output == "json" else render_gpus(gpus)
+        nodes = cluster.list_nodes()
+        gpus = gpu_rows(nodes, cluster.list_pods(None), names)
+        return (
+            render_json("gpus", gpus)
+            if args.output == "json"
+            else render_gpus(gpus, refused_nodes(nodes, names))
+        )
     if args.command == "mig":
         migs = mig_rows(cluster.list_nodes(), names)
         return render_json("mig", migs) if args.output == "json" else render_mig(migs)
