@@ -193,7 +193,7 @@ def _gpu_count(raw: object, where: str) -> int:
     except QuantityError as err:
         raise InvalidRequestError(
             "translation-invalid",
-            f"{where}: {NVIDIA_GPU_RESOURCE} {shown(raw)} is not a whole number ({err})",
+            f"{where}: {NVIDIA_GPU_RESOURCE} {shown(raw)} is not a GPU count ({err})",
         ) from err
     if gpus < 0:
         raise InvalidRequestError("translation-invalid", f"{where}: {NVIDIA_GPU_RESOURCE} {gpus} is negative")
