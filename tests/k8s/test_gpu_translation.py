@@ -63,7 +63,10 @@ def test_a_stock_gpu_pod_in_a_labelled_namespace_is_translated_and_bound_to_a_wh
 
 def test_a_pod_in_an_unlabelled_namespace_cannot_translate_itself(core: Any, namespace: str) -> None:
     pod = stock_pod(
-        "self-labelled", "1", labels={NAMES.translation: "enabled"}, annotations={NAMES.translation: "enabled"}
+        "self-labelled",
+        "1",
+        labels={NAMES.translation: "enabled"},
+        annotations={NAMES.translation: "enabled"},
     )
     created = core.create_namespaced_pod(namespace, pod)
     assert created.spec.containers[0].resources.limits == {GPU: "1", "cpu": "1"}
