@@ -29,6 +29,11 @@ class NodeSpec:
     hardware: str  # a node description of tests/fakenvml/nodes, e.g. "h100x8"
     labels: dict[str, str] = field(default_factory=dict)
     metrics: bool = True
+    plugin_config: str = ""
+    """The plugin's ``--config-file`` (YAML text: kube-vgpu's or NVIDIA's format, docs/nvidia-plugin.md); a
+    node with NVIDIA's config sells some GPUs whole or as replicas of ``nvidia.com/gpu`` (a mixed node)."""
+    resources: tuple[str, ...] = ()
+    """Device-plugin resources besides ``vcuda-core`` the node must have registered to be ready."""
 
 
 class SimNode:
@@ -55,6 +60,11 @@ class SimNode:
             "--reclaim-interval-seconds=2",
             "--log-level=info",
         ]
+        if spec.plugin_config:
+            config = root / "plugin-config.yaml"
+            root.mkdir(parents=True, exist_ok=True)
+            config.write_text(spec.plugin_config)
+            argv.append(f"--config-file={config}")
         env = {**self.hardware.env(), "KUBECONFIG": str(kubeconfig), "NODE_NAME": spec.name}
         self.plugin = Child(f"plugin-{spec.name}", argv, env, root / "plugin.log")
 
@@ -77,9 +87,10 @@ class SimNode:
         async def ready() -> bool:
             if not self.plugin.alive:
                 raise AssertionError(f"plugin of {self.name} exited:\n{self.plugin.log_tail()}")
-            endpoint = self.kubelet.devices.endpoints.get(self.names.core)
-            if endpoint is None or endpoint.stopped or not endpoint.listed.is_set():
-                return False
+            for resource in (self.names.core, *self.spec.resources):
+                endpoint = self.kubelet.devices.endpoints.get(resource)
+                if endpoint is None or endpoint.stopped or not endpoint.listed.is_set():
+                    return False
             try:
                 node = await self.api.get(f"/api/v1/nodes/{self.name}")
             except ApiError:
