@@ -17,11 +17,13 @@ from plugin.api.deviceplugin.v1beta1 import api_pb2_grpc
 from plugin.cdi import find_driver_files, write_gpu_spec
 from plugin.core.allocate import DeviceListStrategy, PlanOptions
 from plugin.core.cdi import DriverFiles
-from plugin.core.errors import MigLayoutChangedError
+from plugin.core.errors import ConfigError, MigLayoutChangedError
 from plugin.core.gpu import Gpu, GpuSource, NodeGpus, XidEvent
+from plugin.core.gpumodes import ModePlan, plan_modes, sharing_labels
 from plugin.core.health import HealthPolicy
 from plugin.core.inventory import node_view
 from plugin.core.mig import mig_labels, mig_layout_change
+from plugin.core.nvallocate import ShareOptions
 from plugin.core.slices import slices
 from plugin.health import HealthMonitor
 from plugin.kube import Cluster
@@ -29,10 +31,11 @@ from plugin.kubelet import Registrar
 from plugin.metrics.sources import ViolationTally
 from plugin.mig import MigOptions, MigPlugins, mig_capable
 from plugin.node import NodePublisher
+from plugin.nvidia import NvidiaOptions, NvidiaPlugins, resolve_modes
 from plugin.nvml_loader import DriverRoot
 from plugin.reclaim import Reclaimer
 from plugin.server import DeviceBoard, DevicePluginServicer
-from plugin.settings import Settings
+from plugin.settings import Settings, load_nvidia_config
 from plugin.state import StateDir, driver_files
 from vcuda.model import GpuUuid
 from vcuda.names import Names
@@ -53,6 +56,7 @@ class Timings:
 
     kubelet_poll_s: float = 0.2  # the kubelet-socket watch polls only where inotify is unavailable
     node_resync_s: float | None = None  # None: the setting ``node_resync_seconds``
+    mps_check_s: float = 5.0  # how often each MPS daemon is asked whether it still answers
 
 
 class Agent:
@@ -138,6 +142,10 @@ class Agent:
         capable = mig_capable(source, self.node_gpus.gpus)
         self._mig_capable = bool(capable)
         self._mig_labels = mig_labels(self.node_gpus.gpus, capable, settings.mig_strategy, self.names)
+        # NVIDIA's modes (plugin.nvidia, docs/nvidia-plugin.md): which GPUs leave vcuda for nvidia.com/gpu.
+        self.nvidia_config = load_nvidia_config(settings.config_file)
+        self.modes: ModePlan = plan_modes(self.node_gpus.gpus, self.nvidia_config)
+        self.nvidia = self._nvidia_plugins(self.modes)
         self.violations = ViolationTally()  # kube_vgpu_container_limit_violations_total, for the exporter
         self.watchdog = self._watchdog(cluster, evictor)
 
@@ -163,6 +171,33 @@ class Agent:
             options=options,
             evictor=evictor,
         )
+
+    def _nvidia_plugins(self, modes: ModePlan) -> NvidiaPlugins:
+        """The nvidia.com/gpu resources of ``modes``; a resource MIG ``single`` serves too is refused."""
+        clash = sorted(set(modes.resources()) & set(self.mig.resources))
+        if clash:
+            raise ConfigError(
+                f"{clash[0]} is served by --mig-strategy=single and by NVIDIA's config; use mixed"
+            )
+        s, config = self.settings, self.nvidia_config
+        share = ShareOptions(mps_dir=str(s.mps_dir))
+        if config is not None:
+            share = ShareOptions(
+                mps_dir=str(s.mps_dir),
+                isolation=config.extension.isolation,
+                memory_mib=config.extension.memory_mib,
+                fail_requests_greater_than_one=config.sharing.fail_requests_greater_than_one,
+                policy=config.policy,
+            )
+        options = NvidiaOptions(
+            plan=self._plan_options(),
+            share=share,
+            plugin_dir=s.device_plugin_dir,
+            mps_control=s.mps_control,
+            mps_check_s=self._timings.mps_check_s,
+            poll_s=self._timings.kubelet_poll_s,
+        )
+        return NvidiaPlugins(modes, self.node_gpus.gpus, self.node_gpus.links, options, self.state)
 
     def _plan_options(self) -> PlanOptions:
         s = self.settings
@@ -201,13 +236,19 @@ class Agent:
     async def _health_changed(self, healthy: Mapping[GpuUuid, bool]) -> None:
         if self._on_health is not None:
             self._on_health(healthy)
-        await self.board.publish(slices(self.node_gpus.gpus, healthy))
-        view = node_view(self.node_gpus, healthy, self.settings.device_memory_scaling, self.names)
-        await self.node.publish(replace(view, labels={**view.labels, **self._mig_labels}))  # + MIG labels
+        vcuda = self.modes.vcuda()
+        await self.board.publish(slices([g for g in self.node_gpus.gpus if g.uuid in vcuda], healthy))
+        await self.nvidia.publish(healthy)
+        other = self.modes.other(self.node_gpus.gpus, healthy)
+        view = node_view(self.node_gpus, healthy, self.settings.device_memory_scaling, self.names, other)
+        product = view.labels.get(self.names.label("gpu.product"), "")
+        sharing = sharing_labels(self.modes, product, self.names.label)
+        await self.node.publish(replace(view, labels={**view.labels, **self._mig_labels, **sharing}))
 
     async def start(self) -> None:
         """Everything that must hold before the first registration: files, device list, node view."""
         self.state.prepare()
+        await self._hold_mode_switches()
         if self.settings.device_list_strategy is DeviceListStrategy.CDI:
             s = self.settings
             write_gpu_spec(
@@ -217,6 +258,20 @@ class Agent:
         removed = await self.reclaimer.once(grace_s=0.0)
         if removed:
             log.info("removed %d leftover per-container directories at start-up", len(removed))
+
+    async def _hold_mode_switches(self) -> None:
+        """A GPU whose mode changes while a container holds it keeps its old mode (plugin.nvidia)."""
+        s = self.settings
+        served = await resolve_modes(
+            self.modes,
+            state_root=s.state_dir,
+            pod_resources=s.pod_resources_socket,
+            core=self.names.core,
+            cluster=self._cluster,
+            node=s.node_name,
+        )
+        if served != self.modes:
+            self.modes, self.nvidia = served, self._nvidia_plugins(served)
 
     async def run(self) -> None:
         """Serves until cancelled; raises :class:`MigLayoutChangedError` when the MIG layout changed."""
@@ -229,6 +284,7 @@ class Agent:
                 tasks.create_task(self.node.run())
                 tasks.create_task(self.reclaimer.run())
                 tasks.create_task(self.mig.run())  # returns at once when no MIG resource is served
+                tasks.create_task(self.nvidia.run())  # returns at once when every GPU is vcuda
                 tasks.create_task(self.watch_mig_layout())
                 if self.watchdog is not None:
                     tasks.create_task(self.watchdog.run())

@@ -8,6 +8,11 @@ The file carries ``version: v1`` and may hold per-node overrides under ``nodeCon
 ``{name: <node>, ...}``, matched by node name, or ``{matchLabels: {<label>: <value>}, ...}``, matched by
 the Node's labels and applied before named entries; as in seed 001). Validation happens once, here; a bad
 value raises :class:`ConfigError` naming the flag and where it came from.
+
+The same ``--config-file`` / ``CONFIG_FILE`` may instead hold NVIDIA's device-plugin config (also
+``version: v1``): a file with NVIDIA's top-level keys (``flags``, ``sharing``, ...) is read as NVIDIA's
+(:mod:`plugin.core.nvconfig`, docs/nvidia-plugin.md); its ``flags`` become settings (below env and flags, as
+the kube-vgpu file's keys) and :func:`load_nvidia_config` gives its sharing section to the agent.
 """
 
 import os
@@ -24,9 +29,18 @@ from plugin.core.allocate import DeviceIdStrategy, DeviceListStrategy
 from plugin.core.errors import ConfigError
 from plugin.core.health import DEFAULT_IGNORED_XIDS
 from plugin.core.mig import MigStrategy
+from plugin.core.nvconfig import NvidiaConfig, is_nvidia_config, parse_nvidia_config
 from vcuda.names import DEFAULT_DOMAIN, HOST_STATE_DIR
 
-__all__ = ["CLI", "CONFIG_VERSION", "Settings", "has_label_entries", "load_settings", "parse_args"]
+__all__ = [
+    "CLI",
+    "CONFIG_VERSION",
+    "Settings",
+    "has_label_entries",
+    "load_nvidia_config",
+    "load_settings",
+    "parse_args",
+]
 
 CONFIG_VERSION: Final = "v1"
 # NVIDIA's plugin's list strategies (seed 002) -> ours.
@@ -130,6 +144,13 @@ class Settings(BaseModel):
     """Logging threshold."""
     log_format: LogFormat = LogFormat.TEXT
     """``text`` for people, ``json`` (one object per line, with the structured fields) for log pipelines."""
+    # NVIDIA's plugin's modes (docs/nvidia-plugin.md): nvidia.com/gpu whole, time-sliced or MPS-shared.
+    mps_root: Path | None = None
+    """Host directory of the MPS daemons' pipe and log directories (NVIDIA's ``mpsRoot``), one
+    subdirectory per GPU; default: ``<state-dir>/mps``, mounted at the same path."""
+    mps_control_path: Path | None = None
+    """The ``nvidia-cuda-mps-control`` binary the plugin runs for MPS-shared GPUs; default:
+    ``<nvidia-driver-root>/usr/bin/nvidia-cuda-mps-control`` (the driver's own copy)."""
     uninstall: bool = False
     """Remove everything the plugin published on its Node (vcuda-memory, inventory, labels), then exit."""
 
@@ -161,6 +182,14 @@ class Settings(BaseModel):
     @property
     def driver_host_root(self) -> Path:
         return self.nvidia_driver_host_root or self.nvidia_driver_root
+
+    @property
+    def mps_dir(self) -> Path:
+        return self.mps_root or self.state_dir / "mps"
+
+    @property
+    def mps_control(self) -> Path:
+        return self.mps_control_path or self.nvidia_driver_root / "usr/bin/nvidia-cuda-mps-control"
 
 
 _FIELDS: Final = tuple(Settings.model_fields)
@@ -220,15 +249,37 @@ def _from_env(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     return found, origin
 
 
-def _from_file(
-    path: Path, node_name: str | None, node_labels: Mapping[str, str] | None = None
-) -> dict[str, Any]:
+def _read_doc(path: Path) -> dict[str, Any]:
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
         raise ConfigError(f"config file {path}: cannot be read: {err}") from err
     if not isinstance(doc, dict):
         raise ConfigError(f"config file {path}: must be a mapping with 'version: {CONFIG_VERSION}'")
+    return doc
+
+
+def load_nvidia_config(path: Path | None) -> NvidiaConfig | None:
+    """NVIDIA's config when ``path`` holds one (None for kube-vgpu's own file or none); raises
+    :class:`ConfigError` naming the file and the key."""
+    if path is None:
+        return None
+    doc = _read_doc(path)
+    if not is_nvidia_config(doc):
+        return None
+    try:
+        return parse_nvidia_config(doc)
+    except ConfigError as err:
+        raise ConfigError(f"config file {path} (NVIDIA's format): {err}") from err
+
+
+def _from_file(
+    path: Path, node_name: str | None, node_labels: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    doc = _read_doc(path)
+    nvidia = load_nvidia_config(path) if is_nvidia_config(doc) else None
+    if nvidia is not None:
+        return dict(nvidia.settings)
     if doc.get("version") != CONFIG_VERSION:
         raise ConfigError(f"config file {path}: version: {doc.get('version')!r} is not supported, use v1")
     by_key = {_camel(n): n for n in _FIELDS if n not in {"config_file", "uninstall"}}

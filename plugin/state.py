@@ -28,6 +28,7 @@ from typing import Final
 
 from plugin.core.allocate import CONFIG_FILE_NAME, NODE_DIR_NAME
 from plugin.core.attribution import ContainerKey, PodKey
+from plugin.core.nvallocate import REPLICAS_DIR
 from plugin.core.reclaim import ContainerDir
 from vcuda import names
 from vcuda.errors import ContractError
@@ -131,6 +132,19 @@ class StateDir:
         tenant.mkdir(exist_ok=True)
         tenant.chmod(0o777)  # the container's processes, whatever their user, create its record files here
         self.write_placements()
+
+    def write_replica(self, dir_name: str, config: ShimConfig) -> None:
+        """The shim files of isolated time-slicing replicas (plugin.core.nvallocate): ``replicas/<dir>``,
+        rewritten by every Allocate of the same replicas (one directory per replica set, so bounded)."""
+        folder = self.root / REPLICAS_DIR / dir_name
+        usage = folder / "usage"
+        usage.mkdir(parents=True, exist_ok=True)
+        usage.chmod(0o777)  # the container's user, whoever it is, runs the shim that writes here
+        write_tenant_file(usage, names.USAGE_FILE_NAME, _empty_usage(len(config.gpus)), 0o666)
+        _write_atomic(folder / CONFIG_FILE_NAME, encode_config(config))
+        tenant = self.root / NODE_DIR_NAME / NODE_TENANTS_DIR / dir_name
+        tenant.mkdir(parents=True, exist_ok=True)
+        tenant.chmod(0o777)
 
     def write_config(self, dir_name: str, config: ShimConfig) -> None:
         _write_atomic(self.containers / dir_name / CONFIG_FILE_NAME, encode_config(config))

@@ -100,6 +100,12 @@ OVERRIDES: dict[str, dict[str, Any]] = {
         "type": "string",
         "pattern": "^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$",
     },
+    # NVIDIA's config file, validated by the plugin at start (docs/nvidia-plugin.md): any mapping here.
+    "plugin.nvidiaConfig.config": {"type": "object"},
+    "plugin.nvidiaConfig.existingConfigMap": {
+        "type": "string",
+        "pattern": "^$|^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+    },
     "plugin.config.nodeConfig": {
         "type": "array",
         "items": {

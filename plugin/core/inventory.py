@@ -5,12 +5,12 @@ shareable GPUs of their memory after ``deviceMemoryScaling``, written into the n
 Standard library only.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from plugin.core.gpu import NodeGpus
 from plugin.core.mig import mig_devices, shareable
-from vcuda.model import GpuInfo, GpuUuid, MigInfo, NodeInventory
+from vcuda.model import GpuInfo, GpuUuid, MigInfo, NodeInventory, OtherModeGpu
 from vcuda.names import Names
 
 __all__ = ["NodeView", "gpu_labels", "node_inventory", "node_view", "scaled_mib"]
@@ -30,7 +30,14 @@ def scaled_mib(memory_mib: int, scaling: float) -> int:
     return int(memory_mib * scaling)
 
 
-def node_inventory(node: NodeGpus, healthy: Mapping[GpuUuid, bool], scaling: float) -> NodeInventory:
+def node_inventory(
+    node: NodeGpus,
+    healthy: Mapping[GpuUuid, bool],
+    scaling: float,
+    other: Sequence[OtherModeGpu] = (),
+) -> NodeInventory:
+    """``other``: GPUs sold in another mode (plugin.core.gpumodes); they leave ``gpus`` and the links."""
+    elsewhere = {o.uuid for o in other}
     gpus = tuple(
         GpuInfo(
             g.uuid,
@@ -41,14 +48,14 @@ def node_inventory(node: NodeGpus, healthy: Mapping[GpuUuid, bool], scaling: flo
             g.numa_node,
         )
         for g in node.gpus
-        if shareable(g)  # MIG GPUs (on or pending) stay out: the extender must never share them
+        if shareable(g) and g.uuid not in elsewhere  # MIG and other-mode GPUs: never shared by the extender
     )
     known = {g.uuid for g in gpus}
     links = tuple(link for link in node.links if link.a in known and link.b in known)
     mig = tuple(
         MigInfo(d.uuid, d.parent, d.profile, d.memory_mib, d.multiprocessors) for d in mig_devices(node.gpus)
     )
-    return NodeInventory(gpus, links, mig)
+    return NodeInventory(gpus, links, mig, tuple(other))
 
 
 def gpu_labels(node: NodeGpus, names: Names) -> dict[str, str]:
@@ -80,7 +87,14 @@ def _label_value(text: str) -> str:
     return value[:63].strip("._-")
 
 
-def node_view(node: NodeGpus, healthy: Mapping[GpuUuid, bool], scaling: float, names: Names) -> NodeView:
-    inventory = node_inventory(node, healthy, scaling)
+def node_view(
+    node: NodeGpus,
+    healthy: Mapping[GpuUuid, bool],
+    scaling: float,
+    names: Names,
+    other: Sequence[OtherModeGpu] = (),
+) -> NodeView:
+    """``vcuda-memory`` counts only the healthy GPUs sold as vcuda shares."""
+    inventory = node_inventory(node, healthy, scaling, other)
     memory = sum(g.memory_mib for g in inventory.gpus if g.healthy)
     return NodeView(inventory, gpu_labels(node, names), memory)

@@ -40,6 +40,16 @@ VARIANTS: dict[str, list[str]] = {
         "plugin.gfdCoexistence=true",
     ],
     "certgen, no mutation, extender mode": ["scheduler.mode=extender", "webhook.mutate=false"],
+    "NVIDIA's config with MPS": [
+        "plugin.nvidiaConfig.config.version=v1",
+        "plugin.nvidiaConfig.config.flags.plugin.deviceListStrategy=cdi-cri",
+        "plugin.nvidiaConfig.config.sharing.mps.resources[0].name=nvidia.com/gpu",
+        "plugin.nvidiaConfig.config.sharing.mps.resources[0].replicas=4",
+    ],
+    "NVIDIA's config from an existing ConfigMap": [
+        "plugin.nvidiaConfig.existingConfigMap=nvidia-device-plugin-config",
+        "plugin.nvidiaConfig.key=any",
+    ],
 }
 
 # kube-webhook-certgen's flags (registry.k8s.io/ingress-nginx/kube-webhook-certgen, cmd/root.go, create.go and

@@ -1,0 +1,278 @@
+"""``nvidia.com/gpu`` (and renamed shared resources) served as NVIDIA's device plugin does, beside vcuda.
+
+:class:`NvidiaPlugins` registers one ``v1beta1.DevicePlugin`` per resource of the node's mode plan
+(:mod:`plugin.core.gpumodes`): whole GPUs, time-slicing replicas or MPS replicas, device IDs as NVIDIA's
+(:mod:`plugin.core.nvallocate`). Device lists and health go through :class:`plugin.server.DeviceBoard`, as
+for ``vcuda-core``; MPS daemons are supervised by :class:`plugin.mps.MpsSupervisor`. The servicer only
+translates protobuf; decisions are in the core.
+"""
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from plugin.api.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
+from plugin.core.allocate import PlanOptions
+from plugin.core.errors import AllocationError
+from plugin.core.gpu import Gpu
+from plugin.core.gpumodes import GpuPlan, ModePlan, decode_modes, encode_modes, gpu_of_device, hold_switches
+from plugin.core.nvallocate import (
+    NvidiaPlan,
+    ShareOptions,
+    device_ids,
+    plan_nvidia_container,
+    preferred_devices,
+)
+from plugin.core.slices import Slice, SliceId
+from plugin.kube import Cluster
+from plugin.kubelet import PodResourcesClient, Registrar
+from plugin.mps import MpsGpu, MpsSupervisor
+from plugin.server import DeviceBoard, device_list
+from plugin.state import StateDir
+from vcuda.model import GpuLink, GpuMode, GpuUuid
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+__all__ = [
+    "MODES_FILE",
+    "NvidiaOptions",
+    "NvidiaPlugins",
+    "NvidiaServicer",
+    "nvidia_response",
+    "resolve_modes",
+]
+
+log = logging.getLogger(__name__)
+
+
+def nvidia_response(plan: NvidiaPlan) -> api_pb2.ContainerAllocateResponse:
+    return api_pb2.ContainerAllocateResponse(
+        envs=dict(plan.envs),
+        mounts=[
+            api_pb2.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
+            for m in plan.mounts
+        ],
+        devices=[
+            api_pb2.DeviceSpec(
+                container_path=d.container_path, host_path=d.host_path, permissions=d.permissions
+            )
+            for d in plan.devices
+        ],
+        cdi_devices=[api_pb2.CDIDevice(name=n) for n in plan.cdi_devices],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NvidiaOptions:
+    plan: PlanOptions = field(default_factory=PlanOptions)
+    share: ShareOptions = field(default_factory=ShareOptions)
+    plugin_dir: Path = Path("/var/lib/kubelet/device-plugins")
+    mps_control: Path = Path("/usr/bin/nvidia-cuda-mps-control")
+    mps_check_s: float = 5.0
+    poll_s: float = 0.2
+
+
+class NvidiaServicer(api_pb2_grpc.DevicePluginServicer):
+    """One resource's devices; Allocate needs no pod identity (NVIDIA's semantics), so no PreStart check."""
+
+    def __init__(
+        self,
+        resource: str,
+        board: DeviceBoard,
+        plans: Mapping[str, GpuPlan],
+        gpus: Mapping[str, Gpu],
+        links: Sequence[GpuLink],
+        options: NvidiaOptions,
+        state: StateDir,
+    ) -> None:
+        self._resource = resource
+        self._board = board
+        self._plans = plans
+        self._gpus = gpus
+        self._links = tuple(links)
+        self._options = options
+        self._state = state
+
+    async def GetDevicePluginOptions(  # noqa: N802 (gRPC method name)
+        self, request: api_pb2.Empty, context: Ctx
+    ) -> api_pb2.DevicePluginOptions:
+        return api_pb2.DevicePluginOptions(pre_start_required=False, get_preferred_allocation_available=True)
+
+    async def ListAndWatch(  # noqa: N802 (gRPC method name)
+        self, request: api_pb2.Empty, context: Ctx
+    ) -> AsyncIterator[api_pb2.ListAndWatchResponse]:
+        async for entries in self._board.watch():
+            yield device_list(entries)
+
+    async def GetPreferredAllocation(  # noqa: N802 (gRPC method name)
+        self, request: api_pb2.PreferredAllocationRequest, context: Ctx
+    ) -> api_pb2.PreferredAllocationResponse:
+        numa = {u: g.numa_node for u, g in self._gpus.items()}
+        responses = []
+        for req in request.container_requests:
+            try:
+                ids = preferred_devices(
+                    list(req.available_deviceIDs),
+                    list(req.must_include_deviceIDs),
+                    req.allocation_size,
+                    plans=self._plans,
+                    links=self._links,
+                    numa=numa,
+                    policy=self._options.share.policy,
+                )
+            except AllocationError as err:
+                log.warning(
+                    "GetPreferredAllocation of %s: %s; leaving the choice to the kubelet", self._resource, err
+                )
+                ids = [*req.must_include_deviceIDs, *req.available_deviceIDs][: req.allocation_size]
+            responses.append(api_pb2.ContainerPreferredAllocationResponse(deviceIDs=ids))
+        return api_pb2.PreferredAllocationResponse(container_responses=responses)
+
+    async def Allocate(  # noqa: N802 (gRPC method name)
+        self, request: api_pb2.AllocateRequest, context: Ctx
+    ) -> api_pb2.AllocateResponse:
+        responses = []
+        for req in request.container_requests:
+            try:
+                plan = plan_nvidia_container(
+                    list(req.devices_ids),
+                    gpus=self._gpus,
+                    plans=self._plans,
+                    options=self._options.plan,
+                    share=self._options.share,
+                )
+            except AllocationError as err:
+                log.error("Allocate of %s refused: %s", self._resource, err)
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"kube-vgpu: {err}")
+            if plan.config is not None:
+                await asyncio.to_thread(self._state.write_replica, plan.dir_name, plan.config)
+            log.info("allocated %s %s", self._resource, ",".join(req.devices_ids))
+            responses.append(nvidia_response(plan))
+        return api_pb2.AllocateResponse(container_responses=responses)
+
+    async def PreStartContainer(  # noqa: N802 (gRPC method name)
+        self, request: api_pb2.PreStartContainerRequest, context: Ctx
+    ) -> api_pb2.PreStartContainerResponse:
+        return api_pb2.PreStartContainerResponse()
+
+
+class NvidiaPlugins:
+    """Every ``nvidia.com/gpu``-style resource of the mode plan, with its board, registrar and MPS daemons."""
+
+    def __init__(
+        self,
+        modes: ModePlan,
+        gpus: Sequence[Gpu],
+        links: Sequence[GpuLink],
+        options: NvidiaOptions,
+        state: StateDir,
+    ) -> None:
+        self._options = options
+        self.resources = modes.resources()
+        self._gpus: dict[str, Gpu] = {g.uuid: g for g in gpus}
+        self.boards = {r: DeviceBoard() for r in self.resources}
+        self.registrars = [self._registrar(r, plans, links, state) for r, plans in self.resources.items()]
+        mps = [p for plans in self.resources.values() for p in plans if p.mode is GpuMode.MPS]
+        self.mps = MpsSupervisor(
+            [self._mps_gpu(p) for p in mps],
+            options.mps_control,
+            Path(options.share.mps_dir),
+            check_s=options.mps_check_s,
+        )
+
+    def _mps_gpu(self, plan: GpuPlan) -> MpsGpu:
+        gpu = self._gpus[plan.uuid]
+        memory = self._options.share.memory_mib or gpu.memory_mib // plan.replicas
+        return MpsGpu(plan.uuid, max(1, 100 // plan.replicas), memory)
+
+    def _registrar(
+        self, resource: str, plans: Sequence[GpuPlan], links: Sequence[GpuLink], state: StateDir
+    ) -> Registrar:
+        by_uuid: dict[str, GpuPlan] = {p.uuid: p for p in plans}
+        servicer = NvidiaServicer(
+            resource, self.boards[resource], by_uuid, self._gpus, links, self._options, state
+        )
+
+        def add(server: grpc.aio.Server) -> None:
+            api_pb2_grpc.add_DevicePluginServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+
+        return Registrar(
+            plugin_dir=self._options.plugin_dir,
+            socket_name=f"kube-vgpu-nv-{resource.partition('/')[2]}.sock",
+            resource=resource,
+            add_servicer=add,
+            poll_s=self._options.poll_s,
+        )
+
+    async def publish(self, healthy: Mapping[GpuUuid, bool]) -> None:
+        """Device lists with each GPU's health (its replicas share it)."""
+        for resource, plans in self.resources.items():
+            entries = [
+                Slice(SliceId(i), uuid, healthy.get(uuid, True), self._gpus[uuid].numa_node)
+                for i, uuid in device_ids(plans)
+            ]
+            await self.boards[resource].publish(entries)
+
+    async def run(self) -> None:
+        if not self.resources:
+            return
+        log.info("serving %s", ", ".join(f"{r} ({len(p)} GPUs)" for r, p in self.resources.items()))
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.mps.run())
+            if self.mps.starts:  # MPS clients need their daemon: register only once every daemon answered
+                await self.mps.ready.wait()
+            for registrar in self.registrars:
+                tasks.create_task(registrar.run())
+
+
+MODES_FILE = "modes.json"
+
+
+async def _held_gpus(socket: Path, resources: Sequence[str]) -> frozenset[str] | None:
+    """GPUs any container holds a device of, under any of ``resources`` (PodResources); None: unreadable."""
+    held: set[str] = set()
+    for resource in resources:
+        client = PodResourcesClient(socket, resource)
+        try:
+            held |= {gpu_of_device(i) for c in await client.held() for i in c.device_ids}
+        except grpc.aio.AioRpcError as err:
+            log.warning("cannot read PodResources at %s: %s", socket, err.details())
+            return None
+        finally:
+            await client.close()
+    return frozenset(held)
+
+
+async def resolve_modes(
+    wanted: ModePlan, *, state_root: Path, pod_resources: Path, core: str, cluster: Cluster, node: str
+) -> ModePlan:
+    """The plan to serve: ``wanted``, but a GPU whose mode would change while a container holds it keeps its
+    previous mode (logged, and a Warning event on the Node) until a later start finds it free. The served
+    plan is recorded in ``<state>/modes.json``; when PodResources cannot be read every switch waits."""
+    record = state_root / MODES_FILE
+    try:
+        previous = decode_modes(json.loads(record.read_text()))
+    except (OSError, ValueError):
+        previous = {}
+    held: frozenset[str] = frozenset()
+    if any(previous.get(p.uuid) not in (None, p) for p in wanted.gpus):
+        resources = sorted({core, *(p.resource for p in previous.values() if p.resource)})
+        found = await _held_gpus(pod_resources, resources)
+        held = frozenset(previous) if found is None else found
+    effective, refused = hold_switches(previous, wanted, held)
+    for sentence in refused:
+        log.error("GPU mode switch refused: %s", sentence)
+        involved = {"kind": "Node", "namespace": "default", "name": node, "uid": ""}
+        await cluster.pod_event(involved, "VGPUModeSwitchRefused", sentence)
+    state_root.mkdir(parents=True, exist_ok=True)
+    tmp = record.with_suffix(".tmp")
+    tmp.write_text(json.dumps(encode_modes(effective)))
+    os.replace(tmp, record)
+    return effective

@@ -1,0 +1,228 @@
+# mypy: disable-error-code="no-untyped-call"
+"""``nvidia.com/gpu`` served beside ``vcuda-core`` from NVIDIA's config file, through the real device-plugin
+gRPC API against the fake kubelet (plugin.nvidia, docs/nvidia-plugin.md).
+
+Matrix: whole GPUs (UUID device IDs, NVLink/NUMA-aligned preference, envvar/cdi/device-specs visibility,
+inventory ``other``, ``vcuda-memory`` and GFD labels); time-slicing replicas (``<uuid>::<n>``, isolation
+with the shim, renamed resource, failRequestsGreaterThanOne); MPS (daemon per GPU started, restarted when it
+dies, told to quit; client environment); a mode switch refused while a container holds the GPU.
+"""
+
+import dataclasses
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import yaml
+
+from plugin.core.nvallocate import MPS_PIPE_PATH
+from plugin.nvidia import MODES_FILE
+from plugin.settings import load_settings
+from tests.fakes.kubelet import Admitted
+from tests.integration.plugin.conftest import NODE, PluginEnv, eventually, make_settings
+from tests.unit.plugin.builders import NAMES, FakeGpuSource, gpus, h100x8
+from vcuda import names as vnames
+from vcuda.annotations import decode_inventory
+from vcuda.model import GpuLink, GpuMode, PcieLevel
+from vcuda.shimfile import decode_config
+
+GPU = "nvidia.com/gpu"
+FAKE_MPS = Path(__file__).parents[2] / "fakes" / "mps_control.py"
+H100 = h100x8()
+UUIDS = [g.uuid for g in H100.gpus]
+
+
+def config_file(root: Path, doc: dict[str, Any]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "nvidia-config.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+async def nvidia_env(
+    env_factory: Any, short_dir: Path, doc: dict[str, Any], resource: str = GPU, **kw: Any
+) -> PluginEnv:
+    env: PluginEnv = await env_factory(config_file=config_file(short_dir / "cfg", doc), **kw)
+    await env.kubelet.wait_registered(resource, timeout=10)
+    return env
+
+
+def inventory(env: PluginEnv) -> Any:
+    return decode_inventory(env.node()["metadata"]["annotations"][NAMES.inventory])
+
+
+async def test_whole_gpus_are_served_as_nvidia_gpu_with_uuid_ids_and_leave_the_vcuda_inventory(
+    env_factory: Any, short_dir: Path
+) -> None:
+    env = await nvidia_env(env_factory, short_dir, {"version": "v1", "flags": {"migStrategy": "none"}})
+    devices = await env.kubelet.devices_until(GPU, lambda d: len(d) == 8)
+    assert sorted(d.ID for d in devices) == sorted(UUIDS)
+    assert await env.kubelet.devices_until(NAMES.core, lambda d: not d, timeout=5) == []
+    (got,) = await env.kubelet.admit("default", "trainer", [("main", 2)], GPU)
+    assert got.response is not None
+    assert got.response.envs["NVIDIA_VISIBLE_DEVICES"] == ",".join(got.ids)
+    assert not any(m.container_path == vnames.LD_SO_PRELOAD_PATH for m in got.response.mounts)
+    await eventually(lambda: NAMES.inventory in (env.node()["metadata"].get("annotations") or {}))
+    inv = inventory(env)
+    assert inv.gpus == ()
+    assert {(o.mode, o.resource, o.replicas) for o in inv.other} == {(GpuMode.WHOLE, GPU, 1)}
+    await eventually(lambda: env.node()["status"]["capacity"].get(NAMES.memory) == "0")
+    labels = env.node()["metadata"]["labels"]
+    assert (labels["nvidia.com/gpu.replicas"], labels["nvidia.com/gpu.sharing-strategy"]) == ("1", "none")
+
+
+async def test_the_preferred_whole_gpus_are_the_nvlinked_pair_on_one_numa_node(
+    env_factory: Any, short_dir: Path
+) -> None:
+    node = gpus(4, nvlinks=0)
+    a, b, c, d = node.gpus
+    links = (GpuLink(c.uuid, d.uuid, 12, PcieLevel.SYSTEM), GpuLink(a.uuid, b.uuid, 0, PcieLevel.NODE))
+    env = await nvidia_env(
+        env_factory, short_dir, {"flags": {}}, source=FakeGpuSource(dataclasses.replace(node, links=links))
+    )
+    (got,) = await env.kubelet.admit("default", "pair", [("main", 2)], GPU)
+    assert got.preferred is not None
+    assert sorted(got.preferred) == sorted([c.uuid, d.uuid])
+
+
+@pytest.mark.parametrize(
+    ("strategy", "check"),
+    [
+        pytest.param(
+            "cdi-cri", lambda r, u: [x.name for x in r.cdi_devices] == [f"kube-vgpu.io/gpu={u}"], id="cdi-cri"
+        ),
+        pytest.param("envvar", lambda r, u: r.envs["NVIDIA_VISIBLE_DEVICES"] == u, id="envvar"),
+    ],
+)
+async def test_whole_gpus_follow_the_device_list_strategy_of_nvidias_flags(
+    env_factory: Any, short_dir: Path, strategy: str, check: Any
+) -> None:
+    doc = {"flags": {"plugin": {"deviceListStrategy": strategy}}}
+    loaded = load_settings(["--config-file", str(config_file(short_dir / "l", doc))], env={"NODE_NAME": NODE})
+    env = await nvidia_env(env_factory, short_dir, doc, device_list_strategy=loaded.device_list_strategy)
+    (got,) = await env.kubelet.admit("default", "one", [("main", 1)], GPU)
+    assert check(got.response, got.ids[0])
+
+
+TS = {
+    "version": "v1",
+    "sharing": {"timeSlicing": {"resources": [{"name": "nvidia.com/gpu", "replicas": 4, "devices": [0, 1]}]}},
+    "kubeVgpu": {"defaultMode": "vcuda", "timeSlicing": {"isolation": True}},
+}
+
+
+async def test_isolated_time_slicing_gives_each_replica_the_shim_with_a_quarter_of_the_gpu(
+    env_factory: Any, short_dir: Path
+) -> None:
+    env = await nvidia_env(env_factory, short_dir, TS)
+    devices = await env.kubelet.devices_until(GPU, lambda d: len(d) == 8)
+    assert {d.ID for d in devices} == {f"{u}::{n}" for u in UUIDS[:2] for n in range(4)}
+    core = await env.kubelet.devices_until(NAMES.core, lambda d: len(d) == 600)
+    assert {d.ID.partition("::")[0] for d in core} == set(UUIDS[2:])
+    (first,) = await env.kubelet.admit("default", "r1", [("main", 1)], GPU)
+    (second,) = await env.kubelet.admit("default", "r2", [("main", 1)], GPU)
+    assert first.ids[0].partition("::")[0] != second.ids[0].partition("::")[0], "distributed over GPUs"
+    assert first.response is not None
+    paths = {m.container_path: m.host_path for m in first.response.mounts}
+    assert vnames.LD_SO_PRELOAD_PATH in paths
+    config = decode_config(Path(paths[vnames.CONTAINER_CONFIG_PATH]).read_bytes())
+    (limit,) = config.gpus
+    assert (limit.memory_limit_bytes, limit.core_limit) == ((81559 // 4) << 20, 25)
+    await eventually(lambda: env.node()["status"]["capacity"].get(NAMES.memory) == str(6 * 81559))
+    labels = env.node()["metadata"]["labels"]
+    assert labels["nvidia.com/gpu.sharing-strategy"] == "time-slicing"
+    assert labels["nvidia.com/gpu.product"].endswith("-SHARED")
+    assert {o.uuid for o in inventory(env).other} == set(UUIDS[:2])
+
+
+async def test_a_renamed_resource_refuses_two_replicas_when_fail_requests_greater_than_one(
+    env_factory: Any, short_dir: Path
+) -> None:
+    doc = {
+        "sharing": {
+            "timeSlicing": {
+                "failRequestsGreaterThanOne": True,
+                "resources": [{"name": "gpu", "rename": "gpu.shared", "replicas": 2}],
+            }
+        }
+    }
+    env = await nvidia_env(env_factory, short_dir, doc, resource="nvidia.com/gpu.shared")
+    await env.kubelet.devices_until("nvidia.com/gpu.shared", lambda d: len(d) == 16)
+    with pytest.raises(grpc.aio.AioRpcError, match="maximum request size for shared resources is 1"):
+        await env.kubelet.admit("default", "greedy", [("main", 2)], "nvidia.com/gpu.shared")
+    labels = env.node()["metadata"]["labels"]
+    assert not labels.get("nvidia.com/gpu.product", "").endswith("-SHARED")
+
+
+def mps_log(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+async def test_mps_starts_one_daemon_per_gpu_restarts_it_when_it_dies_and_stops_it(
+    env_factory: Any, short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = short_dir / "mps.log"
+    monkeypatch.setenv("FAKE_MPS_LOG", str(log))
+    doc = {"sharing": {"mps": {"resources": [{"name": "gpu", "replicas": 2, "devices": [0]}]}}}
+    env = await nvidia_env(env_factory, short_dir, doc, mps_control_path=FAKE_MPS)
+    starts = [e for e in mps_log(log) if e["argv"] == ["-d"]]
+    assert len(starts) == 1
+    pipe = Path(starts[0]["env"]["CUDA_MPS_PIPE_DIRECTORY"])
+    assert starts[0]["env"]["CUDA_VISIBLE_DEVICES"] == UUIDS[0]
+    assert pipe == env.settings.state_dir / "mps" / UUIDS[0] / "pipe"
+    commands = [c for e in mps_log(log) for c in e["stdin"]]
+    assert "set_default_active_thread_percentage 50" in commands
+    assert f"set_default_device_pinned_mem_limit {UUIDS[0]} {81559 // 2}M" in commands
+    (got,) = await env.kubelet.admit("default", "client", [("main", 1)], GPU)
+    assert got.ids[0].startswith(UUIDS[0])
+    assert got.response is not None
+    assert got.response.envs["CUDA_MPS_PIPE_DIRECTORY"] == MPS_PIPE_PATH
+    assert got.response.envs["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "50"
+    assert got.response.envs["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == f"{UUIDS[0]}={81559 // 2}M"
+    assert {m.container_path: m.host_path for m in got.response.mounts}[MPS_PIPE_PATH] == str(pipe)
+    os.kill(int((pipe / "control.pid").read_text()), signal.SIGKILL)
+    await eventually(lambda: len([e for e in mps_log(log) if e["argv"] == ["-d"]]) == 2, timeout=20)
+    await env.stop()
+    assert any("quit" in e["stdin"] for e in mps_log(log))
+
+
+async def test_a_mode_switch_is_refused_while_a_container_holds_the_gpu(
+    short_dir: Path, kmock_cluster: Any
+) -> None:
+    from tests.integration.plugin.conftest import _reset_cluster
+
+    _reset_cluster(kmock_cluster)
+    root = short_dir / "switch"
+    settings = make_settings(
+        root, config_file=config_file(root, {"flags": {}, "kubeVgpu": {"vcudaDevices": [1]}})
+    )
+    (root / "state").mkdir(parents=True)
+    record = {
+        "v": 1,
+        "gpus": [
+            {"uuid": u, "index": i, "mode": "vcuda", "resource": "", "replicas": 1}
+            for i, u in enumerate(UUIDS)
+        ],
+    }
+    (root / "state" / MODES_FILE).write_text(json.dumps(record))
+    env = PluginEnv(root, kmock_cluster, FakeGpuSource(H100), settings)
+    env.kubelet.pods[("default", "holder")] = ["main"]
+    env.kubelet.allocations[("default", "holder", "main")] = Admitted(
+        "default", "holder", "main", [f"{UUIDS[0]}::3"], NAMES.core
+    )
+    try:
+        await env.start()
+        devices = await env.kubelet.devices_until(GPU, lambda d: len(d) == 6)
+        assert {d.ID for d in devices} == set(UUIDS[2:])
+        core = await env.kubelet.devices_until(NAMES.core, lambda d: len(d) == 200)
+        assert {d.ID.partition("::")[0] for d in core} == {UUIDS[0], UUIDS[1]}
+        events = json.loads(env.core.list_namespaced_event("default", _preload_content=False).data)["items"]
+        assert [e["reason"] for e in events] == ["VGPUModeSwitchRefused"]
+        assert "GPU 0" in events[0]["message"]
+        assert json.loads((root / "state" / MODES_FILE).read_text())["gpus"][0]["mode"] == "vcuda"
+    finally:
+        await env.stop()
