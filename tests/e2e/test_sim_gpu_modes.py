@@ -1,0 +1,88 @@
+"""SIMULATED cluster: one mixed node sells its GPUs in three modes at once, and no GPU is sold twice.
+
+The node (4 x A10, the REAL plugin with NVIDIA's config and kube-vgpu's section, ``MIXED_NODE``): GPUs 0-1 as
+vcuda shares (placed by the REAL extender), GPU 2 whole as ``nvidia.com/gpu`` and GPU 3 as four time-sliced
+replicas of ``nvidia.com/gpu.shared`` (placed by the simulated default scheduler from the node's allocatable,
+handed out by the simulated kubelet). Filled to the brim in every mode, then one more pod of each: each extra
+one waits with its scheduler's reason (the node advertises ``vcuda-core`` for its two shared GPUs only), and the invariants (no GPU advertised, held or assigned in two modes;
+a whole GPU once; replicas at most four; every share within its GPU) hold after every step.
+"""
+
+from typing import Any
+
+from tests.e2e.conftest import gpu_pod, settle_and_check, submit_all
+from tests.sim.cluster import MIXED_NODE, SimCluster
+from tests.sim.demo import STOCK_PODS
+from tests.sim.invariants import gpu_of
+from vcuda.annotations import decode_assignment_unverified, decode_inventory
+from vcuda.model import GpuMode
+
+WHOLE, SHARED = "nvidia.com/gpu", "nvidia.com/gpu.shared"
+
+
+def stock(name: str, resource: str) -> dict[str, Any]:
+    container = {"name": "cuda", "image": "cuda", "resources": {"limits": {resource: 1}}}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"containers": [container]}}  # fmt: skip
+
+
+def held_gpus(cluster: SimCluster, pod: dict[str, Any], resource: str) -> set[str]:
+    uid = str(pod["metadata"]["uid"])
+    checkpoint = cluster.node(MIXED_NODE.name).kubelet.checkpoint
+    return {gpu_of(i) for c in checkpoint.pods[uid].containers.values() for i in c[resource].ids}
+
+
+async def test_shares_whole_gpus_and_replicas_share_one_node_and_no_gpu_is_sold_twice(sim_cluster):
+    async with sim_cluster(nodes=(MIXED_NODE,), default_scheduler=True) as cluster:
+        node = await cluster.kube.get(f"/api/v1/nodes/{MIXED_NODE.name}")
+        inventory = decode_inventory(node["metadata"]["annotations"][cluster.names.inventory])
+        shared = {g.uuid for g in inventory.gpus}
+        modes = {str(o.uuid): (o.mode, o.resource, o.replicas) for o in inventory.other}
+        assert len(shared) == 2
+        assert sorted(modes.values()) == [(GpuMode.TIME_SLICING, SHARED, 4), (GpuMode.WHOLE, WHOLE, 1)]
+        allocatable = node["status"]["allocatable"]
+        assert (allocatable[cluster.names.core], allocatable[WHOLE], allocatable[SHARED]) == ("200", "1", "4")
+
+        full = [gpu_pod(f"share-{i}", (50, 8192)) for i in range(4)]
+        full += [stock("whole-0", WHOLE), *[stock(f"replica-{i}", SHARED) for i in range(4)]]
+        keys = await submit_all(cluster, full)
+        states = await settle_and_check(cluster, keys)
+        assert {k: s.phase for k, s in states.items()} == dict.fromkeys(keys, "running")
+
+        pods = await cluster.pods()
+        for i in range(4):
+            raw = pods[f"default/share-{i}"]["metadata"]["annotations"][cluster.names.assignment]
+            assert {s.uuid for c in decode_assignment_unverified(raw).containers for s in c.shares} <= shared
+        (whole_gpu,) = held_gpus(cluster, pods["default/whole-0"], WHOLE)
+        assert modes[whole_gpu][0] is GpuMode.WHOLE
+        replica_gpus = set().union(
+            *(held_gpus(cluster, pods[f"default/replica-{i}"], SHARED) for i in range(4))
+        )
+        assert [modes[g][0] for g in replica_gpus] == [GpuMode.TIME_SLICING]
+
+        extra = [
+            gpu_pod("share-extra", (50, 8192)),
+            gpu_pod("three-whole", (300, 0)),
+            stock("whole-extra", WHOLE),
+            stock("replica-extra", SHARED),
+        ]
+        keys = await submit_all(cluster, extra)
+        states = await settle_and_check(cluster, keys, settled=("unschedulable",))
+        # vcuda-core: 100 per shared GPU only (200), so kube-scheduler's own fit refuses before the extender
+        for key in ("default/share-extra", "default/three-whole"):
+            assert f"Insufficient {cluster.names.core}" in states[key].message
+        assert f"Insufficient {WHOLE}" in states["default/whole-extra"].message
+        assert f"Insufficient {SHARED}" in states["default/replica-extra"].message
+
+        await cluster.delete_pod("default/whole-0")
+        await cluster.delete_pod("default/replica-0")
+        states = await settle_and_check(cluster, ["default/whole-extra", "default/replica-extra"],
+                                        settled=("running",))  # fmt: skip
+        pods = await cluster.pods()
+        assert held_gpus(cluster, pods["default/whole-extra"], WHOLE) == {whole_gpu}
+
+
+def test_the_demos_stock_pods_ask_for_the_mixed_nodes_resources():
+    asked = {r for p in STOCK_PODS for c in p["spec"]["containers"] for r in c["resources"]["limits"]}
+    assert asked == {WHOLE, SHARED}
+    assert all("schedulerName" not in p["spec"] for p in STOCK_PODS)  # stock: the default scheduler's
