@@ -13,6 +13,7 @@ Each answer is a 200 (allowed with a patch, allowed unchanged, or denied with a 
 is applied as the API server would (RFC 6902, ``jsonpatch``) and the result must pass the validating webhook.
 """
 
+import asyncio
 import base64
 import copy
 import json
@@ -303,3 +304,23 @@ def test_any_quantity_is_translated_to_whole_gpus_or_denied_with_a_known_reason(
     cores = [c.cores for c in parse_pod_request(patched, NAMES).containers]
     assert cores == [] or (len(cores) == 1 and cores[0] % 100 == 0 and 100 <= cores[0] <= 1600)
     assert validate(AdmissionRequest(uid="u", object=patched), NAMES).allowed
+
+
+async def test_a_flood_of_reviews_holds_at_most_two_namespace_reads_and_the_rest_are_denied_as_retryable(
+    webhook,
+):
+    """The webhook port is open to every pod: reviews naming ``nvidia.com/gpu`` must not take every worker
+    thread with namespace reads (the binds need them) while the API server is slow."""
+    webhook.namespaces.gate = asyncio.Event()
+    flood = [asyncio.create_task(webhook.mutate(stock_pod(1))) for _ in range(12)]
+    done: set[asyncio.Task[Any]] = set()
+    while len(done) < 10:  # two reads hang on the API server; the other ten wait their turn, then give up
+        finished, _ = await asyncio.wait(set(flood) - done, return_when=asyncio.FIRST_COMPLETED)
+        done |= finished
+    assert webhook.namespaces.most_in_flight == 2
+    webhook.namespaces.gate.set()
+    answers = await asyncio.gather(*flood)
+    busy = [r for r, _ in answers if not r["allowed"]]
+    assert len(busy) == 10
+    assert all("too many namespace reads in progress" in r["status"]["message"] for r in busy)
+    assert [limits(p) for r, p in answers if r["allowed"]] == [{NAMES.core: "100", "cpu": "2"}] * 2

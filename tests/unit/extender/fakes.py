@@ -98,10 +98,20 @@ class FakeNamespaces:
         self.labels = {k: dict(v) for k, v in (labels or {}).items()}
         self.down = False
         self.reads: list[str] = []
+        self.gate: asyncio.Event | None = None
+        """When set, every read waits on it (a slow API server), counting ``in_flight`` / ``most_in_flight``."""
+        self.in_flight = self.most_in_flight = 0
 
     async def namespace_labels(self, name: str) -> Mapping[str, str]:
         await asyncio.sleep(0)
         self.reads.append(name)
+        if self.gate is not None:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            try:
+                await self.gate.wait()
+            finally:
+                self.in_flight -= 1
         if self.down:
             raise ClusterError("reading the namespace: connection refused (fake)")
         if name not in self.labels:
