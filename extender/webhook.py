@@ -27,6 +27,7 @@ _LISTS: Final = ("initContainers", "containers")
 """The container lists whose resources the scheduler counts (``ephemeralContainers`` may have none)."""
 _PARTS: Final = ("limits", "requests")
 TRANSLATION_REASONS: Final = (
+    "mixed-modes",
     "translation-invalid",
     "translation-mixed",
     "translation-too-large",
@@ -54,9 +55,36 @@ def validate(request: AdmissionRequest, names: Names) -> AdmissionResponse:
             return _deny(request.uid, f"annotation {key} is written by kube-vgpu only", "Forbidden")
     try:
         parse_pod_request(pod, names)
+        _one_mode_per_container(pod, names)
     except InvalidRequestError as err:
         return _deny(request.uid, str(err), err.reason)
     return AdmissionResponse(uid=request.uid, allowed=True)
+
+
+def _nvidia_resource(name: object) -> bool:
+    """NVIDIA's GPU resources: ``nvidia.com/gpu`` and renamed replicas (``nvidia.com/gpu.shared``)."""
+    return isinstance(name, str) and (
+        name == NVIDIA_GPU_RESOURCE or name.startswith(NVIDIA_GPU_RESOURCE + ".")
+    )
+
+
+def _one_mode_per_container(pod: Mapping[str, Any], names: Names) -> None:
+    """One GPU, one mode, per container too: a container that asks for vcuda shares and for NVIDIA's whole
+    GPUs or replicas would get two device answers whose visible-GPU lists overwrite each other."""
+    for field in _LISTS:
+        for container in _containers(pod, field):
+            resources = container.get("resources") if isinstance(container, Mapping) else None
+            named: set[object] = set()
+            for part in _PARTS:
+                values = resources.get(part) if isinstance(resources, Mapping) else None
+                named |= set(values) if isinstance(values, Mapping) else set()
+            nvidia = sorted(str(n) for n in named if _nvidia_resource(n))
+            if nvidia and named & {names.core, names.memory}:
+                raise InvalidRequestError(
+                    "mixed-modes",
+                    f"container {_name(container)}: asks for {names.core} and {nvidia[0]} at once; one GPU, "
+                    "one mode: a container gets vcuda shares or NVIDIA's whole GPUs or replicas, not both",
+                )
 
 
 def _names_default(scheduler: object) -> bool:

@@ -324,3 +324,29 @@ async def test_a_flood_of_reviews_holds_at_most_two_namespace_reads_and_the_rest
     assert len(busy) == 10
     assert all("too many namespace reads in progress" in r["status"]["message"] for r in busy)
     assert [limits(p) for r, p in answers if r["allowed"]] == [{NAMES.core: "100", "cpu": "2"}] * 2
+
+
+@pytest.mark.parametrize("nvidia", [GPU, "nvidia.com/gpu.shared"])
+@pytest.mark.parametrize("part", ["limits", "requests"])
+async def test_any_namespace_refuses_a_container_asking_for_shares_and_nvidias_gpus_at_once(
+    webhook, nvidia, part
+):
+    """One GPU, one mode, per container: the validating webhook (every namespace) refuses the mix that the
+    translation would refuse, whether it names NVIDIA's whole GPUs or renamed replicas."""
+    pod = stock_pod(1, namespace="plain", extra={NAMES.core: "30", NAMES.memory: "4096"})
+    resources = pod["spec"]["containers"][0]["resources"]
+    resources[part] = resources.pop("limits")
+    resources[part].pop(GPU)
+    resources[part][nvidia] = "1"
+    response = await webhook.validate(pod)
+    assert not response["allowed"]
+    assert response["status"]["reason"] == "mixed-modes"
+    assert f"asks for {NAMES.core} and {nvidia} at once" in response["status"]["message"]
+
+
+async def test_shares_and_nvidia_gpus_in_different_containers_of_one_pod_are_allowed(webhook):
+    pod = stock_pod(1, namespace="plain")
+    pod["spec"]["containers"].append(
+        {"name": "share", "image": "x", "resources": {"limits": {NAMES.core: "30", NAMES.memory: "4096"}}}
+    )
+    assert (await webhook.validate(pod))["allowed"]
