@@ -8,7 +8,8 @@ namespace selector and match conditions, the extender's ``get`` on namespaces) o
 - the same pod in an unlabelled namespace is stored as written, even when it labels and annotates itself for
   translation (the API server never calls the translating webhook there, and the extender would read the
   Namespace anyway);
-- a fractional GPU count is refused at create with the webhook's reason.
+- a fractional GPU count is refused at create with the webhook's reason; in any namespace, a container asking
+  for vcuda shares and `nvidia.com/gpu` at once is refused by the validating webhook (one GPU, one mode).
 """
 
 import json
@@ -79,3 +80,15 @@ def test_a_fractional_gpu_is_refused_at_create_with_the_reason(core: Any, labell
     message = json.loads(str(caught.value.body))["message"]
     assert 'admission webhook "translate.vcuda.kube-vgpu.io" denied the request' in message
     assert "nvidia.com/gpu '500m' is not a GPU count (not a whole number)" in message
+
+
+def test_a_container_asking_for_shares_and_nvidia_gpus_is_refused_in_any_namespace(
+    core: Any, namespace: str
+) -> None:
+    pod = stock_pod("mixed", "1")
+    pod["spec"]["containers"][0]["resources"]["limits"] |= {NAMES.core: "30", NAMES.memory: "1024"}
+    with pytest.raises(ApiException) as caught:
+        core.create_namespaced_pod(namespace, pod)
+    message = json.loads(str(caught.value.body))["message"]
+    assert 'admission webhook "validate.vcuda.kube-vgpu.io" denied the request' in message
+    assert "one GPU, one mode" in message
