@@ -113,6 +113,8 @@ async def test_an_inventory_listing_a_gpu_both_ways_leaves_the_node_without_shar
     )
     assert "listed in two modes" in await bind(http, cluster, pod_obj("q", (30, 4096)), "bad")
     assert ledger_of(deps.state, "bad").inventory is None
+    rendered = deps.metrics.render().decode()
+    assert 'kube_vgpu_extender_rejections_total{reason="inventory-refused",verb="filter"} 1.0' in rendered
 
     caplog.set_level(logging.WARNING, logger="extender.state")
     deps.state.apply_node(node_with("bad", both_ways("bad") + " "))  # a new text: judged again
