@@ -29,6 +29,7 @@ from plugin.metrics.exporter import NodeCollector, serve
 from plugin.metrics.podresources import KubeletPodResources
 from plugin.metrics.sources import ViolationTally, XidTally
 from plugin.node import NodePublisher
+from plugin.nvidia import quit_recorded_mps
 from plugin.nvml_loader import NVML_LIBRARY, find_library, locate_driver_root
 from plugin.probes import serve_probes
 from plugin.settings import Settings, has_label_entries, load_settings
@@ -186,6 +187,7 @@ async def _run(settings: Settings, keys: Verifier | None) -> None:
         await NodePublisher(
             cluster, settings.node_name, names, gfd_coexistence=settings.gfd_coexistence
         ).uninstall()
+        await quit_recorded_mps(settings.state_dir, settings.mps_control, settings.mps_dir)
         return
     pod_resources = PodResourcesClient(settings.pod_resources_socket, names.core)
     settings = _driver_root(settings)

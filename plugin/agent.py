@@ -90,7 +90,7 @@ class Agent:
             cluster=cluster,
             pod_resources=pod_resources,
             state=self.state,
-            gpus=lambda: self.gpus,
+            gpus=lambda: {u: g for u, g in self.gpus.items() if u in self.modes.vcuda()},  # vcuda mode only
             options=self._plan_options(),
         )
         policy = HealthPolicy(settings.ignored_xids, settings.xid_recovery_seconds)
@@ -165,7 +165,7 @@ class Agent:
             node=s.node_name,
             state_dir=s.state_dir,
             nvml=nvml,
-            gpus=lambda: shared,
+            gpus=lambda: [u for u in shared if u in self.modes.vcuda()],  # whole/replica GPUs: no vcuda shim
             cluster=cluster,
             tally=self.violations,
             options=options,

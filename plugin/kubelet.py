@@ -52,6 +52,7 @@ class Registrar:
         recheck_s: float = 60.0,
         register_timeout_s: float = 5.0,
         on_registered: Callable[[], None] | None = None,
+        pre_start_required: bool = True,
     ) -> None:
         self._dir = plugin_dir
         self._socket = plugin_dir / socket_name
@@ -61,6 +62,7 @@ class Registrar:
         self._recheck_s = recheck_s
         self._timeout_s = register_timeout_s
         self._on_registered = on_registered
+        self._pre_start = pre_start_required  # Register carries the same options as GetDevicePluginOptions
         self.registrations = 0
         self.registered = asyncio.Event()
 
@@ -107,7 +109,7 @@ class Registrar:
 
     async def _register_once(self, kubelet: Path) -> None:
         options = api_pb2.DevicePluginOptions(
-            pre_start_required=True, get_preferred_allocation_available=True
+            pre_start_required=self._pre_start, get_preferred_allocation_available=True
         )
         request = api_pb2.RegisterRequest(
             version=API_VERSION, endpoint=self._socket.name, resource_name=self._resource, options=options

@@ -33,7 +33,7 @@ from plugin.core.nvallocate import (
 from plugin.core.slices import Slice, SliceId
 from plugin.kube import Cluster
 from plugin.kubelet import PodResourcesClient, Registrar
-from plugin.mps import MpsGpu, MpsSupervisor
+from plugin.mps import MpsGpu, MpsSupervisor, quit_daemons
 from plugin.server import DeviceBoard, device_list
 from plugin.state import StateDir
 from vcuda.model import GpuLink, GpuMode, GpuUuid
@@ -209,6 +209,7 @@ class NvidiaPlugins:
             resource=resource,
             add_servicer=add,
             poll_s=self._options.poll_s,
+            pre_start_required=False,  # no pod attribution to verify (NVIDIA's plugin asks none either)
         )
 
     async def publish(self, healthy: Mapping[GpuUuid, bool]) -> None:
@@ -255,10 +256,13 @@ async def resolve_modes(
 ) -> ModePlan:
     """The plan to serve: ``wanted``, but a GPU whose mode would change while a container holds it keeps its
     previous mode (logged, and a Warning event on the Node) until a later start finds it free. The served
-    plan is recorded in ``<state>/modes.json``; when PodResources cannot be read every switch waits."""
+    plan is recorded in ``<state>/modes.json`` (none yet: every GPU was vcuda, as before NVIDIA's modes
+    existed); when PodResources cannot be read every switch waits."""
     record = state_root / MODES_FILE
     try:
         previous = decode_modes(json.loads(record.read_text()))
+    except FileNotFoundError:  # before the first record every GPU was sold as vcuda shares
+        previous = {p.uuid: GpuPlan(p.uuid, p.index, GpuMode.VCUDA) for p in wanted.gpus}
     except (OSError, ValueError):
         previous = {}
     held: frozenset[str] = frozenset()
@@ -276,3 +280,14 @@ async def resolve_modes(
     tmp.write_text(json.dumps(encode_modes(effective)))
     os.replace(tmp, record)
     return effective
+
+
+async def quit_recorded_mps(state_root: Path, control: Path, mps_dir: Path) -> list[str]:
+    """``--uninstall``: tell the MPS daemon of every GPU the last served plan shared by MPS to quit."""
+    try:
+        served = decode_modes(json.loads((state_root / MODES_FILE).read_text()))
+    except (OSError, ValueError):
+        return []
+    uuids: list[str] = sorted(p.uuid for p in served.values() if p.mode is GpuMode.MPS)
+    await quit_daemons(control, mps_dir, uuids)
+    return uuids

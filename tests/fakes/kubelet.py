@@ -152,7 +152,9 @@ class FakeKubelet:
         await self._forget_endpoints()
         for entry in os.scandir(self.plugin_dir):
             if not entry.is_dir() and entry.name != CHECKPOINT:
-                os.unlink(entry.path)
+                # os.RemoveAll, as CleanupPluginDirectory: a socket a plugin removed meanwhile is no error
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
         await self._start_registration()
 
     async def _forget_endpoints(self) -> None:

@@ -8,6 +8,7 @@ with the shim, renamed resource, failRequestsGreaterThanOne); MPS (daemon per GP
 dies, told to quit; client environment); a mode switch refused while a container holds the GPU.
 """
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -19,8 +20,11 @@ import grpc
 import pytest
 import yaml
 
+from plugin.agent import Agent
+from plugin.core.errors import ConfigError
+from plugin.core.gpu import MigInstance
 from plugin.core.nvallocate import MPS_PIPE_PATH
-from plugin.nvidia import MODES_FILE
+from plugin.nvidia import MODES_FILE, quit_recorded_mps
 from plugin.settings import load_settings
 from tests.fakes.kubelet import Admitted
 from tests.integration.plugin.conftest import NODE, PluginEnv, eventually, make_settings
@@ -190,8 +194,9 @@ async def test_mps_starts_one_daemon_per_gpu_restarts_it_when_it_dies_and_stops_
     assert any("quit" in e["stdin"] for e in mps_log(log))
 
 
+@pytest.mark.parametrize("recorded", [True, False], ids=["recorded modes", "no record: all were vcuda"])
 async def test_a_mode_switch_is_refused_while_a_container_holds_the_gpu(
-    short_dir: Path, kmock_cluster: Any
+    short_dir: Path, kmock_cluster: Any, recorded: bool
 ) -> None:
     from tests.integration.plugin.conftest import _reset_cluster
 
@@ -208,7 +213,8 @@ async def test_a_mode_switch_is_refused_while_a_container_holds_the_gpu(
             for i, u in enumerate(UUIDS)
         ],
     }
-    (root / "state" / MODES_FILE).write_text(json.dumps(record))
+    if recorded:
+        (root / "state" / MODES_FILE).write_text(json.dumps(record))
     env = PluginEnv(root, kmock_cluster, FakeGpuSource(H100), settings)
     env.kubelet.pods[("default", "holder")] = ["main"]
     env.kubelet.allocations[("default", "holder", "main")] = Admitted(
@@ -226,3 +232,58 @@ async def test_a_mode_switch_is_refused_while_a_container_holds_the_gpu(
         assert json.loads((root / "state" / MODES_FILE).read_text())["gpus"][0]["mode"] == "vcuda"
     finally:
         await env.stop()
+
+
+async def test_uninstall_tells_the_recorded_mps_daemons_to_quit(
+    short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = short_dir / "mps.log"
+    monkeypatch.setenv("FAKE_MPS_LOG", str(log))
+    state, mps = short_dir / "state", short_dir / "mps"
+    pipe = mps / UUIDS[3] / "pipe"
+    pipe.mkdir(parents=True)
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(pipe))
+    started = await asyncio.create_subprocess_exec(str(FAKE_MPS), "-d")
+    assert await started.wait() == 0
+    state.mkdir()
+    record = {"v": 1, "gpus": [{"uuid": UUIDS[3], "index": 3, "mode": "mps", "resource": GPU, "replicas": 2}]}
+    (state / MODES_FILE).write_text(json.dumps(record))
+    assert await quit_recorded_mps(state, FAKE_MPS, mps) == [UUIDS[3]]
+    assert mps_log(log)[-1]["stdin"] == ["quit"]
+    assert not (pipe / "control.pid").exists()
+
+
+async def test_a_lost_gpu_makes_every_replica_of_it_unhealthy(env_factory: Any, short_dir: Path) -> None:
+    source = FakeGpuSource(H100)
+    env = await nvidia_env(env_factory, short_dir, TS, source=source)
+    await env.kubelet.devices_until(GPU, lambda d: len(d) == 8)
+    source.unreachable.add(UUIDS[1])
+    devices = await env.kubelet.devices_until(
+        GPU, lambda d: any(x.health == "Unhealthy" for x in d), timeout=10
+    )
+    assert {d.ID for d in devices if d.health == "Unhealthy"} == {f"{UUIDS[1]}::{n}" for n in range(4)}
+
+
+async def test_nvidia_gpu_registers_again_after_a_kubelet_restart(env_factory: Any, short_dir: Path) -> None:
+    env = await nvidia_env(env_factory, short_dir, {"flags": {}})
+    before = env.agent.nvidia.registrars[0].registrations if env.agent else 0
+    await env.kubelet.restart()
+    await env.kubelet.wait_registered(GPU, timeout=10)
+    assert env.agent is not None
+    await eventually(lambda: env.agent is not None and env.agent.nvidia.registrars[0].registrations > before)
+    assert len(await env.kubelet.devices_until(GPU, lambda d: len(d) == 8, timeout=10)) == 8
+
+
+async def test_mig_single_and_a_whole_gpu_resource_cannot_both_be_nvidia_gpu(short_dir: Path) -> None:
+    mig = dataclasses.replace(
+        H100.gpus[0],
+        mig_enabled=True,
+        mig_instances=(MigInstance("MIG-1", H100.gpus[0].uuid, "3g.40gb", 1, 0, 40000, 60),),
+    )
+    node = dataclasses.replace(H100, gpus=(mig, *H100.gpus[1:]))
+    settings = make_settings(
+        short_dir, mig_strategy="single", config_file=config_file(short_dir, {"flags": {}})
+    )
+
+    with pytest.raises(ConfigError, match=r"nvidia\.com/gpu is served by --mig-strategy=single"):
+        Agent(settings, source=FakeGpuSource(node), cluster=None, pod_resources=None, verifier=None)  # type: ignore[arg-type]

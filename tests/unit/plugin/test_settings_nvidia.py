@@ -1,0 +1,64 @@
+"""NVIDIA's config file through the plugin's settings loader (plugin.settings): told apart from kube-vgpu's
+own ``version: v1`` file by its keys, read through ``--config-file`` and ``CONFIG_FILE``, its ``flags`` below
+environment and command line; a bad file stops the plugin with exit code 2 and the key in the message."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from plugin.__main__ import main
+from plugin.core.errors import ConfigError
+from plugin.settings import load_nvidia_config, load_settings
+
+NVIDIA = {
+    "version": "v1",
+    "flags": {"migStrategy": "mixed", "failOnInitError": False, "plugin": {"deviceListStrategy": "cdi-cri"}},
+    "sharing": {"timeSlicing": {"resources": [{"name": "nvidia.com/gpu", "replicas": 4}]}},
+}
+
+
+@pytest.fixture
+def nvidia_file(tmp_path: Path) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(NVIDIA))
+    return path
+
+
+def test_the_config_file_variable_reads_nvidias_flags_as_settings(nvidia_file: Path) -> None:
+    settings = load_settings([], env={"NODE_NAME": "n1", "CONFIG_FILE": str(nvidia_file)})
+    assert (settings.mig_strategy.value, settings.fail_on_init_error) == ("mixed", False)
+    assert settings.device_list_strategy.value == "cdi"
+    config = load_nvidia_config(settings.config_file)
+    assert config is not None
+    assert config.sharing.resources[0].replicas == 4
+
+
+def test_environment_and_flags_win_over_the_files_flags(nvidia_file: Path) -> None:
+    argv = ["--node-name=n1", f"--config-file={nvidia_file}", "--device-list-strategy=envvar"]
+    settings = load_settings(argv, env={"KUBE_VGPU_PLUGIN_MIG_STRATEGY": "single"})
+    assert (settings.mig_strategy.value, settings.device_list_strategy.value) == ("single", "envvar")
+
+
+def test_kube_vgpus_own_file_is_not_nvidias(tmp_path: Path) -> None:
+    path = tmp_path / "own.yaml"
+    path.write_text("version: v1\nmigStrategy: mixed\nnodeConfig: []\n")
+    assert load_nvidia_config(path) is None
+    assert load_settings([f"--config-file={path}", "--node-name=n1"], env={}).mig_strategy.value == "mixed"
+
+
+def test_kube_vgpu_keys_in_nvidias_file_are_refused_naming_them(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.yaml"
+    path.write_text(yaml.safe_dump({**NVIDIA, "deviceMemoryScaling": 0.5}))
+    with pytest.raises(ConfigError, match=r"NVIDIA's format\): deviceMemoryScaling: unknown key"):
+        load_settings([f"--config-file={path}", "--node-name=n1"], env={})
+
+
+def test_a_bad_nvidia_file_stops_the_plugin_with_code_2_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = {"sharing": {"timeSlicing": {"resources": [{"name": "gpu", "replicas": 1}]}}}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    assert main([f"--config-file={path}", "--node-name=n1"]) == 2
+    assert "sharing.timeSlicing.resources[0].replicas: must be >= 2" in capsys.readouterr().err
