@@ -350,3 +350,24 @@ async def test_shares_and_nvidia_gpus_in_different_containers_of_one_pod_are_all
         {"name": "share", "image": "x", "resources": {"limits": {NAMES.core: "30", NAMES.memory: "4096"}}}
     )
     assert (await webhook.validate(pod))["allowed"]
+
+
+async def test_no_wrong_type_anywhere_in_a_stock_pod_gets_a_500_from_the_translating_webhook(webhook):
+    """Every position of a stock pod (with an init container, requests and a vcuda container beside it)
+    replaced in turn by each JSON type it is not, sent to ``/mutate`` in a translating namespace: a 200 with a
+    decision, or a 400, never a 500."""
+    from tests.security.test_attack_wrong_types import WRONG, paths, replaced
+
+    pod = stock_pod(2, init="1")
+    pod["spec"]["containers"][0]["resources"]["requests"] = {GPU: "2"}
+    pod["spec"]["containers"].append(
+        {"name": "share", "image": "x", "resources": {"limits": {NAMES.core: "30", NAMES.memory: "4096"}}}
+    )
+    failures = []
+    for at in paths(pod):
+        for value in WRONG:
+            body = review(replaced(pod, at, value), namespace="ml")
+            answer = await webhook.http.post("/mutate", json=body)
+            if answer.status_code not in (200, 400):
+                failures.append(f"{'/'.join(map(str, at))}={json.dumps(value)}: {answer.status_code}")
+    assert failures == []
