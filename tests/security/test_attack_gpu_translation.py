@@ -371,3 +371,20 @@ async def test_no_wrong_type_anywhere_in_a_stock_pod_gets_a_500_from_the_transla
             if answer.status_code not in (200, 400):
                 failures.append(f"{'/'.join(map(str, at))}={json.dumps(value)}: {answer.status_code}")
     assert failures == []
+
+
+async def test_in_default_scheduler_mode_the_pod_is_translated_and_keeps_its_scheduler():
+    """``scheduler.mode=extender``: no schedulerName to set; the default scheduler calls the extender for the
+    translated pod because it now names ``vcuda-core`` (a managed resource)."""
+    namespaces = FakeNamespaces({"ml": {LABEL: "enabled"}})
+    deps, _ = make_deps(scheduler_name=None, namespaces=namespaces)
+    async with serving(create_webhook_app(deps)) as port, httpx.AsyncClient() as http:
+        answer = await http.post(f"http://127.0.0.1:{port}/mutate", json=review(stock_pod(1)))
+    patch = json.loads(base64.b64decode(answer.json()["response"]["patch"]))
+    assert patch == [
+        {
+            "op": "replace",
+            "path": "/spec/containers/0/resources/limits",
+            "value": {"cpu": "2", NAMES.core: "100"},
+        }
+    ]
