@@ -3,11 +3,12 @@
 The node (4 x A10, the REAL plugin with NVIDIA's config and kube-vgpu's section, ``MIXED_NODE``): GPUs 0-1 as
 vcuda shares (placed by the REAL extender), GPU 2 whole as ``nvidia.com/gpu`` and GPU 3 as four time-sliced
 replicas of ``nvidia.com/gpu.shared`` (placed by the simulated default scheduler from the node's allocatable,
-handed out by the simulated kubelet). Filled to the brim in every mode, then one more pod of each: each extra
+handed out by the simulated kubelet; each replica isolated by the shim to a quarter of the GPU). Filled to the brim in every mode, then one more pod of each: each extra
 one waits with its scheduler's reason (the node advertises ``vcuda-core`` for its two shared GPUs only), and the invariants (no GPU advertised, held or assigned in two modes;
 a whole GPU once; replicas at most four; every share within its GPU) hold after every step.
 """
 
+from pathlib import Path
 from typing import Any
 
 from tests.e2e.conftest import gpu_pod, settle_and_check, submit_all
@@ -16,6 +17,8 @@ from tests.sim.demo import STOCK_PODS
 from tests.sim.invariants import gpu_of
 from vcuda.annotations import decode_assignment_unverified, decode_inventory
 from vcuda.model import GpuMode
+from vcuda.names import CONTAINER_CONFIG_PATH
+from vcuda.shimfile import GpuLimit, decode_config
 
 WHOLE, SHARED = "nvidia.com/gpu", "nvidia.com/gpu.shared"
 
@@ -30,6 +33,17 @@ def held_gpus(cluster: SimCluster, pod: dict[str, Any], resource: str) -> set[st
     uid = str(pod["metadata"]["uid"])
     checkpoint = cluster.node(MIXED_NODE.name).kubelet.checkpoint
     return {gpu_of(i) for c in checkpoint.pods[uid].containers.values() for i in c[resource].ids}
+
+
+def shim_limits(cluster: SimCluster, pod: dict[str, Any], resource: str) -> tuple[GpuLimit, ...]:
+    """The GPU limits of the shim config the plugin's Allocate answer mounted for the pod's container."""
+    uid = str(pod["metadata"]["uid"])
+    checkpoint = cluster.node(MIXED_NODE.name).kubelet.checkpoint
+    (alloc,) = [c[resource] for c in checkpoint.pods[uid].containers.values()]
+    mounts = {m.container_path: m.host_path for m in alloc.response.mounts}
+    if CONTAINER_CONFIG_PATH not in mounts:
+        return ()
+    return decode_config(Path(mounts[CONTAINER_CONFIG_PATH]).read_bytes()).gpus
 
 
 async def test_shares_whole_gpus_and_replicas_share_one_node_and_no_gpu_is_sold_twice(sim_cluster):
@@ -59,6 +73,12 @@ async def test_shares_whole_gpus_and_replicas_share_one_node_and_no_gpu_is_sold_
             *(held_gpus(cluster, pods[f"default/replica-{i}"], SHARED) for i in range(4))
         )
         assert [modes[g][0] for g in replica_gpus] == [GpuMode.TIME_SLICING]
+        (replicated,) = replica_gpus
+        quarter = next(o.memory_mib for o in inventory.other if o.uuid == replicated) // 4
+        for i in range(4):  # isolated time-slicing: each replica's shim holds it to a quarter of the GPU
+            (limit,) = shim_limits(cluster, pods[f"default/replica-{i}"], SHARED)
+            assert (limit.uuid, limit.memory_limit_bytes >> 20, limit.core_limit) == (replicated, quarter, 25)
+        assert shim_limits(cluster, pods["default/whole-0"], WHOLE) == ()  # a whole GPU: NVIDIA's, no shim
 
         extra = [
             gpu_pod("share-extra", (50, 8192)),

@@ -63,9 +63,11 @@ sharing:
 kubeVgpu:
   vcudaDevices: [0, 1]
   defaultMode: whole
+  timeSlicing:
+    isolation: true       # each replica gets the shim: a quarter of the GPU's memory and compute
 """
 """GPUs 0-1 as vcuda shares, GPU 2 whole (``nvidia.com/gpu``), GPU 3 as four time-sliced replicas
-(``nvidia.com/gpu.shared``)."""
+(``nvidia.com/gpu.shared``), isolated by the shim."""
 MIXED_NODE = NodeSpec(
     "sim-mixed", "a10x4", plugin_config=MIXED_CONFIG, resources=("nvidia.com/gpu", "nvidia.com/gpu.shared")
 )

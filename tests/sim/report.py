@@ -1,7 +1,9 @@
 """Plain-text tables of where containers landed and why pods did not, for the demo and test failures."""
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 from tests.sim.checkpoint import Checkpoint
 from tests.sim.cluster import PodState
@@ -9,7 +11,8 @@ from tests.sim.kubeapi import Obj
 from vcuda.annotations import decode_assignment_unverified, decode_inventory
 from vcuda.errors import ContractError
 from vcuda.model import GpuInfo, OtherModeGpu
-from vcuda.names import Names
+from vcuda.names import CONTAINER_CONFIG_PATH, Names
+from vcuda.shimfile import decode_config
 from vcuda.units import CORE_PER_GPU
 
 __all__ = [
@@ -112,6 +115,8 @@ class DeviceRow:
     resource: str
     gpu: str
     devices: str
+    shim: str = "-"
+    """The limits of the shim config the plugin mounted (isolated replicas), ``-`` without one."""
 
 
 def _others(nodes: Sequence[Obj], names: Names) -> dict[str, OtherModeGpu]:
@@ -153,14 +158,25 @@ def device_rows(
                 ids = ", ".join(
                     i.replace(uuid, uuid[:12]) for i in alloc.ids for uuid in gpus if i.startswith(uuid)
                 )
-                rows.append(
-                    DeviceRow(key.split("/", 1)[1], container, node, resource, "; ".join(labels), ids)
-                )
+                row = DeviceRow(key.split("/", 1)[1], container, node, resource, "; ".join(labels), ids)
+                rows.append(replace(row, shim=_shim_limits(alloc.response)))
     return rows
 
 
+def _shim_limits(response: Any) -> str:
+    """``<MiB> MiB, <cores> %`` per GPU of the shim config ``response`` mounts, ``-`` without one."""
+    mounts = {m.container_path: m.host_path for m in response.mounts}
+    if CONTAINER_CONFIG_PATH not in mounts:
+        return "-"
+    try:
+        config = decode_config(Path(mounts[CONTAINER_CONFIG_PATH]).read_bytes())
+    except (OSError, ContractError) as err:
+        return f"unreadable ({err})"
+    return "; ".join(f"{g.memory_limit_bytes >> 20} MiB, {g.core_limit} %" for g in config.gpus)
+
+
 def render_devices(rows: Sequence[DeviceRow], states: Mapping[str, PodState]) -> str:
-    header = ("POD", "CONTAINER", "NODE", "RESOURCE", "GPU (MODE)", "DEVICE IDS", "STATE")
-    body = [(r.pod, r.container, r.node, r.resource, r.gpu, r.devices,
+    header = ("POD", "CONTAINER", "NODE", "RESOURCE", "GPU (MODE)", "DEVICE IDS", "SHIM LIMITS", "STATE")
+    body = [(r.pod, r.container, r.node, r.resource, r.gpu, r.devices, r.shim,
              states.get(f"default/{r.pod}", PodState("?")).phase) for r in rows]  # fmt: skip
     return format_table(header, body) if body else "(no pod holds whole GPUs or replicas)"
