@@ -6,6 +6,10 @@ replicas of ``nvidia.com/gpu.shared`` (placed by the simulated default scheduler
 handed out by the simulated kubelet; each replica isolated by the shim to a quarter of the GPU). Filled to the brim in every mode, then one more pod of each: each extra
 one waits with its scheduler's reason (the node advertises ``vcuda-core`` for its two shared GPUs only), and the invariants (no GPU advertised, held or assigned in two modes;
 a whole GPU once; replicas at most four; every share within its GPU) hold after every step.
+
+A switch of the whole GPU to shares while a stock pod holds it (the config changed, the plugin restarted): the
+plugin keeps the GPU whole and records a ``VGPUModeSwitchRefused`` event, the extender places no share there;
+once the pod is gone and the plugin restarts, the GPU is sold as shares only, and a whole-GPU share lands on it.
 """
 
 from pathlib import Path
@@ -15,8 +19,9 @@ from tests.e2e.conftest import gpu_pod, settle_and_check, submit_all
 from tests.sim.cluster import MIXED_NODE, SimCluster
 from tests.sim.demo import STOCK_PODS
 from tests.sim.invariants import gpu_of
+from tests.sim.waiting import wait_until
 from vcuda.annotations import decode_assignment_unverified, decode_inventory
-from vcuda.model import GpuMode
+from vcuda.model import GpuMode, NodeInventory
 from vcuda.names import CONTAINER_CONFIG_PATH
 from vcuda.shimfile import GpuLimit, decode_config
 
@@ -106,3 +111,61 @@ def test_the_demos_stock_pods_ask_for_the_mixed_nodes_resources():
     asked = {r for p in STOCK_PODS for c in p["spec"]["containers"] for r in c["resources"]["limits"]}
     assert asked == {WHOLE, SHARED}
     assert all("schedulerName" not in p["spec"] for p in STOCK_PODS)  # stock: the default scheduler's
+
+
+def _with_vcuda(config: str, devices: str) -> str:
+    return config.replace("vcudaDevices: [0, 1]", f"vcudaDevices: {devices}")
+
+
+async def test_a_gpu_switched_to_shares_waits_for_its_pod_and_is_never_sold_twice(sim_cluster):
+    """The operator moves the whole GPU to vcuda shares while a stock pod holds it: the restarted plugin keeps
+    the GPU whole (the switch is refused while held), the extender places no share there and the invariants
+    hold; once the pod is gone and the plugin restarts, the GPU is sold as shares only."""
+    async with sim_cluster(nodes=(MIXED_NODE,), default_scheduler=True) as cluster:
+        node = cluster.node(MIXED_NODE.name)
+        keys = await submit_all(cluster, [stock("holder", WHOLE)])
+        await settle_and_check(cluster, keys, settled=("running",))
+        pods = await cluster.pods()
+        (whole_gpu,) = held_gpus(cluster, pods["default/holder"], WHOLE)
+
+        async def inventory() -> NodeInventory:
+            raw = (await cluster.kube.get(f"/api/v1/nodes/{MIXED_NODE.name}"))["metadata"]["annotations"]
+            return decode_inventory(raw[cluster.names.inventory])
+
+        async def refused() -> bool:
+            events = await cluster.kube.list("events", "default")
+            return any(
+                e.get("reason") == "VGPUModeSwitchRefused" and whole_gpu in e["message"] for e in events
+            )
+
+        (node.root / "plugin-config.yaml").write_text(_with_vcuda(MIXED_NODE.plugin_config, "[0, 1, 2]"))
+        await node.restart_plugin(kill=False)
+        await wait_until(refused, timeout_s=30, what="the plugin to refuse switching the held GPU")
+        await node.wait_ready()
+        held = await inventory()
+        assert whole_gpu in {o.uuid for o in held.other}
+        assert whole_gpu not in {g.uuid for g in held.gpus}
+        keys = await submit_all(cluster, [gpu_pod(f"whole-share-{i}", (100, 0)) for i in range(3)])
+        states = await settle_and_check(cluster, keys)  # two run on GPUs 0-1, the third finds no GPU
+        assert sorted(states[k].phase for k in keys) == ["running", "running", "unschedulable"]
+
+        await cluster.delete_pod("default/holder")
+        await node.restart_plugin(kill=False)
+
+        async def switched() -> bool:
+            now = await inventory()
+            return whole_gpu in {g.uuid for g in now.gpus} and whole_gpu not in {o.uuid for o in now.other}
+
+        await wait_until(switched, timeout_s=30, what="the free GPU to be sold as shares")
+        await node.wait_ready(resources=(SHARED,))  # nothing is sold whole any more
+        states = await settle_and_check(cluster, keys, settled=("running",))
+        pods = await cluster.pods()
+        placed = {
+            s.uuid
+            for k in keys
+            for c in decode_assignment_unverified(
+                pods[k]["metadata"]["annotations"][cluster.names.assignment]
+            ).containers
+            for s in c.shares
+        }
+        assert whole_gpu in placed

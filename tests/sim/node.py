@@ -81,13 +81,15 @@ class SimNode:
         await self.plugin.stop()
         await self.kubelet.stop()
 
-    async def wait_ready(self, timeout_s: float = 30.0) -> None:
-        """The plugin registered both ways: devices with the kubelet, inventory and memory on the Node."""
+    async def wait_ready(self, timeout_s: float = 30.0, *, resources: tuple[str, ...] | None = None) -> None:
+        """The plugin registered both ways: devices with the kubelet (``vcuda-core`` and ``resources``, by
+        default the spec's), inventory and memory on the Node."""
+        extra = self.spec.resources if resources is None else resources
 
         async def ready() -> bool:
             if not self.plugin.alive:
                 raise AssertionError(f"plugin of {self.name} exited:\n{self.plugin.log_tail()}")
-            for resource in (self.names.core, *self.spec.resources):
+            for resource in (self.names.core, *extra):
                 endpoint = self.kubelet.devices.endpoints.get(resource)
                 if endpoint is None or endpoint.stopped or not endpoint.listed.is_set():
                     return False
