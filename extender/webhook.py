@@ -3,7 +3,7 @@ mutating (send GPU pods to kube-vgpu's scheduler; in namespaces labelled for it,
 ``nvidia.com/gpu: N`` to ``vcuda-core: N*100``). Plain values in, AdmissionResponse out; no HTTP here.
 
 Translation's trust rule: whether a pod is translated is decided by its namespace's label as the API server
-holds it (the caller reads the Namespace and passes ``translate``), never by anything on the pod, whose
+holds it (the caller reads the Namespace and passes ``translate_gpus``), never by anything on the pod, whose
 labels and annotations are the tenant's to write. Every quantity is the tenant's too: only a whole
 ``N`` in ``0..MAX_GPUS_PER_CONTAINER`` is translated; anything else is denied with a reason.
 """
@@ -33,8 +33,9 @@ TRANSLATION_REASONS: Final = (
     "translation-too-large",
     "translation-ephemeral",
 )
-"""Why a pod's ``nvidia.com/gpu`` request is denied in a translating namespace (beside the request's own
-reasons, :data:`vcuda.request.REASONS`, for the translated pod)."""
+"""Why the webhook denies a pod over NVIDIA's resources, beside the request's own reasons
+(:data:`vcuda.request.REASONS`): ``mixed-modes`` (validating, any namespace) and the ``translation-*`` ones
+(mutating, in a translating namespace)."""
 
 
 def _deny(uid: str, message: str, reason: str) -> AdmissionResponse:
