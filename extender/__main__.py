@@ -76,9 +76,10 @@ def build(settings: Settings, api_client: Any, key: AssignmentKeys) -> tuple[Dep
         gone_hold_s=settings.gone_pod_hold_s,
     )
     metrics.watch(state)
+    cluster = KubeCluster(api_client)
     scheduler = Scheduler(
         state,
-        KubeCluster(api_client),
+        cluster,
         signer=key.signer,
         gpu_policy=settings.gpu_policy,
         node_policy=settings.node_policy,
@@ -92,6 +93,7 @@ def build(settings: Settings, api_client: Any, key: AssignmentKeys) -> tuple[Dep
         url_prefix=settings.url_prefix,
         node_cache_capable=settings.node_cache_capable,
         webhook_scheduler_name=settings.webhook_scheduler_name,
+        namespaces=cluster if settings.gpu_translation else None,
     )
     return deps, Watcher(api_client, state)
 

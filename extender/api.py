@@ -150,6 +150,7 @@ class AdmissionRequest(_Camel):
     uid: str
     object: RawObject | None = None
     operation: str = ""
+    namespace: str = ""
 
 
 class AdmissionReview(_Camel):

@@ -25,7 +25,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
 from extender.api import (
+    AdmissionRequest,
+    AdmissionResponse,
     AdmissionReview,
+    AdmissionStatus,
     ExtenderArgs,
     ExtenderBindingArgs,
     ExtenderBindingResult,
@@ -36,14 +39,17 @@ from extender.api import (
     NodeList,
     encode_host_priorities,
 )
+from extender.kube import ClusterError, Namespaces
 from extender.metrics import ExtenderMetrics
 from extender.scheduling import FilterOutcome, Scheduler
 from extender.state import ClusterState
-from extender.webhook import mutate, validate
+from extender.webhook import asks_nvidia_gpu, mutate, validate
+from vcuda.names import NVIDIA_GPU_RESOURCE, TRANSLATION_ENABLED
 
 __all__ = [
     "MAX_BODY_BYTES",
     "MAX_REVIEW_BYTES",
+    "NAMESPACE_READS_AT_ONCE",
     "REVIEWS_AT_ONCE",
     "REVIEW_DEADLINE_S",
     "Deps",
@@ -69,6 +75,9 @@ REVIEWS_AT_ONCE: Final = 4
 With :data:`MAX_REVIEW_BYTES` it bounds what the webhook can hold (tens of MB, in a 512 MiB container)
 whatever number of clients connect; admissions take milliseconds, so honest calls rarely wait."""
 REVIEW_WAIT_S: Final = 1.0
+NAMESPACE_READS_AT_ONCE: Final = 2
+"""Namespace reads of the translating webhook in flight at once (each holds a worker thread); others wait up
+to :data:`REVIEW_WAIT_S`, then the pod is denied as retryable."""
 REVIEW_DEADLINE_S: Final = 10.0
 """A review body must arrive within this (the API server's default webhook timeout): a client trickling
 bytes does not keep a slot."""
@@ -86,6 +95,9 @@ class Deps:
     webhook_scheduler_name: str | None = None
     serving: Callable[[], bool] = lambda: True
     """Whether this replica answers the verbs: always, unless it is a standby (:mod:`extender.leader`)."""
+    namespaces: Namespaces | None = None
+    """Where the mutating webhook reads a namespace's labels to decide ``nvidia.com/gpu`` translation
+    (``--gpu-translation``); None translates nothing."""
 
 
 class BadRequestError(Exception):
@@ -304,6 +316,7 @@ def _timed(
 def _admission(app: FastAPI, deps: Deps) -> None:
     names = deps.state.names
     slots = asyncio.Semaphore(REVIEWS_AT_ONCE)
+    lookups = asyncio.Semaphore(NAMESPACE_READS_AT_ONCE)
 
     async def review(request: Request, verb: str) -> Response:
         args = _parse(AdmissionReview, await _review_body(request, slots))
@@ -312,7 +325,7 @@ def _admission(app: FastAPI, deps: Deps) -> None:
         if verb == "validate":
             answer = validate(args.request, names)
         else:
-            answer = mutate(args.request, names, deps.webhook_scheduler_name)
+            answer = await _mutate(deps, args.request, lookups)
         doc = {
             "apiVersion": args.apiVersion,
             "kind": "AdmissionReview",
@@ -328,6 +341,38 @@ def _admission(app: FastAPI, deps: Deps) -> None:
 
     app.add_api_route("/validate", _timed(deps.metrics, "validate", validate_verb), methods=["POST"])
     app.add_api_route("/mutate", _timed(deps.metrics, "mutate", mutate_verb), methods=["POST"])
+
+
+async def _mutate(deps: Deps, request: AdmissionRequest, lookups: asyncio.Semaphore) -> AdmissionResponse:
+    """:func:`extender.webhook.mutate`, translating ``nvidia.com/gpu`` when the pod's namespace, read from the
+    API server now, carries the translation label. Only the request's namespace is used (the API server sets
+    it and refuses an object naming another); nothing on the pod can turn translation on. At most
+    :data:`NAMESPACE_READS_AT_ONCE` reads run at once: the webhook port is open to every pod, and each read
+    takes a worker thread the binds need too."""
+    names = deps.state.names
+    translate = False
+    if deps.namespaces is not None and request.namespace and asks_nvidia_gpu(request.object or {}):
+        try:
+            await asyncio.wait_for(lookups.acquire(), REVIEW_WAIT_S)
+        except TimeoutError:
+            return _unavailable(request, "too many namespace reads in progress")
+        try:
+            labels = await deps.namespaces.namespace_labels(request.namespace)
+        except ClusterError as err:
+            return _unavailable(request, str(err))
+        finally:
+            lookups.release()
+        translate = labels.get(names.translation) == TRANSLATION_ENABLED
+    return mutate(request, names, deps.webhook_scheduler_name, translate_gpus=translate)
+
+
+def _unavailable(request: AdmissionRequest, why: str) -> AdmissionResponse:
+    message = (
+        f"cannot read namespace {request.namespace}'s labels to decide whether to translate "
+        f"{NVIDIA_GPU_RESOURCE} ({why}); retry"
+    )
+    status = AdmissionStatus(code=503, message=message, reason="ServiceUnavailable")
+    return AdmissionResponse(uid=request.uid, allowed=False, status=status)
 
 
 def _bare_app(title: str) -> FastAPI:

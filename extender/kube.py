@@ -28,6 +28,7 @@ __all__ = [
     "Cluster",
     "ClusterError",
     "KubeCluster",
+    "Namespaces",
     "WatchTimings",
     "Watcher",
     "binding_body",
@@ -57,6 +58,13 @@ class Cluster(Protocol):
         same write that sets ``spec.nodeName``, so a pod is never bound without its assignment (or the
         reverse). ``uid`` and ``resource_version`` (when not empty) travel as the Binding's
         ``metadata.uid`` / ``metadata.resourceVersion``: preconditions refusing a replaced or changed pod."""
+        ...
+
+
+class Namespaces(Protocol):
+    async def namespace_labels(self, name: str) -> Mapping[str, str]:
+        """The Namespace's labels as the API server holds them (GET, never cached: a label removed stops
+        translation at the next pod). Raises :class:`ClusterError` when it cannot be read."""
         ...
 
 
@@ -139,6 +147,16 @@ class KubeCluster:
         data = await self._send("reading the pod", self._core.read_namespaced_pod, name, namespace)
         pod: dict[str, Any] = json.loads(data)
         return pod
+
+    async def namespace_labels(self, name: str) -> Mapping[str, str]:
+        data = await self._send("reading the namespace", self._core.read_namespace, name)
+        try:
+            labels = json.loads(data).get("metadata", {}).get("labels") or {}
+        except (ValueError, AttributeError) as err:
+            raise ClusterError(f"reading the namespace: unreadable answer ({err})") from err
+        if not isinstance(labels, dict):
+            raise ClusterError("reading the namespace: its labels are not a map")
+        return {str(k): str(v) for k, v in labels.items()}
 
     async def bind_pod(
         self,

@@ -1,7 +1,10 @@
 """``kubectl vgpu``: a read-only view of GPU capacity and vGPU pods, built from the API server only.
 
-``nodes`` lists every GPU of every node that publishes a ``vgpu-inventory`` annotation with the compute and
-memory allocated on it and the pods holding it; ``mig`` lists the nodes' MIG instances (served whole, as
+``nodes`` lists every GPU of every node that publishes a ``vgpu-inventory`` annotation with its mode (one
+GPU, one mode: ``vcuda`` shares, or sold ``whole``, as ``time-slicing`` / ``mps`` replicas or ``dra``
+claims through another resource), the compute and memory allocated on a shared GPU and the pods holding it
+(the API shows no holder of an ``nvidia.com/gpu`` device: the kubelet keeps that); a node whose inventory is
+unreadable is named below the table; ``mig`` lists the nodes' MIG instances (served whole, as
 extended resources, so the API shows no holder per instance); ``pods`` lists each vGPU pod's GPUs, limits and
 phase; ``claims`` lists the ResourceClaims of the DRA driver with the share each holds
 (:mod:`extender.kubectl_claims`). The user's kubeconfig is used; nothing is written. Assignments are decoded
@@ -13,12 +16,12 @@ import json
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from extender.kubectl_claims import claim_rows, dra_device_use, render_claims
 from vcuda.annotations import decode_assignment_unverified, decode_inventory, decode_status
 from vcuda.errors import ContractError
-from vcuda.model import GpuMode, NodeInventory, Phase, PodAssignment
+from vcuda.model import GpuMode, NodeInventory, OtherModeGpu, Phase, PodAssignment
 from vcuda.names import DEFAULT_DOMAIN, Names
 from vcuda.request import wants_gpu
 from vcuda.units import CORE_PER_GPU
@@ -33,6 +36,7 @@ __all__ = [
     "main",
     "mig_rows",
     "pod_rows",
+    "refused_nodes",
 ]
 
 Obj = Mapping[str, Any]
@@ -106,6 +110,11 @@ class GpuRow:
     cores_allocated: int
     memory_allocated_mib: int
     pods: tuple[str, ...]
+    mode: str = GpuMode.VCUDA.value
+    resource: str = ""
+    """The resource the GPU is sold through (``vcuda-core`` for shares, ``nvidia.com/gpu`` ...)."""
+    replicas: int = 1
+    """Pods that may share the GPU in its mode (time-slicing / MPS); 1 whole, 1 for shares (by compute)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,23 +200,67 @@ def gpu_rows(
         for g in () if inventory is None else inventory.gpus:
             cores, memory, holders = used.get((name, g.uuid), (0, 0, []))
             pods_ = tuple(sorted(set(holders)))
-            rows.append(GpuRow(name, g.index, g.uuid, g.model, g.healthy, g.memory_mib, cores, memory, pods_))
-        rows += _dra_rows(name, inventory, dra_device_use(claims, names.domain))
+            rows.append(
+                GpuRow(
+                    name,
+                    g.index,
+                    g.uuid,
+                    g.model,
+                    g.healthy,
+                    g.memory_mib,
+                    cores,
+                    memory,
+                    pods_,
+                    resource=names.core,
+                )
+            )
+        used = dra_device_use(claims, names.domain)
+        for o in () if inventory is None else inventory.other:
+            rows.append(_dra_row(name, o, used) if o.mode is GpuMode.DRA else _other_row(name, o))
     return sorted(rows, key=lambda r: (r.node, r.index, r.uuid))
 
 
-def _dra_rows(node: str, inventory: NodeInventory | None, used: Mapping[Any, Any]) -> list[GpuRow]:
-    """DRA GPUs; the driver names a GPU's device ``gpu-<uuid without GPU->`` in lower case (docs/dra.md)."""
-    rows = []
-    for g in () if inventory is None else inventory.other:
-        if g.mode is not GpuMode.DRA:
-            continue
-        device = "gpu-" + g.uuid.removeprefix("GPU-").lower()
-        cores, memory, holders = used.get((node, device), (0, 0, []))
-        memory = g.memory_mib if cores >= CORE_PER_GPU else memory
-        rows.append(GpuRow(node, g.index, g.uuid, g.model, g.healthy, g.memory_mib, min(cores, CORE_PER_GPU),
-                           memory, tuple(sorted(set(holders)))))  # fmt: skip
-    return rows
+def _other_row(node: str, o: OtherModeGpu) -> GpuRow:
+    """A GPU sold whole or as replicas of ``nvidia.com/gpu`` (the kubelet counts its pods, not we)."""
+    mode, resource, replicas = o.mode.value, o.resource, o.replicas
+    return GpuRow(node, o.index, o.uuid, o.model, o.healthy, o.memory_mib, 0, 0, (), mode, resource, replicas)
+
+
+def _dra_row(node: str, g: OtherModeGpu, used: Mapping[Any, Any]) -> GpuRow:
+    """A DRA GPU; the driver names a GPU's device ``gpu-<uuid without GPU->`` in lower case (docs/dra.md)."""
+    device = "gpu-" + g.uuid.removeprefix("GPU-").lower()
+    cores, memory, holders = used.get((node, device), (0, 0, []))
+    memory = g.memory_mib if cores >= CORE_PER_GPU else memory
+    pods, cores = tuple(sorted(set(holders))), min(cores, CORE_PER_GPU)
+    mode, resource = g.mode.value, g.resource
+    return GpuRow(
+        node,
+        g.index,
+        g.uuid,
+        g.model,
+        g.healthy,
+        g.memory_mib,
+        cores,
+        memory,
+        pods,
+        mode,
+        resource,
+        g.replicas,
+    )
+
+
+def refused_nodes(nodes: Iterable[Obj], names: Names) -> list[tuple[str, str]]:
+    """``(node, why)`` for every node whose inventory annotation is unreadable (the extender refuses it too:
+    no shares go there)."""
+    refused = []
+    for node in nodes:
+        text = _annotation(node, names.inventory)
+        try:
+            if text is not None:
+                decode_inventory(text)
+        except ContractError as err:
+            refused.append((_meta(node, "name"), str(err)[:160]))
+    return sorted(refused)
 
 
 def mig_rows(nodes: Iterable[Obj], names: Names) -> list[MigRow]:
@@ -264,21 +317,41 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_gpus(rows: Sequence[GpuRow]) -> str:
-    header = ("NODE", "GPU", "MODEL", "HEALTH", "CORES", "MEMORY(MiB)", "PODS")
+_SHARED_MODES: Final = (GpuMode.VCUDA, GpuMode.DRA)  # modes whose GPUs are sold by cores and memory
+
+
+def render_gpus(rows: Sequence[GpuRow], refused: Sequence[tuple[str, str]] = ()) -> str:
+    header = (
+        "NODE",
+        "GPU",
+        "MODEL",
+        "HEALTH",
+        "MODE",
+        "RESOURCE",
+        "REPLICAS",
+        "CORES",
+        "MEMORY(MiB)",
+        "PODS",
+    )
     body = [
         (
             r.node,
             str(r.index),
             r.model,
             "Healthy" if r.healthy else "Unhealthy",
-            f"{r.cores_allocated}/{CORE_PER_GPU}",
-            f"{r.memory_allocated_mib}/{r.memory_mib}",
+            r.mode,
+            r.resource or "-",
+            str(r.replicas) if r.mode not in _SHARED_MODES else "-",
+            f"{r.cores_allocated}/{CORE_PER_GPU}" if r.mode in _SHARED_MODES else "-",
+            f"{r.memory_allocated_mib}/{r.memory_mib}" if r.mode in _SHARED_MODES else f"-/{r.memory_mib}",
             ",".join(r.pods) or "-",
         )
         for r in rows
     ]
-    return _table(header, body) + f"# {UNVERIFIED_NOTE}\n"
+    notes = "".join(
+        f"# node {n}: GPU inventory refused, no vcuda shares placed there ({why})\n" for n, why in refused
+    )
+    return _table(header, body) + notes + f"# {UNVERIFIED_NOTE}\n"
 
 
 def render_mig(rows: Sequence[MigRow]) -> str:
@@ -345,10 +418,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace, cluster: ClusterReader) -> str:
     names = Names(args.domain)
     if args.command == "nodes":
-        gpus = gpu_rows(
-            cluster.list_nodes(), cluster.list_pods(None), names, cluster.list_resource_claims(None)
+        nodes = cluster.list_nodes()
+        gpus = gpu_rows(nodes, cluster.list_pods(None), names, cluster.list_resource_claims(None))
+        return (
+            render_json("gpus", gpus)
+            if args.output == "json"
+            else render_gpus(gpus, refused_nodes(nodes, names))
         )
-        return render_json("gpus", gpus) if args.output == "json" else render_gpus(gpus)
     if args.command == "mig":
         migs = mig_rows(cluster.list_nodes(), names)
         return render_json("mig", migs) if args.output == "json" else render_mig(migs)

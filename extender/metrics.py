@@ -66,7 +66,7 @@ class ExtenderMetrics:
             f"{PREFIX}_rejections",
             "Nodes refused in filter and binds refused, by verb "
             "and reason (placement reasons, invalid-request reasons, in-flight-conflict, "
-            "no-inventory, api-error).",
+            "no-inventory, inventory-refused, api-error).",
             ["verb", "reason"],
             registry=r,
         )

@@ -103,6 +103,25 @@ class Refusal:
 
 
 _UNKNOWN_NODE: Final = Refusal("no-inventory", NO_INVENTORY, resolvable=False)
+
+
+def _cut(text: str, limit: int = 160) -> str:
+    """A message of a node's making, cut: every filter answer carries it once per node."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _no_inventory(ledger: NodeLedger | None) -> Refusal:
+    """A node without an inventory, or whose inventory was refused (the reason is the user's to read)."""
+    if ledger is None or not ledger.refused:
+        return _UNKNOWN_NODE
+    return Refusal(
+        "inventory-refused",
+        f"node's GPU inventory is refused ({_cut(ledger.refused)}): no vcuda shares until its plugin "
+        "publishes a valid one",
+        resolvable=False,
+    )
+
+
 _Verdict = int | Rejection | Refusal | Conflict
 
 
@@ -209,7 +228,7 @@ class Scheduler:
         if not request.containers:
             return 0
         if ledger is None or ledger.inventory is None:
-            return _UNKNOWN_NODE
+            return _no_inventory(ledger)
         if query is not None and ledger.summary.free:
             verdict = query.judge(ledger.summary)
             if isinstance(verdict, Rejection) or not ledger.in_flight:
@@ -343,7 +362,8 @@ class Scheduler:
                 return Bound(f"pod {key} is already being bound", "duplicate")
             ledger = self.state.ledger(node)
             if ledger is None or ledger.inventory is None:
-                return Bound(f"node {shown(node)}: {NO_INVENTORY}", "no-inventory")
+                refusal = _no_inventory(ledger)
+                return Bound(f"node {shown(node)}: {refusal.detail}", refusal.reason)
             placed = self._place(ledger, request)
             if isinstance(placed, Rejection):
                 return Bound(f"node {node}: {placed.detail}", str(placed.reason))

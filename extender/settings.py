@@ -100,6 +100,9 @@ class Settings(BaseModel):
     """Private key of ``tls_cert_file``; reloaded with it."""
     webhook_scheduler_name: str | None = None
     """When set, the mutating webhook sends GPU pods to this scheduler."""
+    gpu_translation: bool = False
+    """The mutating webhook rewrites ``nvidia.com/gpu: N`` to ``vcuda-core: N*100`` in namespaces labelled
+    ``<domain>/gpu-translation=enabled`` (read from the API server: needs ``get`` on namespaces)."""
     kubeconfig: Path | None = None
     """Outside a cluster only; in a pod the service account is used."""
     leader_elect: bool = False

@@ -174,16 +174,40 @@ class ClusterState:
             if name in self._sources and self._sources[name].text == text:
                 return
             self._sources[name] = _NodeSource(text)
-            self._ledger_for(name).set_inventory(self._inventory(name, text))
+            ledger = self._ledger_for(name)
+            try:
+                inventory = None if text is None else decode_inventory(text)
+            except ContractError as err:
+                # A buggy or foreign plugin (a GPU listed both as shares and in another mode, a broken
+                # document): nothing of it is trusted, so the node takes no shares until it publishes a valid
+                # one. Pods already holding shares there stay charged.
+                log.warning(
+                    "refusing a node's GPU inventory: no vcuda shares are placed on the node until its "
+                    "plugin publishes a valid one",
+                    extra={"node": name, "error": str(err)},
+                )
+                ledger.set_inventory(None, refused=str(err))
+                return
+            if inventory is not None:
+                self._warn_mode_switch(ledger, inventory)
+            ledger.set_inventory(inventory)
 
-    def _inventory(self, name: str, text: str | None) -> NodeInventory | None:
-        if text is None:
-            return None
-        try:
-            return decode_inventory(text)
-        except ContractError as err:
-            log.warning("ignoring a malformed GPU inventory", extra={"node": name, "error": str(err)})
-            return None
+    @staticmethod
+    def _warn_mode_switch(ledger: NodeLedger, inventory: NodeInventory) -> None:
+        """A GPU that pods hold shares on and that the node now sells in another mode: the plugin should have
+        refused or drained the switch (one GPU, one mode). The shares stay charged; no new ones go there."""
+        for gpu in inventory.other:
+            if ledger.load.get(gpu.uuid) is not None:
+                log.warning(
+                    "a GPU holding vcuda shares is now sold in another mode: the shares stay charged, no new "
+                    "ones are placed on it",
+                    extra={
+                        "node": ledger.name,
+                        "gpu": gpu.uuid,
+                        "mode": gpu.mode.value,
+                        "resource": gpu.resource,
+                    },
+                )
 
     def remove_node(self, name: str) -> None:
         with self.lock:

@@ -23,11 +23,18 @@ __all__ = [
     "ENV_USAGE_PATH",
     "HOST_STATE_DIR",
     "LD_SO_PRELOAD_PATH",
+    "NVIDIA_GPU_RESOURCE",
+    "TRANSLATION_ENABLED",
     "USAGE_FILE_NAME",
     "Names",
 ]
 
 DEFAULT_DOMAIN: Final = "nvidia.com"
+
+# NVIDIA's device plugin's whole-GPU resource: always this name, whatever kube-vgpu's domain (stock charts ask
+# for it). In a namespace labelled ``Names.translation=enabled`` the webhook rewrites it to vcuda-core.
+NVIDIA_GPU_RESOURCE: Final = "nvidia.com/gpu"
+TRANSLATION_ENABLED: Final = "enabled"
 
 # Paths inside every GPU container (mounted by the plugin's Allocate answer).
 CONTAINER_CONFIG_PATH: Final = "/etc/kube-vgpu/vcuda.config"
@@ -123,6 +130,14 @@ class Names:
     def inventory(self) -> str:
         """Node: the plugin's GPU inventory and topology (versioned JSON)."""
         return f"{self.domain}/vgpu-inventory"
+
+    # --- namespace labels ---
+    @property
+    def translation(self) -> str:
+        """Namespace label: ``enabled`` makes the mutating webhook rewrite ``nvidia.com/gpu: N`` to
+        ``vcuda-core: N*100`` for the namespace's pods. Read from the API server's Namespace, never from the
+        pod (a pod cannot label its namespace; it can write anything on itself)."""
+        return f"{self.domain}/gpu-translation"
 
     # --- node labels ---
     def label(self, suffix: str) -> str:

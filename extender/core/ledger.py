@@ -70,6 +70,7 @@ class NodeLedger:
         "load",
         "name",
         "pods",
+        "refused",
         "summary",
     )
 
@@ -78,6 +79,8 @@ class NodeLedger:
     ) -> None:
         self.name = name
         self.inventory = inventory
+        self.refused = ""
+        """Why the node's published inventory was refused (then ``inventory`` is None); empty otherwise."""
         self._index = index
         self._holdings: dict[PodKey, Holding] = {}
         self.load: dict[GpuUuid, GpuLoad] = {}
@@ -95,8 +98,9 @@ class NodeLedger:
     def get(self, pod: PodKey) -> Holding | None:
         return self._holdings.get(pod)
 
-    def set_inventory(self, inventory: NodeInventory | None) -> None:
-        self.inventory = inventory
+    def set_inventory(self, inventory: NodeInventory | None, refused: str = "") -> None:
+        """``refused``: why the published inventory was unreadable (``inventory`` is then None)."""
+        self.inventory, self.refused = inventory, refused
         self._refresh()
 
     def hold(self, holding: Holding) -> None:

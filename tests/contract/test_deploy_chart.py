@@ -287,6 +287,7 @@ EXTENDER_RULES = (  # extender/kube.py's calls, no more
     _expand(("",), ("nodes",), ("list", "watch"))
     | _expand(("",), ("pods",), ("get", "list", "watch"))  # the assignment rides on the Binding
     | _expand(("",), ("pods/binding",), ("create",))
+    | _expand(("",), ("namespaces",), ("get",))  # the translation label (webhook.translation, on by default)
 )
 
 
@@ -433,7 +434,9 @@ def test_extender_mode_runs_leader_elected_extenders_without_a_scheduler(helm_ho
     deployment = find(single, "Deployment", "-scheduler")
     assert deployment["spec"]["strategy"]["type"] == "Recreate"
     assert not [a for a in deployment["spec"]["template"]["spec"]["containers"][0]["args"] if "leader" in a]
-    assert not [o for o in objects if o["kind"] == "MutatingWebhookConfiguration"]
+    # No schedulerName mutation without a second scheduler; only the opt-in nvidia.com/gpu translation.
+    mutating = [o for o in objects if o["kind"] == "MutatingWebhookConfiguration"]
+    assert [w["name"] for o in mutating for w in o["webhooks"]] == ["translate.vcuda.kube-vgpu.io"]
     ports = find(objects, "Service", "-extender")["spec"]["ports"]
     assert {
         "name": "extender",

@@ -21,9 +21,10 @@ from tests.k8s.processes import wait_for
 Access = tuple[str, str, str, str]  # verb, resource, subresource, namespace ("" = cluster-wide)
 
 NEEDS: Final[dict[str, list[Access]]] = {
-    "extender": [  # extender/kube.py: list+watch nodes and pods, read a pod, create its Binding
+    "extender": [  # extender/kube.py: list+watch nodes and pods, read a pod, create its Binding, read namespaces
         ("list", "nodes", "", ""), ("watch", "nodes", "", ""), ("list", "pods", "", ""),
         ("watch", "pods", "", ""), ("get", "pods", "", "team"), ("create", "pods", "binding", "team"),
+        ("get", "namespaces", "", ""),
     ],
     "plugin": [  # plugin/kube.py: its pods, their status annotation, its Node (watched) and status, events
         ("list", "pods", "", ""), ("patch", "pods", "", "team"), ("get", "nodes", "", ""),
@@ -38,7 +39,12 @@ NEVER: Final[list[Access]] = [
     ("escalate", "clusterroles", "", ""), ("create", "clusterrolebindings", "", ""),
 ]  # fmt: skip
 NEVER_BY: Final[dict[str, list[Access]]] = {
-    "extender": [("patch", "nodes", "", ""), ("patch", "pods", "", "team")],
+    "extender": [
+        ("patch", "nodes", "", ""),
+        ("patch", "pods", "", "team"),
+        ("update", "namespaces", "", ""),
+        ("list", "namespaces", "", ""),
+    ],
     "plugin": [("create", "pods", "binding", "team"), ("watch", "secrets", "", "")],
 }
 
@@ -136,3 +142,11 @@ def test_tenant_cannot_annotate_a_bound_pod_with_an_assignment(
     with pytest.raises(ApiException) as caught:
         tenant.patch_namespaced_pod("victim", namespace, patch)
     assert caught.value.status in (403, 422)
+
+
+def test_tenant_cannot_label_its_namespace_for_gpu_translation(tenant: Any, namespace: str) -> None:
+    """The translation's trust rule (docs/security.md): only the Namespace's label turns it on, and a tenant
+    who may do anything to its pods cannot set it."""
+    with pytest.raises(ApiException) as caught:
+        tenant.patch_namespace(namespace, {"metadata": {"labels": {NAMES.translation: "enabled"}}})
+    assert caught.value.status == 403

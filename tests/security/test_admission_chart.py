@@ -188,6 +188,7 @@ CLIENT_CALLS = {  # kubernetes.client.CoreV1Api method -> (resource, verbs it ne
     "patch_namespaced_pod": ("pods", {"patch"}),
     "read_namespaced_pod": ("pods", {"get"}),
     "read_node": ("nodes", {"get"}),
+    "read_namespace": ("namespaces", {"get"}),
     "list_node": ("nodes", {"list"}),
     "patch_node": ("nodes", {"patch"}),
     "patch_node_status": ("nodes/status", {"patch"}),
@@ -335,3 +336,59 @@ def test_with_dra_a_plugin_writes_only_its_own_nodes_resource_slices(helm_home, 
     objects = render(helm_home, ["dra.enabled=true"], "1.36.0")
     spec = find(objects, "ValidatingAdmissionPolicy", "-plugin-own-slices")["spec"]
     assert admitted(spec, request_, new, old) is allowed
+
+
+# --- nvidia.com/gpu translation: who reaches the translating webhook, and what the policies say after ----------
+
+
+def _stock(limits: Obj, field: str = "containers") -> Obj:
+    spec: Obj = {"containers": [{"name": "app", "image": "x"}]}
+    spec[field] = [{"name": "c", "image": "x", "resources": {"limits": limits}}]
+    return {"metadata": {"name": "p", "namespace": "ml"}, "spec": spec}
+
+
+def _translating(objects: list[Obj]) -> Obj:
+    mutating = find(objects, "MutatingWebhookConfiguration")
+    names = [w["name"] for w in mutating["webhooks"]]
+    assert names[0] == "translate.vcuda.kube-vgpu.io"  # first: the schedulerName webhook sees vcuda-core
+    webhook: Obj = mutating["webhooks"][0]
+    return webhook
+
+
+@pytest.mark.parametrize(
+    ("pod_", "matched"),
+    [
+        pytest.param(_stock({"nvidia.com/gpu": "1"}), True, id="app-container"),
+        pytest.param(_stock({"nvidia.com/gpu": "1"}, "initContainers"), True, id="init-container"),
+        pytest.param(_stock({"cpu": "1"}), False, id="cpu-only"),
+        pytest.param(_stock({"nvidia.com/vcuda-core": "30"}), False, id="vcuda-only"),
+        pytest.param(_stock({"nvidia.com/gpu.shared": "1"}), False, id="renamed-replica"),
+    ],
+)
+def test_the_translating_webhook_sees_nvidia_gpu_pods_only(objects, pod_, matched):
+    conditions = _translating(objects)["matchConditions"]
+    activation = {"object": json_to_cel(pod_)}
+    assert all(evaluate(c["expression"], activation) for c in conditions) is matched
+
+
+def test_the_translating_webhook_sees_labelled_namespaces_only(objects):
+    selector = _translating(objects)["namespaceSelector"]
+    assert selector["matchLabels"] == {"nvidia.com/gpu-translation": "enabled"}
+    # webhook.namespaceSelector still holds
+    assert selector["matchExpressions"][0]["values"] == ["kube-system"]
+    assert _translating(objects)["clientConfig"]["service"]["path"] == "/mutate"
+
+
+def test_without_translation_the_extender_reads_no_namespace(helm_home):  # noqa: F811
+    objs = render(helm_home, ["webhook.translation=false"])
+    assert ("namespaces", "get") not in granted(find(objs, "ClusterRole", "-extender"))
+    mutating = find(objs, "MutatingWebhookConfiguration")
+    assert [w["name"] for w in mutating["webhooks"]] == ["mutate.vcuda.kube-vgpu.io"]
+    extender = find(objs, "Deployment", "-scheduler")["spec"]["template"]["spec"]["containers"]
+    assert not [a for c in extender for a in c.get("args", []) if "translation" in a]
+
+
+def test_a_translated_pod_passes_the_admission_policies(objects):
+    translated = _stock({"nvidia.com/vcuda-core": "100"})
+    spec = policy(objects, "-internal-annotations")["spec"]
+    assert admitted(spec, req(TENANT, "CREATE"), translated, None)

@@ -30,7 +30,7 @@ from tests.sim.kubelet import KubeletSettings
 from tests.sim.node import NodeSpec, SimNode, free_port
 from tests.sim.processes import Child, console_script, write_kubeconfig
 from tests.sim.queue import QueueSettings
-from tests.sim.schedconfig import load_scheduler_config
+from tests.sim.schedconfig import SchedulerConfig, load_scheduler_config
 from tests.sim.scheduler import SimScheduler, pod_key
 from tests.sim.waiting import wait_until
 from vcuda.names import Names
@@ -38,7 +38,7 @@ from vcuda.names import Names
 _WEBHOOK_TLS = Path(__file__).parents[1] / "integration" / "extender" / "tls"
 """The throwaway webhook certificate (localhost, 127.0.0.1) the simulated API server trusts."""
 
-__all__ = ["DEMO_NODES", "ClusterSpec", "PodState", "SimCluster", "pod_state"]
+__all__ = ["DEMO_NODES", "MIXED_CONFIG", "MIXED_NODE", "ClusterSpec", "PodState", "SimCluster", "pod_state"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,32 @@ DEMO_NODES = (
     NodeSpec("sim-h100-b", "h100x8"),
     NodeSpec("sim-a10", "a10x4"),
 )
+
+
+MIXED_CONFIG = """\
+# NVIDIA's device-plugin config with kube-vgpu's section (docs/nvidia-plugin.md): one GPU, one mode.
+version: v1
+flags:
+  migStrategy: none
+sharing:
+  timeSlicing:
+    resources:
+      - name: nvidia.com/gpu
+        rename: nvidia.com/gpu.shared
+        replicas: 4
+        devices: [3]
+kubeVgpu:
+  vcudaDevices: [0, 1]
+  defaultMode: whole
+  timeSlicing:
+    isolation: true       # each replica gets the shim: a quarter of the GPU's memory and compute
+"""
+"""GPUs 0-1 as vcuda shares, GPU 2 whole (``nvidia.com/gpu``), GPU 3 as four time-sliced replicas
+(``nvidia.com/gpu.shared``), isolated by the shim."""
+MIXED_NODE = NodeSpec(
+    "sim-mixed", "a10x4", plugin_config=MIXED_CONFIG, resources=("nvidia.com/gpu", "nvidia.com/gpu.shared")
+)
+"""A mixed node: shares, a whole GPU and time-sliced replicas on one node (4 x A10)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +86,10 @@ class ClusterSpec:
         default_factory=lambda: QueueSettings(initial_backoff_s=0.2, max_backoff_s=2.0)
     )
     extender_log_level: str = "info"
+    default_scheduler: bool = False
+    """Also run a plain ``default-scheduler`` (no extender), as a second-scheduler cluster has: it places pods
+    that name no scheduler, such as stock ``nvidia.com/gpu`` pods (whole GPUs and replicas, counted by
+    ``NodeResourcesFit`` against the node's allocatable)."""
     ready_timeout_s: float = 0.0
     """How long start-up waits for every node; 0 scales with the node count (plugins start in parallel)."""
 
@@ -115,8 +145,10 @@ class SimCluster:
         self.scheduler: SimScheduler | None = None
         self.dra_scheduler: SimDraScheduler | None = None
         self._dra_task: asyncio.Task[None] | None = None
+        self.default_scheduler: SimScheduler | None = None
         self.rejected: dict[str, str] = {}
         self._scheduler_task: asyncio.Task[None] | None = None
+        self._default_task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -205,18 +237,20 @@ class SimCluster:
         config = load_scheduler_config(url_prefix=f"{self.extender_url}/scheduler")
         self.scheduler = SimScheduler(self.kube, config, queue=self.spec.queue)
         self._scheduler_task = asyncio.create_task(self.scheduler.run())
+        if self.spec.default_scheduler:
+            plain = SchedulerConfig(scheduler_name="default-scheduler", extenders=())
+            self.default_scheduler = SimScheduler(self.kube, plain, queue=self.spec.queue, seed=1)
+            self._default_task = asyncio.create_task(self.default_scheduler.run())
 
     async def stop(self) -> None:
-        if self._dra_task is not None:
-            self._dra_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._dra_task
-        if self._scheduler_task is not None:
-            self._scheduler_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._scheduler_task
-        if self.scheduler is not None:
-            await self.scheduler.aclose()
+        for task in (self._dra_task, self._scheduler_task, self._default_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        for scheduler in (self.scheduler, self.default_scheduler):
+            if scheduler is not None:
+                await scheduler.aclose()
         await asyncio.gather(*(n.stop() for n in self.nodes.values()), return_exceptions=True)
         if self.extender is not None:
             await self.extender.stop()

@@ -1,9 +1,10 @@
 """``make demo``: start a SIMULATED cluster, submit the example pods, show where every container landed.
 
-Beside the extender's nodes runs one DRA node (the plugin with ``--front-end=dra``): the ResourceClaim
-examples of ``deploy/examples/dra/`` land there, allocated by the simulated default scheduler from the
-node's ResourceSlices and prepared by the real plugin; the demo shows each claim's share as
-``kubectl vgpu claims`` does.
+Beside the extender's nodes run a mixed node (NVIDIA's config: a whole GPU and time-sliced replicas of
+``nvidia.com/gpu`` beside vcuda shares; stock pods land there through the default scheduler) and one DRA node
+(the plugin with ``--front-end=dra``): the ResourceClaim examples of ``deploy/examples/dra/`` land there,
+allocated by the simulated default scheduler from the node's ResourceSlices and prepared by the real plugin;
+the demo shows each claim's share as ``kubectl vgpu claims`` does.
 
 Real: the extender and one plugin per node (child processes), the kubelet gRPC APIs they speak, the shim config
 files, the metrics. Simulated: the API server, kube-scheduler, the kubelets and the GPUs (see
@@ -22,14 +23,21 @@ from typing import Any
 
 import yaml
 
-from extender.kubectl import _table
+from extender.kubectl import _table, gpu_rows, render_gpus
 from extender.kubectl_claims import claim_rows, render_claims
-from tests.sim.cluster import DEMO_NODES, ClusterSpec, PodState, SimCluster
+from tests.sim.cluster import DEMO_NODES, MIXED_NODE, ClusterSpec, PodState, SimCluster
 from tests.sim.invariants import check_invariants
 from tests.sim.node import NodeSpec
-from tests.sim.report import format_table, placements, render_placements, render_unplaced
+from tests.sim.report import (
+    device_rows,
+    format_table,
+    placements,
+    render_devices,
+    render_placements,
+    render_unplaced,
+)
 
-__all__ = ["EXAMPLES_DIR", "demo_pods", "main"]
+__all__ = ["EXAMPLES_DIR", "STOCK_PODS", "demo_pods", "main"]
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = REPO / "deploy" / "examples"
@@ -54,6 +62,21 @@ TOO_LARGE: dict[str, Any] = {
 }
 
 
+def _stock(name: str, resource: str) -> dict[str, Any]:
+    """A pod as a chart written for NVIDIA's device plugin has it: no schedulerName, ``nvidia.com/gpu``."""
+    container = {"name": "cuda", "image": "cuda", "resources": {"limits": {resource: 1}}}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"containers": [container]}}  # fmt: skip
+
+
+STOCK_PODS: list[dict[str, Any]] = [
+    _stock("demo-stock-nvidia-gpu", "nvidia.com/gpu"),
+    _stock("demo-time-sliced-replica-a", "nvidia.com/gpu.shared"),
+    _stock("demo-time-sliced-replica-b", "nvidia.com/gpu.shared"),
+]
+"""Stock pods for the mixed node: a whole GPU and two time-sliced replicas, placed by the default scheduler."""
+
+
 def demo_pods(directory: Path | None = None) -> list[dict[str, Any]]:
     """The example pods of ``deploy/examples/*.yaml`` (or of ``directory``), in file-name order."""
     folder = directory or EXAMPLES_DIR
@@ -73,8 +96,24 @@ def _node_table(nodes: Sequence[dict[str, Any]], cluster: SimCluster) -> str:
         allocatable = (node.get("status") or {}).get("allocatable") or {}
         spec = cluster.nodes[node["metadata"]["name"]].spec
         rows.append((node["metadata"]["name"], spec.hardware, spec.front_end, allocatable.get(cluster.names.core, "-"),
-                     allocatable.get(cluster.names.memory, "-")))  # fmt: skip
-    return format_table(("NODE", "FAKE GPUs", "FRONT END", "vcuda-core", "vcuda-memory (MiB)"), rows)
+                     allocatable.get(cluster.names.memory, "-"), allocatable.get("nvidia.com/gpu", "-"),
+                     allocatable.get("nvidia.com/gpu.shared", "-")))  # fmt: skip
+    header = (
+        "NODE",
+        "FAKE GPUs",
+        "FRONT END",
+        "vcuda-core",
+        "vcuda-memory (MiB)",
+        "nvidia.com/gpu",
+        "nvidia.com/gpu.shared",
+    )
+    return format_table(header, rows)
+
+
+def _modes_table(nodes: Sequence[dict[str, Any]], pods: Sequence[dict[str, Any]], cluster: SimCluster) -> str:
+    """``kubectl vgpu nodes`` (its own code) for the mixed node: each GPU's mode, resource and replicas."""
+    mixed = [n for n in nodes if n["metadata"]["name"] == MIXED_NODE.name]
+    return render_gpus(gpu_rows(mixed, pods, cluster.names)).rstrip("\n")
 
 
 async def _submit_dra_examples(cluster: SimCluster) -> list[str]:
@@ -117,18 +156,25 @@ async def run_demo(workdir: Path, examples: Path | None) -> int:
         "kube-vgpu demo: a SIMULATED cluster (kmock API server, simulated kube-scheduler and kubelets, FAKE GPUs)"
     )
     _say("running the REAL kube-vgpu-extender and one REAL kube-vgpu-plugin per node.\n")
-    async with SimCluster(ClusterSpec(nodes=(*DEMO_NODES, DRA_NODE)), workdir) as cluster:
+    spec = ClusterSpec(nodes=(*DEMO_NODES, MIXED_NODE, DRA_NODE), default_scheduler=True)
+    async with SimCluster(spec, workdir) as cluster:
         _say(f"cluster up in {time.monotonic() - started:.1f} s\n")
         _say(_node_table(await cluster.kube.list("nodes"), cluster) + "\n")
-        pods = [*demo_pods(examples), TOO_LARGE]
+        pods = [*demo_pods(examples), TOO_LARGE, *STOCK_PODS]
         for pod in pods:
             await cluster.submit(pod)
         keys = [f"default/{p['metadata']['name']}" for p in pods]
         dra_keys = await _submit_dra_examples(cluster)
         states = await cluster.wait_settled([*keys, *dra_keys], timeout_s=60)
-        rows = placements(await cluster.pods(), await cluster.kube.list("nodes"), cluster.names)
+        nodes, live = await cluster.kube.list("nodes"), await cluster.pods()
+        rows = placements(live, nodes, cluster.names)
         _say(f"submitted {len(pods)} pods:\n")
         _say(render_placements(rows, states) + "\n")
+        _say(f"whole GPUs and time-sliced replicas (stock nvidia.com/gpu pods, node {MIXED_NODE.name}):\n")
+        checkpoints = {name: node.kubelet.checkpoint for name, node in cluster.nodes.items()}
+        _say(render_devices(device_rows(live, nodes, cluster.names, checkpoints), states) + "\n")
+        _say(f"kubectl vgpu nodes, node {MIXED_NODE.name} (one GPU, one mode):\n")
+        _say(_modes_table(nodes, list(live.values()), cluster) + "\n")
         _say(f"DRA pods on {DRA_NODE.name} (their claims, as `kubectl vgpu claims -A` shows them):\n")
         _say("\n".join(f"  {k}: {states[k].phase} on {states[k].node or '-'}" for k in dra_keys) + "\n")
         _say(
@@ -137,7 +183,8 @@ async def run_demo(workdir: Path, examples: Path | None) -> int:
         _say("not placed:\n")
         _say(render_unplaced({k: s for k, s in states.items() if k not in dra_keys}) + "\n")
         problems = await check_invariants(cluster)
-        _say("invariants (no GPU or DRA device over-committed, every shim config equals its assignment): "
+        _say("invariants (no GPU or DRA device over-committed, no GPU sold in two modes, every shim config equals "
+             "its assignment): "
              + ("ok" if not problems else "VIOLATED\n  " + "\n  ".join(problems)) + "\n")  # fmt: skip
         if rows:
             _say("a sample of the metrics:\n")
@@ -150,7 +197,11 @@ async def run_demo(workdir: Path, examples: Path | None) -> int:
 def _verdict(states: dict[str, PodState], problems: list[str], started: float) -> int:
     running = sum(1 for s in states.values() if s.phase == "running")
     _say(f"{running} pods running, {len(states) - running} not placed, in {time.monotonic() - started:.1f} s")
-    return 1 if problems or running == 0 else 0
+    stock = [f"default/{p['metadata']['name']}" for p in STOCK_PODS]
+    stuck = [k for k in stock if states.get(k, PodState("missing")).phase != "running"]
+    if stuck:
+        _say(f"stock nvidia.com/gpu pods not running: {', '.join(stuck)}")
+    return 1 if problems or running == 0 or stuck else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

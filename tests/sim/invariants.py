@@ -12,13 +12,19 @@
    go to later containers of the SAME pod (it has exited by then); an ID held by two pods, or by two of a
    pod's long-running containers (app or sidecar), is a double sale.
 3. Every running GPU pod's containers were allocated.
-4. DRA (:mod:`tests.sim.dra_invariants`): no device of a DRA node is over-committed by the allocated claims.
+4. One GPU, one mode (a node may sell GPUs as vcuda shares, whole or as replicas of ``nvidia.com/gpu``): the
+   node's inventory lists each GPU once (``gpus`` or ``other``); the kubelet sees each GPU's devices under one
+   resource only (device IDs ``<uuid>`` or ``<uuid>::<n>``), ``vcuda-core`` on the shared GPUs and each other
+   resource on the GPUs the inventory sells through it; no container holds a GPU through two resources; a
+   whole GPU goes to one container, a replicated one to at most its replicas; signed assignments name
+   shared GPUs only.
+5. DRA (:mod:`tests.sim.dra_invariants`): no device of a DRA node is over-committed by the allocated claims.
 
 Computed from the contract alone (``vcuda``), never from the plugin's or extender's internals.
 """
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from tests.sim.cluster import SimCluster
@@ -33,6 +39,7 @@ from vcuda.model import (
     ContainerKind,
     ContainerRequest,
     NodeInventory,
+    OtherModeGpu,
     PodAssignment,
     PodRequest,
 )
@@ -47,6 +54,7 @@ __all__ = [
     "container_kinds",
     "double_sales",
     "expected_config",
+    "mode_violations",
     "overcommit",
     "pod_gpu_use",
 ]
@@ -145,6 +153,58 @@ def double_sales(holders: dict[str, list[tuple[str, ContainerKind]]]) -> list[st
     return problems
 
 
+def gpu_of(device_id: str) -> str:
+    """The GPU of a device ID: ``GPU-x`` (a whole GPU) or ``GPU-x::n`` (a vcuda slice or a replica)."""
+    return device_id.partition("::")[0]
+
+
+def mode_violations(
+    inventory: NodeInventory,
+    core: str,
+    advertised: Mapping[str, Iterable[str]],
+    held: Iterable[tuple[str, str, str, Iterable[str]]],
+    assigned: Iterable[str] = (),
+) -> list[str]:
+    """Invariant 4 on one node. ``advertised``: resource -> the device IDs its plugin endpoint lists;
+    ``held``: (pod uid, container, resource, device IDs) the kubelet gave; ``assigned``: GPU UUIDs named by
+    the node's signed assignments."""
+    shared = {g.uuid for g in inventory.gpus}
+    sold: dict[str, OtherModeGpu] = {str(o.uuid): o for o in inventory.other}
+    problems = [
+        f"GPU {u} listed as vcuda shares and in mode {sold[u].mode.value}" for u in sorted(shared & set(sold))
+    ]
+    owner: dict[str, str] = {}
+    for resource, ids in sorted(advertised.items()):
+        for gpu in sorted({gpu_of(i) for i in ids}):
+            if owner.setdefault(gpu, resource) != resource:
+                problems.append(f"GPU {gpu} advertised as both {owner[gpu]} and {resource}")
+            elif resource == core and gpu not in shared:
+                problems.append(f"GPU {gpu} advertised as {core} but not sold as vcuda shares")
+            elif resource != core and (gpu not in sold or sold[gpu].resource != resource):
+                problems.append(
+                    f"GPU {gpu} advertised as {resource}, which the inventory does not sell it as"
+                )
+    through: dict[str, set[str]] = {}
+    users: Counter[str] = Counter()
+    for _, _, resource, ids in held:
+        for gpu in {gpu_of(i) for i in ids}:
+            through.setdefault(gpu, set()).add(resource)
+            if resource != core:
+                users[gpu] += 1
+    problems += [
+        f"GPU {gpu} held through {', '.join(sorted(r))}" for gpu, r in sorted(through.items()) if len(r) > 1
+    ]
+    for gpu, count in sorted(users.items()):
+        limit = sold[gpu].replicas if gpu in sold else 0
+        if count > limit:
+            problems.append(f"GPU {gpu} held by {count} containers, sold to at most {limit}")
+    problems += [
+        f"an assignment names GPU {u}, which is not sold as vcuda shares"
+        for u in sorted(set(assigned) - shared)
+    ]
+    return problems
+
+
 def _split(ids: Iterable[str]) -> dict[str, int]:
     return dict(Counter(i.rpartition("::")[0] for i in ids))
 
@@ -158,6 +218,12 @@ def _check_node(
         pod, assignment = pods.get(uid), assignments.get(uid)
         kinds = container_kinds(pod)
         for name, resources in held.containers.items():
+            for resource, other in resources.items():
+                if resource != core:  # nvidia.com/gpu and friends: an ID is a device of its resource
+                    for device in other.ids:
+                        holders.setdefault(f"{resource}:{device}", []).append(
+                            (uid, kinds.get(name, ContainerKind.APP))
+                        )
             alloc = resources.get(core)
             if alloc is None:
                 continue
@@ -200,12 +266,28 @@ def _unallocated(cluster: SimCluster, pods: Iterable[Obj]) -> list[str]:
                 **((c.get("resources") or {}).get("limits") or {}),
                 **((c.get("resources") or {}).get("requests") or {}),
             }
-            if (
-                limits.get(cluster.names.core)
-                and node.kubelet.checkpoint.get(uid, c["name"], cluster.names.core) is None
-            ):
-                problems.append(f"{pod['metadata']['name']}/{c['name']}: running without an allocation")
+            for resource in sorted(node.kubelet.checkpoint.resources):
+                if limits.get(resource) and node.kubelet.checkpoint.get(uid, c["name"], resource) is None:
+                    problems.append(f"{pod['metadata']['name']}/{c['name']}: running without {resource}")
     return problems
+
+
+def _check_modes(
+    node: SimNode, inventory: NodeInventory | None, assignments: dict[str, PodAssignment], core: str
+) -> list[str]:
+    if inventory is None:
+        return []
+    advertised = {r: list(e.devices) for r, e in node.kubelet.devices.endpoints.items() if not e.stopped}
+    held = [
+        (uid, name, resource, alloc.ids)
+        for uid, pod_devices in node.kubelet.checkpoint.pods.items()
+        for name, resources in pod_devices.containers.items()
+        for resource, alloc in resources.items()
+    ]
+    assigned = [
+        s.uuid for a in assignments.values() if a.node == node.name for c in a.containers for s in c.shares
+    ]
+    return [f"{node.name}: {p}" for p in mode_violations(inventory, core, advertised, held, assigned)]
 
 
 async def check_invariants(cluster: SimCluster) -> list[str]:
@@ -223,6 +305,7 @@ async def check_invariants(cluster: SimCluster) -> list[str]:
     )
     for node in cluster.nodes.values():
         problems += _check_node(node, pods, assignments, cluster.names.core)
+        problems += _check_modes(node, inventories.get(node.name), assignments, cluster.names.core)
     dra_nodes = [n.name for n in cluster.nodes.values() if n.spec.front_end == "dra"]
     if dra_nodes:
         slices, claims = await cluster.kube.list("resourceslices"), await cluster.kube.list("resourceclaims")

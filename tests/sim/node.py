@@ -32,6 +32,11 @@ class NodeSpec:
     labels: dict[str, str] = field(default_factory=dict)
     metrics: bool = True
     front_end: str = "device-plugin"  # or "dra"
+    plugin_config: str = ""
+    """The plugin's ``--config-file`` (YAML text: kube-vgpu's or NVIDIA's format, docs/nvidia-plugin.md); a
+    node with NVIDIA's config sells some GPUs whole or as replicas of ``nvidia.com/gpu`` (a mixed node)."""
+    resources: tuple[str, ...] = ()
+    """Device-plugin resources besides ``vcuda-core`` the node must have registered to be ready."""
 
 
 class SimNode:
@@ -67,6 +72,11 @@ class SimNode:
                 f"--dra-registry-dir={root / 'kubelet' / 'plugins_registry'}",
                 f"--dra-plugins-dir={root / 'kubelet' / 'plugins'}",
             ]
+        if spec.plugin_config:
+            config = root / "plugin-config.yaml"
+            root.mkdir(parents=True, exist_ok=True)
+            config.write_text(spec.plugin_config)
+            argv.append(f"--config-file={config}")
         env = {**self.hardware.env(), "KUBECONFIG": str(kubeconfig), "NODE_NAME": spec.name}
         self.plugin = Child(f"plugin-{spec.name}", argv, env, root / "plugin.log")
 
@@ -98,17 +108,20 @@ class SimNode:
         if self.dra is not None:
             await self.dra.stop()
 
-    async def wait_ready(self, timeout_s: float = 30.0) -> None:
-        """The plugin registered both ways: devices with the kubelet, inventory and memory on the Node."""
+    async def wait_ready(self, timeout_s: float = 30.0, *, resources: tuple[str, ...] | None = None) -> None:
+        """The plugin registered both ways: devices with the kubelet (``vcuda-core`` and ``resources``, by
+        default the spec's), inventory and memory on the Node."""
+        extra = self.spec.resources if resources is None else resources
 
         async def ready() -> bool:
             if not self.plugin.alive:
                 raise AssertionError(f"plugin of {self.name} exited:\n{self.plugin.log_tail()}")
             if self.dra is not None:
                 return await self._dra_ready()
-            endpoint = self.kubelet.devices.endpoints.get(self.names.core)
-            if endpoint is None or endpoint.stopped or not endpoint.listed.is_set():
-                return False
+            for resource in (self.names.core, *extra):
+                endpoint = self.kubelet.devices.endpoints.get(resource)
+                if endpoint is None or endpoint.stopped or not endpoint.listed.is_set():
+                    return False
             try:
                 node = await self.api.get(f"/api/v1/nodes/{self.name}")
             except ApiError:

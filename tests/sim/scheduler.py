@@ -120,7 +120,10 @@ class SimScheduler:
         spec, meta = pod.get("spec") or {}, pod.get("metadata") or {}
         name = spec.get("schedulerName") or "default-scheduler"
         return (
-            name == self.config.scheduler_name and not meta.get("deletionTimestamp") and not is_terminal(pod)
+            name == self.config.scheduler_name
+            and not spec.get("resourceClaims")  # DRA pods: the DRA path (tests.sim.dra_scheduler) places them
+            and not meta.get("deletionTimestamp")
+            and not is_terminal(pod)
         )
 
     # --- scheduling cycle ------------------------------------------------------------------------

@@ -21,11 +21,13 @@ from vcuda.annotations import (
 )
 from vcuda.model import (
     ContainerAssignment,
+    GpuMode,
     GpuShare,
     GpuUuid,
     MigInfo,
     NodeInventory,
     NodeName,
+    OtherModeGpu,
     Phase,
     PodAssignment,
 )
@@ -146,7 +148,9 @@ def test_pod_rows_show_shares_limits_and_phases():
 def test_nodes_table_lists_every_gpu_and_says_unverified():
     out = run(parse_args(["nodes"]), FakeClusterReader(NODES, PODS))
     lines = out.splitlines()
-    assert lines[0].split() == ["NODE", "GPU", "MODEL", "HEALTH", "CORES", "MEMORY(MiB)", "PODS"]
+    assert lines[0].split() == [
+        "NODE", "GPU", "MODEL", "HEALTH", "MODE", "RESOURCE", "REPLICAS", "CORES", "MEMORY(MiB)", "PODS"
+    ]  # fmt: skip
     assert lines[1].split() == [
         "a",
         "0",
@@ -155,11 +159,16 @@ def test_nodes_table_lists_every_gpu_and_says_unverified():
         "80GB",
         "HBM3",
         "Healthy",
+        "vcuda",
+        "nvidia.com/vcuda-core",
+        "-",
         "60/100",
         "20992/81920",
         "ml/train,web/forged",
     ]
-    assert lines[3].split() == ["b", "0", "NVIDIA", "A10", "Unhealthy", "0/100", "0/24576", "-"]
+    assert lines[3].split() == [
+        "b", "0", "NVIDIA", "A10", "Unhealthy", "vcuda", "nvidia.com/vcuda-core", "-", "0/100", "0/24576", "-"
+    ]  # fmt: skip
     assert lines[-1] == "# allocations read from unverified vgpu-assignment annotations"
 
 
@@ -202,6 +211,7 @@ def test_json_output_is_machine_readable_and_marked_unverified():
     assert doc["gpus"][0] == {
         "node": "a", "index": 0, "uuid": G0, "model": "NVIDIA H100 80GB HBM3", "healthy": True,
         "memory_mib": 81920, "cores_allocated": 60, "memory_allocated_mib": 20992, "pods": ["ml/train", "web/forged"],
+        "mode": "vcuda", "resource": "nvidia.com/vcuda-core", "replicas": 1,
     }  # fmt: skip
     pods = json.loads(run(parse_args(["pods", "-A", "-o", "json"]), FakeClusterReader(NODES, PODS)))["pods"]
     assert pods[-1] == {
@@ -246,3 +256,34 @@ def test_unverified_decoder_reads_any_signature_but_rejects_bad_documents():
     assert decode_assignment_unverified(text).node == "a"
     with pytest.raises(ValueError, match="version"):
         decode_assignment_unverified('{"v": 1}')  # the HMAC format before pod-bound signatures
+
+
+def test_nodes_view_shows_each_gpus_mode_resource_and_replicas_and_names_refused_inventories():
+    """One GPU, one mode: a mixed node's GPUs sold whole or as replicas are listed with their resource (no
+    vcuda allocation on them); a node whose inventory lists a GPU twice is named, not silently dropped."""
+    full = nvswitch_node(3, node="x")
+    mixed = NodeInventory(
+        full.gpus[:1],
+        other=(
+            OtherModeGpu(full.gpus[1].uuid, 1, "NVIDIA H100", 81920, GpuMode.WHOLE, "nvidia.com/gpu"),
+            OtherModeGpu(
+                full.gpus[2].uuid, 2, "NVIDIA H100", 81920, GpuMode.TIME_SLICING, "nvidia.com/gpu", 4
+            ),
+        ),
+    )
+    twice = NodeInventory(
+        full.gpus[:1], other=(OtherModeGpu(full.gpus[0].uuid, 0, "m", 1, GpuMode.MPS, "r", 2),)
+    )
+    nodes = [node("x", mixed), node("y", twice)]
+    rows = gpu_rows(nodes, [], N)
+    assert [(r.node, r.index, r.mode, r.resource, r.replicas) for r in rows] == [
+        ("x", 0, "vcuda", "nvidia.com/vcuda-core", 1),
+        ("x", 1, "whole", "nvidia.com/gpu", 1),
+        ("x", 2, "time-slicing", "nvidia.com/gpu", 4),
+    ]
+    lines = run(parse_args(["nodes"]), FakeClusterReader(nodes, [])).splitlines()
+    assert lines[2].split()[-6:] == ["whole", "nvidia.com/gpu", "1", "-", "-/81920", "-"]
+    assert lines[3].split()[-6:] == ["time-slicing", "nvidia.com/gpu", "4", "-", "-/81920", "-"]
+    assert lines[4].startswith(
+        "# node y: GPU inventory refused, no vcuda shares placed there (inventory: a GPU"
+    )

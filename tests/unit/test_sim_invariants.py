@@ -11,15 +11,17 @@ from typing import Any
 import pytest
 
 from tests.sim.fit import extended_requests
-from tests.sim.invariants import container_kinds, double_sales, overcommit, pod_gpu_use
+from tests.sim.invariants import container_kinds, double_sales, mode_violations, overcommit, pod_gpu_use
 from vcuda.model import (
     ContainerAssignment,
     ContainerKind,
     GpuInfo,
+    GpuMode,
     GpuShare,
     GpuUuid,
     NodeInventory,
     NodeName,
+    OtherModeGpu,
     PodAssignment,
 )
 
@@ -117,3 +119,115 @@ def test_a_device_id_held_twice_follows_the_kubelets_reuse_rule(holders, sold_tw
 )
 def test_the_simulated_scheduler_counts_requests_as_effective_totals(body, cores):
     assert extended_requests(body) == {"nvidia.com/vcuda-core": cores}
+
+
+# --- one GPU, one mode (invariant 4) ------------------------------------------------------------------------
+
+CORE, WHOLE, SHARED = "nvidia.com/vcuda-core", "nvidia.com/gpu", "nvidia.com/gpu.shared"
+G2, G3 = GpuUuid("GPU-2"), GpuUuid("GPU-3")
+MIXED = NodeInventory(
+    (GpuInfo(G0, 0, "A10", 1000), GpuInfo(G1, 1, "A10", 1000)),
+    other=(
+        OtherModeGpu(G2, 2, "A10", 1000, GpuMode.WHOLE, WHOLE),
+        OtherModeGpu(G3, 3, "A10", 1000, GpuMode.TIME_SLICING, SHARED, replicas=2),
+    ),
+)
+ADVERTISED = {
+    CORE: [f"{g}::{n}" for g in (G0, G1) for n in range(100)],
+    WHOLE: [G2],
+    SHARED: [f"{G3}::0", f"{G3}::1"],
+}
+
+
+def held(*rows: tuple[str, str, list[str]]) -> list[tuple[str, str, str, list[str]]]:
+    """(pod uid, resource, IDs), one container each."""
+    return [(uid, "c", resource, ids) for uid, resource, ids in rows]
+
+
+@pytest.mark.parametrize(
+    ("inventory", "advertised", "holders", "assigned", "expected"),
+    [
+        pytest.param(
+            MIXED,
+            ADVERTISED,
+            held(
+                ("a", CORE, [f"{G0}::0"]),
+                ("b", WHOLE, [G2]),
+                ("c", SHARED, [f"{G3}::0"]),
+                ("d", SHARED, [f"{G3}::1"]),
+            ),
+            [G0],
+            [],
+            id="a mixed node in use, each GPU in its mode",
+        ),
+        pytest.param(
+            MIXED,
+            {**ADVERTISED, WHOLE: [G2, G0]},
+            [],
+            [],
+            [
+                f"GPU {G0} advertised as {WHOLE}, which the inventory does not sell it as",
+                f"GPU {G0} advertised as both {WHOLE} and {CORE}",
+            ],
+            id="one GPU under two resources",
+        ),
+        pytest.param(
+            MIXED,
+            {**ADVERTISED, CORE: [f"{G2}::0"], WHOLE: []},
+            [],
+            [],
+            [f"GPU {G2} advertised as {CORE} but not sold as vcuda shares"],
+            id="shares of a whole GPU",
+        ),
+        pytest.param(
+            MIXED,
+            {**ADVERTISED, WHOLE: [G3], SHARED: []},
+            [],
+            [],
+            [f"GPU {G3} advertised as {WHOLE}, which the inventory does not sell it as"],
+            id="a replicated GPU sold whole",
+        ),
+        pytest.param(
+            MIXED,
+            ADVERTISED,
+            held(("a", CORE, [f"{G2}::0"]), ("b", WHOLE, [G2])),
+            [],
+            [f"GPU {G2} held through {WHOLE}, {CORE}"],
+            id="one GPU held through two resources",
+        ),
+        pytest.param(
+            MIXED,
+            ADVERTISED,
+            held(("a", WHOLE, [G2]), ("b", WHOLE, [G2])),
+            [],
+            [f"GPU {G2} held by 2 containers, sold to at most 1"],
+            id="a whole GPU given twice",
+        ),
+        pytest.param(
+            MIXED,
+            ADVERTISED,
+            held(*[(u, SHARED, [f"{G3}::0"]) for u in "abc"]),
+            [],
+            [f"GPU {G3} held by 3 containers, sold to at most 2"],
+            id="more pods than replicas",
+        ),
+        pytest.param(
+            MIXED,
+            ADVERTISED,
+            [],
+            [G2],
+            [f"an assignment names GPU {G2}, which is not sold as vcuda shares"],
+            id="shares placed on a whole GPU",
+        ),
+        pytest.param(
+            NodeInventory(MIXED.gpus, other=(OtherModeGpu(G0, 0, "A10", 1000, GpuMode.WHOLE, WHOLE),)),
+            {},
+            [],
+            [],
+            [f"GPU {G0} listed as vcuda shares and in mode whole"],
+            id="an inventory listing a GPU twice",
+        ),
+    ],
+)
+def test_no_gpu_is_sold_in_two_modes(inventory, advertised, holders, assigned, expected):
+    assert mode_violations(inventory, CORE, advertised, holders, assigned) == expected

@@ -87,6 +87,38 @@ class FakeClock:
         return self.now
 
 
+class FakeNamespaces:
+    """In-memory :class:`extender.kube.Namespaces`: the labels of each Namespace as the API server holds them.
+
+    As the API server does: a namespace that does not exist is an error (404), not an empty label set, and
+    ``down`` makes every read fail as an unreachable API server would. ``reads`` counts the reads (the webhook
+    must read the Namespace for every pod it translates, never trust a cache or the pod)."""
+
+    def __init__(self, labels: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        self.labels = {k: dict(v) for k, v in (labels or {}).items()}
+        self.down = False
+        self.reads: list[str] = []
+        self.gate: asyncio.Event | None = None
+        """When set, every read waits on it (a slow API server), counting ``in_flight`` / ``most_in_flight``."""
+        self.in_flight = self.most_in_flight = 0
+
+    async def namespace_labels(self, name: str) -> Mapping[str, str]:
+        await asyncio.sleep(0)
+        self.reads.append(name)
+        if self.gate is not None:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            try:
+                await self.gate.wait()
+            finally:
+                self.in_flight -= 1
+        if self.down:
+            raise ClusterError("reading the namespace: connection refused (fake)")
+        if name not in self.labels:
+            raise ClusterError("reading the namespace: HTTP 404 Not Found (fake)")
+        return dict(self.labels[name])
+
+
 class FakeCluster:
     """In-memory ``Cluster``: stores pods, records every binding, feeds ``state`` like a watch.
 
@@ -179,6 +211,7 @@ def make_deps(
     node_cache_capable: bool = True,
     scheduler_name: str | None = None,
     scheduler_names: tuple[str, ...] = ("default-scheduler", "kube-vgpu-scheduler"),
+    namespaces: FakeNamespaces | None = None,
 ) -> tuple[Deps, FakeCluster]:
     metrics = ExtenderMetrics()
     state = ClusterState(
@@ -203,5 +236,6 @@ def make_deps(
         metrics,
         node_cache_capable=node_cache_capable,
         webhook_scheduler_name=scheduler_name,
+        namespaces=namespaces,
     )
     return deps, cluster

@@ -109,6 +109,38 @@ admissionReviewVersions: ["v1"]
 timeoutSeconds: {{ .Values.webhook.timeoutSeconds }}
 {{- end }}
 
+{{/* Which pods the translating webhook sees: pod CREATEs naming `nvidia.com/gpu` in namespaces labelled
+`<domain>/gpu-translation=enabled` (and selected by `webhook.namespaceSelector`). The API server reads the label;
+the extender reads it again from the Namespace before translating. */}}
+{{- define "kube-vgpu.translationMatch" -}}
+{{- $selector := deepCopy (.Values.webhook.namespaceSelector | default dict) }}
+{{- $labels := merge (dict (printf "%s/gpu-translation" .Values.resourceDomain) "enabled") ($selector.matchLabels | default dict) }}
+{{- $_ := set $selector "matchLabels" $labels }}
+rules:
+  - apiGroups: [""]
+    apiVersions: ["v1"]
+    operations: ["CREATE"]
+    resources: ["pods"]
+    scope: Namespaced
+namespaceSelector:
+  {{- toYaml $selector | nindent 2 }}
+{{- if .Values.webhook.matchConditions }}
+matchConditions:
+  - name: requests-nvidia-gpu
+    expression: >-
+      (has(object.spec.initContainers) ? object.spec.initContainers : []).exists(c, has(c.resources) &&
+      ((has(c.resources.limits) && 'nvidia.com/gpu' in c.resources.limits) ||
+      (has(c.resources.requests) && 'nvidia.com/gpu' in c.resources.requests)))
+      || object.spec.containers.exists(c, has(c.resources) &&
+      ((has(c.resources.limits) && 'nvidia.com/gpu' in c.resources.limits) ||
+      (has(c.resources.requests) && 'nvidia.com/gpu' in c.resources.requests)))
+{{- end }}
+failurePolicy: {{ .Values.webhook.failurePolicy }}
+sideEffects: None
+admissionReviewVersions: ["v1"]
+timeoutSeconds: {{ .Values.webhook.timeoutSeconds }}
+{{- end }}
+
 {{/* The KubeSchedulerConfiguration `extenders` entry (contracts §4); one source for both scheduler modes. */}}
 {{- define "kube-vgpu.extenderEntry" -}}
 - urlPrefix: {{ .urlPrefix | quote }}
