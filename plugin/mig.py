@@ -5,7 +5,8 @@ profile (``mixed``) or ``<domain>/gpu`` (``single``); each gets its own socket, 
 :class:`plugin.kubelet.Registrar`, as the kubelet needs one registration per resource. Device lists live
 in :class:`plugin.server.DeviceBoard` (a MIG instance travels as a one-device
 :class:`plugin.core.slices.Slice` whose ID is the MIG UUID) and go out through
-:func:`plugin.server.device_list`, exactly as ``vcuda-core``'s.
+:func:`plugin.server.device_list`, exactly as ``vcuda-core``'s; Allocate answers through
+:func:`plugin.server.plan_response`, as every servicer's do.
 
 Health reuses :class:`plugin.health.HealthMonitor` over :class:`MigEventSource`, which names MIG instances
 instead of GPUs: an XID carrying GPU/compute instance ids marks only that instance, a whole-GPU XID or a
@@ -30,11 +31,11 @@ from plugin.core.errors import AllocationError
 from plugin.core.gpu import Gpu, GpuSource, NodeGpus, XidEvent
 from plugin.core.health import HealthPolicy
 from plugin.core.mig import MigDevice, MigStrategy, mig_devices, mig_resources, xid_targets
-from plugin.core.mig_allocate import MIG_MINORS_PATH, MigPlan, cdi_spec, parse_mig_minors, plan_mig_container
+from plugin.core.mig_allocate import MIG_MINORS_PATH, cdi_spec, parse_mig_minors, plan_mig_container
 from plugin.core.slices import Slice, SliceId
 from plugin.health import HealthMonitor
 from plugin.kubelet import Registrar
-from plugin.server import DeviceBoard, device_list
+from plugin.server import DeviceBoard, device_list, plan_response
 from vcuda.model import GpuUuid
 from vcuda.names import Names
 
@@ -46,7 +47,6 @@ __all__ = [
     "MigPlugins",
     "MigServicer",
     "mig_capable",
-    "mig_response",
     "read_mig_minors",
 ]
 
@@ -71,23 +71,6 @@ def read_mig_minors(path: Path) -> dict[str, int]:
         return parse_mig_minors(path.read_text())
     except OSError:
         return {}
-
-
-def mig_response(plan: MigPlan) -> api_pb2.ContainerAllocateResponse:
-    return api_pb2.ContainerAllocateResponse(
-        envs=dict(plan.envs),
-        mounts=[
-            api_pb2.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
-            for m in plan.mounts
-        ],
-        devices=[
-            api_pb2.DeviceSpec(
-                container_path=d.container_path, host_path=d.host_path, permissions=d.permissions
-            )
-            for d in plan.devices
-        ],
-        cdi_devices=[api_pb2.CDIDevice(name=n) for n in plan.cdi_devices],
-    )
 
 
 def _board_entries(devices: Sequence[MigDevice], healthy: Mapping[GpuUuid, bool]) -> list[Slice]:
@@ -150,7 +133,7 @@ class MigServicer(api_pb2_grpc.DevicePluginServicer):
                 log.error("Allocate of MIG devices refused: %s", err)
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"kube-vgpu: {err}")
             log.info("allocated MIG instances %s", ",".join(req.devices_ids))
-            responses.append(mig_response(plan))
+            responses.append(plan_response(plan))
         return api_pb2.AllocateResponse(container_responses=responses)
 
     async def PreStartContainer(  # noqa: N802 (gRPC method name)

@@ -23,18 +23,12 @@ from plugin.core.allocate import PlanOptions
 from plugin.core.errors import AllocationError
 from plugin.core.gpu import Gpu
 from plugin.core.gpumodes import GpuPlan, ModePlan, decode_modes, encode_modes, gpu_of_device, hold_switches
-from plugin.core.nvallocate import (
-    NvidiaPlan,
-    ShareOptions,
-    device_ids,
-    plan_nvidia_container,
-    preferred_devices,
-)
+from plugin.core.nvallocate import ShareOptions, device_ids, plan_nvidia_container, preferred_devices
 from plugin.core.slices import Slice, SliceId
 from plugin.kube import Cluster
 from plugin.kubelet import PodResourcesClient, Registrar
 from plugin.mps import MpsGpu, MpsSupervisor, quit_daemons
-from plugin.server import DeviceBoard, device_list
+from plugin.server import DeviceBoard, device_list, plan_response
 from plugin.state import StateDir
 from vcuda.model import GpuLink, GpuMode, GpuUuid
 
@@ -45,28 +39,10 @@ __all__ = [
     "NvidiaOptions",
     "NvidiaPlugins",
     "NvidiaServicer",
-    "nvidia_response",
     "resolve_modes",
 ]
 
 log = logging.getLogger(__name__)
-
-
-def nvidia_response(plan: NvidiaPlan) -> api_pb2.ContainerAllocateResponse:
-    return api_pb2.ContainerAllocateResponse(
-        envs=dict(plan.envs),
-        mounts=[
-            api_pb2.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
-            for m in plan.mounts
-        ],
-        devices=[
-            api_pb2.DeviceSpec(
-                container_path=d.container_path, host_path=d.host_path, permissions=d.permissions
-            )
-            for d in plan.devices
-        ],
-        cdi_devices=[api_pb2.CDIDevice(name=n) for n in plan.cdi_devices],
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +130,7 @@ class NvidiaServicer(api_pb2_grpc.DevicePluginServicer):
             if plan.config is not None:
                 await asyncio.to_thread(self._state.write_replica, plan.dir_name, plan.config)
             log.info("allocated %s %s", self._resource, ",".join(req.devices_ids))
-            responses.append(nvidia_response(plan))
+            responses.append(plan_response(plan))
         return api_pb2.AllocateResponse(container_responses=responses)
 
     async def PreStartContainer(  # noqa: N802 (gRPC method name)

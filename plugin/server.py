@@ -7,21 +7,21 @@ to change and sends the whole list again. Errors leave as gRPC status codes.
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import grpc
 
 from plugin.allocator import Allocator
 from plugin.api.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
-from plugin.core.allocate import ContainerPlan
+from plugin.core.allocate import DeviceNode, Mount
 from plugin.core.errors import AllocationError, AttributionMismatchError
 from plugin.core.slices import Slice
 from plugin.kube import KubeError
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
-__all__ = ["DeviceBoard", "DevicePluginServicer", "device_list", "plan_response"]
+__all__ = ["ContainerEdits", "DeviceBoard", "DevicePluginServicer", "device_list", "plan_response"]
 
 log = logging.getLogger(__name__)
 HEALTHY = "Healthy"
@@ -76,7 +76,22 @@ def device_list(slices: Sequence[Slice]) -> api_pb2.ListAndWatchResponse:
     )
 
 
-def plan_response(plan: ContainerPlan) -> api_pb2.ContainerAllocateResponse:
+class ContainerEdits(Protocol):
+    """What an Allocate answer gives one container; every plan of the core has these four (vcuda's
+    :class:`plugin.core.allocate.ContainerPlan`, MIG's, and NVIDIA's modes')."""
+
+    @property
+    def envs(self) -> Mapping[str, str]: ...
+    @property
+    def mounts(self) -> Sequence[Mount]: ...
+    @property
+    def devices(self) -> Sequence[DeviceNode]: ...
+    @property
+    def cdi_devices(self) -> Sequence[str]: ...
+
+
+def plan_response(plan: ContainerEdits) -> api_pb2.ContainerAllocateResponse:
+    """The one protobuf answer for a container, whichever servicer planned it."""
     return api_pb2.ContainerAllocateResponse(
         envs=dict(plan.envs),
         mounts=[
