@@ -35,7 +35,7 @@ from plugin.core.mig_allocate import MIG_MINORS_PATH, cdi_spec, parse_mig_minors
 from plugin.core.slices import Slice, SliceId
 from plugin.health import HealthMonitor
 from plugin.kubelet import Registrar
-from plugin.server import DeviceBoard, device_list, plan_response
+from plugin.server import BoardServicer, DeviceBoard, plan_response
 from vcuda.model import GpuUuid
 from vcuda.names import Names
 
@@ -79,7 +79,7 @@ def _board_entries(devices: Sequence[MigDevice], healthy: Mapping[GpuUuid, bool]
     ]
 
 
-class MigServicer(api_pb2_grpc.DevicePluginServicer):
+class MigServicer(BoardServicer):
     """One MIG resource. Instances are whole and isolated: no attribution, no PreStartContainer check."""
 
     def __init__(
@@ -89,21 +89,10 @@ class MigServicer(api_pb2_grpc.DevicePluginServicer):
         options: PlanOptions,
         minors: Callable[[], Mapping[str, int]],
     ) -> None:
-        self._board = board
+        super().__init__(board)
         self._devices = {d.uuid: d for d in devices}
         self._options = options
         self._minors = minors
-
-    async def GetDevicePluginOptions(  # noqa: N802 (gRPC method name)
-        self, request: api_pb2.Empty, context: Ctx
-    ) -> api_pb2.DevicePluginOptions:
-        return api_pb2.DevicePluginOptions(pre_start_required=False, get_preferred_allocation_available=False)
-
-    async def ListAndWatch(  # noqa: N802 (gRPC method name)
-        self, request: api_pb2.Empty, context: Ctx
-    ) -> AsyncIterator[api_pb2.ListAndWatchResponse]:
-        async for entries in self._board.watch():
-            yield device_list(entries)
 
     async def GetPreferredAllocation(  # noqa: N802 (gRPC method name)
         self, request: api_pb2.PreferredAllocationRequest, context: Ctx
@@ -135,11 +124,6 @@ class MigServicer(api_pb2_grpc.DevicePluginServicer):
             log.info("allocated MIG instances %s", ",".join(req.devices_ids))
             responses.append(plan_response(plan))
         return api_pb2.AllocateResponse(container_responses=responses)
-
-    async def PreStartContainer(  # noqa: N802 (gRPC method name)
-        self, request: api_pb2.PreStartContainerRequest, context: Ctx
-    ) -> api_pb2.PreStartContainerResponse:
-        return api_pb2.PreStartContainerResponse()
 
 
 class MigEventSource:

@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from plugin.core.slices import Slice, SliceId
 from plugin.kube import Cluster
 from plugin.kubelet import PodResourcesClient, Registrar
 from plugin.mps import MpsGpu, MpsSupervisor, quit_daemons
-from plugin.server import DeviceBoard, device_list, plan_response
+from plugin.server import BoardServicer, DeviceBoard, plan_response
 from plugin.state import StateDir
 from vcuda.model import GpuLink, GpuMode, GpuUuid
 
@@ -55,8 +55,10 @@ class NvidiaOptions:
     poll_s: float = 0.2
 
 
-class NvidiaServicer(api_pb2_grpc.DevicePluginServicer):
+class NvidiaServicer(BoardServicer):
     """One resource's devices; Allocate needs no pod identity (NVIDIA's semantics), so no PreStart check."""
+
+    preferred_allocation = True
 
     def __init__(
         self,
@@ -68,24 +70,13 @@ class NvidiaServicer(api_pb2_grpc.DevicePluginServicer):
         options: NvidiaOptions,
         state: StateDir,
     ) -> None:
+        super().__init__(board)
         self._resource = resource
-        self._board = board
         self._plans = plans
         self._gpus = gpus
         self._links = tuple(links)
         self._options = options
         self._state = state
-
-    async def GetDevicePluginOptions(  # noqa: N802 (gRPC method name)
-        self, request: api_pb2.Empty, context: Ctx
-    ) -> api_pb2.DevicePluginOptions:
-        return api_pb2.DevicePluginOptions(pre_start_required=False, get_preferred_allocation_available=True)
-
-    async def ListAndWatch(  # noqa: N802 (gRPC method name)
-        self, request: api_pb2.Empty, context: Ctx
-    ) -> AsyncIterator[api_pb2.ListAndWatchResponse]:
-        async for entries in self._board.watch():
-            yield device_list(entries)
 
     async def GetPreferredAllocation(  # noqa: N802 (gRPC method name)
         self, request: api_pb2.PreferredAllocationRequest, context: Ctx
@@ -132,11 +123,6 @@ class NvidiaServicer(api_pb2_grpc.DevicePluginServicer):
             log.info("allocated %s %s", self._resource, ",".join(req.devices_ids))
             responses.append(plan_response(plan))
         return api_pb2.AllocateResponse(container_responses=responses)
-
-    async def PreStartContainer(  # noqa: N802 (gRPC method name)
-        self, request: api_pb2.PreStartContainerRequest, context: Ctx
-    ) -> api_pb2.PreStartContainerResponse:
-        return api_pb2.PreStartContainerResponse()
 
 
 class NvidiaPlugins:

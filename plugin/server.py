@@ -8,7 +8,7 @@ to change and sends the whole list again. Errors leave as gRPC status codes.
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import grpc
 
@@ -21,7 +21,14 @@ from plugin.kube import KubeError
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
-__all__ = ["ContainerEdits", "DeviceBoard", "DevicePluginServicer", "device_list", "plan_response"]
+__all__ = [
+    "BoardServicer",
+    "ContainerEdits",
+    "DeviceBoard",
+    "DevicePluginServicer",
+    "device_list",
+    "plan_response",
+]
 
 log = logging.getLogger(__name__)
 HEALTHY = "Healthy"
@@ -108,21 +115,46 @@ def plan_response(plan: ContainerEdits) -> api_pb2.ContainerAllocateResponse:
     )
 
 
-class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
-    def __init__(self, board: DeviceBoard, allocator: Allocator) -> None:
+class BoardServicer(api_pb2_grpc.DevicePluginServicer):
+    """A resource whose device list is a :class:`DeviceBoard`'s: the options from two class flags, the
+    ``ListAndWatch`` stream, and no ``PreStartContainer`` check. Each resource's servicer (vcuda shares, MIG
+    instances, NVIDIA's modes) adds its own ``Allocate`` and ``GetPreferredAllocation``."""
+
+    pre_start_required: ClassVar[bool] = False
+    preferred_allocation: ClassVar[bool] = False
+
+    def __init__(self, board: DeviceBoard) -> None:
         self._board = board
-        self._allocator = allocator
 
     async def GetDevicePluginOptions(  # noqa: N802 (gRPC method name)
         self, request: api_pb2.Empty, context: Ctx
     ) -> api_pb2.DevicePluginOptions:
-        return api_pb2.DevicePluginOptions(pre_start_required=True, get_preferred_allocation_available=True)
+        return api_pb2.DevicePluginOptions(
+            pre_start_required=self.pre_start_required,
+            get_preferred_allocation_available=self.preferred_allocation,
+        )
 
     async def ListAndWatch(  # noqa: N802 (gRPC method name)
         self, request: api_pb2.Empty, context: Ctx
     ) -> AsyncIterator[api_pb2.ListAndWatchResponse]:
         async for slices in self._board.watch():
             yield device_list(slices)
+
+    async def PreStartContainer(  # noqa: N802 (gRPC method name)
+        self, request: api_pb2.PreStartContainerRequest, context: Ctx
+    ) -> api_pb2.PreStartContainerResponse:
+        return api_pb2.PreStartContainerResponse()
+
+
+class DevicePluginServicer(BoardServicer):
+    """``vcuda-core``: the allocator decides; ``PreStartContainer`` verifies its attribution."""
+
+    pre_start_required = True
+    preferred_allocation = True
+
+    def __init__(self, board: DeviceBoard, allocator: Allocator) -> None:
+        super().__init__(board)
+        self._allocator = allocator
 
     async def GetPreferredAllocation(  # noqa: N802 (gRPC method name)
         self, request: api_pb2.PreferredAllocationRequest, context: Ctx

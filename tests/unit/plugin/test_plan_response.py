@@ -1,12 +1,16 @@
 """One builder turns every servicer's plan (vcuda shares, MIG instances, NVIDIA's modes) into the kubelet's
-``ContainerAllocateResponse``: each of the four parts arrives whole, whichever plan carried it."""
+``ContainerAllocateResponse``: each of the four parts arrives whole, whichever plan carried it. The servicers
+share their board-backed skeleton (``plugin.server.BoardServicer``) and differ in the options they announce."""
 
 import pytest
 
-from plugin.core.allocate import ContainerPlan, DeviceNode, Mount
+from plugin.api.deviceplugin.v1beta1 import api_pb2
+from plugin.core.allocate import ContainerPlan, DeviceNode, Mount, PlanOptions
 from plugin.core.mig_allocate import MigPlan
 from plugin.core.nvallocate import NvidiaPlan
-from plugin.server import plan_response
+from plugin.mig import MigServicer
+from plugin.nvidia import NvidiaOptions, NvidiaServicer
+from plugin.server import DeviceBoard, DevicePluginServicer, plan_response
 from vcuda.model import GpuUuid
 from vcuda.shimfile import GpuLimit, ShimConfig
 
@@ -41,3 +45,29 @@ def test_every_plan_reaches_the_kubelet_with_its_envs_mounts_devices_and_cdi_dev
     ]
     assert [c.name for c in response.cdi_devices] == list(CDI)
     assert not response.annotations  # the plugin sets no container annotations
+
+
+SERVICERS = [
+    ("vcuda-core", lambda: DevicePluginServicer(DeviceBoard(), allocator=None), (True, True)),  # type: ignore[arg-type]
+    ("MIG", lambda: MigServicer(DeviceBoard(), [], PlanOptions(), dict), (False, False)),
+    (
+        "NVIDIA's modes",
+        lambda: NvidiaServicer("nvidia.com/gpu", DeviceBoard(), {}, {}, [], NvidiaOptions(), state=None),  # type: ignore[arg-type]
+        (False, True),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "flags"), [(m, f) for _, m, f in SERVICERS], ids=[n for n, _, _ in SERVICERS]
+)
+async def test_each_servicer_tells_the_kubelet_whether_it_verifies_prestart_and_prefers_devices(make, flags):
+    options = await make().GetDevicePluginOptions(api_pb2.Empty(), None)
+    assert (options.pre_start_required, options.get_preferred_allocation_available) == flags
+
+
+@pytest.mark.parametrize("make", [m for _, m, _ in SERVICERS[1:]], ids=[n for n, _, _ in SERVICERS[1:]])
+async def test_servicers_without_attribution_start_every_container(make):
+    assert await make().PreStartContainer(api_pb2.PreStartContainerRequest(devices_ids=["x"]), None) == (
+        api_pb2.PreStartContainerResponse()
+    )
