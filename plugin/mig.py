@@ -32,10 +32,10 @@ from plugin.core.gpu import Gpu, GpuSource, NodeGpus, XidEvent
 from plugin.core.health import HealthPolicy
 from plugin.core.mig import MigDevice, MigStrategy, mig_devices, mig_resources, xid_targets
 from plugin.core.mig_allocate import MIG_MINORS_PATH, cdi_spec, parse_mig_minors, plan_mig_container
-from plugin.core.slices import Slice, SliceId
+from plugin.core.slices import Slice, SliceId, plain_pick
 from plugin.health import HealthMonitor
 from plugin.kubelet import Registrar
-from plugin.server import BoardServicer, DeviceBoard, plan_response
+from plugin.server import BoardServicer, DeviceBoard, plan_response, preferred_response
 from vcuda.model import GpuUuid
 from vcuda.names import Names
 
@@ -79,6 +79,10 @@ def _board_entries(devices: Sequence[MigDevice], healthy: Mapping[GpuUuid, bool]
     ]
 
 
+async def _plain_pick(available: list[str], must_include: list[str], size: int) -> list[str]:
+    return plain_pick(available, must_include, size)
+
+
 class MigServicer(BoardServicer):
     """One MIG resource. Instances are whole and isolated: no attribution, no PreStartContainer check."""
 
@@ -97,12 +101,7 @@ class MigServicer(BoardServicer):
     async def GetPreferredAllocation(  # noqa: N802 (gRPC method name)
         self, request: api_pb2.PreferredAllocationRequest, context: Ctx
     ) -> api_pb2.PreferredAllocationResponse:
-        responses = []
-        for req in request.container_requests:
-            rest = [i for i in req.available_deviceIDs if i not in req.must_include_deviceIDs]
-            ids = [*req.must_include_deviceIDs, *rest][: req.allocation_size]
-            responses.append(api_pb2.ContainerPreferredAllocationResponse(deviceIDs=ids))
-        return api_pb2.PreferredAllocationResponse(container_responses=responses)
+        return await preferred_response(request, _plain_pick, "MIG")  # whole instances: any will do
 
     async def Allocate(  # noqa: N802 (gRPC method name)
         self, request: api_pb2.AllocateRequest, context: Ctx

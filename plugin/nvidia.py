@@ -28,7 +28,7 @@ from plugin.core.slices import Slice, SliceId
 from plugin.kube import Cluster
 from plugin.kubelet import PodResourcesClient, Registrar
 from plugin.mps import MpsGpu, MpsSupervisor, quit_daemons
-from plugin.server import BoardServicer, DeviceBoard, plan_response
+from plugin.server import BoardServicer, DeviceBoard, plan_response, preferred_response
 from plugin.state import StateDir
 from vcuda.model import GpuLink, GpuMode, GpuUuid
 
@@ -81,26 +81,18 @@ class NvidiaServicer(BoardServicer):
     async def GetPreferredAllocation(  # noqa: N802 (gRPC method name)
         self, request: api_pb2.PreferredAllocationRequest, context: Ctx
     ) -> api_pb2.PreferredAllocationResponse:
-        numa = {u: g.numa_node for u, g in self._gpus.items()}
-        responses = []
-        for req in request.container_requests:
-            try:
-                ids = preferred_devices(
-                    list(req.available_deviceIDs),
-                    list(req.must_include_deviceIDs),
-                    req.allocation_size,
-                    plans=self._plans,
-                    links=self._links,
-                    numa=numa,
-                    policy=self._options.share.policy,
-                )
-            except AllocationError as err:
-                log.warning(
-                    "GetPreferredAllocation of %s: %s; leaving the choice to the kubelet", self._resource, err
-                )
-                ids = [*req.must_include_deviceIDs, *req.available_deviceIDs][: req.allocation_size]
-            responses.append(api_pb2.ContainerPreferredAllocationResponse(deviceIDs=ids))
-        return api_pb2.PreferredAllocationResponse(container_responses=responses)
+        return await preferred_response(request, self._prefer, self._resource)
+
+    async def _prefer(self, available: list[str], must_include: list[str], size: int) -> list[str]:
+        return preferred_devices(
+            available,
+            must_include,
+            size,
+            plans=self._plans,
+            links=self._links,
+            numa={u: g.numa_node for u, g in self._gpus.items()},
+            policy=self._options.share.policy,
+        )
 
     async def Allocate(  # noqa: N802 (gRPC method name)
         self, request: api_pb2.AllocateRequest, context: Ctx

@@ -7,7 +7,7 @@ to change and sends the whole list again. Errors leave as gRPC status codes.
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 import grpc
@@ -16,7 +16,7 @@ from plugin.allocator import Allocator
 from plugin.api.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
 from plugin.core.allocate import DeviceNode, Mount
 from plugin.core.errors import AllocationError, AttributionMismatchError
-from plugin.core.slices import Slice
+from plugin.core.slices import Slice, plain_pick
 from plugin.kube import KubeError
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -28,6 +28,7 @@ __all__ = [
     "DevicePluginServicer",
     "device_list",
     "plan_response",
+    "preferred_response",
 ]
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,30 @@ def plan_response(plan: ContainerEdits) -> api_pb2.ContainerAllocateResponse:
     )
 
 
+Prefer = Callable[[list[str], list[str], int], Awaitable[list[str]]]
+"""(available, must include, size) -> the IDs to suggest; raises AllocationError or KubeError."""
+
+
+async def preferred_response(
+    request: api_pb2.PreferredAllocationRequest, prefer: Prefer, resource: str
+) -> api_pb2.PreferredAllocationResponse:
+    """Each container's suggestion; when ``prefer`` cannot choose, a plain pick leaves it to the kubelet."""
+    responses = []
+    for req in request.container_requests:
+        available, must, size = (
+            list(req.available_deviceIDs),
+            list(req.must_include_deviceIDs),
+            req.allocation_size,
+        )
+        try:
+            ids = await prefer(available, must, size)
+        except (AllocationError, KubeError) as err:
+            log.warning("GetPreferredAllocation of %s: %s; leaving the choice to the kubelet", resource, err)
+            ids = plain_pick(available, must, size)
+        responses.append(api_pb2.ContainerPreferredAllocationResponse(deviceIDs=ids))
+    return api_pb2.PreferredAllocationResponse(container_responses=responses)
+
+
 class BoardServicer(api_pb2_grpc.DevicePluginServicer):
     """A resource whose device list is a :class:`DeviceBoard`'s: the options from two class flags, the
     ``ListAndWatch`` stream, and no ``PreStartContainer`` check. Each resource's servicer (vcuda shares, MIG
@@ -159,17 +184,7 @@ class DevicePluginServicer(BoardServicer):
     async def GetPreferredAllocation(  # noqa: N802 (gRPC method name)
         self, request: api_pb2.PreferredAllocationRequest, context: Ctx
     ) -> api_pb2.PreferredAllocationResponse:
-        responses = []
-        for req in request.container_requests:
-            try:
-                ids = await self._allocator.preferred(
-                    list(req.available_deviceIDs), list(req.must_include_deviceIDs), req.allocation_size
-                )
-            except (AllocationError, KubeError) as err:
-                log.warning("GetPreferredAllocation: %s; leaving the choice to the kubelet", err)
-                ids = [*req.must_include_deviceIDs, *req.available_deviceIDs][: req.allocation_size]
-            responses.append(api_pb2.ContainerPreferredAllocationResponse(deviceIDs=ids))
-        return api_pb2.PreferredAllocationResponse(container_responses=responses)
+        return await preferred_response(request, self._allocator.preferred, "vcuda-core")
 
     async def Allocate(  # noqa: N802 (gRPC method name)
         self, request: api_pb2.AllocateRequest, context: Ctx

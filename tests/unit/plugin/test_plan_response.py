@@ -6,6 +6,7 @@ import pytest
 
 from plugin.api.deviceplugin.v1beta1 import api_pb2
 from plugin.core.allocate import ContainerPlan, DeviceNode, Mount, PlanOptions
+from plugin.core.errors import AllocationError
 from plugin.core.mig_allocate import MigPlan
 from plugin.core.nvallocate import NvidiaPlan
 from plugin.mig import MigServicer
@@ -71,3 +72,27 @@ async def test_servicers_without_attribution_start_every_container(make):
     assert await make().PreStartContainer(api_pb2.PreStartContainerRequest(devices_ids=["x"]), None) == (
         api_pb2.PreStartContainerResponse()
     )
+
+
+class _Undecided:
+    """An allocator that cannot choose (no pending pod fits the kubelet's offer)."""
+
+    async def preferred(self, available, must_include, size):
+        raise AllocationError("no pending container asks for 2 slices")
+
+
+async def test_a_failed_preference_leaves_a_plain_pick_that_names_each_device_once():
+    # The kubelet sends available = free devices + must-include devices (its devicemanager's
+    # ``available.Union(allocated)``), so a pick that concatenates the two would repeat the must-include ones.
+    servicer = DevicePluginServicer(DeviceBoard(), allocator=_Undecided())  # type: ignore[arg-type]
+    request = api_pb2.PreferredAllocationRequest(
+        container_requests=[
+            api_pb2.ContainerPreferredAllocationRequest(
+                available_deviceIDs=["GPU-a::0", "GPU-a::1", "GPU-a::2"],
+                must_include_deviceIDs=["GPU-a::0"],
+                allocation_size=2,
+            )
+        ]
+    )
+    reply = await servicer.GetPreferredAllocation(request, None)  # type: ignore[arg-type]
+    assert list(reply.container_responses[0].deviceIDs) == ["GPU-a::0", "GPU-a::1"]
