@@ -24,7 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import grpc
 
-from plugin.api.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
+from plugin.api.deviceplugin.v1beta1 import api_pb2
 from plugin.core.allocate import DeviceListStrategy, PlanOptions
 from plugin.core.cdi import DEFAULT_CDI_VERSION, DriverFiles, with_common_edits
 from plugin.core.errors import AllocationError
@@ -194,16 +194,13 @@ class MigPlugins:
             self._options.plan,
             lambda: read_mig_minors(self._options.minors_path),
         )
-
-        def add(server: grpc.aio.Server) -> None:
-            api_pb2_grpc.add_DevicePluginServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
-
         return Registrar(
             plugin_dir=self._options.plugin_dir,
             socket_name=f"kube-vgpu-{resource.partition('/')[2]}.sock",
             resource=resource,
-            add_servicer=add,
+            add_servicer=servicer.add_to,
             poll_s=self._options.poll_s,
+            pre_start_required=servicer.pre_start_required,  # Register says what GetDevicePluginOptions says
         )
 
     async def _health_changed(self, healthy: Mapping[GpuUuid, bool]) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from plugin.api.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
+from plugin.api.deviceplugin.v1beta1 import api_pb2
 from plugin.core.allocate import PlanOptions
 from plugin.core.errors import AllocationError
 from plugin.core.gpu import Gpu
@@ -153,17 +153,13 @@ class NvidiaPlugins:
         servicer = NvidiaServicer(
             resource, self.boards[resource], by_uuid, self._gpus, links, self._options, state
         )
-
-        def add(server: grpc.aio.Server) -> None:
-            api_pb2_grpc.add_DevicePluginServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
-
         return Registrar(
             plugin_dir=self._options.plugin_dir,
             socket_name=f"kube-vgpu-nv-{resource.partition('/')[2]}.sock",
             resource=resource,
-            add_servicer=add,
+            add_servicer=servicer.add_to,
             poll_s=self._options.poll_s,
-            pre_start_required=False,  # no pod attribution to verify (NVIDIA's plugin asks none either)
+            pre_start_required=servicer.pre_start_required,  # no pod attribution to verify (nor has NVIDIA's)
         )
 
     async def publish(self, healthy: Mapping[GpuUuid, bool]) -> None:

@@ -151,6 +151,10 @@ class BoardServicer(api_pb2_grpc.DevicePluginServicer):
     def __init__(self, board: DeviceBoard) -> None:
         self._board = board
 
+    def add_to(self, server: grpc.aio.Server) -> None:
+        """Serve this resource on ``server`` (a :class:`plugin.kubelet.Registrar`'s ``add_servicer``)."""
+        api_pb2_grpc.add_DevicePluginServicer_to_server(self, server)  # type: ignore[no-untyped-call]
+
     async def GetDevicePluginOptions(  # noqa: N802 (gRPC method name)
         self, request: api_pb2.Empty, context: Ctx
     ) -> api_pb2.DevicePluginOptions:
