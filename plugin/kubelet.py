@@ -18,10 +18,10 @@ from typing import Final
 
 import grpc
 
-from plugin.allocator import Held
 from plugin.api.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
 from plugin.api.podresources.v1 import api_pb2 as pr_pb2
 from plugin.api.podresources.v1 import api_pb2_grpc as pr_grpc
+from plugin.core.admission import Held
 from plugin.dirwatch import watch_dir
 
 __all__ = ["API_VERSION", "KUBELET_SOCKET", "PodResourcesClient", "Registrar"]

@@ -5,7 +5,8 @@ profile (``mixed``) or ``<domain>/gpu`` (``single``); each gets its own socket, 
 :class:`plugin.kubelet.Registrar`, as the kubelet needs one registration per resource. Device lists live
 in :class:`plugin.server.DeviceBoard` (a MIG instance travels as a one-device
 :class:`plugin.core.slices.Slice` whose ID is the MIG UUID) and go out through
-:func:`plugin.server.device_list`, exactly as ``vcuda-core``'s.
+:func:`plugin.server.device_list`, exactly as ``vcuda-core``'s; Allocate answers through
+:func:`plugin.server.plan_response`, as every servicer's do.
 
 Health reuses :class:`plugin.health.HealthMonitor` over :class:`MigEventSource`, which names MIG instances
 instead of GPUs: an XID carrying GPU/compute instance ids marks only that instance, a whole-GPU XID or a
@@ -23,18 +24,18 @@ from typing import Any, Protocol, runtime_checkable
 
 import grpc
 
-from plugin.api.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
+from plugin.api.deviceplugin.v1beta1 import api_pb2
 from plugin.core.allocate import DeviceListStrategy, PlanOptions
 from plugin.core.cdi import DEFAULT_CDI_VERSION, DriverFiles, with_common_edits
 from plugin.core.errors import AllocationError
 from plugin.core.gpu import Gpu, GpuSource, NodeGpus, XidEvent
 from plugin.core.health import HealthPolicy
 from plugin.core.mig import MigDevice, MigStrategy, mig_devices, mig_resources, xid_targets
-from plugin.core.mig_allocate import MIG_MINORS_PATH, MigPlan, cdi_spec, parse_mig_minors, plan_mig_container
-from plugin.core.slices import Slice, SliceId
+from plugin.core.mig_allocate import MIG_MINORS_PATH, cdi_spec, parse_mig_minors, plan_mig_container
+from plugin.core.slices import Slice, SliceId, plain_pick
 from plugin.health import HealthMonitor
 from plugin.kubelet import Registrar
-from plugin.server import DeviceBoard, device_list
+from plugin.server import BoardServicer, DeviceBoard, plan_response, preferred_response
 from vcuda.model import GpuUuid
 from vcuda.names import Names
 
@@ -46,7 +47,6 @@ __all__ = [
     "MigPlugins",
     "MigServicer",
     "mig_capable",
-    "mig_response",
     "read_mig_minors",
 ]
 
@@ -73,30 +73,17 @@ def read_mig_minors(path: Path) -> dict[str, int]:
         return {}
 
 
-def mig_response(plan: MigPlan) -> api_pb2.ContainerAllocateResponse:
-    return api_pb2.ContainerAllocateResponse(
-        envs=dict(plan.envs),
-        mounts=[
-            api_pb2.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
-            for m in plan.mounts
-        ],
-        devices=[
-            api_pb2.DeviceSpec(
-                container_path=d.container_path, host_path=d.host_path, permissions=d.permissions
-            )
-            for d in plan.devices
-        ],
-        cdi_devices=[api_pb2.CDIDevice(name=n) for n in plan.cdi_devices],
-    )
-
-
 def _board_entries(devices: Sequence[MigDevice], healthy: Mapping[GpuUuid, bool]) -> list[Slice]:
     return [
         Slice(SliceId(d.uuid), d.parent, healthy.get(GpuUuid(d.uuid), True), d.numa_node) for d in devices
     ]
 
 
-class MigServicer(api_pb2_grpc.DevicePluginServicer):
+async def _plain_pick(available: list[str], must_include: list[str], size: int) -> list[str]:
+    return plain_pick(available, must_include, size)
+
+
+class MigServicer(BoardServicer):
     """One MIG resource. Instances are whole and isolated: no attribution, no PreStartContainer check."""
 
     def __init__(
@@ -106,31 +93,15 @@ class MigServicer(api_pb2_grpc.DevicePluginServicer):
         options: PlanOptions,
         minors: Callable[[], Mapping[str, int]],
     ) -> None:
-        self._board = board
+        super().__init__(board)
         self._devices = {d.uuid: d for d in devices}
         self._options = options
         self._minors = minors
 
-    async def GetDevicePluginOptions(  # noqa: N802 (gRPC method name)
-        self, request: api_pb2.Empty, context: Ctx
-    ) -> api_pb2.DevicePluginOptions:
-        return api_pb2.DevicePluginOptions(pre_start_required=False, get_preferred_allocation_available=False)
-
-    async def ListAndWatch(  # noqa: N802 (gRPC method name)
-        self, request: api_pb2.Empty, context: Ctx
-    ) -> AsyncIterator[api_pb2.ListAndWatchResponse]:
-        async for entries in self._board.watch():
-            yield device_list(entries)
-
     async def GetPreferredAllocation(  # noqa: N802 (gRPC method name)
         self, request: api_pb2.PreferredAllocationRequest, context: Ctx
     ) -> api_pb2.PreferredAllocationResponse:
-        responses = []
-        for req in request.container_requests:
-            rest = [i for i in req.available_deviceIDs if i not in req.must_include_deviceIDs]
-            ids = [*req.must_include_deviceIDs, *rest][: req.allocation_size]
-            responses.append(api_pb2.ContainerPreferredAllocationResponse(deviceIDs=ids))
-        return api_pb2.PreferredAllocationResponse(container_responses=responses)
+        return await preferred_response(request, _plain_pick, "MIG")  # whole instances: any will do
 
     async def Allocate(  # noqa: N802 (gRPC method name)
         self, request: api_pb2.AllocateRequest, context: Ctx
@@ -150,13 +121,8 @@ class MigServicer(api_pb2_grpc.DevicePluginServicer):
                 log.error("Allocate of MIG devices refused: %s", err)
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"kube-vgpu: {err}")
             log.info("allocated MIG instances %s", ",".join(req.devices_ids))
-            responses.append(mig_response(plan))
+            responses.append(plan_response(plan))
         return api_pb2.AllocateResponse(container_responses=responses)
-
-    async def PreStartContainer(  # noqa: N802 (gRPC method name)
-        self, request: api_pb2.PreStartContainerRequest, context: Ctx
-    ) -> api_pb2.PreStartContainerResponse:
-        return api_pb2.PreStartContainerResponse()
 
 
 class MigEventSource:
@@ -228,16 +194,13 @@ class MigPlugins:
             self._options.plan,
             lambda: read_mig_minors(self._options.minors_path),
         )
-
-        def add(server: grpc.aio.Server) -> None:
-            api_pb2_grpc.add_DevicePluginServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
-
         return Registrar(
             plugin_dir=self._options.plugin_dir,
             socket_name=f"kube-vgpu-{resource.partition('/')[2]}.sock",
             resource=resource,
-            add_servicer=add,
+            add_servicer=servicer.add_to,
             poll_s=self._options.poll_s,
+            pre_start_required=servicer.pre_start_required,  # Register says what GetDevicePluginOptions says
         )
 
     async def _health_changed(self, healthy: Mapping[GpuUuid, bool]) -> None:

@@ -11,30 +11,24 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from plugin.api.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
+from plugin.api.deviceplugin.v1beta1 import api_pb2
 from plugin.core.allocate import PlanOptions
 from plugin.core.errors import AllocationError
 from plugin.core.gpu import Gpu
 from plugin.core.gpumodes import GpuPlan, ModePlan, decode_modes, encode_modes, gpu_of_device, hold_switches
-from plugin.core.nvallocate import (
-    NvidiaPlan,
-    ShareOptions,
-    device_ids,
-    plan_nvidia_container,
-    preferred_devices,
-)
+from plugin.core.nvallocate import ShareOptions, device_ids, plan_nvidia_container, preferred_devices
 from plugin.core.slices import Slice, SliceId
 from plugin.kube import Cluster
 from plugin.kubelet import PodResourcesClient, Registrar
 from plugin.mps import MpsGpu, MpsSupervisor, quit_daemons
-from plugin.server import DeviceBoard, device_list
+from plugin.server import BoardServicer, DeviceBoard, plan_response, preferred_response
 from plugin.state import StateDir
 from vcuda.model import GpuLink, GpuMode, GpuUuid
 
@@ -45,28 +39,10 @@ __all__ = [
     "NvidiaOptions",
     "NvidiaPlugins",
     "NvidiaServicer",
-    "nvidia_response",
     "resolve_modes",
 ]
 
 log = logging.getLogger(__name__)
-
-
-def nvidia_response(plan: NvidiaPlan) -> api_pb2.ContainerAllocateResponse:
-    return api_pb2.ContainerAllocateResponse(
-        envs=dict(plan.envs),
-        mounts=[
-            api_pb2.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
-            for m in plan.mounts
-        ],
-        devices=[
-            api_pb2.DeviceSpec(
-                container_path=d.container_path, host_path=d.host_path, permissions=d.permissions
-            )
-            for d in plan.devices
-        ],
-        cdi_devices=[api_pb2.CDIDevice(name=n) for n in plan.cdi_devices],
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +55,10 @@ class NvidiaOptions:
     poll_s: float = 0.2
 
 
-class NvidiaServicer(api_pb2_grpc.DevicePluginServicer):
+class NvidiaServicer(BoardServicer):
     """One resource's devices; Allocate needs no pod identity (NVIDIA's semantics), so no PreStart check."""
+
+    preferred_allocation = True
 
     def __init__(
         self,
@@ -92,48 +70,29 @@ class NvidiaServicer(api_pb2_grpc.DevicePluginServicer):
         options: NvidiaOptions,
         state: StateDir,
     ) -> None:
+        super().__init__(board)
         self._resource = resource
-        self._board = board
         self._plans = plans
         self._gpus = gpus
         self._links = tuple(links)
         self._options = options
         self._state = state
 
-    async def GetDevicePluginOptions(  # noqa: N802 (gRPC method name)
-        self, request: api_pb2.Empty, context: Ctx
-    ) -> api_pb2.DevicePluginOptions:
-        return api_pb2.DevicePluginOptions(pre_start_required=False, get_preferred_allocation_available=True)
-
-    async def ListAndWatch(  # noqa: N802 (gRPC method name)
-        self, request: api_pb2.Empty, context: Ctx
-    ) -> AsyncIterator[api_pb2.ListAndWatchResponse]:
-        async for entries in self._board.watch():
-            yield device_list(entries)
-
     async def GetPreferredAllocation(  # noqa: N802 (gRPC method name)
         self, request: api_pb2.PreferredAllocationRequest, context: Ctx
     ) -> api_pb2.PreferredAllocationResponse:
-        numa = {u: g.numa_node for u, g in self._gpus.items()}
-        responses = []
-        for req in request.container_requests:
-            try:
-                ids = preferred_devices(
-                    list(req.available_deviceIDs),
-                    list(req.must_include_deviceIDs),
-                    req.allocation_size,
-                    plans=self._plans,
-                    links=self._links,
-                    numa=numa,
-                    policy=self._options.share.policy,
-                )
-            except AllocationError as err:
-                log.warning(
-                    "GetPreferredAllocation of %s: %s; leaving the choice to the kubelet", self._resource, err
-                )
-                ids = [*req.must_include_deviceIDs, *req.available_deviceIDs][: req.allocation_size]
-            responses.append(api_pb2.ContainerPreferredAllocationResponse(deviceIDs=ids))
-        return api_pb2.PreferredAllocationResponse(container_responses=responses)
+        return await preferred_response(request, self._prefer, self._resource)
+
+    async def _prefer(self, available: list[str], must_include: list[str], size: int) -> list[str]:
+        return preferred_devices(
+            available,
+            must_include,
+            size,
+            plans=self._plans,
+            links=self._links,
+            numa={u: g.numa_node for u, g in self._gpus.items()},
+            policy=self._options.share.policy,
+        )
 
     async def Allocate(  # noqa: N802 (gRPC method name)
         self, request: api_pb2.AllocateRequest, context: Ctx
@@ -154,13 +113,8 @@ class NvidiaServicer(api_pb2_grpc.DevicePluginServicer):
             if plan.config is not None:
                 await asyncio.to_thread(self._state.write_replica, plan.dir_name, plan.config)
             log.info("allocated %s %s", self._resource, ",".join(req.devices_ids))
-            responses.append(nvidia_response(plan))
+            responses.append(plan_response(plan))
         return api_pb2.AllocateResponse(container_responses=responses)
-
-    async def PreStartContainer(  # noqa: N802 (gRPC method name)
-        self, request: api_pb2.PreStartContainerRequest, context: Ctx
-    ) -> api_pb2.PreStartContainerResponse:
-        return api_pb2.PreStartContainerResponse()
 
 
 class NvidiaPlugins:
@@ -199,17 +153,13 @@ class NvidiaPlugins:
         servicer = NvidiaServicer(
             resource, self.boards[resource], by_uuid, self._gpus, links, self._options, state
         )
-
-        def add(server: grpc.aio.Server) -> None:
-            api_pb2_grpc.add_DevicePluginServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
-
         return Registrar(
             plugin_dir=self._options.plugin_dir,
             socket_name=f"kube-vgpu-nv-{resource.partition('/')[2]}.sock",
             resource=resource,
-            add_servicer=add,
+            add_servicer=servicer.add_to,
             poll_s=self._options.poll_s,
-            pre_start_required=False,  # no pod attribution to verify (NVIDIA's plugin asks none either)
+            pre_start_required=servicer.pre_start_required,  # no pod attribution to verify (nor has NVIDIA's)
         )
 
     async def publish(self, healthy: Mapping[GpuUuid, bool]) -> None:

@@ -7,21 +7,29 @@ to change and sends the whole list again. Errors leave as gRPC status codes.
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, ClassVar, Protocol
 
 import grpc
 
 from plugin.allocator import Allocator
 from plugin.api.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
-from plugin.core.allocate import ContainerPlan
+from plugin.core.allocate import DeviceNode, Mount
 from plugin.core.errors import AllocationError, AttributionMismatchError
-from plugin.core.slices import Slice
+from plugin.core.slices import Slice, plain_pick
 from plugin.kube import KubeError
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
-__all__ = ["DeviceBoard", "DevicePluginServicer", "device_list", "plan_response"]
+__all__ = [
+    "BoardServicer",
+    "ContainerEdits",
+    "DeviceBoard",
+    "DevicePluginServicer",
+    "device_list",
+    "plan_response",
+    "preferred_response",
+]
 
 log = logging.getLogger(__name__)
 HEALTHY = "Healthy"
@@ -76,7 +84,22 @@ def device_list(slices: Sequence[Slice]) -> api_pb2.ListAndWatchResponse:
     )
 
 
-def plan_response(plan: ContainerPlan) -> api_pb2.ContainerAllocateResponse:
+class ContainerEdits(Protocol):
+    """What an Allocate answer gives one container; every plan of the core has these four (vcuda's
+    :class:`plugin.core.allocate.ContainerPlan`, MIG's, and NVIDIA's modes')."""
+
+    @property
+    def envs(self) -> Mapping[str, str]: ...
+    @property
+    def mounts(self) -> Sequence[Mount]: ...
+    @property
+    def devices(self) -> Sequence[DeviceNode]: ...
+    @property
+    def cdi_devices(self) -> Sequence[str]: ...
+
+
+def plan_response(plan: ContainerEdits) -> api_pb2.ContainerAllocateResponse:
+    """The one protobuf answer for a container, whichever servicer planned it."""
     return api_pb2.ContainerAllocateResponse(
         envs=dict(plan.envs),
         mounts=[
@@ -93,15 +116,52 @@ def plan_response(plan: ContainerPlan) -> api_pb2.ContainerAllocateResponse:
     )
 
 
-class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
-    def __init__(self, board: DeviceBoard, allocator: Allocator) -> None:
+Prefer = Callable[[list[str], list[str], int], Awaitable[list[str]]]
+"""(available, must include, size) -> the IDs to suggest; raises AllocationError or KubeError."""
+
+
+async def preferred_response(
+    request: api_pb2.PreferredAllocationRequest, prefer: Prefer, resource: str
+) -> api_pb2.PreferredAllocationResponse:
+    """Each container's suggestion; when ``prefer`` cannot choose, a plain pick leaves it to the kubelet."""
+    responses = []
+    for req in request.container_requests:
+        available, must, size = (
+            list(req.available_deviceIDs),
+            list(req.must_include_deviceIDs),
+            req.allocation_size,
+        )
+        try:
+            ids = await prefer(available, must, size)
+        except (AllocationError, KubeError) as err:
+            log.warning("GetPreferredAllocation of %s: %s; leaving the choice to the kubelet", resource, err)
+            ids = plain_pick(available, must, size)
+        responses.append(api_pb2.ContainerPreferredAllocationResponse(deviceIDs=ids))
+    return api_pb2.PreferredAllocationResponse(container_responses=responses)
+
+
+class BoardServicer(api_pb2_grpc.DevicePluginServicer):
+    """A resource whose device list is a :class:`DeviceBoard`'s: the options from two class flags, the
+    ``ListAndWatch`` stream, and no ``PreStartContainer`` check. Each resource's servicer (vcuda shares, MIG
+    instances, NVIDIA's modes) adds its own ``Allocate`` and ``GetPreferredAllocation``."""
+
+    pre_start_required: ClassVar[bool] = False
+    preferred_allocation: ClassVar[bool] = False
+
+    def __init__(self, board: DeviceBoard) -> None:
         self._board = board
-        self._allocator = allocator
+
+    def add_to(self, server: grpc.aio.Server) -> None:
+        """Serve this resource on ``server`` (a :class:`plugin.kubelet.Registrar`'s ``add_servicer``)."""
+        api_pb2_grpc.add_DevicePluginServicer_to_server(self, server)  # type: ignore[no-untyped-call]
 
     async def GetDevicePluginOptions(  # noqa: N802 (gRPC method name)
         self, request: api_pb2.Empty, context: Ctx
     ) -> api_pb2.DevicePluginOptions:
-        return api_pb2.DevicePluginOptions(pre_start_required=True, get_preferred_allocation_available=True)
+        return api_pb2.DevicePluginOptions(
+            pre_start_required=self.pre_start_required,
+            get_preferred_allocation_available=self.preferred_allocation,
+        )
 
     async def ListAndWatch(  # noqa: N802 (gRPC method name)
         self, request: api_pb2.Empty, context: Ctx
@@ -109,20 +169,26 @@ class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
         async for slices in self._board.watch():
             yield device_list(slices)
 
+    async def PreStartContainer(  # noqa: N802 (gRPC method name)
+        self, request: api_pb2.PreStartContainerRequest, context: Ctx
+    ) -> api_pb2.PreStartContainerResponse:
+        return api_pb2.PreStartContainerResponse()
+
+
+class DevicePluginServicer(BoardServicer):
+    """``vcuda-core``: the allocator decides; ``PreStartContainer`` verifies its attribution."""
+
+    pre_start_required = True
+    preferred_allocation = True
+
+    def __init__(self, board: DeviceBoard, allocator: Allocator) -> None:
+        super().__init__(board)
+        self._allocator = allocator
+
     async def GetPreferredAllocation(  # noqa: N802 (gRPC method name)
         self, request: api_pb2.PreferredAllocationRequest, context: Ctx
     ) -> api_pb2.PreferredAllocationResponse:
-        responses = []
-        for req in request.container_requests:
-            try:
-                ids = await self._allocator.preferred(
-                    list(req.available_deviceIDs), list(req.must_include_deviceIDs), req.allocation_size
-                )
-            except (AllocationError, KubeError) as err:
-                log.warning("GetPreferredAllocation: %s; leaving the choice to the kubelet", err)
-                ids = [*req.must_include_deviceIDs, *req.available_deviceIDs][: req.allocation_size]
-            responses.append(api_pb2.ContainerPreferredAllocationResponse(deviceIDs=ids))
-        return api_pb2.PreferredAllocationResponse(container_responses=responses)
+        return await preferred_response(request, self._allocator.preferred, "vcuda-core")
 
     async def Allocate(  # noqa: N802 (gRPC method name)
         self, request: api_pb2.AllocateRequest, context: Ctx

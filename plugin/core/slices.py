@@ -14,7 +14,7 @@ from plugin.core.mig import shareable
 from vcuda.model import GpuUuid
 from vcuda.units import CORE_PER_GPU
 
-__all__ = ["SEPARATOR", "Slice", "SliceId", "gpu_split", "parse_slice_id", "slice_id", "slices"]
+__all__ = ["SEPARATOR", "Slice", "SliceId", "gpu_split", "parse_slice_id", "plain_pick", "slice_id", "slices"]
 
 SliceId = NewType("SliceId", str)
 SEPARATOR: Final = "::"
@@ -44,6 +44,14 @@ def parse_slice_id(text: str) -> tuple[GpuUuid, int]:
 def gpu_split(ids: Iterable[str]) -> dict[GpuUuid, int]:
     """How many slices of each GPU a set of device IDs holds."""
     return dict(Counter(parse_slice_id(i)[0] for i in ids))
+
+
+def plain_pick(available: Sequence[str], must_include: Sequence[str], size: int) -> list[str]:
+    """The answer when no preference applies: the must-include IDs, then the others in the kubelet's order.
+    The kubelet's ``available`` already holds the must-include IDs (it sends their union), so each ID is
+    named once."""
+    must = set(must_include)
+    return [*must_include, *(i for i in available if i not in must)][:size]
 
 
 def slices(gpus: Sequence[Gpu], healthy: Mapping[GpuUuid, bool]) -> tuple[Slice, ...]:

@@ -5,15 +5,32 @@ confirmed; an interchangeable one (identical request, constraints and core limit
 and the records are corrected; anything else raises :class:`AttributionMismatchError`. Standard library only.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from plugin.core.attribution import Candidate, ContainerKey, container_name, interchangeable
+from plugin.core.admission import Booked
+from plugin.core.attribution import (
+    Candidate,
+    ContainerKey,
+    PendingPod,
+    PodKey,
+    container_name,
+    interchangeable,
+)
 from plugin.core.errors import AttributionMismatchError
 from plugin.core.slices import gpu_split
+from vcuda.model import GpuShare, Phase
 
-__all__ = ["Outcome", "Verdict", "verify"]
+__all__ = [
+    "Outcome",
+    "Verdict",
+    "confirmed_containers",
+    "pod_phase",
+    "swap_moves",
+    "swap_owners",
+    "verify",
+]
 
 
 class Outcome(StrEnum):
@@ -50,3 +67,33 @@ def verify(
         f"devices on {sorted(gpu_split(ids))} were configured for {container_name(attributed.key)} but the "
         f"kubelet gave them to {container_name(owner)}, whose request or constraints differ; not starting it"
     )
+
+
+def swap_moves(attributed: Candidate, owner: Candidate) -> dict[PodKey, dict[str, tuple[GpuShare, ...]]]:
+    """The GPUs each of two swapped containers runs on now, per pod (the moves its status records)."""
+    new = {owner.key: attributed.assignment.shares, attributed.key: owner.assignment.shares}
+    return {
+        pod: {k.container: s for k, s in new.items() if k.pod == pod}
+        for pod in sorted({owner.key.pod, attributed.key.pod})
+    }
+
+
+def swap_owners(
+    owners: Mapping[str, ContainerKey], dir_name: str, attributed: ContainerKey, owner: ContainerKey
+) -> dict[str, ContainerKey]:
+    """The records (by directory) a swap hands to another container: ``dir_name``'s devices go to
+    ``owner``, and ``owner``'s other records to ``attributed`` (it runs with their configuration)."""
+    moved = {n: attributed for n, o in owners.items() if o == owner and n != dir_name}
+    return moved | {dir_name: owner}
+
+
+def confirmed_containers(records: Iterable[Booked], pod: PodKey, pending: PendingPod | None) -> set[str]:
+    """The pod's containers whose allocation is confirmed (records) or already read back as allocated."""
+    done = {r.owner.container for r in records if r.confirmed and r.owner.pod == pod}
+    return done | set(pending.allocated if pending else ())
+
+
+def pod_phase(pending: PendingPod | None, done: set[str]) -> Phase:
+    """``allocated`` once every GPU container of the pod is confirmed, else ``assumed``."""
+    wanted = {c.name for c in pending.request.containers} if pending is not None else done
+    return Phase.ALLOCATED if wanted <= done else Phase.ASSUMED

@@ -12,8 +12,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from plugin.allocator import Held
 from plugin.api.podresources.v1 import api_pb2, api_pb2_grpc
+from plugin.core.admission import Held
 from plugin.kubelet import PodResourcesClient
 from plugin.mig_partition import held_device_ids
 from vcuda.names import Names
