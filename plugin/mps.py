@@ -6,7 +6,8 @@ and returns). The defaults every client gets are then set on the daemon itself
 (``set_default_active_thread_percentage``, ``set_default_device_pinned_mem_limit 0``: the one GPU the
 daemon sees), as NVIDIA's MPS daemon does, so a client that drops its environment is still held to its
 share. Health is the control program answering ``get_default_active_thread_percentage``; a daemon that
-stops answering is started again with a backoff (0.5 s doubling to 30 s). On shutdown (and
+stops answering is started again with a backoff (0.5 s doubling to 30 s, reset only once a started daemon
+has answered: ``-d`` exits 0 before the daemon it forks can die). On shutdown (and
 ``--uninstall``) each daemon is told ``quit``.
 """
 
@@ -132,9 +133,9 @@ class MpsSupervisor:
         failures = 0
         while True:
             if await self._start(gpu):
-                failures = 0
                 self._mark_ready()
                 while await self._healthy(gpu):
+                    failures = 0  # only a daemon that answered was a success: one dying at once backs off
                     await asyncio.sleep(self._check_s)
                 log.error("MPS daemon of %s stopped answering: starting it again", gpu.uuid)
             failures += 1

@@ -216,7 +216,9 @@ def _mps(gpu: Gpu, held: int, plan: GpuPlan, share: ShareOptions) -> tuple[dict[
     envs = {
         "CUDA_MPS_PIPE_DIRECTORY": MPS_PIPE_PATH,
         "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": str(min(100, 100 * held // plan.replicas)),
-        "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT": f"{gpu.uuid}={min(memory, gpu.memory_mib)}M",
+        # By the client's device ordinal (it sees this GPU alone): the driver ignores a limit keyed by UUID,
+        # which NVIDIA's plugin found out and worked around the same way (v0.15.0).
+        "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT": f"0={min(memory, gpu.memory_mib)}M",
     }
     mounts = (
         Mount(MPS_PIPE_PATH, str(root / "pipe"), read_only=False),

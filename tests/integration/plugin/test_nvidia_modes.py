@@ -186,7 +186,7 @@ async def test_mps_starts_one_daemon_per_gpu_restarts_it_when_it_dies_and_stops_
     assert got.response is not None
     assert got.response.envs["CUDA_MPS_PIPE_DIRECTORY"] == MPS_PIPE_PATH
     assert got.response.envs["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "50"
-    assert got.response.envs["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == f"{UUIDS[0]}={81559 // 2}M"
+    assert got.response.envs["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == f"0={81559 // 2}M"
     assert {m.container_path: m.host_path for m in got.response.mounts}[MPS_PIPE_PATH] == str(pipe)
     os.kill(int((pipe / "nvidia-cuda-mps-control.pid").read_text()), signal.SIGKILL)
     await eventually(lambda: len([e for e in mps_log(log) if e["argv"] == ["-d"]]) == 2, timeout=20)

@@ -1,0 +1,43 @@
+"""The MPS supervisor (plugin.mps) against control programs that misbehave the way a broken node's does."""
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+import plugin.mps
+from plugin.mps import MpsGpu, MpsSupervisor
+
+# `-d` succeeds (the real one forks and returns 0 before the daemon has done anything), but the daemon dies
+# at once (a GPU in the wrong compute mode, a missing library): every command afterwards finds no daemon.
+DIES_AT_ONCE = """#!/bin/sh
+[ "$1" = "-d" ] && exit 0
+cat >/dev/null
+echo "Cannot find MPS control daemon process" >&2
+exit 1
+"""
+
+
+async def test_a_daemon_that_dies_right_after_each_start_is_restarted_with_a_growing_backoff(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    control = tmp_path / "nvidia-cuda-mps-control"
+    control.write_text(DIES_AT_ONCE)
+    control.chmod(0o755)
+    supervisor = MpsSupervisor(
+        [MpsGpu("GPU-0", 50, 1024)], control, tmp_path / "mps", check_s=0.0, max_backoff_s=8.0
+    )
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def counted_sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) >= 6:
+            raise asyncio.CancelledError
+        await real_sleep(0)
+
+    monkeypatch.setattr(plugin.mps.asyncio, "sleep", counted_sleep)
+    with pytest.raises(asyncio.CancelledError):
+        await supervisor._supervise(supervisor._gpus[0])  # noqa: SLF001 (the loop under test)
+    assert waits == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0], "a start that never answers is a failure, not a success"
+    assert supervisor.starts["GPU-0"] == 6
