@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-import plugin.mps
 from plugin.mps import MpsGpu, MpsSupervisor
 
 # `-d` succeeds (the real one forks and returns 0 before the daemon has done anything), but the daemon dies
@@ -36,8 +35,8 @@ async def test_a_daemon_that_dies_right_after_each_start_is_restarted_with_a_gro
             raise asyncio.CancelledError
         await real_sleep(0)
 
-    monkeypatch.setattr(plugin.mps.asyncio, "sleep", counted_sleep)
+    monkeypatch.setattr(asyncio, "sleep", counted_sleep)
     with pytest.raises(asyncio.CancelledError):
-        await supervisor._supervise(supervisor._gpus[0])  # noqa: SLF001 (the loop under test)
+        await supervisor._supervise(supervisor._gpus[0])
     assert waits == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0], "a start that never answers is a failure, not a success"
     assert supervisor.starts["GPU-0"] == 6

@@ -160,7 +160,9 @@ def test_an_mps_client_gets_its_gpus_daemon_and_its_share() -> None:
     plan = allocate([f"{U[1]}::1"], MPS, mps_dir="/var/lib/kube-vgpu/mps")
     assert plan.envs["CUDA_MPS_PIPE_DIRECTORY"] == MPS_PIPE_PATH
     assert plan.envs["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "50"
-    assert plan.envs["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == f"0={81559 // 2}M", "by ordinal: the driver ignores UUID keys"
+    assert plan.envs["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == f"0={81559 // 2}M", (
+        "by ordinal: the driver ignores UUID keys"
+    )
     assert {m.container_path: m.host_path for m in plan.mounts}[
         MPS_PIPE_PATH
     ] == f"/var/lib/kube-vgpu/mps/{U[1]}/pipe"
