@@ -62,3 +62,29 @@ def test_a_bad_nvidia_file_stops_the_plugin_with_code_2_naming_the_key(
     path.write_text(yaml.safe_dump(bad))
     assert main([f"--config-file={path}", "--node-name=n1"]) == 2
     assert "sharing.timeSlicing.resources[0].replicas: must be >= 2" in capsys.readouterr().err
+
+
+# What NVIDIA's plugin logs at start ("Running with config:"), unset flags as null and its default resources
+# included: operators moving a node pool copy it as their config file.
+NVIDIA_LOGGED = """{"version": "v1", "flags": {"migStrategy": "none", "failOnInitError": true,
+  "mpsRoot": "/run/nvidia/mps", "nvidiaDriverRoot": "/", "nvidiaDevRoot": "/", "gdrcopyEnabled": null,
+  "gdsEnabled": null, "mofedEnabled": null, "useNodeFeatureAPI": null, "deviceDiscoveryStrategy": "auto",
+  "plugin": {"passDeviceSpecs": false, "deviceListStrategy": ["envvar"], "deviceIDStrategy": "uuid",
+  "cdiAnnotationPrefix": "cdi.k8s.io/", "nvidiaCTKPath": "/usr/bin/nvidia-ctk", "containerDriverRoot": "/driver-root",
+  "sharedDevicesAllocationPolicy": null},
+  "gfd": {"oneshot": false, "noTimestamp": false, "sleepInterval": "1m0s",
+  "outputFile": "/etc/kubernetes/node-feature-discovery/features.d/gfd", "machineTypeFile": null}},
+  "resources": {"gpus": [{"pattern": "*", "name": "nvidia.com/gpu"}],
+  "mig": [{"pattern": "1g.10gb", "name": "nvidia.com/mig-1g.10gb"}]},
+  "sharing": {"timeSlicing": {"resources": [{"name": "nvidia.com/gpu", "devices": "all", "replicas": 4}]}},
+  "imex": {"channelIDs": [], "required": false}}"""
+
+
+def test_the_config_nvidias_plugin_logs_is_read_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "logged.json"
+    path.write_text(NVIDIA_LOGGED)
+    settings = load_settings([f"--config-file={path}", "--node-name=n1"], env={})
+    assert (settings.mig_strategy.value, str(settings.nvidia_driver_root)) == ("none", "/driver-root")
+    config = load_nvidia_config(path)
+    assert config is not None
+    assert [(r.name, r.replicas) for r in config.sharing.resources] == [("nvidia.com/gpu", 4)]
