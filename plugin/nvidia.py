@@ -131,7 +131,9 @@ class NvidiaServicer(api_pb2_grpc.DevicePluginServicer):
                 log.warning(
                     "GetPreferredAllocation of %s: %s; leaving the choice to the kubelet", self._resource, err
                 )
-                ids = [*req.must_include_deviceIDs, *req.available_deviceIDs][: req.allocation_size]
+                # the kubelet lists must-include devices among the available ones: each once
+                ids = list(dict.fromkeys([*req.must_include_deviceIDs, *req.available_deviceIDs]))
+                ids = ids[: req.allocation_size]
             responses.append(api_pb2.ContainerPreferredAllocationResponse(deviceIDs=ids))
         return api_pb2.PreferredAllocationResponse(container_responses=responses)
 

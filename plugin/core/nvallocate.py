@@ -175,8 +175,8 @@ def preferred_devices(
     """The devices to suggest; raises :class:`AllocationError` when ``available`` cannot fill ``size``."""
     if len(set(available) | set(must_include)) < size:
         raise AllocationError(f"not enough available devices to satisfy an allocation of {size}")
-    replicated = any(parse_device_id(i, plans).replicas > 1 for i in [*available, *must_include])  # validates
-    if replicated:
+    served = [parse_device_id(i, plans) for i in [*available, *must_include]]  # every ID, before any is used
+    if any(p.replicas > 1 for p in served):
         return _replicas(available, must_include, size, plans, policy)
     return _whole(available, must_include, size, links, numa)
 
@@ -271,8 +271,10 @@ def plan_nvidia_container(
     options: PlanOptions,
     share: ShareOptions,
 ) -> NvidiaPlan:
-    """The answer for one container; raises :class:`AllocationError` for an ID not served, a shared request
-    over one device with ``failRequestsGreaterThanOne``, or MPS replicas of two GPUs (two daemons)."""
+    """The answer for one container; raises :class:`AllocationError` for an ID not served or given twice, a
+    shared request over one device with ``failRequestsGreaterThanOne``, or MPS replicas of two GPUs."""
+    if len(set(ids)) != len(ids):  # a device counted twice would give the container twice its share
+        raise AllocationError(f"a device ID is listed more than once in {list(ids)}")
     held = [parse_device_id(i, plans) for i in ids]
     counts: dict[str, int] = {}
     for p in held:

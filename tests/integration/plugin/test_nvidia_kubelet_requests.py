@@ -1,0 +1,71 @@
+# mypy: disable-error-code="no-untyped-call"
+"""``nvidia.com/gpu`` requests no well-behaved kubelet sends, straight to the plugin's gRPC servicer: the
+answer is a refusal or a well-formed suggestion, never a container given more than the devices it holds."""
+
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from plugin.api.deviceplugin.v1beta1 import api_pb2
+from tests.integration.plugin.test_nvidia_modes import FAKE_MPS, GPU, TS, UUIDS, nvidia_env
+
+MPS = {"version": "v1", "sharing": {"mps": {"resources": [{"name": "gpu", "replicas": 4, "devices": [0]}]}}}
+
+
+def allocate(*ids: str) -> api_pb2.AllocateRequest:
+    return api_pb2.AllocateRequest(
+        container_requests=[api_pb2.ContainerAllocateRequest(devices_ids=list(ids))]
+    )
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        [f"{UUIDS[0]}::1", f"{UUIDS[0]}::1"],  # one replica twice: twice its share
+        [f"{UUIDS[0]}::9"],  # never advertised
+        [UUIDS[0]],  # the GPU of a replicated resource, whole
+        [f"{UUIDS[5]}::0"],  # a vcuda GPU's slice, under this resource
+    ],
+    ids=["duplicated", "not advertised", "whole id of a shared gpu", "another resource's gpu"],
+)
+async def test_allocate_refuses_device_ids_the_resource_does_not_hold_once_each(
+    env_factory: Any, short_dir: Path, ids: list[str]
+) -> None:
+    env = await nvidia_env(env_factory, short_dir, TS)
+    ep = await env.kubelet.wait_registered(GPU)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await ep.stub.Allocate(allocate(*ids), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_an_mps_replica_given_twice_does_not_get_twice_its_share(
+    env_factory: Any, short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_MPS_LOG", str(short_dir / "mps.log"))
+    env = await nvidia_env(env_factory, short_dir, MPS, mps_control_path=FAKE_MPS)
+    ep = await env.kubelet.wait_registered(GPU)
+    with pytest.raises(grpc.aio.AioRpcError, match="more than once"):
+        await ep.stub.Allocate(allocate(f"{UUIDS[0]}::0", f"{UUIDS[0]}::0"), timeout=10)
+
+
+async def test_a_suggestion_the_plugin_cannot_make_still_names_each_device_once(
+    env_factory: Any, short_dir: Path
+) -> None:
+    env = await nvidia_env(env_factory, short_dir, TS)
+    ep = await env.kubelet.wait_registered(GPU)
+    must = f"{UUIDS[0]}::0"
+    # The kubelet lists the reused device among the available ones; an ID it should not have makes the
+    # plugin leave the choice to it.
+    req = api_pb2.ContainerPreferredAllocationRequest(
+        available_deviceIDs=[must, "GPU-not-here::0", f"{UUIDS[1]}::0", f"{UUIDS[1]}::1"],
+        must_include_deviceIDs=[must],
+        allocation_size=2,
+    )
+    reply = await ep.stub.GetPreferredAllocation(
+        api_pb2.PreferredAllocationRequest(container_requests=[req]), timeout=10
+    )
+    (got,) = reply.container_responses
+    assert len(set(got.deviceIDs)) == len(got.deviceIDs) == 2
+    assert must in got.deviceIDs
