@@ -14,6 +14,7 @@ the GPU's memory / replicas (or ``memoryMiB``) and compute = 100 / replicas per 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
+from math import comb
 from pathlib import PurePosixPath
 from typing import Final
 
@@ -126,11 +127,10 @@ def _whole(
     need = size - len(must)
     if need <= 0:
         return list(must)[:size]
-    options = list(combinations(rest, need))
-    if len(options) > _EXHAUSTIVE_LIMIT:  # a huge node: the first set by UUID, still deterministic
+    if comb(len(rest), need) > _EXHAUSTIVE_LIMIT:  # a huge node: the first set by UUID, still deterministic
         return [*must, *rest[:need]]
     # max keeps the first best set; combinations of the sorted IDs come in order: ties end on the UUIDs
-    best = max(options, key=lambda extra: _set_score([*must, *extra], by_pair, numa))
+    best = max(combinations(rest, need), key=lambda extra: _set_score([*must, *extra], by_pair, numa))
     return [*must, *best]
 
 
