@@ -11,6 +11,8 @@ import asyncio
 import json
 import logging
 import os
+import shutil
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +21,12 @@ from typing import Any
 import grpc
 
 from plugin.api.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
-from plugin.core.allocate import PlanOptions
+from plugin.core.allocate import NODE_DIR_NAME, PlanOptions
 from plugin.core.errors import AllocationError
 from plugin.core.gpu import Gpu
 from plugin.core.gpumodes import GpuPlan, ModePlan, decode_modes, encode_modes, gpu_of_device, hold_switches
 from plugin.core.nvallocate import (
+    REPLICAS_DIR,
     NvidiaPlan,
     ShareOptions,
     device_ids,
@@ -37,6 +40,7 @@ from plugin.mps import MpsGpu, MpsSupervisor, quit_daemons
 from plugin.server import DeviceBoard, device_list
 from plugin.state import StateDir
 from vcuda.model import GpuLink, GpuMode, GpuUuid
+from vcuda.shimfile import NODE_TENANTS_DIR, ShimConfig
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
@@ -154,7 +158,7 @@ class NvidiaServicer(api_pb2_grpc.DevicePluginServicer):
                 log.error("Allocate of %s refused: %s", self._resource, err)
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"kube-vgpu: {err}")
             if plan.config is not None:
-                await asyncio.to_thread(self._state.write_replica, plan.dir_name, plan.config)
+                await asyncio.to_thread(self._write_replica, plan.dir_name, plan.config)
             log.info("allocated %s %s", self._resource, ",".join(req.devices_ids))
             responses.append(nvidia_response(plan))
         return api_pb2.AllocateResponse(container_responses=responses)
@@ -163,6 +167,23 @@ class NvidiaServicer(api_pb2_grpc.DevicePluginServicer):
         self, request: api_pb2.PreStartContainerRequest, context: Ctx
     ) -> api_pb2.PreStartContainerResponse:
         return api_pb2.PreStartContainerResponse()
+
+    def _write_replica(self, dir_name: str, config: ShimConfig) -> None:
+        """The replica set's shim files, its tenant-writable directories new for each container given it: the
+        directory name comes back with the same replicas, so the last holder (ended, or force-deleted and
+        still running) would otherwise hand the next tenant its files (a crafted record, a FIFO). Each is
+        renamed aside before it is removed: a holder still running keeps the old one (its bind mount follows
+        the directory, not the path) and shares nothing with the new."""
+        root = self._state.root
+        for folder in (
+            root / REPLICAS_DIR / dir_name / "usage",
+            root / NODE_DIR_NAME / NODE_TENANTS_DIR / dir_name,
+        ):
+            if folder.is_dir() and not folder.is_symlink():
+                aside = folder.with_name(f".{folder.name}.{time.time_ns()}.gone")
+                folder.rename(aside)
+                shutil.rmtree(aside, ignore_errors=True)
+        self._state.write_replica(dir_name, config)
 
 
 class NvidiaPlugins:

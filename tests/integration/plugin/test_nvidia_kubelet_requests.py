@@ -2,6 +2,7 @@
 """``nvidia.com/gpu`` requests no well-behaved kubelet sends, straight to the plugin's gRPC servicer: the
 answer is a refusal or a well-formed suggestion, never a container given more than the devices it holds."""
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +70,29 @@ async def test_a_suggestion_the_plugin_cannot_make_still_names_each_device_once(
     (got,) = reply.container_responses
     assert len(set(got.deviceIDs)) == len(got.deviceIDs) == 2
     assert must in got.deviceIDs
+
+
+async def test_the_next_tenant_of_the_same_replicas_finds_nothing_the_last_one_left(
+    env_factory: Any, short_dir: Path
+) -> None:
+    env = await nvidia_env(env_factory, short_dir, TS)
+    ep = await env.kubelet.wait_registered(GPU)
+    replica = f"{UUIDS[0]}::0"
+
+    async def writable_dirs() -> list[Path]:
+        reply = await ep.stub.Allocate(allocate(replica), timeout=10)
+        (answer,) = reply.container_responses
+        return sorted(Path(m.host_path) for m in answer.mounts if not m.read_only)
+
+    first = await writable_dirs()
+    assert len(first) == 2  # the usage directory and the node record directory
+    for folder in first:  # the first tenant plants files for whoever gets these replicas next
+        (folder / "planted").write_text("x")
+        os.mkfifo(folder / f"{UUIDS[0]}.bin")
+    second = await writable_dirs()  # the first container ended; the kubelet gives the same replica again
+    assert second == first
+    for folder in second:
+        assert not (folder / "planted").exists()
+        assert not (folder / f"{UUIDS[0]}.bin").exists()
+    usage = next(f for f in second if f.name == "usage")
+    assert [p.name for p in usage.iterdir() if not p.name.startswith(".")], "the usage file is written again"
