@@ -11,6 +11,7 @@ import pytest
 
 from plugin.api.deviceplugin.v1beta1 import api_pb2
 from tests.integration.plugin.test_nvidia_modes import FAKE_MPS, GPU, TS, UUIDS, nvidia_env
+from vcuda.shimfile import decode_placement
 
 MPS = {"version": "v1", "sharing": {"mps": {"resources": [{"name": "gpu", "replicas": 4, "devices": [0]}]}}}
 
@@ -96,3 +97,17 @@ async def test_the_next_tenant_of_the_same_replicas_finds_nothing_the_last_one_l
         assert not (folder / f"{UUIDS[0]}.bin").exists()
     usage = next(f for f in second if f.name == "usage")
     assert [p.name for p in usage.iterdir() if not p.name.startswith(".")], "the usage file is written again"
+
+
+async def test_only_live_replica_sets_are_placed_as_neighbours(env_factory: Any, short_dir: Path) -> None:
+    env = await nvidia_env(env_factory, short_dir, TS)
+    ep = await env.kubelet.wait_registered(GPU)
+    # one after another (each container ended before the next): every replica of GPU 0 in turn, then pairs
+    for ids in ([f"{UUIDS[0]}::{n}"] for n in range(4)):
+        await ep.stub.Allocate(allocate(*ids), timeout=10)
+    await ep.stub.Allocate(allocate(f"{UUIDS[0]}::1", f"{UUIDS[0]}::2"), timeout=10)
+    await ep.stub.Allocate(allocate(f"{UUIDS[0]}::0", f"{UUIDS[0]}::1"), timeout=10)
+    placed = decode_placement((env.settings.state_dir / "node" / "placed" / UUIDS[0]).read_bytes())
+    # live now, at most: {::0, ::1} (the last) and {::3}; {::1, ::2} and the single ::0, ::1, ::2 were replaced
+    assert sorted(placed) == sorted([(f"{UUIDS[0]}.0-n2_replica", 50), (f"{UUIDS[0]}.3-n1_replica", 25)])
+    assert sum(share for _, share in placed) <= 100
