@@ -325,6 +325,14 @@ def test_all_takes_only_the_gpus_left_by_earlier_selections() -> None:
             "already taken by kubeVgpu.vcudaDevices",
             id="vcuda GPU named",
         ),
+        pytest.param(
+            {
+                **ts({**R, "replicas": 4}),
+                "kubeVgpu": {"timeSlicing": {"isolation": True, "memoryMiB": 30000}},
+            },
+            "kubeVgpu.timeSlicing.memoryMiB: 30000 MiB x 4 replicas is more than GPU 0's 81559 MiB",
+            id="replicas promised more memory than the GPU has",
+        ),
     ],
 )
 def test_an_impossible_selection_is_refused_naming_the_key(doc: dict[str, Any], message: str) -> None:
