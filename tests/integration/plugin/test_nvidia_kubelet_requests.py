@@ -2,6 +2,7 @@
 """``nvidia.com/gpu`` requests no well-behaved kubelet sends, straight to the plugin's gRPC servicer: the
 answer is a refusal or a well-formed suggestion, never a container given more than the devices it holds."""
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -111,3 +112,25 @@ async def test_only_live_replica_sets_are_placed_as_neighbours(env_factory: Any,
     # live now, at most: {::0, ::1} (the last) and {::3}; {::1, ::2} and the single ::0, ::1, ::2 were replaced
     assert sorted(placed) == sorted([(f"{UUIDS[0]}.0-n2_replica", 50), (f"{UUIDS[0]}.3-n1_replica", 25)])
     assert sum(share for _, share in placed) <= 100
+
+
+async def test_an_mps_gpu_is_exclusive_process_while_its_daemon_runs_and_default_after(
+    env_factory: Any, short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = short_dir / "mps.log"
+    monkeypatch.setenv("FAKE_MPS_LOG", str(log))
+    env = await nvidia_env(env_factory, short_dir, MPS, mps_control_path=FAKE_MPS)
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    smi = [c["argv"] for c in calls if c.get("prog") == "nvidia-smi"]
+    assert smi == [["-i", UUIDS[0], "-c", "EXCLUSIVE_PROCESS"]]
+    assert calls.index(next(c for c in calls if c["argv"] == ["-d"])) > 0, (
+        "exclusive before the daemon starts"
+    )
+    await env.stop()
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [c["argv"] for c in calls if c.get("prog") == "nvidia-smi"][-1] == [
+        "-i",
+        UUIDS[0],
+        "-c",
+        "DEFAULT",
+    ]

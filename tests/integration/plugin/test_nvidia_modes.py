@@ -249,7 +249,9 @@ async def test_uninstall_tells_the_recorded_mps_daemons_to_quit(
     record = {"v": 1, "gpus": [{"uuid": UUIDS[3], "index": 3, "mode": "mps", "resource": GPU, "replicas": 2}]}
     (state / MODES_FILE).write_text(json.dumps(record))
     assert await quit_recorded_mps(state, FAKE_MPS, mps) == [UUIDS[3]]
-    assert mps_log(log)[-1]["stdin"] == ["quit"]
+    *_, told, reset = mps_log(log)
+    assert told["stdin"] == ["quit"]
+    assert (reset["prog"], reset["argv"]) == ("nvidia-smi", ["-i", UUIDS[3], "-c", "DEFAULT"])
     assert not (pipe / "nvidia-cuda-mps-control.pid").exists()
 
 
