@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
-from plugin.core.errors import ConfigError
+from plugin.core.errors import ConfigError, shown
 from plugin.core.nvflags import AllocationPolicy, flag_settings
 from vcuda.model import GpuMode
 
@@ -131,19 +131,19 @@ def _unknown(doc: Mapping[str, Any], known: frozenset[str] | set[str], key: str)
 
 def _bool(value: object, key: str) -> bool:
     if not isinstance(value, bool):
-        raise _fail(key, f"must be true or false, not {value!r}")
+        raise _fail(key, f"must be true or false, not {shown(value)}")
     return value
 
 
 def _int(value: object, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(key, f"must be an integer, not {value!r}")
+        raise _fail(key, f"must be an integer, not {shown(value)}")
     return value
 
 
 def _str(value: object, key: str) -> str:
     if not isinstance(value, str):
-        raise _fail(key, f"must be a string, not {value!r}")
+        raise _fail(key, f"must be a string, not {shown(value)}")
     return value
 
 
@@ -171,8 +171,8 @@ def _ref(item: object, key: str) -> str:
     if isinstance(item, str) and (item.isdigit() or _is_gpu_uuid(item)):
         return item
     if isinstance(item, str) and (item.startswith("MIG-") or ":" in item):
-        raise _fail(key, f"{item!r}: MIG devices cannot be shared by kube-vgpu (name whole GPUs)")
-    raise _fail(key, f"{item!r} is neither a GPU index nor a GPU UUID (GPU-xxxxxxxx-...)")
+        raise _fail(key, f"{shown(item)}: MIG devices cannot be shared by kube-vgpu (name whole GPUs)")
+    raise _fail(key, f"{shown(item)} is neither a GPU index nor a GPU UUID (GPU-xxxxxxxx-...)")
 
 
 def _is_gpu_uuid(text: str) -> bool:
@@ -188,7 +188,7 @@ def parse_devices(raw: object, key: str) -> DeviceSelector:
     if raw == "all":
         return DeviceSelector()
     if isinstance(raw, str):
-        raise _fail(key, f"{raw!r}: the only string allowed is 'all'")
+        raise _fail(key, f"{shown(raw)}: the only string allowed is 'all'")
     if isinstance(raw, int) and not isinstance(raw, bool):
         if raw <= 0:
             raise _fail(key, f"a count of devices must be > 0, not {raw}")
@@ -339,7 +339,7 @@ def parse_nvidia_config(doc: Mapping[str, Any]) -> NvidiaConfig:
     _unknown(doc, _TOP_KEYS, "")
     version = doc.get("version", "v1")
     if version != "v1":
-        raise _fail("version", f"unknown version {version!r} (NVIDIA's config is v1)")
+        raise _fail("version", f"unknown version {shown(version)} (NVIDIA's config is v1)")
     _check_resources(doc.get("resources"))
     _check_imex(doc.get("imex"))
     settings, policy = flag_settings(_mapping(doc.get("flags") or {}, "flags"))

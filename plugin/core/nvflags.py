@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Final
 
-from plugin.core.errors import ConfigError
+from plugin.core.errors import ConfigError, shown
 
 __all__ = ["AllocationPolicy", "flag_settings"]
 
@@ -81,7 +81,7 @@ def _unknown(doc: Mapping[str, Any], known: frozenset[str], prefix: str) -> None
 
 def _typed(value: object, kind: type, key: str) -> Any:
     if not isinstance(value, kind) or (kind is str and not value):
-        raise _fail(key, f"must be a {'boolean' if kind is bool else 'non-empty string'}, not {value!r}")
+        raise _fail(key, f"must be a {'boolean' if kind is bool else 'non-empty string'}, not {shown(value)}")
     return value
 
 
