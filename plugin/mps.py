@@ -1,13 +1,16 @@
 """One MPS control daemon per MPS-shared GPU, started, watched and stopped by the plugin.
 
-For each GPU: ``nvidia-cuda-mps-control -d`` with ``CUDA_VISIBLE_DEVICES=<uuid>`` and its own
+For each GPU: ``nvidia-smi -i <uuid> -c EXCLUSIVE_PROCESS`` (``nvidia-smi`` beside the control program; a
+GPU that cannot be switched gets no daemon: its clients would not be held by it), then
+``nvidia-cuda-mps-control -d`` with ``CUDA_VISIBLE_DEVICES=<uuid>`` and its own
 ``CUDA_MPS_PIPE_DIRECTORY`` / ``CUDA_MPS_LOG_DIRECTORY`` under ``<mps-root>/<uuid>/`` (``-d`` forks the daemon
 and returns). The defaults every client gets are then set on the daemon itself
 (``set_default_active_thread_percentage``, ``set_default_device_pinned_mem_limit 0``: the one GPU the
 daemon sees), as NVIDIA's MPS daemon does, so a client that drops its environment is still held to its
 share. Health is the control program answering ``get_default_active_thread_percentage``; a daemon that
-stops answering is started again with a backoff (0.5 s doubling to 30 s). On shutdown (and
-``--uninstall``) each daemon is told ``quit``.
+stops answering is started again with a backoff (0.5 s doubling to 30 s, reset only once a started daemon
+has answered: ``-d`` exits 0 before the daemon it forks can die). On shutdown (and
+``--uninstall``) each daemon is told ``quit`` and its GPU goes back to ``DEFAULT``.
 """
 
 import asyncio
@@ -60,11 +63,24 @@ async def _control(
     return proc.returncode or 0, (out or b"").decode(errors="replace").strip()
 
 
+def _smi(control: Path) -> Path:
+    """``nvidia-smi`` beside the control program: both are the driver's (``<driver root>/usr/bin``)."""
+    return control.parent / "nvidia-smi"
+
+
+async def _compute_mode(control: Path, uuid: str, mode: str) -> tuple[int, str]:
+    return await _control(_smi(control), {**os.environ}, "-i", uuid, "-c", mode)
+
+
 async def quit_daemons(control: Path, root: Path, uuids: Sequence[str]) -> None:
-    """``echo quit | nvidia-cuda-mps-control`` for each GPU's daemon (best effort: it may be gone)."""
+    """``echo quit | nvidia-cuda-mps-control`` for each GPU's daemon (best effort: it may be gone), then the
+    GPU's compute mode back to ``DEFAULT`` (whole GPUs and vcuda shares run several processes)."""
     for uuid in uuids:
         code, out = await _control(control, _env(root, uuid), stdin="quit\n")
         log.info("MPS daemon of %s told to quit (exit %d%s)", uuid, code, f": {out}" if code else "")
+        code, out = await _compute_mode(control, uuid, "DEFAULT")
+        if code != 0:
+            log.error("GPU %s: compute mode not set back to DEFAULT (exit %d): %s", uuid, code, out)
 
 
 class MpsSupervisor:
@@ -101,6 +117,12 @@ class MpsSupervisor:
         for key in ("CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY"):
             Path(env[key]).mkdir(parents=True, exist_ok=True)
         self.starts[gpu.uuid] += 1
+        # Exclusive-process, as NVIDIA's MPS daemon sets it: the MPS server is then the GPU's one process,
+        # so a client that drops CUDA_MPS_PIPE_DIRECTORY cannot run beside it on the bare GPU, unlimited.
+        code, out = await _compute_mode(self._control, gpu.uuid, "EXCLUSIVE_PROCESS")
+        if code != 0:
+            log.error("GPU %s: compute mode not set to EXCLUSIVE_PROCESS (exit %d): %s", gpu.uuid, code, out)
+            return False
         code, out = await _control(self._control, env, "-d")
         if code != 0:
             log.error("MPS daemon of %s did not start (%s exited %d): %s", gpu.uuid, self._control, code, out)
@@ -132,9 +154,9 @@ class MpsSupervisor:
         failures = 0
         while True:
             if await self._start(gpu):
-                failures = 0
                 self._mark_ready()
                 while await self._healthy(gpu):
+                    failures = 0  # only a daemon that answered was a success: one dying at once backs off
                     await asyncio.sleep(self._check_s)
                 log.error("MPS daemon of %s stopped answering: starting it again", gpu.uuid)
             failures += 1

@@ -11,6 +11,8 @@ import asyncio
 import json
 import logging
 import os
+import shutil
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +21,17 @@ from typing import Any
 import grpc
 
 from plugin.api.deviceplugin.v1beta1 import api_pb2
-from plugin.core.allocate import PlanOptions
+from plugin.core.allocate import NODE_DIR_NAME, PlanOptions
 from plugin.core.errors import AllocationError
 from plugin.core.gpu import Gpu
 from plugin.core.gpumodes import GpuPlan, ModePlan, decode_modes, encode_modes, gpu_of_device, hold_switches
-from plugin.core.nvallocate import ShareOptions, device_ids, plan_nvidia_container, preferred_devices
+from plugin.core.nvallocate import (
+    REPLICAS_DIR,
+    ShareOptions,
+    device_ids,
+    plan_nvidia_container,
+    preferred_devices,
+)
 from plugin.core.slices import Slice, SliceId
 from plugin.kube import Cluster
 from plugin.kubelet import PodResourcesClient, Registrar
@@ -31,6 +39,7 @@ from plugin.mps import MpsGpu, MpsSupervisor, quit_daemons
 from plugin.server import BoardServicer, DeviceBoard, plan_response, preferred_response
 from plugin.state import StateDir
 from vcuda.model import GpuLink, GpuMode, GpuUuid
+from vcuda.shimfile import NODE_TENANTS_DIR, ShimConfig
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
@@ -111,10 +120,50 @@ class NvidiaServicer(BoardServicer):
                 log.error("Allocate of %s refused: %s", self._resource, err)
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"kube-vgpu: {err}")
             if plan.config is not None:
-                await asyncio.to_thread(self._state.write_replica, plan.dir_name, plan.config)
+                await asyncio.to_thread(self._write_replica, plan.dir_name, plan.config, req.devices_ids)
             log.info("allocated %s %s", self._resource, ",".join(req.devices_ids))
             responses.append(plan_response(plan))
         return api_pb2.AllocateResponse(container_responses=responses)
+
+    def _write_replica(self, dir_name: str, config: ShimConfig, ids: Sequence[str]) -> None:
+        """The replica set's shim files, after removing what earlier holders of any of ``ids`` left: their
+        replica sets (so the GPU's placed neighbours are the live sets only: their device IDs are disjoint,
+        their shares add up to at most the GPU) and this set's tenant-writable directories, whose name comes
+        back with the same replicas (the last holder, ended or force-deleted and still running, would hand the
+        next tenant its files: a crafted record, a FIFO). Each directory is renamed aside before it is
+        removed: a holder still running keeps the old one (its bind mount follows the directory, not the
+        path)."""
+        root = self._state.root
+        replicas = root / REPLICAS_DIR
+        for folder in sorted(replicas.iterdir()) if replicas.is_dir() else ():
+            if folder.name != dir_name and _recorded_ids(folder) & set(ids):
+                _remove(folder)
+                _remove(root / NODE_DIR_NAME / NODE_TENANTS_DIR / folder.name)
+        _remove(replicas / dir_name / "usage")
+        _remove(root / NODE_DIR_NAME / NODE_TENANTS_DIR / dir_name)
+        (replicas / dir_name).mkdir(parents=True, exist_ok=True)
+        (replicas / dir_name / _IDS_FILE).write_text(json.dumps(sorted(ids)))
+        self._state.write_replica(dir_name, config)
+
+
+_IDS_FILE = "device-ids.json"
+"""The device IDs of a replica set (plugin-written, beside its config; not in the tenant's mounts)."""
+
+
+def _recorded_ids(folder: Path) -> set[str]:
+    try:
+        ids = json.loads((folder / _IDS_FILE).read_text())
+    except (OSError, ValueError):
+        return set()
+    return {i for i in ids if isinstance(i, str)} if isinstance(ids, list) else set()
+
+
+def _remove(folder: Path) -> None:
+    """Rename aside, then remove: whoever still has the directory mounted keeps it, nobody else sees it."""
+    if folder.is_dir() and not folder.is_symlink():
+        aside = folder.with_name(f".{folder.name}.{time.time_ns()}.gone")
+        folder.rename(aside)
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 class NvidiaPlugins:

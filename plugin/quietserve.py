@@ -7,12 +7,16 @@ per idle server, on every GPU node. :class:`QuietServing` sleeps in ``select`` u
     class Server(QuietServing, ThreadingHTTPServer): ...
 """
 
+import logging
 import selectors
 import socket
+import sys
 import threading
 from typing import Any
 
 __all__ = ["QuietServing"]
+
+log = logging.getLogger(__name__)
 
 
 class QuietServing:
@@ -39,6 +43,16 @@ class QuietServing:
         """Ends ``serve_forever`` and waits for it (from another thread, as ``socketserver``'s)."""
         self._stop_w.send(b"x")
         self._stopped.wait()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client hanging up mid-request (a probe timing out, a scanner, anyone on the node's network) is
+        routine: one debug line, not ``socketserver``'s traceback printed to stderr for every reset; any other
+        failure is logged, with its traceback, through logging."""
+        err = sys.exc_info()[1]
+        if isinstance(err, ConnectionError):
+            log.debug("HTTP client %s hung up: %s", client_address, err)
+        else:
+            log.warning("HTTP request from %s failed", client_address, exc_info=True)
 
     def server_close(self) -> None:
         super().server_close()  # type: ignore[misc]  # the server class's

@@ -1,5 +1,6 @@
 """The plugin's errors. Standard library only."""
 
+import reprlib
 from typing import Final
 
 __all__ = [
@@ -9,9 +10,19 @@ __all__ = [
     "ConfigError",
     "MigLayoutChangedError",
     "PluginError",
+    "shown",
 ]
 
 MISMATCH_PREFIX: Final = "kube-vgpu attribution mismatch:"
+
+_SHORT: Final = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 60, 60
+
+
+def shown(value: object) -> str:
+    """``repr`` of a value read from a file, bounded for an error message: YAML aliases nest a list nine
+    deep with nine items each ("billion laughs") at no cost to load, and forever to ``repr``."""
+    return _SHORT.repr(value)
 
 
 class PluginError(Exception):

@@ -143,6 +143,7 @@ def plan_modes(gpus: Sequence[Gpu], config: NvidiaConfig | None) -> ModePlan:
         free = [g for g in usable if g.uuid not in taken]
         plan = GpuPlan(GpuUuid(""), 0, _MODE_OF[sharing.strategy], res.served_as, res.replicas)
         take(_pick(res.devices, free, every, taken, key), plan, key)
+    _check_memory(ext.memory_mib, [(g, plans[g.uuid].replicas) for g in usable if g.uuid in plans])
     rest = GpuPlan(
         GpuUuid(""), 0, ext.default_mode, "" if ext.default_mode is GpuMode.VCUDA else WHOLE_RESOURCE
     )
@@ -150,6 +151,17 @@ def plan_modes(gpus: Sequence[Gpu], config: NvidiaConfig | None) -> ModePlan:
     ordered = tuple(plans[g.uuid] for g in usable)
     renamed = any(r.rename for r in sharing.resources)
     return ModePlan(ordered, sharing.strategy, nvidia=True, renamed=renamed)
+
+
+def _check_memory(memory_mib: int, shared: Sequence[tuple[Gpu, int]]) -> None:
+    """A set per-replica memory must fit every shared GPU's replicas: more would let the replicas of a GPU
+    promise more memory than it has, so one replica's allocations fail another's (no isolation)."""
+    for gpu, replicas in shared:
+        if memory_mib and replicas > 1 and memory_mib * replicas > gpu.memory_mib:
+            raise ConfigError(
+                f"kubeVgpu.timeSlicing.memoryMiB: {memory_mib} MiB x {replicas} replicas is more than GPU "
+                f"{gpu.index}'s {gpu.memory_mib} MiB"
+            )
 
 
 def _section(strategy: SharingStrategy) -> str:

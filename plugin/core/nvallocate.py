@@ -14,6 +14,7 @@ the GPU's memory / replicas (or ``memoryMiB``) and compute = 100 / replicas per 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
+from math import comb
 from pathlib import PurePosixPath
 from typing import Final
 
@@ -126,11 +127,10 @@ def _whole(
     need = size - len(must)
     if need <= 0:
         return list(must)[:size]
-    options = list(combinations(rest, need))
-    if len(options) > _EXHAUSTIVE_LIMIT:  # a huge node: the first set by UUID, still deterministic
+    if comb(len(rest), need) > _EXHAUSTIVE_LIMIT:  # a huge node: the first set by UUID, still deterministic
         return [*must, *rest[:need]]
     # max keeps the first best set; combinations of the sorted IDs come in order: ties end on the UUIDs
-    best = max(options, key=lambda extra: _set_score([*must, *extra], by_pair, numa))
+    best = max(combinations(rest, need), key=lambda extra: _set_score([*must, *extra], by_pair, numa))
     return [*must, *best]
 
 
@@ -175,8 +175,8 @@ def preferred_devices(
     """The devices to suggest; raises :class:`AllocationError` when ``available`` cannot fill ``size``."""
     if len(set(available) | set(must_include)) < size:
         raise AllocationError(f"not enough available devices to satisfy an allocation of {size}")
-    replicated = any(parse_device_id(i, plans).replicas > 1 for i in [*available, *must_include])  # validates
-    if replicated:
+    served = [parse_device_id(i, plans) for i in [*available, *must_include]]  # every ID, before any is used
+    if any(p.replicas > 1 for p in served):
         return _replicas(available, must_include, size, plans, policy)
     return _whole(available, must_include, size, links, numa)
 
@@ -216,7 +216,9 @@ def _mps(gpu: Gpu, held: int, plan: GpuPlan, share: ShareOptions) -> tuple[dict[
     envs = {
         "CUDA_MPS_PIPE_DIRECTORY": MPS_PIPE_PATH,
         "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": str(min(100, 100 * held // plan.replicas)),
-        "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT": f"{gpu.uuid}={min(memory, gpu.memory_mib)}M",
+        # By the client's device ordinal (it sees this GPU alone): the driver ignores a limit keyed by UUID,
+        # which NVIDIA's plugin found out and worked around the same way (v0.15.0).
+        "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT": f"0={min(memory, gpu.memory_mib)}M",
     }
     mounts = (
         Mount(MPS_PIPE_PATH, str(root / "pipe"), read_only=False),
@@ -269,8 +271,10 @@ def plan_nvidia_container(
     options: PlanOptions,
     share: ShareOptions,
 ) -> NvidiaPlan:
-    """The answer for one container; raises :class:`AllocationError` for an ID not served, a shared request
-    over one device with ``failRequestsGreaterThanOne``, or MPS replicas of two GPUs (two daemons)."""
+    """The answer for one container; raises :class:`AllocationError` for an ID not served or given twice, a
+    shared request over one device with ``failRequestsGreaterThanOne``, or MPS replicas of two GPUs."""
+    if len(set(ids)) != len(ids):  # a device counted twice would give the container twice its share
+        raise AllocationError(f"a device ID is listed more than once in {list(ids)}")
     held = [parse_device_id(i, plans) for i in ids]
     counts: dict[str, int] = {}
     for p in held:

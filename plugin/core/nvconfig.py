@@ -2,13 +2,13 @@
 
 Both NVIDIA's file and kube-vgpu's own are ``version: v1``; they are told apart by their keys
 (:func:`is_nvidia_config`): a file with any of NVIDIA's top-level keys (``flags``, ``sharing``, ``resources``,
-``imex``) is NVIDIA's, since none of them is a kube-vgpu setting. Semantics follow NVIDIA's
-``api/config/v1`` (k8s-device-plugin): resource names get the ``nvidia.com/`` prefix when they have none,
-``replicas`` must be at least 2, ``devices`` is ``all`` (the default), a count (the first N GPUs) or a list
-of GPU indexes and UUIDs, ``renameByDefault`` renames to ``<name>.shared``, ``failRequestsGreaterThanOne``
-defaults to false for time-slicing and true for MPS. Stricter than NVIDIA's parser on purpose: an unknown
-key, a wrong type or an impossible combination (time-slicing and MPS together, replicas < 2, two renames to
-one name) is an error naming the key, never silently ignored.
+``imex``) is NVIDIA's, since none of them is a kube-vgpu setting. Semantics follow NVIDIA's ``api/config/v1``
+(k8s-device-plugin): resource names get the ``nvidia.com/`` prefix when they have none, ``replicas`` must be
+at least 2 (and, here, at most :data:`MAX_REPLICAS`), ``devices`` is ``all`` (the default), a count (the first
+N GPUs) or a list of GPU indexes and UUIDs, ``renameByDefault`` renames to ``<name>.shared``,
+``failRequestsGreaterThanOne`` defaults to false for time-slicing and true for MPS. Stricter than NVIDIA's
+parser on purpose: an unknown key, a wrong type or an impossible combination (time-slicing and MPS together,
+replicas < 2, two renames to one name) is an error naming the key, never silently ignored.
 
 kube-vgpu's own additions live under ``kubeVgpu`` (not NVIDIA's schema, which NVIDIA's own parser ignores):
 ``defaultMode`` (the mode of GPUs no sharing resource names: ``whole``, as NVIDIA serves them, or ``vcuda``),
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
-from plugin.core.errors import ConfigError
+from plugin.core.errors import ConfigError, shown
 from plugin.core.nvflags import AllocationPolicy, flag_settings
 from vcuda.model import GpuMode
 
@@ -42,6 +42,9 @@ __all__ = [
 RESOURCE_PREFIX: Final = "nvidia.com"
 SHARED_SUFFIX: Final = ".shared"
 MAX_RESOURCE_NAME: Final = 63
+MAX_REPLICAS: Final = 1024
+"""Every replica is a device ID in memory and in the device list: 1024 per GPU keeps a 16-GPU node's list far
+below the kubelet's 4 MiB gRPC message; NVIDIA's plugin has no bound and runs out of memory at 10**9."""
 NVIDIA_KEYS: Final = frozenset({"flags", "sharing", "resources", "imex"})
 _TOP_KEYS: Final = NVIDIA_KEYS | {"version", "kubeVgpu"}
 
@@ -128,19 +131,19 @@ def _unknown(doc: Mapping[str, Any], known: frozenset[str] | set[str], key: str)
 
 def _bool(value: object, key: str) -> bool:
     if not isinstance(value, bool):
-        raise _fail(key, f"must be true or false, not {value!r}")
+        raise _fail(key, f"must be true or false, not {shown(value)}")
     return value
 
 
 def _int(value: object, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(key, f"must be an integer, not {value!r}")
+        raise _fail(key, f"must be an integer, not {shown(value)}")
     return value
 
 
 def _str(value: object, key: str) -> str:
     if not isinstance(value, str):
-        raise _fail(key, f"must be a string, not {value!r}")
+        raise _fail(key, f"must be a string, not {shown(value)}")
     return value
 
 
@@ -168,8 +171,8 @@ def _ref(item: object, key: str) -> str:
     if isinstance(item, str) and (item.isdigit() or _is_gpu_uuid(item)):
         return item
     if isinstance(item, str) and (item.startswith("MIG-") or ":" in item):
-        raise _fail(key, f"{item!r}: MIG devices cannot be shared by kube-vgpu (name whole GPUs)")
-    raise _fail(key, f"{item!r} is neither a GPU index nor a GPU UUID (GPU-xxxxxxxx-...)")
+        raise _fail(key, f"{shown(item)}: MIG devices cannot be shared by kube-vgpu (name whole GPUs)")
+    raise _fail(key, f"{shown(item)} is neither a GPU index nor a GPU UUID (GPU-xxxxxxxx-...)")
 
 
 def _is_gpu_uuid(text: str) -> bool:
@@ -185,7 +188,7 @@ def parse_devices(raw: object, key: str) -> DeviceSelector:
     if raw == "all":
         return DeviceSelector()
     if isinstance(raw, str):
-        raise _fail(key, f"{raw!r}: the only string allowed is 'all'")
+        raise _fail(key, f"{shown(raw)}: the only string allowed is 'all'")
     if isinstance(raw, int) and not isinstance(raw, bool):
         if raw <= 0:
             raise _fail(key, f"a count of devices must be > 0, not {raw}")
@@ -214,6 +217,8 @@ def _resource(raw: object, key: str, rename_by_default: bool) -> ReplicatedResou
     replicas = _int(doc["replicas"], f"{key}.replicas")
     if replicas < 2:
         raise _fail(f"{key}.replicas", f"must be >= 2 (as NVIDIA's plugin), not {replicas}")
+    if replicas > MAX_REPLICAS:
+        raise _fail(f"{key}.replicas", f"must be <= {MAX_REPLICAS} (one device ID each), not {replicas}")
     rename = resource_name(doc["rename"], f"{key}.rename") if "rename" in doc else ""
     if rename.partition("/")[2].startswith(_RESERVED):
         raise _fail(f"{key}.rename", f"{rename!r} collides with kube-vgpu's and MIG's resource names")
@@ -285,20 +290,58 @@ def _extension(raw: object) -> Extension:
     )
 
 
+def _default_name(entry: object, kind: str) -> bool:
+    """Whether a ``resources.<kind>[]`` entry names what NVIDIA's plugin serves anyway: ``gpu`` for every
+    full GPU (``pattern: "*"``), ``mig-<pattern>`` (or ``gpu`` under the single strategy) for MIG devices."""
+    if not isinstance(entry, Mapping) or set(entry) != {"pattern", "name"}:
+        return False
+    pattern, name = entry["pattern"], entry["name"]
+    if not isinstance(pattern, str) or not isinstance(name, str):
+        return False
+    bare = name.removeprefix(RESOURCE_PREFIX + "/")
+    if kind == "gpus":
+        return pattern == "*" and bare == "gpu"
+    return bare == f"mig-{pattern}" or (pattern == "*" and bare == "gpu")
+
+
+def _check_resources(raw: object) -> None:
+    """NVIDIA's plugin ignores ``resources`` (it always serves the default names) and logs the config it runs
+    with, defaults included: those defaults are accepted, any other name refused (it would not be served)."""
+    if not raw:
+        return
+    doc = _mapping(raw, "resources")
+    _unknown(doc, frozenset({"gpus", "mig"}), "resources")
+    for kind in ("gpus", "mig"):
+        entries = doc.get(kind) or []
+        if not isinstance(entries, list):
+            raise _fail(f"resources.{kind}", "must be a list")
+        for i, entry in enumerate(entries):
+            if not _default_name(entry, kind):
+                raise _fail(
+                    f"resources.{kind}[{i}]",
+                    "renaming GPU resources by pattern is not supported (NVIDIA's plugin ignores it too); "
+                    "use sharing.<strategy>.resources[].rename",
+                )
+
+
+def _check_imex(raw: object) -> None:
+    """An ``imex`` asking for nothing (no channels, not required: NVIDIA's plugin logs that) is fine."""
+    if not raw:
+        return
+    doc = _mapping(raw, "imex")
+    _unknown(doc, frozenset({"channelIDs", "required"}), "imex")
+    if doc.get("channelIDs") or doc.get("required"):
+        raise _fail("imex", "IMEX channels are not served by kube-vgpu")
+
+
 def parse_nvidia_config(doc: Mapping[str, Any]) -> NvidiaConfig:
     """The validated config; raises :class:`ConfigError` naming the first bad key."""
     _unknown(doc, _TOP_KEYS, "")
     version = doc.get("version", "v1")
     if version != "v1":
-        raise _fail("version", f"unknown version {version!r} (NVIDIA's config is v1)")
-    if doc.get("resources"):
-        raise _fail(
-            "resources",
-            "renaming GPU resources by pattern is not supported (NVIDIA's plugin ignores it too); "
-            "use sharing.<strategy>.resources[].rename",
-        )
-    if doc.get("imex"):
-        raise _fail("imex", "IMEX channels are not served by kube-vgpu")
+        raise _fail("version", f"unknown version {shown(version)} (NVIDIA's config is v1)")
+    _check_resources(doc.get("resources"))
+    _check_imex(doc.get("imex"))
     settings, policy = flag_settings(_mapping(doc.get("flags") or {}, "flags"))
     sharing = _sharing(doc["sharing"]) if doc.get("sharing") is not None else Sharing()
     extension = _extension(doc["kubeVgpu"]) if doc.get("kubeVgpu") is not None else Extension()

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Final
 
-from plugin.core.errors import ConfigError
+from plugin.core.errors import ConfigError, shown
 
 __all__ = ["AllocationPolicy", "flag_settings"]
 
@@ -81,7 +81,7 @@ def _unknown(doc: Mapping[str, Any], known: frozenset[str], prefix: str) -> None
 
 def _typed(value: object, kind: type, key: str) -> Any:
     if not isinstance(value, kind) or (kind is str and not value):
-        raise _fail(key, f"must be a {'boolean' if kind is bool else 'non-empty string'}, not {value!r}")
+        raise _fail(key, f"must be a {'boolean' if kind is bool else 'non-empty string'}, not {shown(value)}")
     return value
 
 
@@ -153,15 +153,22 @@ def _plugin(doc: Mapping[str, Any], out: dict[str, Any]) -> AllocationPolicy:
     return AllocationPolicy(_choice(policy, choices, "plugin.sharedDevicesAllocationPolicy"))
 
 
+def _given(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The flags set: NVIDIA's flags are pointers, so ``null`` is unset (its plugin logs the config it runs
+    with, unset flags as ``null``, and operators copy that)."""
+    return {k: v for k, v in doc.items() if v is not None}
+
+
 def _section(flags: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = flags.get(key) or {}
     if not isinstance(value, Mapping):
         raise _fail(key, "must be a mapping")
-    return value
+    return _given(value)
 
 
 def flag_settings(flags: Mapping[str, Any]) -> tuple[dict[str, Any], AllocationPolicy]:
     """(kube-vgpu setting name -> value, the replicas' allocation policy); raises :class:`ConfigError`."""
+    flags = _given(flags)
     _unknown(flags, _TOP_KEYS, "")
     out: dict[str, Any] = {}
     _top(flags, out)

@@ -7,6 +7,8 @@ for a thread slow to get back to its wait); the control, ``socketserver``'s own 
 """
 
 import asyncio
+import socket
+import struct
 import threading
 import time
 import urllib.request
@@ -94,3 +96,22 @@ async def test_the_probes_sleep_between_probes() -> None:
     assert wakeups <= 1
     thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+async def test_clients_that_hang_up_leave_a_debug_line_each_and_no_traceback_on_stderr(
+    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level("DEBUG", logger="plugin.quietserve")
+    rudely = 20
+    async with serve_probes(0, lambda: True, addr="127.0.0.1") as port:
+        for _ in range(rudely):  # ask, then reset the connection (SO_LINGER 0) before the answer is read
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+        for _ in range(500):  # count the handled resets (each handler thread ends with one)
+            if sum("hung up" in r.getMessage() for r in caplog.records) >= rudely:
+                break
+            await asyncio.sleep(0.02)
+        assert await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/readyz") == 200
+    assert sum("hung up" in r.getMessage() for r in caplog.records) >= 1
+    assert "Traceback" not in capfd.readouterr().err

@@ -186,7 +186,7 @@ async def test_mps_starts_one_daemon_per_gpu_restarts_it_when_it_dies_and_stops_
     assert got.response is not None
     assert got.response.envs["CUDA_MPS_PIPE_DIRECTORY"] == MPS_PIPE_PATH
     assert got.response.envs["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "50"
-    assert got.response.envs["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == f"{UUIDS[0]}={81559 // 2}M"
+    assert got.response.envs["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == f"0={81559 // 2}M"
     assert {m.container_path: m.host_path for m in got.response.mounts}[MPS_PIPE_PATH] == str(pipe)
     os.kill(int((pipe / "nvidia-cuda-mps-control.pid").read_text()), signal.SIGKILL)
     await eventually(lambda: len([e for e in mps_log(log) if e["argv"] == ["-d"]]) == 2, timeout=20)
@@ -249,7 +249,9 @@ async def test_uninstall_tells_the_recorded_mps_daemons_to_quit(
     record = {"v": 1, "gpus": [{"uuid": UUIDS[3], "index": 3, "mode": "mps", "resource": GPU, "replicas": 2}]}
     (state / MODES_FILE).write_text(json.dumps(record))
     assert await quit_recorded_mps(state, FAKE_MPS, mps) == [UUIDS[3]]
-    assert mps_log(log)[-1]["stdin"] == ["quit"]
+    *_, told, reset = mps_log(log)
+    assert told["stdin"] == ["quit"]
+    assert (reset["prog"], reset["argv"]) == ("nvidia-smi", ["-i", UUIDS[3], "-c", "DEFAULT"])
     assert not (pipe / "nvidia-cuda-mps-control.pid").exists()
 
 

@@ -160,7 +160,9 @@ def test_an_mps_client_gets_its_gpus_daemon_and_its_share() -> None:
     plan = allocate([f"{U[1]}::1"], MPS, mps_dir="/var/lib/kube-vgpu/mps")
     assert plan.envs["CUDA_MPS_PIPE_DIRECTORY"] == MPS_PIPE_PATH
     assert plan.envs["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "50"
-    assert plan.envs["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == f"{U[1]}={81559 // 2}M"
+    assert plan.envs["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == f"0={81559 // 2}M", (
+        "by ordinal: the driver ignores UUID keys"
+    )
     assert {m.container_path: m.host_path for m in plan.mounts}[
         MPS_PIPE_PATH
     ] == f"/var/lib/kube-vgpu/mps/{U[1]}/pipe"
@@ -207,3 +209,10 @@ def test_an_allocation_that_cannot_be_served_is_refused(
 ) -> None:
     with pytest.raises(AllocationError, match=message):
         allocate(ids, plans, **share)
+
+
+def test_a_node_with_too_many_sets_to_score_answers_at_once_with_the_first_gpus() -> None:
+    # C(64, 32) sets: counted, never listed (listing them first would never end)
+    many = [f"GPU-{n:08x}-0000-0000-0000-000000000000" for n in range(64)]
+    plans = {u: GpuPlan(GpuUuid(u), i, GpuMode.WHOLE, "nvidia.com/gpu") for i, u in enumerate(many)}
+    assert prefer(many, [many[5]], 32, plans, links=(), numa={}) == [many[5], *many[:5], *many[6:32]]

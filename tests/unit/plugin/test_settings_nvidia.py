@@ -77,3 +77,59 @@ def test_a_dra_node_refuses_nvidias_config_file(tmp_path: Path, capsys: pytest.C
     )
     assert main([f"--config-file={path}", "--node-name=n1", "--front-end=dra"]) == 2
     assert "cannot be used with --front-end=dra" in capsys.readouterr().err
+
+
+# What NVIDIA's plugin logs at start ("Running with config:"), unset flags as null and its default resources
+# included: operators moving a node pool copy it as their config file.
+NVIDIA_LOGGED = """{"version": "v1", "flags": {"migStrategy": "none", "failOnInitError": true,
+  "mpsRoot": "/run/nvidia/mps", "nvidiaDriverRoot": "/", "nvidiaDevRoot": "/", "gdrcopyEnabled": null,
+  "gdsEnabled": null, "mofedEnabled": null, "useNodeFeatureAPI": null, "deviceDiscoveryStrategy": "auto",
+  "plugin": {"passDeviceSpecs": false, "deviceListStrategy": ["envvar"], "deviceIDStrategy": "uuid",
+  "cdiAnnotationPrefix": "cdi.k8s.io/", "nvidiaCTKPath": "/usr/bin/nvidia-ctk", "containerDriverRoot": "/driver-root",
+  "sharedDevicesAllocationPolicy": null},
+  "gfd": {"oneshot": false, "noTimestamp": false, "sleepInterval": "1m0s",
+  "outputFile": "/etc/kubernetes/node-feature-discovery/features.d/gfd", "machineTypeFile": null}},
+  "resources": {"gpus": [{"pattern": "*", "name": "nvidia.com/gpu"}],
+  "mig": [{"pattern": "1g.10gb", "name": "nvidia.com/mig-1g.10gb"}]},
+  "sharing": {"timeSlicing": {"resources": [{"name": "nvidia.com/gpu", "devices": "all", "replicas": 4}]}},
+  "imex": {"channelIDs": [], "required": false}}"""
+
+
+def test_the_config_nvidias_plugin_logs_is_read_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "logged.json"
+    path.write_text(NVIDIA_LOGGED)
+    settings = load_settings([f"--config-file={path}", "--node-name=n1"], env={})
+    assert (settings.mig_strategy.value, str(settings.nvidia_driver_root)) == ("none", "/driver-root")
+    config = load_nvidia_config(path)
+    assert config is not None
+    assert [(r.name, r.replicas) for r in config.sharing.resources] == [("nvidia.com/gpu", 4)]
+
+
+def _laughs(levels: int = 9) -> str:
+    """A flow list nesting YAML aliases ``levels`` deep, nine items each: 9**levels leaves, a few lines."""
+    chain = ["&l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    chain += [f"&l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return f"[{', '.join(chain)}]"
+
+
+@pytest.mark.parametrize(
+    ("template", "key"),
+    [
+        ("version: {bomb}\nflags: {{}}\n", "version"),
+        ("flags:\n  migStrategy: {bomb}\n", "flags.migStrategy"),
+        ("sharing:\n  timeSlicing:\n    resources:\n    - {{name: gpu, replicas: {bomb}}}\n", "replicas"),
+        (
+            "sharing:\n  timeSlicing:\n    resources:\n    - {{name: gpu, replicas: 2, devices: {bomb}}}\n",
+            "devices",
+        ),
+        ("flags: {{}}\nkubeVgpu:\n  timeSlicing:\n    isolation: {bomb}\n", "kubeVgpu.timeSlicing.isolation"),
+    ],
+)
+def test_a_billion_laughs_in_nvidias_file_is_refused_with_a_short_message(
+    tmp_path: Path, template: str, key: str
+) -> None:
+    path = tmp_path / "laughs.yaml"
+    path.write_text("version: v1\n" * ("version" not in template) + template.format(bomb=_laughs()))
+    with pytest.raises(ConfigError, match=key) as err:
+        load_settings([f"--config-file={path}", "--node-name=n1"], env={})
+    assert len(str(err.value)) < 1000
