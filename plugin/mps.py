@@ -3,10 +3,11 @@
 For each GPU: ``nvidia-cuda-mps-control -d`` with ``CUDA_VISIBLE_DEVICES=<uuid>`` and its own
 ``CUDA_MPS_PIPE_DIRECTORY`` / ``CUDA_MPS_LOG_DIRECTORY`` under ``<mps-root>/<uuid>/`` (``-d`` forks the daemon
 and returns). The defaults every client gets are then set on the daemon itself
-(``set_default_active_thread_percentage``, ``set_default_device_pinned_mem_limit``), as NVIDIA's MPS daemon
-does, so a client that drops its environment is still held to its share. Health is the control program
-answering ``get_default_active_thread_percentage``; a daemon that stops answering is started again with a
-backoff (0.5 s doubling to 30 s). On shutdown (and ``--uninstall``) each daemon is told ``quit``.
+(``set_default_active_thread_percentage``, ``set_default_device_pinned_mem_limit 0``: the one GPU the
+daemon sees), as NVIDIA's MPS daemon does, so a client that drops its environment is still held to its
+share. Health is the control program answering ``get_default_active_thread_percentage``; a daemon that
+stops answering is started again with a backoff (0.5 s doubling to 30 s). On shutdown (and
+``--uninstall``) each daemon is told ``quit``.
 """
 
 import asyncio
@@ -104,15 +105,15 @@ class MpsSupervisor:
         if code != 0:
             log.error("MPS daemon of %s did not start (%s exited %d): %s", gpu.uuid, self._control, code, out)
             return False
-        defaults = (
-            f"set_default_active_thread_percentage {gpu.thread_percentage}\n"
-            f"set_default_device_pinned_mem_limit {gpu.uuid} {gpu.pinned_memory_mib}M\n"
-        )
-        for line in defaults.splitlines(keepends=True):
+        # The daemon sees one GPU (CUDA_VISIBLE_DEVICES), device 0. Its defaults are a second line behind
+        # the clients' environment: a refusal is logged, the daemon still serves.
+        for line in (
+            f"set_default_active_thread_percentage {gpu.thread_percentage}\n",
+            f"set_default_device_pinned_mem_limit 0 {gpu.pinned_memory_mib}M\n",
+        ):
             code, out = await _control(self._control, env, stdin=line)
             if code != 0:
-                log.error("MPS daemon of %s refused %r: %s", gpu.uuid, line.strip(), out)
-                return False
+                log.warning("MPS daemon of %s refused %r: %s", gpu.uuid, line.strip(), out)
         log.info(
             "MPS daemon of %s started (%d%% threads, %d MiB per client)",
             gpu.uuid,

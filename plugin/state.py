@@ -145,6 +145,7 @@ class StateDir:
         tenant = self.root / NODE_DIR_NAME / NODE_TENANTS_DIR / dir_name
         tenant.mkdir(parents=True, exist_ok=True)
         tenant.chmod(0o777)
+        self.write_placements()  # the replicas of a GPU are each other's neighbours (docs/shim.md)
 
     def write_config(self, dir_name: str, config: ShimConfig) -> None:
         _write_atomic(self.containers / dir_name / CONFIG_FILE_NAME, encode_config(config))
@@ -208,8 +209,8 @@ class StateDir:
         if not placed.is_dir():
             return
         tenants: dict[str, list[tuple[str, int]]] = {}
-        for folder in self._folders():
-            config = self.read_config(folder.name)
+        for folder in [*self._folders(), *self._replica_folders()]:
+            config = self._read_config_at(folder)
             for gpu in config.gpus if config else ():
                 if gpu.core_limit < CORE_PER_GPU:
                     tenants.setdefault(gpu.uuid, []).append((folder.name, gpu.core_limit))
@@ -218,6 +219,20 @@ class StateDir:
         for stale in placed.iterdir():
             if stale.name not in tenants and not stale.name.endswith(TMP_SUFFIX):
                 stale.unlink(missing_ok=True)
+
+    def _replica_folders(self) -> list[Path]:
+        """Isolated time-slicing replicas' shim directories (``replicas/``): placed like containers."""
+        try:
+            return sorted(p for p in (self.root / REPLICAS_DIR).iterdir() if p.is_dir())
+        except FileNotFoundError:
+            return []
+
+    @staticmethod
+    def _read_config_at(folder: Path) -> ShimConfig | None:
+        try:
+            return decode_config((folder / CONFIG_FILE_NAME).read_bytes())
+        except (OSError, ContractError):
+            return None
 
     def _folders(self) -> list[Path]:
         try:

@@ -184,9 +184,16 @@ def preferred_devices(
 # --- Allocate -------------------------------------------------------------------------------------
 
 
+REPLICA_CONTAINER: Final = "replica"
+
+
 def replica_dir_name(ids: Sequence[str]) -> str:
-    """The shim directory of isolated replicas: the sorted device IDs, ``::`` written as ``.``."""
-    return "+".join(sorted(i.replace("::", ".") for i in ids))
+    """The shim directory of isolated replicas, ``<key>_replica``: the shim names its own record directory
+    ``<config pod_uid>_<config container>``, so the config carries ``<key>`` and ``replica`` (plugin-written,
+    never a tenant's). ``<key>`` is the first device ID (``::`` as ``.``) and the count: unique among the
+    containers running, since a device is held by one container at a time."""
+    first = sorted(ids)[0].replace("::", ".")
+    return f"{first}-n{len(ids)}_{REPLICA_CONTAINER}"
 
 
 def _visibility(
@@ -234,7 +241,8 @@ def _isolation(
         memory = min(gpu.memory_mib, per_replica * held)
         cores = max(1, min(CORE_PER_GPU, CORE_PER_GPU * held // replicas))
         limits.append(GpuLimit(GpuUuid(uuid), mib_to_bytes(memory), cores, cores))
-    config = ShimConfig("", "", dir_name, "", tuple(limits))
+    key = dir_name.rpartition("_")[0]
+    config = ShimConfig(key, "", key, REPLICA_CONTAINER, tuple(limits))
     state = PurePosixPath(options.state_dir)
     folder = state / REPLICAS_DIR / dir_name
     shim_rel = PurePosixPath(names.CONTAINER_SHIM_PATH).relative_to("/usr/local/kube-vgpu")

@@ -4,14 +4,14 @@
 What of the real program it reproduces:
 
 - ``-d`` starts a control daemon in the background and returns at once (exit 0): here a detached child
-  process whose pid is written to ``$CUDA_MPS_PIPE_DIRECTORY/control.pid`` (the real daemon creates its
-  ``control`` pipe in that directory); a second ``-d`` on a pipe directory whose daemon still runs fails
-  (exit 1), as the real one refuses a second instance;
+  process (no pipes of its caller kept open) whose pid is written to
+  ``$CUDA_MPS_PIPE_DIRECTORY/nvidia-cuda-mps-control.pid``, the file the real daemon writes there; a second
+  ``-d`` on a pipe directory whose daemon still runs fails (exit 1), as the real one refuses a second instance;
 - without arguments it reads commands from stdin, one per line, as ``echo <cmd> | nvidia-cuda-mps-control``;
   with no daemon running it fails (exit 1, "Cannot find MPS control daemon process"), which is how the
   plugin's health check finds a dead daemon; ``quit`` stops the daemon; ``get_default_active_thread_percentage``
   prints the value set by ``set_default_active_thread_percentage``; other commands print nothing;
-- the daemon can be made to die: kill the pid in ``control.pid`` (tests do, to check the restart).
+- the daemon can be made to die: kill the pid in ``nvidia-cuda-mps-control.pid`` (tests do, to check the restart).
 
 Every call appends one JSON line to ``$FAKE_MPS_LOG`` (argv, the CUDA_* environment, the stdin commands).
 It does not start MPS servers, talk to a GPU or enforce any limit.
@@ -39,7 +39,7 @@ def _alive(pid_file: Path) -> int | None:
 
 
 def _daemon(pipe: Path) -> int:
-    if _alive(pipe / "control.pid") is not None:
+    if _alive(pipe / "nvidia-cuda-mps-control.pid") is not None:
         print("An instance of this daemon is already running", file=sys.stderr)
         return 1
     if os.fork() == 0:
@@ -49,20 +49,20 @@ def _daemon(pipe: Path) -> int:
         devnull = os.open(os.devnull, os.O_RDWR)  # a daemon keeps none of its caller's pipes
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
-        (pipe / "control.pid").write_text(str(os.getpid()))
+        (pipe / "nvidia-cuda-mps-control.pid").write_text(str(os.getpid()))
         signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-        while (pipe / "control.pid").exists():
+        while (pipe / "nvidia-cuda-mps-control.pid").exists():
             time.sleep(0.05)
         os._exit(0)
     os.wait()
     deadline = time.monotonic() + 5
-    while _alive(pipe / "control.pid") is None and time.monotonic() < deadline:
+    while _alive(pipe / "nvidia-cuda-mps-control.pid") is None and time.monotonic() < deadline:
         time.sleep(0.01)
     return 0
 
 
 def _command(pipe: Path, commands: list[str]) -> int:
-    pid = _alive(pipe / "control.pid")
+    pid = _alive(pipe / "nvidia-cuda-mps-control.pid")
     if pid is None:
         print("Cannot find MPS control daemon process", file=sys.stderr)
         return 1
@@ -71,7 +71,7 @@ def _command(pipe: Path, commands: list[str]) -> int:
     for command in commands:
         name, _, arg = command.partition(" ")
         if name == "quit":
-            (pipe / "control.pid").unlink(missing_ok=True)
+            (pipe / "nvidia-cuda-mps-control.pid").unlink(missing_ok=True)
             os.kill(pid, signal.SIGTERM)
         elif name == "set_default_active_thread_percentage":
             values["thread"] = arg

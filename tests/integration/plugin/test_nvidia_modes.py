@@ -31,8 +31,8 @@ from tests.integration.plugin.conftest import NODE, PluginEnv, eventually, make_
 from tests.unit.plugin.builders import NAMES, FakeGpuSource, gpus, h100x8
 from vcuda import names as vnames
 from vcuda.annotations import decode_inventory
-from vcuda.model import GpuLink, GpuMode, PcieLevel
-from vcuda.shimfile import decode_config
+from vcuda.model import GpuLink, GpuMode, GpuUuid, PcieLevel
+from vcuda.shimfile import decode_config, decode_placement
 
 GPU = "nvidia.com/gpu"
 FAKE_MPS = Path(__file__).parents[2] / "fakes" / "mps_control.py"
@@ -180,7 +180,7 @@ async def test_mps_starts_one_daemon_per_gpu_restarts_it_when_it_dies_and_stops_
     assert pipe == env.settings.state_dir / "mps" / UUIDS[0] / "pipe"
     commands = [c for e in mps_log(log) for c in e["stdin"]]
     assert "set_default_active_thread_percentage 50" in commands
-    assert f"set_default_device_pinned_mem_limit {UUIDS[0]} {81559 // 2}M" in commands
+    assert f"set_default_device_pinned_mem_limit 0 {81559 // 2}M" in commands
     (got,) = await env.kubelet.admit("default", "client", [("main", 1)], GPU)
     assert got.ids[0].startswith(UUIDS[0])
     assert got.response is not None
@@ -188,7 +188,7 @@ async def test_mps_starts_one_daemon_per_gpu_restarts_it_when_it_dies_and_stops_
     assert got.response.envs["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "50"
     assert got.response.envs["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == f"{UUIDS[0]}={81559 // 2}M"
     assert {m.container_path: m.host_path for m in got.response.mounts}[MPS_PIPE_PATH] == str(pipe)
-    os.kill(int((pipe / "control.pid").read_text()), signal.SIGKILL)
+    os.kill(int((pipe / "nvidia-cuda-mps-control.pid").read_text()), signal.SIGKILL)
     await eventually(lambda: len([e for e in mps_log(log) if e["argv"] == ["-d"]]) == 2, timeout=20)
     await env.stop()
     assert any("quit" in e["stdin"] for e in mps_log(log))
@@ -250,7 +250,7 @@ async def test_uninstall_tells_the_recorded_mps_daemons_to_quit(
     (state / MODES_FILE).write_text(json.dumps(record))
     assert await quit_recorded_mps(state, FAKE_MPS, mps) == [UUIDS[3]]
     assert mps_log(log)[-1]["stdin"] == ["quit"]
-    assert not (pipe / "control.pid").exists()
+    assert not (pipe / "nvidia-cuda-mps-control.pid").exists()
 
 
 async def test_a_lost_gpu_makes_every_replica_of_it_unhealthy(env_factory: Any, short_dir: Path) -> None:
@@ -287,3 +287,123 @@ async def test_mig_single_and_a_whole_gpu_resource_cannot_both_be_nvidia_gpu(sho
 
     with pytest.raises(ConfigError, match=r"nvidia\.com/gpu is served by --mig-strategy=single"):
         Agent(settings, source=FakeGpuSource(node), cluster=None, pod_resources=None, verifier=None)  # type: ignore[arg-type]
+
+
+def with_real_uuids(node: Any) -> Any:
+    """The node with UUIDs in NVIDIA's format (its config names GPUs by real UUIDs only)."""
+    new = {g.uuid: GpuUuid(f"GPU-00000000-0000-4000-8000-{g.index:012d}") for g in node.gpus}
+    gpus_ = tuple(dataclasses.replace(g, uuid=new[g.uuid]) for g in node.gpus)
+    links = tuple(dataclasses.replace(x, a=new[x.a], b=new[x.b]) for x in node.links)
+    return dataclasses.replace(node, gpus=gpus_, links=links)
+
+
+REAL = with_real_uuids(H100)
+
+
+def shared(resources: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {"version": "v1", "sharing": {"timeSlicing": {"resources": resources, **extra}}}
+
+
+@pytest.mark.parametrize(
+    ("doc", "served"),
+    [
+        pytest.param(
+            shared([{"name": "gpu", "replicas": 2}], renameByDefault=True),
+            {"nvidia.com/gpu.shared": 16},
+            id="renameByDefault: every GPU as gpu.shared x2",
+        ),
+        pytest.param(
+            shared([{"name": "gpu", "replicas": 3, "devices": 2}]),
+            {GPU: 2 * 3 + 6},
+            id="a count: the first two GPUs x3, the rest whole under the same name",
+        ),
+        pytest.param(
+            shared([{"name": "gpu", "replicas": 3, "devices": [REAL.gpus[5].uuid], "rename": "gpu.five"}]),
+            {"nvidia.com/gpu.five": 3, GPU: 7},
+            id="a UUID renamed: its replicas apart, the rest whole",
+        ),
+        pytest.param(
+            {
+                **shared([{"name": "gpu", "replicas": 2, "devices": [0]}]),
+                "kubeVgpu": {"defaultMode": "vcuda"},
+            },
+            {GPU: 2, NAMES.core: 700},
+            id="defaultMode vcuda: one GPU x2, seven as vcuda shares",
+        ),
+    ],
+)
+async def test_each_sharing_layout_registers_its_resources_with_their_devices(
+    env_factory: Any, short_dir: Path, doc: dict[str, Any], served: dict[str, int]
+) -> None:
+    env = await nvidia_env(
+        env_factory, short_dir, doc, resource=next(iter(served)), source=FakeGpuSource(REAL)
+    )
+    for resource, count in served.items():
+        devices = await env.kubelet.devices_until(resource, lambda d, n=count: len(d) == n, timeout=10)
+        assert len(devices) == count
+
+
+async def test_packed_replicas_fill_one_gpu_before_the_next(env_factory: Any, short_dir: Path) -> None:
+    doc = {
+        **shared([{"name": "gpu", "replicas": 4}]),
+        "flags": {"plugin": {"sharedDevicesAllocationPolicy": "packed"}},
+    }
+    env = await nvidia_env(env_factory, short_dir, doc)
+    admitted = [(await env.kubelet.admit("default", f"p{i}", [("main", 1)], GPU))[0] for i in range(3)]
+    assert len({a.ids[0].partition("::")[0] for a in admitted}) == 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "check"),
+    [
+        pytest.param(
+            {"plugin": {"deviceIDStrategy": "index"}},
+            lambda r: r.envs["NVIDIA_VISIBLE_DEVICES"] in {str(i) for i in range(8)},
+            id="deviceIDStrategy index",
+        ),
+        pytest.param(
+            {"plugin": {"passDeviceSpecs": True}},
+            lambda r: (
+                r.envs["NVIDIA_VISIBLE_DEVICES"] == "void"
+                and "/dev/nvidiactl" in {d.container_path for d in r.devices}
+            ),
+            id="passDeviceSpecs",
+        ),
+    ],
+)
+async def test_nvidias_flags_shape_the_allocate_answer(
+    env_factory: Any, short_dir: Path, flags: dict[str, Any], check: Any
+) -> None:
+    doc = {"flags": flags}
+    loaded = load_settings(["--config-file", str(config_file(short_dir / "l", doc))], env={"NODE_NAME": NODE})
+    env = await nvidia_env(
+        env_factory,
+        short_dir,
+        doc,
+        device_list_strategy=loaded.device_list_strategy,
+        device_id_strategy=loaded.device_id_strategy,
+    )
+    (got,) = await env.kubelet.admit("default", "one", [("main", 1)], GPU)
+    assert check(got.response)
+
+
+async def test_isolated_replicas_of_one_gpu_are_placed_as_each_others_neighbours(
+    env_factory: Any, short_dir: Path
+) -> None:
+    doc = {
+        **shared([{"name": "gpu", "replicas": 4, "devices": [0]}]),
+        "kubeVgpu": {"defaultMode": "vcuda", "timeSlicing": {"isolation": True}},
+    }
+    env = await nvidia_env(env_factory, short_dir, doc)
+    admitted = [(await env.kubelet.admit("default", f"t{i}", [("main", 1)], GPU))[0] for i in range(2)]
+    dirs = []
+    for got in admitted:
+        assert got.response is not None
+        config_path = Path(
+            {m.container_path: m.host_path for m in got.response.mounts}[vnames.CONTAINER_CONFIG_PATH]
+        )
+        config = decode_config(config_path.read_bytes())
+        assert f"{config.pod_uid}_{config.container}" == config_path.parent.name  # the shim's own record name
+        dirs.append(config_path.parent.name)
+    placed = decode_placement((env.settings.state_dir / "node" / "placed" / UUIDS[0]).read_bytes())
+    assert sorted(placed) == sorted((d, 25) for d in dirs)

@@ -361,3 +361,30 @@ def test_gfd_sharing_labels_say_replicas_strategy_and_shared_product() -> None:
         "nvidia.com/gpu.sharing-strategy": "none",
     }
     assert sharing_labels(plan_modes(h100x8().gpus, None), "x", label) == {}
+
+
+selectors = st.one_of(
+    st.just("all"), st.integers(1, 3), st.lists(st.integers(0, 7), min_size=1, max_size=3, unique=True)
+)
+
+
+@given(
+    st.lists(st.fixed_dictionaries({"devices": selectors, "replicas": st.integers(2, 8)}), max_size=3),
+    st.one_of(st.none(), selectors),
+    st.sampled_from(["whole", "vcuda"]),
+)
+def test_every_gpu_gets_exactly_one_mode_or_the_config_is_refused(
+    entries: list[dict[str, Any]], vcuda: object, default: str
+) -> None:
+    items = [{"name": "gpu", "rename": f"r{i}", **e} for i, e in enumerate(entries)]
+    ext: dict[str, Any] = {"defaultMode": default, **({} if vcuda is None else {"vcudaDevices": vcuda})}
+    doc = {**(ts(*items) if items else {"flags": {}}), "kubeVgpu": ext}
+    try:
+        plan = plan_modes(h100x8().gpus, parse_nvidia_config(doc))
+    except ConfigError as err:
+        assert "devices" in str(err) or "vcudaDevices" in str(err)  # noqa: PT017 (a refusal names its key)
+        return
+    uuids = [p.uuid for p in plan.gpus]
+    assert sorted(uuids) == sorted(g.uuid for g in h100x8().gpus)
+    sold = [p.uuid for plans in plan.resources().values() for p in plans] + sorted(plan.vcuda())
+    assert sorted(sold) == sorted(uuids)  # no GPU sold twice, none left out
