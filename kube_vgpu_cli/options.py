@@ -33,7 +33,7 @@ from pydantic_core import PydanticUndefined
 from kube_vgpu_cli.build import package_version
 from vcuda.errors import shown
 
-__all__ = ["CONFIG_VERSION", "Cli", "Sources", "camel_of", "choices_of", "flag_of", "help_of"]
+__all__ = ["CONFIG_VERSION", "Cli", "FileValues", "Sources", "camel_of", "choices_of", "flag_of", "help_of"]
 
 CONFIG_VERSION: Final = "v1"
 M = TypeVar("M", bound=BaseModel)
@@ -264,13 +264,11 @@ class Cli(Generic[M]):
         merged = {**from_file.values, **sources.env, **sources.flags}
         origins = {**dict.fromkeys(from_file.values, "config file"), **from_file.origin, **sources.origins()}
         fields = self.model.model_fields
-        for name, value in merged.items():
+        for name, value in list(merged.items()):
             if name not in fields:
                 continue
-            if _is_collection(fields[name]) and isinstance(value, str):
-                merged[name] = [
-                    v for v in value.split(",") if v.strip()
-                ]  # a comma list from a flag or variable
+            if _is_collection(fields[name]) and isinstance(value, str):  # a comma list: a flag, a variable
+                merged[name] = [v for v in value.split(",") if v.strip()]
             elif not _is_collection(fields[name]) and isinstance(value, list | dict):
                 # Before pydantic: an enum's own error message is the value's full repr (a billion laughs).
                 raise self.error(self._problem(name, origins, "must be a single value", value))
@@ -289,6 +287,8 @@ class Cli(Generic[M]):
         name = by_alias.get(key, key)
         if first["type"] == "extra_forbidden":
             return f"unknown setting {shown(name)} (from {sources.get(name, 'config file')})"
+        if first["type"] == "missing":  # its input is every other setting
+            return f"invalid setting {self.flags(name)[0]} ({name}): {first['msg']}"
         return self._problem(name, sources, first["msg"], first.get("input"))
 
     def _problem(self, name: str, sources: Mapping[str, str], what: str, value: Any) -> str:

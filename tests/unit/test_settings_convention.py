@@ -205,3 +205,14 @@ def test_a_bad_variable_is_named_with_its_value(load: Loader, error: type[Except
         error, match=rf"--log-format \(log_format, from env {prefix}LOG_FORMAT\): .*got 'xml'"
     ):
         load([], {f"{prefix}LOG_FORMAT": "xml"})
+
+
+def test_a_missing_required_setting_is_named_without_echoing_the_others() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_plugin(["--mig-strategy=mixed"], {"KUBE_VGPU_PLUGIN_LOG_LEVEL": "debug"})
+    assert str(err.value) == "invalid setting --node-name (node_name): Field required"
+
+
+def test_a_check_across_settings_says_what_it_needs() -> None:
+    with pytest.raises(SettingsError, match=r"^invalid settings: .*lease duration > renew deadline"):
+        load_extender(["--leader-elect-lease-duration-s=1"], {})
