@@ -8,12 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import extender.__main__ as extender_main
 import plugin.__main__ as plugin_main
+from extender.settings import CLI as EXTENDER_CLI
 from extender.settings import SettingsError
 from extender.settings import load_settings as load_extender
+from kube_vgpu_cli.options import camel_of
 from plugin.core.errors import ConfigError
+from plugin.settings import CLI as PLUGIN_CLI
 from plugin.settings import load_settings as load_plugin
 
 Loader = Callable[[Sequence[str], Mapping[str, str]], Any]
@@ -216,3 +222,47 @@ def test_a_missing_required_setting_is_named_without_echoing_the_others() -> Non
 def test_a_check_across_settings_says_what_it_needs() -> None:
     with pytest.raises(SettingsError, match=r"^invalid settings: .*lease duration > renew deadline"):
         load_extender(["--leader-elect-lease-duration-s=1"], {})
+
+
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def _keys(cli: Any) -> list[str]:
+    return sorted(camel_of(n) for n in cli.model.model_fields if n not in cli.not_in_file)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    which=st.sampled_from(["plugin", "extender"]),
+    data=st.data(),
+)
+def test_any_value_of_any_file_key_is_taken_or_refused_with_the_binarys_error(
+    tmp_path: Path, which: str, data: st.DataObject
+) -> None:
+    """Whatever YAML holds under a real key, the loader returns settings or its own error with a short
+    message: never another exception (a traceback instead of exit code 2)."""
+    load, error, cli = (
+        (_plugin, ConfigError, PLUGIN_CLI)
+        if which == "plugin"
+        else (
+            _extender,
+            SettingsError,
+            EXTENDER_CLI,
+        )
+    )
+    doc = data.draw(st.dictionaries(st.sampled_from(_keys(cli)), _VALUES, min_size=1, max_size=3))
+    path = _file(tmp_path, yaml.safe_dump({"version": "v1", **doc}))
+    assert len(_refusal(load, error, [f"--config-file={path}"])) < 1000
+
+
+def _refusal(load: Loader, error: type[Exception], argv: list[str]) -> str:
+    """The loader's own error message, or "" when the settings are taken; any other exception propagates."""
+    try:
+        load(argv, {})
+    except error as err:
+        return str(err)
+    return ""
