@@ -21,7 +21,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kube_vgpu_cli.logs import LogFormat, LogLevel
@@ -309,10 +308,10 @@ def has_label_entries(path: Path | None) -> bool:
     if path is None:
         return False
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        doc = CLI.read_file(path)
+    except ConfigError:
         return False  # load_settings already reported it
-    entries = doc.get("nodeConfig") if isinstance(doc, dict) else None
+    entries = doc.get("nodeConfig")
     return isinstance(entries, list) and any(isinstance(e, dict) and "matchLabels" in e for e in entries)
 
 
