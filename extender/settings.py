@@ -1,30 +1,27 @@
 """The extender's settings: one frozen, validated value, from flags > environment > config file > defaults.
 
-The config file is YAML with ``version: v1`` and camelCase keys (``nodePolicy: spread``); other versions are
-refused. Environment variables are ``KUBE_VGPU_EXTENDER_<FIELD>`` (``KUBE_VGPU_EXTENDER_NODE_POLICY``); flags
-are ``--node-policy``. Unknown keys anywhere are errors. Flags, variables and ``--help`` (each field's
-docstring, default and choices) come from :class:`Settings` through the loader both binaries share
-(:mod:`kube_vgpu_cli.options`).
+The convention is the plugin's too (:mod:`kube_vgpu_cli.options`, which does the loading): flags
+``--node-policy``, environment ``KUBE_VGPU_EXTENDER_NODE_POLICY``, config-file key ``nodePolicy`` in a YAML
+file with ``version: v1`` named by ``--config-file`` / ``KUBE_VGPU_EXTENDER_CONFIG_FILE``. Unknown keys,
+unknown ``KUBE_VGPU_EXTENDER_`` variables and other versions are refused; ``--help`` shows each field's
+docstring, default, choices and variable.
 """
 
-import argparse
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Final
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from kube_vgpu_cli.logs import LogFormat
-from kube_vgpu_cli.options import Cli
+from kube_vgpu_cli.logs import LogFormat, LogLevel
+from kube_vgpu_cli.options import CONFIG_VERSION, Cli, FileValues
 from vcuda.model import Policy
 from vcuda.names import DEFAULT_DOMAIN
 
 __all__ = ["CLI", "CONFIG_VERSION", "ENV_PREFIX", "Settings", "SettingsError", "load_settings"]
 
-CONFIG_VERSION: Final = "v1"
 ENV_PREFIX: Final = "KUBE_VGPU_EXTENDER_"
 
 
@@ -86,7 +83,7 @@ class Settings(BaseModel):
     synced its pods, and a pod given them fails admission. 0 gives them back at once."""
     resync_s: float = Field(5.0, gt=0)
     """How often expired reservations are swept (and held GPUs of deleted pods released)."""
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: LogLevel = "info"
     """Logging threshold."""
     log_format: LogFormat = LogFormat.TEXT
     """``text`` for people, ``json`` (one object per line, with the structured fields) for log pipelines."""
@@ -105,6 +102,9 @@ class Settings(BaseModel):
     ``<domain>/gpu-translation=enabled`` (read from the API server: needs ``get`` on namespaces)."""
     kubeconfig: Path | None = None
     """Outside a cluster only; in a pod the service account is used."""
+    config_file: Path | None = None
+    """YAML settings: ``version: v1`` and camelCase keys (``nodePolicy: spread``), below flags and
+    environment."""
     leader_elect: bool = False
     """Run as one of several replicas behind a Service (default-scheduler mode): only the holder of a
     ``coordination.k8s.io/v1`` Lease answers the scheduling verbs; the others answer 503 and are not ready, so
@@ -133,13 +133,7 @@ class Settings(BaseModel):
             )
         return self
 
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _level(cls, value: object) -> object:
-        return value.lower() if isinstance(value, str) else value
 
-
-_FIELDS: Final = tuple(Settings.model_fields)
 # The plugin's spelling of durations (``--*-seconds``), accepted here too.
 _RENAMED: Final = {
     "reservation_grace_s": "reservation_grace_seconds",
@@ -155,6 +149,7 @@ CLI: Final = Cli(
     description="kube-vgpu scheduler extender: filter, prioritize and bind for fractional GPUs, and the "
     "admission webhook.",
     env_prefix=ENV_PREFIX,
+    error=SettingsError,
     env_aliases={ENV_PREFIX + new.upper(): old for old, new in _RENAMED.items()},
     flag_aliases={old: ("--" + new.replace("_", "-"),) for old, new in _RENAMED.items()},
     epilog="Precedence: flags > environment > config file > defaults. Environment: "
@@ -163,53 +158,15 @@ CLI: Final = Cli(
 )
 
 
-def _from_file(path: Path) -> dict[str, Any]:
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise SettingsError(f"config file {path}: {err}") from err
-    if not isinstance(doc, dict):
-        raise SettingsError(f"config file {path}: must be a mapping with version: {CONFIG_VERSION}")
-    version = doc.pop("version", None)
-    if version != CONFIG_VERSION:
-        raise SettingsError(f"config file {path}: version {version!r} is not supported, use {CONFIG_VERSION}")
-    return doc
+def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Merge the sources (flags > environment > file > defaults) and validate once; raises
+    :class:`SettingsError` naming the flag, the source and the value."""
+    sources = CLI.sources(argv, os.environ if env is None else env)
+    path = sources.given("config_file")
+    return CLI.settle(sources, _from_file(Path(path)) if path else FileValues())
 
 
-def _from_env(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
-    known = {ENV_PREFIX + "CONFIG_FILE", *CLI.env_aliases, *(CLI.env_name(n) for n in _FIELDS)}
-    unknown = [k for k in env if k.startswith(ENV_PREFIX) and k not in known]
-    if unknown:
-        raise SettingsError(f"unknown environment variables: {', '.join(sorted(unknown))}")
-    return CLI.read_env(env)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = CLI.parser()
-    parser.add_argument(
-        "--config-file",
-        type=Path,
-        help=f"YAML settings with version: {CONFIG_VERSION} [env: {ENV_PREFIX}CONFIG_FILE]",
-    )
-    return parser
-
-
-def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Settings:
-    """Merge the sources (flags > environment > file > defaults) and validate once."""
-    env = os.environ if env is None else env
-    flags = CLI.parse_flags(list(argv), _parser())
-    config_file = flags.pop("config_file", None) or env.get(ENV_PREFIX + "CONFIG_FILE")
-    merged: dict[str, Any] = _from_file(Path(config_file)) if config_file else {}
-    merged = {_snake(k): v for k, v in merged.items()}
-    from_env, variables = _from_env(env)
-    merged.update(from_env)
-    merged.update(flags)
-    try:
-        return Settings.model_validate(merged)
-    except ValidationError as err:
-        sources = {**{n: f"env {v}" for n, v in variables.items()}, **dict.fromkeys(flags, "flag")}
-        raise SettingsError(CLI.error(err, sources)) from err
-
-
-def _snake(key: str) -> str:
-    return "".join("_" + c.lower() if c.isupper() else c for c in key)
+def _from_file(path: Path) -> FileValues:
+    doc = CLI.read_file(path)
+    CLI.check_version(doc, path)
+    return CLI.file_keys(doc, f"config file {path}", frozenset({"version"}))

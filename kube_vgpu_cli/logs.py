@@ -4,11 +4,12 @@ pipelines. Both keep the structured fields the code passes with ``extra={...}``.
 import logging
 import sys
 from enum import StrEnum
-from typing import IO, Any, Final
+from typing import IO, Annotated, Any, Final, Literal
 
+from pydantic import BeforeValidator
 from pythonjsonlogger.json import JsonFormatter
 
-__all__ = ["LogFormat", "adopt_loggers", "configure_logging"]
+__all__ = ["LogFormat", "LogLevel", "adopt_loggers", "configure_logging"]
 
 _HANDLER: Final = "kube-vgpu"
 _TEXT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -19,6 +20,13 @@ _STANDARD: Final = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asc
 class LogFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
+
+
+LogLevel = Annotated[
+    Literal["debug", "info", "warning", "error"],
+    BeforeValidator(lambda value: value.lower() if isinstance(value, str) else value),
+]
+"""A settings field's logging threshold; ``INFO`` and ``info`` alike."""
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:

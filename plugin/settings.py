@@ -1,13 +1,13 @@
 """The plugin's settings: flags, then environment, then the versioned config file, then defaults.
 
-Every setting has a flag (``--device-list-strategy``), an environment variable
-(``KUBE_VGPU_PLUGIN_DEVICE_LIST_STRATEGY``; the older ``KUBE_VGPU_DEVICE_LIST_STRATEGY`` and the seeds' names,
-``_SEED_ENV`` below, are read too) and a camelCase key in the config file (``deviceListStrategy``); the
-flags, variables and ``--help`` come from this module's :class:`Settings` (:mod:`kube_vgpu_cli.options`).
-The file carries ``version: v1`` and may hold per-node overrides under ``nodeConfig`` (a list of
-``{name: <node>, ...}``, matched by node name, or ``{matchLabels: {<label>: <value>}, ...}``, matched by
-the Node's labels and applied before named entries; as in seed 001). Validation happens once, here; a bad
-value raises :class:`ConfigError` naming the flag and where it came from.
+The convention is the extender's too (:mod:`kube_vgpu_cli.options`, which does the loading): every setting
+has a flag (``--device-list-strategy``), an environment variable (``KUBE_VGPU_PLUGIN_DEVICE_LIST_STRATEGY``;
+the older ``KUBE_VGPU_DEVICE_LIST_STRATEGY`` and the older plugins' names, ``_SEED_ENV`` below, are read too)
+and a camelCase key in the config file (``deviceListStrategy``). The file carries ``version: v1`` and may hold
+per-node overrides under ``nodeConfig`` (a list of ``{name: <node>, ...}``, matched by node name, or
+``{matchLabels: {<label>: <value>}, ...}``, matched by the Node's labels and applied before named entries, as
+gpu-manager's). Validation happens once; a bad value raises :class:`ConfigError` naming the flag, where it
+came from and the value.
 
 The same ``--config-file`` / ``CONFIG_FILE`` may instead hold NVIDIA's device-plugin config (also
 ``version: v1``): a file with NVIDIA's top-level keys (``flags``, ``sharing``, ...) is read as NVIDIA's
@@ -15,19 +15,19 @@ The same ``--config-file`` / ``CONFIG_FILE`` may instead hold NVIDIA's device-pl
 the kube-vgpu file's keys) and :func:`load_nvidia_config` gives its sharing section to the agent.
 """
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from kube_vgpu_cli.logs import LogFormat
-from kube_vgpu_cli.options import Cli
+from kube_vgpu_cli.logs import LogFormat, LogLevel
+from kube_vgpu_cli.options import CONFIG_VERSION, Cli, FileValues, Sources
 from plugin.core.allocate import DeviceIdStrategy, DeviceListStrategy
 from plugin.core.dra import FrontEnd
-from plugin.core.errors import ConfigError
+from plugin.core.errors import ConfigError, shown
 from plugin.core.health import DEFAULT_IGNORED_XIDS
 from plugin.core.mig import MigStrategy
 from plugin.core.nvconfig import NvidiaConfig, is_nvidia_config, parse_nvidia_config
@@ -44,7 +44,6 @@ __all__ = [
     "parse_args",
 ]
 
-CONFIG_VERSION: Final = "v1"
 # NVIDIA's plugin's list strategies (seed 002) -> ours.
 _SEED_LIST_STRATEGIES: Final = {"cdi-annotations": "cdi", "cdi-cri": "cdi"}
 
@@ -157,7 +156,7 @@ class Settings(BaseModel):
     device taint (running claims keep it, new ones avoid it; device taints are on by default from 1.36).
     ``withdraw``: left out of the slice, for 1.34 and 1.35, where the API server drops taints it does not
     serve (the GPU would look healthy)."""
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: LogLevel = "info"
     """Logging threshold."""
     log_format: LogFormat = LogFormat.TEXT
     """``text`` for people, ``json`` (one object per line, with the structured fields) for log pipelines."""
@@ -209,7 +208,6 @@ class Settings(BaseModel):
         return self.mps_control_path or self.nvidia_driver_root / "usr/bin/nvidia-cuda-mps-control"
 
 
-_FIELDS: Final = tuple(Settings.model_fields)
 # The seeds' environment names: the micro GPU plugin's (000) and NVIDIA's plugin's (002). Below the
 # KUBE_VGPU_PLUGIN_ names; CDI_ENABLED and PASS_DEVICE_SPECS choose a list strategy (_from_env).
 _SEED_ENV: Final = {
@@ -232,8 +230,10 @@ CLI: Final = Cli(
     prog="kube-vgpu-plugin",
     description="kube-vgpu node agent: the device plugin of nvidia.com/vcuda-core and vcuda-memory.",
     env_prefix="KUBE_VGPU_PLUGIN_",
+    error=ConfigError,
     legacy_env_prefixes=("KUBE_VGPU_",),
     env_aliases=_SEED_ENV,
+    not_in_file=frozenset({"config_file", "uninstall"}),
     epilog=(
         "Precedence: flags > environment > config file (nodeConfig entries over its top level) > defaults. "
         "Environment: KUBE_VGPU_PLUGIN_<SETTING>; KUBE_VGPU_<SETTING> and the seeds' names ("
@@ -244,36 +244,22 @@ CLI: Final = Cli(
 _NODE_IGNORED: Final = frozenset({"containerRuntimeEndpoint", "cgroupDriver"})
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(w.capitalize() for w in rest)
-
-
 def parse_args(argv: Sequence[str] | None) -> dict[str, Any]:
     """Only the flags given (``None`` defaults), so precedence can tell them apart from defaults."""
     return CLI.parse_flags(argv)
 
 
-def _from_env(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """(field -> value, field -> variable name)."""
-    found, origin = CLI.read_env(env)
+def _sources(argv: Sequence[str] | None, env: Mapping[str, str]) -> Sources:
+    """Flags and variables; NVIDIA's ``CDI_ENABLED`` / ``PASS_DEVICE_SPECS`` choose a list strategy."""
+    sources = CLI.sources(argv, env)
+    found, origin = dict(sources.env), dict(sources.variables)
     for variable, strategy in (
         ("CDI_ENABLED", DeviceListStrategy.CDI),
         ("PASS_DEVICE_SPECS", DeviceListStrategy.DEVICE_SPECS),
     ):
         if env.get(variable, "").lower() in _TRUE and "device_list_strategy" not in found:
             found["device_list_strategy"], origin["device_list_strategy"] = strategy.value, variable
-    return found, origin
-
-
-def _read_doc(path: Path) -> dict[str, Any]:
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"config file {path}: cannot be read: {err}") from err
-    if not isinstance(doc, dict):
-        raise ConfigError(f"config file {path}: must be a mapping with 'version: {CONFIG_VERSION}'")
-    return doc
+    return dataclasses.replace(sources, env=found, variables=origin)
 
 
 def load_nvidia_config(path: Path | None) -> NvidiaConfig | None:
@@ -281,7 +267,7 @@ def load_nvidia_config(path: Path | None) -> NvidiaConfig | None:
     :class:`ConfigError` naming the file and the key."""
     if path is None:
         return None
-    doc = _read_doc(path)
+    doc = CLI.read_file(path)
     if not is_nvidia_config(doc):
         return None
     try:
@@ -290,20 +276,17 @@ def load_nvidia_config(path: Path | None) -> NvidiaConfig | None:
         raise ConfigError(f"config file {path} (NVIDIA's format): {err}") from err
 
 
-def _from_file(
-    path: Path, node_name: str | None, node_labels: Mapping[str, str] | None = None
-) -> dict[str, Any]:
-    doc = _read_doc(path)
+def _from_file(path: Path, node_name: str | None, node_labels: Mapping[str, str] | None = None) -> FileValues:
+    doc = CLI.read_file(path)
     nvidia = load_nvidia_config(path) if is_nvidia_config(doc) else None
     if nvidia is not None:
-        return dict(nvidia.settings)
-    if doc.get("version") != CONFIG_VERSION:
-        raise ConfigError(f"config file {path}: version: {doc.get('version')!r} is not supported, use v1")
-    by_key = {_camel(n): n for n in _FIELDS if n not in {"config_file", "uninstall"}}
-    values = _keys(doc, by_key, {"version", "nodeConfig"}, f"config file {path}")
+        return FileValues().update(nvidia.settings, f"config file {path} (NVIDIA's format)")
+    CLI.check_version(doc, path)
+    values = CLI.file_keys(doc, f"config file {path}", frozenset({"version", "nodeConfig"}))
     for entry in _matching_entries(_node_entries(doc.get("nodeConfig"), path), node_name, node_labels):
-        where = f"{path} nodeConfig[{entry.get('name') or entry['matchLabels']}]"
-        values.update(_keys(entry, by_key, {"name", "matchLabels"} | _NODE_IGNORED, where))
+        where = f"config file {path} nodeConfig[{shown(entry.get('name') or entry['matchLabels'])}]"
+        node = CLI.file_keys(entry, where, frozenset({"name", "matchLabels"}) | _NODE_IGNORED)
+        values = values.update(node.values, where)
     return values
 
 
@@ -325,10 +308,10 @@ def has_label_entries(path: Path | None) -> bool:
     if path is None:
         return False
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        doc = CLI.read_file(path)
+    except ConfigError:
         return False  # load_settings already reported it
-    entries = doc.get("nodeConfig") if isinstance(doc, dict) else None
+    entries = doc.get("nodeConfig")
     return isinstance(entries, list) and any(isinstance(e, dict) and "matchLabels" in e for e in entries)
 
 
@@ -350,34 +333,17 @@ def _selects(entry: dict[str, Any]) -> bool:
     return isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values())
 
 
-def _keys(
-    doc: Mapping[str, Any], by_key: Mapping[str, str], extra: set[str] | frozenset[str], where: str
-) -> dict[str, Any]:
-    unknown = sorted(set(doc) - set(by_key) - set(extra))
-    if unknown:
-        raise ConfigError(f"{where}: unknown field {unknown[0]!r}")
-    return {by_key[k]: v for k, v in doc.items() if k in by_key}
-
-
 def load_settings(
     argv: Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
     node_labels: Mapping[str, str] | None = None,
 ) -> Settings:
     """Flags > env > config file (node override > file) > defaults; raises :class:`ConfigError`."""
-    flags = parse_args(argv)
-    from_env, variables = _from_env(os.environ if env is None else env)
-    config_file = flags.get("config_file") or from_env.get("config_file")
-    node_name = flags.get("node_name") or from_env.get("node_name")
-    from_file = _from_file(Path(config_file), node_name, node_labels) if config_file else {}
-    merged = {**from_file, **from_env, **flags}
-    if isinstance(merged.get("ignored_xids"), str):
-        merged["ignored_xids"] = [x for x in merged["ignored_xids"].split(",") if x.strip()]
-    try:
-        settings = Settings(**merged)
-    except ValidationError as err:
-        sources = {**{n: f"env {v}" for n, v in variables.items()}, **dict.fromkeys(flags, "flag")}
-        raise ConfigError(CLI.error(err, sources)) from err
+    sources = _sources(argv, os.environ if env is None else env)
+    config_file = sources.given("config_file")
+    node_name = sources.given("node_name")
+    from_file = _from_file(Path(config_file), node_name, node_labels) if config_file else FileValues()
+    settings = CLI.settle(sources, from_file)
     if settings.front_end is FrontEnd.DRA and load_nvidia_config(settings.config_file) is not None:
         # One GPU, one mode: a DRA node sells every GPU as claims; NVIDIA's modes would sell them twice.
         raise ConfigError(

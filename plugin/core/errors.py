@@ -1,7 +1,8 @@
 """The plugin's errors. Standard library only."""
 
-import reprlib
 from typing import Final
+
+from vcuda.errors import shown
 
 __all__ = [
     "MISMATCH_PREFIX",
@@ -14,15 +15,6 @@ __all__ = [
 ]
 
 MISMATCH_PREFIX: Final = "kube-vgpu attribution mismatch:"
-
-_SHORT: Final = reprlib.Repr()
-_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 60, 60
-
-
-def shown(value: object) -> str:
-    """``repr`` of a value read from a file, bounded for an error message: YAML aliases nest a list nine
-    deep with nine items each ("billion laughs") at no cost to load, and forever to ``repr``."""
-    return _SHORT.repr(value)
 
 
 class PluginError(Exception):
