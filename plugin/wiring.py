@@ -62,7 +62,8 @@ class Timings:
 
 @dataclass(frozen=True, slots=True)
 class _Ground:
-    """What every part is built from: the settings, the discovered GPUs and the node's shared objects."""
+    """What every part is built from: the settings, the discovered GPUs, the node's shared objects and the
+    adapters to the cluster and the kubelet."""
 
     settings: Settings
     names: Names
@@ -72,6 +73,8 @@ class _Ground:
     plan: PlanOptions
     cdi_files: DriverFiles
     timings: Timings
+    cluster: Cluster
+    pod_resources: PodResourcesSource
 
     @property
     def resync_s(self) -> float:
@@ -118,6 +121,8 @@ def build_agent(
         _plan_options(settings),
         _cdi_files(settings),
         timings,
+        cluster,
+        pod_resources,
     )
     policy = HealthPolicy(settings.ignored_xids, settings.xid_recovery_seconds)
     # MIG instances are served whole, one registration per resource, apart from vcuda-core (plugin.mig,
@@ -127,31 +132,14 @@ def build_agent(
     # NVIDIA's modes (plugin.nvidia, docs/nvidia-plugin.md): which GPUs leave vcuda for nvidia.com/gpu.
     config = load_nvidia_config(settings.config_file)
     modes = ServedModes(plan_modes(node_gpus.gpus, config), _nvidia_plugins(ground, config, mig))
-    board = DeviceBoard()
-    allocator = Allocator(
-        names=ground.names,
-        node=settings.node_name,
-        verifier=verifier,
-        cluster=cluster,
-        pod_resources=pod_resources,
-        state=ground.state,
-        gpus=lambda: {g.uuid: g for g in node_gpus.gpus if g.uuid in modes.plan.vcuda()},  # vcuda mode only
-        options=ground.plan,
-    )
+    allocator = _allocator(ground, verifier, modes)
     relay = _Relay()
     uuids = [GpuUuid(g.uuid) for g in node_gpus.gpus]
     health = HealthMonitor(source, uuids, policy, relay, settings.health_probe_seconds, on_xid=on_xid)
     node = NodePublisher(
         cluster, settings.node_name, ground.names, ground.resync_s, gfd_coexistence=settings.gfd_coexistence
     )
-    registrar = Registrar(
-        plugin_dir=settings.device_plugin_dir,
-        socket_name=CORE_SOCKET,
-        resource=ground.names.core,
-        add_servicer=_serve_core(board, allocator),
-        poll_s=timings.kubelet_poll_s,
-        on_registered=_on_registered(node, allocator),
-    )
+    board = DeviceBoard()  # vcuda-core's devices
     violations = ViolationTally()  # kube_vgpu_container_limit_violations_total, for the exporter
     dra = _dra_node(ground, claims, health) if settings.front_end is FrontEnd.DRA else None
     unhealthy: dict[str, str] = {}
@@ -167,22 +155,14 @@ def build_agent(
         allocator=allocator,
         health=health,
         node=node,
-        reclaimer=Reclaimer(
-            state=ground.state,
-            cluster=cluster,
-            node=settings.node_name,
-            pod_resources=pod_resources,
-            allocator=allocator,
-            interval_s=settings.reclaim_interval_seconds,
-            grace_s=settings.reclaim_grace_seconds,
-        ),
-        registrar=registrar,
+        reclaimer=_reclaimer(ground, allocator),
+        registrar=_core_registrar(ground, board, allocator, node),
         mig=mig,
         mig_capable=bool(capable),
         mig_labels=mig_labels(node_gpus.gpus, capable, settings.mig_strategy, ground.names),
         modes=modes,
         violations=violations,
-        watchdog=_watchdog(ground, cluster, violations, modes, evictor),
+        watchdog=_watchdog(ground, violations, modes, evictor),
         dra=dra,
         pool=_pool_keeper(ground, dra, slices, unhealthy) if dra is not None and slices is not None else None,
         slice_publisher=slices,
@@ -191,6 +171,60 @@ def build_agent(
     )
     relay.bind(agent.health_changed)
     return agent
+
+
+def _allocator(ground: _Ground, verifier: Verifier, modes: ServedModes) -> Allocator:
+    """vcuda-core's Allocate flow, over the GPUs served in vcuda mode (the plan the agent serves now)."""
+    gpus = ground.node_gpus.gpus
+    return Allocator(
+        names=ground.names,
+        node=ground.settings.node_name,
+        verifier=verifier,
+        cluster=ground.cluster,
+        pod_resources=ground.pod_resources,
+        state=ground.state,
+        gpus=lambda: {g.uuid: g for g in gpus if g.uuid in modes.plan.vcuda()},
+        options=ground.plan,
+    )
+
+
+def _reclaimer(ground: _Ground, allocator: Allocator) -> Reclaimer:
+    s = ground.settings
+    return Reclaimer(
+        state=ground.state,
+        cluster=ground.cluster,
+        node=s.node_name,
+        pod_resources=ground.pod_resources,
+        allocator=allocator,
+        interval_s=s.reclaim_interval_seconds,
+        grace_s=s.reclaim_grace_seconds,
+    )
+
+
+def _core_registrar(
+    ground: _Ground, board: DeviceBoard, allocator: Allocator, node: NodePublisher
+) -> Registrar:
+    """vcuda-core's registration with the kubelet, a new servicer on each new gRPC server."""
+    background: set[asyncio.Task[None]] = set()
+
+    def add_servicer(server: grpc.aio.Server) -> None:
+        allocator.kubelet_session()  # a new server, before Register: earlier Allocates are suspects
+        DevicePluginServicer(board, allocator).add_to(server)
+
+    def registered() -> None:  # publish the node again, reconcile the allocations the kubelet holds
+        node.wake()
+        task = asyncio.get_running_loop().create_task(allocator.reconcile())
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    return Registrar(
+        plugin_dir=ground.settings.device_plugin_dir,
+        socket_name=CORE_SOCKET,
+        resource=ground.names.core,
+        add_servicer=add_servicer,
+        poll_s=ground.timings.kubelet_poll_s,
+        on_registered=registered,
+    )
 
 
 def _plan_options(s: Settings) -> PlanOptions:
@@ -212,29 +246,6 @@ def _cdi_files(s: Settings) -> DriverFiles:
     if s.device_list_strategy is DeviceListStrategy.CDI:
         return find_driver_files(DriverRoot(s.nvidia_driver_root, s.driver_host_root))
     return DriverFiles()
-
-
-def _serve_core(board: DeviceBoard, allocator: Allocator) -> Callable[[grpc.aio.Server], None]:
-    """The ``vcuda-core`` servicer for each new gRPC server of the registrar."""
-
-    def add(server: grpc.aio.Server) -> None:
-        allocator.kubelet_session()  # a new server, before Register: earlier Allocates are suspects
-        DevicePluginServicer(board, allocator).add_to(server)
-
-    return add
-
-
-def _on_registered(node: NodePublisher, allocator: Allocator) -> Callable[[], None]:
-    """After each registration: publish the node again and reconcile the allocations the kubelet holds."""
-    background: set[asyncio.Task[None]] = set()
-
-    def registered() -> None:
-        node.wake()
-        task = asyncio.get_running_loop().create_task(allocator.reconcile())
-        background.add(task)
-        task.add_done_callback(background.discard)
-
-    return registered
 
 
 def _mig_options(ground: _Ground, policy: HealthPolicy) -> MigOptions:
@@ -288,7 +299,6 @@ def _nvidia_plugins(
 
 def _watchdog(
     ground: _Ground,
-    cluster: Cluster,
     tally: ViolationTally,
     modes: ServedModes,
     evictor: "PodEvictor | None",
@@ -309,7 +319,7 @@ def _watchdog(
         state_dir=s.state_dir,
         nvml=nvml,
         gpus=lambda: [u for u in shared if u in modes.plan.vcuda()],  # whole/replica GPUs: no vcuda shim
-        cluster=cluster,
+        cluster=ground.cluster,
         tally=tally,
         options=options,
         evictor=evictor,
