@@ -1,8 +1,10 @@
 """Composition root of ``kube-vgpu-plugin``: settings, logging, NVML, the API client, the kubelet, the agent.
 
-The only module that wires adapters together. Exit codes: 0 after ``--uninstall``, 2 for a bad
-configuration (the message names the field), 3 when NVML cannot start and ``--fail-on-init-error`` is on,
-4 when the GPUs' MIG layout changed while serving (the DaemonSet starts the plugin again on the new layout).
+Makes the adapters (NVML, the API client, PodResources, the exporter and the probes) and hands them to
+:func:`plugin.wiring.build_agent`, which builds the agent's parts from the settings and the discovered GPUs.
+Exit codes: 0 after ``--uninstall``, 2 for a bad configuration (the message names the field), 3 when NVML
+cannot start and ``--fail-on-init-error`` is on, 4 when the GPUs' MIG layout changed while serving (the
+DaemonSet starts the plugin again on the new layout).
 """
 
 import asyncio
@@ -33,6 +35,7 @@ from plugin.nvml_loader import NVML_LIBRARY, find_library, locate_driver_root
 from plugin.probes import serve_probes
 from plugin.settings import Settings, has_label_entries, load_settings
 from plugin.signing import Keyring, SigningKeyError, load_keyring
+from plugin.wiring import build_agent
 from vcuda.model import GpuUuid
 from vcuda.names import Names
 from vcuda.signing import Verifier
@@ -111,7 +114,7 @@ async def _partition_mig(settings: Settings, source: GpuSource, names: Names) ->
 
 
 def tally_health(tally: XidTally) -> Callable[[Mapping[GpuUuid, bool]], None]:
-    """``Agent(on_health=...)``: the health advertised to the kubelet, for ``kube_vgpu_gpu_healthy``."""
+    """``build_agent(on_health=...)``: the health advertised to the kubelet, for ``kube_vgpu_gpu_healthy``."""
 
     def update(healthy: Mapping[GpuUuid, bool]) -> None:
         for uuid, ok in healthy.items():
@@ -207,7 +210,7 @@ async def _run(settings: Settings, keys: Verifier | None) -> None:
     await _partition_mig(settings, source, names)
     tally = XidTally()
     assert keys is not None, "main() reads the keys unless uninstalling"
-    agent = Agent(
+    agent = build_agent(
         settings,
         source=source,
         cluster=cluster,

@@ -20,9 +20,9 @@ from typing import Any
 
 from kubernetes import client
 
-from plugin.agent import Agent, Timings
 from plugin.dra.claims import ApiClaims
 from plugin.kube import ApiCluster
+from plugin.wiring import Timings, build_agent
 from tests.bench.bench_plugin import _node
 from tests.fakes.dra_kubelet import ClaimInfo, FakeDraKubelet
 from tests.integration.plugin.conftest import make_settings
@@ -63,7 +63,7 @@ async def _latencies(cluster: KmockCluster, root: Path) -> tuple[list[float], li
     )
     kubelet = FakeDraKubelet(settings.dra_registry_dir, cluster.api_client())
     await kubelet.start()
-    agent = Agent(
+    agent = build_agent(
         settings,
         source=FakeGpuSource(node),
         cluster=ApiCluster(cluster.api_client()),

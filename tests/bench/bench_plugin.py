@@ -22,12 +22,12 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from plugin.agent import Agent, Timings
 from plugin.core.gpu import Gpu, NodeGpus
 from plugin.core.slices import slices
 from plugin.kube import ApiCluster
 from plugin.kubelet import PodResourcesClient
 from plugin.server import device_list
+from plugin.wiring import Timings, build_agent
 from tests.fakes.kubelet import FakeKubelet
 from tests.integration.plugin.conftest import NODE, _reset_cluster, make_settings
 from tests.integration.test_nvml_health import real_plugin
@@ -76,7 +76,7 @@ async def _allocate_latencies(cluster: KmockCluster, root: Path) -> tuple[list[f
     kubelet = FakeKubelet(settings.device_plugin_dir, settings.pod_resources_socket)
     await kubelet.start()
     pod_resources = PodResourcesClient(settings.pod_resources_socket, NAMES.core)
-    agent = Agent(
+    agent = build_agent(
         settings,
         source=FakeGpuSource(node),
         cluster=ApiCluster(cluster.api_client()),

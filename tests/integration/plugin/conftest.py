@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from plugin.agent import Agent, Timings
+from plugin.agent import Agent
 from plugin.core.gpu import GpuSource
 from plugin.kubelet import PodResourcesClient
 from plugin.settings import Settings
+from plugin.wiring import Timings, build_agent
 from tests.fakes.kubelet import Admitted, FakeKubelet
 from tests.kmock_cluster import KmockCluster
 from tests.signing_keys import decode_for
@@ -64,7 +65,7 @@ class PluginEnv:
 
         await self.kubelet.start()
         api = ApiCluster(self.cluster.api_client())
-        self.agent = Agent(
+        self.agent = build_agent(
             self.settings,
             source=self.source,
             cluster=api,

@@ -22,11 +22,11 @@ import pytest
 import yaml
 from kubernetes import client
 
-from plugin.agent import Agent, Timings
 from plugin.core.dra import device_name, driver_name
 from plugin.dra.claims import ApiClaims
 from plugin.kube import ApiCluster
 from plugin.slicepublisher import SlicePublisher
+from plugin.wiring import Timings, build_agent
 from tests.fakes.dra_kubelet import FakeDraKubelet
 from tests.integration.plugin.conftest import NODE, STOP_S, eventually, make_settings
 from tests.kmock_cluster import KmockCluster
@@ -57,7 +57,7 @@ class Node:
         self.gpus = FakeGpuSource(h100x8())
         self.resource: Any = client.ResourceV1Api(cluster.api_client())
         self.kubelet = FakeDraKubelet(self.settings.dra_registry_dir, cluster.api_client())
-        self.agent = Agent(
+        self.agent = build_agent(
             self.settings,
             source=self.gpus,
             cluster=ApiCluster(cluster.api_client()),

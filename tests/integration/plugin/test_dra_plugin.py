@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from plugin.agent import Agent, Timings
+from plugin.agent import Agent
 from plugin.core.dra import ClaimRef
 from plugin.dra.claims import ApiClaims
 from plugin.dra.node import CHECKPOINT_PATH
 from plugin.kube import ApiCluster
+from plugin.wiring import Timings, build_agent
 from tests.fakes.dra_kubelet import ClaimInfo, FakeDraKubelet, PrepareError
 from tests.integration.plugin.conftest import NODE, STOP_S, eventually, make_settings
 from tests.kmock_cluster import KmockCluster
@@ -69,7 +70,7 @@ class DraEnv:
         self.task: asyncio.Task[None] | None = None
 
     async def start_plugin(self) -> None:
-        self.agent = Agent(
+        self.agent = build_agent(
             self.settings,
             source=self.source,
             cluster=ApiCluster(self.cluster.api_client()),

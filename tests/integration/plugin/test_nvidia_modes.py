@@ -20,12 +20,12 @@ import grpc
 import pytest
 import yaml
 
-from plugin.agent import Agent
 from plugin.core.errors import ConfigError
 from plugin.core.gpu import MigInstance
 from plugin.core.nvallocate import MPS_PIPE_PATH
 from plugin.nvidia import MODES_FILE, quit_recorded_mps
 from plugin.settings import load_settings
+from plugin.wiring import build_agent
 from tests.fakes.kubelet import Admitted
 from tests.integration.plugin.conftest import NODE, PluginEnv, eventually, make_settings
 from tests.unit.plugin.builders import NAMES, FakeGpuSource, gpus, h100x8
@@ -288,7 +288,7 @@ async def test_mig_single_and_a_whole_gpu_resource_cannot_both_be_nvidia_gpu(sho
     )
 
     with pytest.raises(ConfigError, match=r"nvidia\.com/gpu is served by --mig-strategy=single"):
-        Agent(settings, source=FakeGpuSource(node), cluster=None, pod_resources=None, verifier=None)  # type: ignore[arg-type]
+        build_agent(settings, source=FakeGpuSource(node), cluster=None, pod_resources=None, verifier=None)  # type: ignore[arg-type]
 
 
 def with_real_uuids(node: Any) -> Any:
