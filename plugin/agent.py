@@ -158,7 +158,8 @@ class Agent:
             await self._run_dra(self.dra)
             return
         log.info(
-            "serving %d GPUs as %s on node %s",
+            "serving %d of %d GPUs as %s on node %s",
+            len(self.modes.plan.vcuda()),
             len(self.node_gpus.gpus),
             self.names.core,
             self.settings.node_name,
