@@ -11,16 +11,26 @@ share. Health is the control program answering ``get_default_active_thread_perce
 stops answering is started again with a backoff (0.5 s doubling to 30 s, reset only once a started daemon
 has answered: ``-d`` exits 0 before the daemon it forks can die). On shutdown (and
 ``--uninstall``) each daemon is told ``quit`` and its GPU goes back to ``DEFAULT``.
+
+A plugin SIGKILLed, or whose GPU moved from MPS to another mode, would leave the GPU ``EXCLUSIVE_PROCESS``
+(one process: a whole-GPU pod's second process, or vcuda tenants, would fail). So every GPU is recorded in
+``<mps-root>/exclusive.json`` before it is switched and removed once it is back to ``DEFAULT``; at start, each
+recorded GPU no daemon of this plan serves goes back to ``DEFAULT``. An unreadable record: every GPU of the
+node not shared by MPS now goes back (it may have been).
 """
 
 import asyncio
+import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MpsGpu", "MpsSupervisor", "quit_daemons"]
+__all__ = ["EXCLUSIVE_FILE", "MpsGpu", "MpsSupervisor", "quit_daemons", "reset_left_exclusive"]
+
+EXCLUSIVE_FILE = "exclusive.json"
+"""Under the MPS root: the GPUs this plugin set ``EXCLUSIVE_PROCESS`` and has not set back to ``DEFAULT``."""
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +82,64 @@ async def _compute_mode(control: Path, uuid: str, mode: str) -> tuple[int, str]:
     return await _control(_smi(control), {**os.environ}, "-i", uuid, "-c", mode)
 
 
+def _read_exclusive(root: Path) -> frozenset[str] | None:
+    """The recorded GPUs; empty when there is no record, None when it is unreadable."""
+    try:
+        doc = json.loads((root / EXCLUSIVE_FILE).read_text())
+    except FileNotFoundError:
+        return frozenset()
+    except (OSError, ValueError) as err:
+        log.error(
+            "the record of GPUs set EXCLUSIVE_PROCESS (%s) is unreadable: %s", root / EXCLUSIVE_FILE, err
+        )
+        return None
+    if not isinstance(doc, list) or not all(isinstance(u, str) for u in doc):
+        log.error(
+            "the record of GPUs set EXCLUSIVE_PROCESS (%s) is not a list of UUIDs", root / EXCLUSIVE_FILE
+        )
+        return None
+    return frozenset(doc)
+
+
+def _write_exclusive(root: Path, uuids: Collection[str]) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{EXCLUSIVE_FILE}.tmp"
+    tmp.write_text(json.dumps(sorted(uuids)))
+    os.replace(tmp, root / EXCLUSIVE_FILE)
+
+
+def _record(root: Path, add: Collection[str] = (), remove: Collection[str] = ()) -> None:
+    """Add and remove GPUs of the record (an unreadable one is rewritten: its GPUs were reset at start)."""
+    recorded = _read_exclusive(root) or frozenset()
+    changed = (recorded | set(add)) - set(remove)
+    if changed != recorded or not (root / EXCLUSIVE_FILE).exists():
+        _write_exclusive(root, changed)
+
+
+async def reset_left_exclusive(
+    control: Path, root: Path, *, keep: Collection[str], every: Collection[str]
+) -> list[str]:
+    """Set back to ``DEFAULT`` each recorded GPU not in ``keep`` (the GPUs MPS shares now); with an unreadable
+    record, each of ``every`` not in ``keep``. Answers the GPUs set back; one that fails stays recorded."""
+    recorded = _read_exclusive(root)
+    stale = sorted((set(every) if recorded is None else recorded) - set(keep))
+    done = []
+    for uuid in stale:
+        code, out = await _compute_mode(control, uuid, "DEFAULT")
+        if code == 0:
+            log.info(
+                "GPU %s: compute mode set back to DEFAULT (left EXCLUSIVE_PROCESS by an MPS daemon)", uuid
+            )
+            done.append(uuid)
+        else:
+            log.error("GPU %s: compute mode not set back to DEFAULT (exit %d): %s", uuid, code, out)
+    if recorded is None:
+        _write_exclusive(root, (set(stale) - set(done)) | (set(every) & set(keep)))
+    elif done:
+        _record(root, remove=done)
+    return done
+
+
 async def quit_daemons(control: Path, root: Path, uuids: Sequence[str]) -> None:
     """``echo quit | nvidia-cuda-mps-control`` for each GPU's daemon (best effort: it may be gone), then the
     GPU's compute mode back to ``DEFAULT`` (whole GPUs and vcuda shares run several processes)."""
@@ -81,6 +149,8 @@ async def quit_daemons(control: Path, root: Path, uuids: Sequence[str]) -> None:
         code, out = await _compute_mode(control, uuid, "DEFAULT")
         if code != 0:
             log.error("GPU %s: compute mode not set back to DEFAULT (exit %d): %s", uuid, code, out)
+        else:
+            _record(root, remove=[uuid])
 
 
 class MpsSupervisor:
@@ -92,14 +162,23 @@ class MpsSupervisor:
         *,
         check_s: float = 5.0,
         max_backoff_s: float = 30.0,
+        every: Collection[str] = (),
     ) -> None:
+        """``every``: the node's GPUs (reset when the record of GPUs left exclusive is unreadable)."""
         self._gpus = tuple(gpus)
+        self._every = frozenset(every)
         self._control = control
         self._root = root
         self._check_s = check_s
         self._max_backoff_s = max_backoff_s
         self.starts: dict[str, int] = {g.uuid: 0 for g in gpus}
         self.ready = asyncio.Event()
+
+    async def reset_left(self) -> list[str]:
+        """Set back to ``DEFAULT`` the GPUs an earlier run left exclusive that no daemon of this one serves
+        (before any resource is served: a whole-GPU pod must not land on an exclusive GPU)."""
+        mine = [g.uuid for g in self._gpus]
+        return await reset_left_exclusive(self._control, self._root, keep=mine, every=self._every)
 
     async def run(self) -> None:
         """Supervise every daemon until cancelled; then tell each to quit."""
@@ -119,6 +198,7 @@ class MpsSupervisor:
         self.starts[gpu.uuid] += 1
         # Exclusive-process, as NVIDIA's MPS daemon sets it: the MPS server is then the GPU's one process,
         # so a client that drops CUDA_MPS_PIPE_DIRECTORY cannot run beside it on the bare GPU, unlimited.
+        _record(self._root, add=[gpu.uuid])  # before: a SIGKILL after the switch still finds it recorded
         code, out = await _compute_mode(self._control, gpu.uuid, "EXCLUSIVE_PROCESS")
         if code != 0:
             log.error("GPU %s: compute mode not set to EXCLUSIVE_PROCESS (exit %d): %s", gpu.uuid, code, out)

@@ -188,6 +188,7 @@ class NvidiaPlugins:
             options.mps_control,
             Path(options.share.mps_dir),
             check_s=options.mps_check_s,
+            every=[g.uuid for g in gpus],
         )
 
     def _mps_gpu(self, plan: GpuPlan) -> MpsGpu:
@@ -221,6 +222,7 @@ class NvidiaPlugins:
             await self.boards[resource].publish(entries)
 
     async def run(self) -> None:
+        await self.mps.reset_left()  # GPUs an earlier MPS plan (or a SIGKILLed plugin) left exclusive
         if not self.resources:
             return
         log.info("serving %s", ", ".join(f"{r} ({len(p)} GPUs)" for r, p in self.resources.items()))

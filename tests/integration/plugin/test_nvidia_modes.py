@@ -194,6 +194,48 @@ async def test_mps_starts_one_daemon_per_gpu_restarts_it_when_it_dies_and_stops_
     assert any("quit" in e["stdin"] for e in mps_log(log))
 
 
+def compute_modes(path: Path) -> list[tuple[str, str]]:
+    """(GPU, mode) of every ``nvidia-smi -c`` call, in order."""
+    return [(e["argv"][1], e["argv"][3]) for e in mps_log(path) if e.get("prog") == "nvidia-smi"]
+
+
+@pytest.mark.parametrize(
+    "record",
+    [None, "{not json", '{"gpus": 1}'],
+    ids=["recorded by the last run", "record unreadable", "record not a list"],
+)
+async def test_a_gpu_moved_from_mps_to_whole_goes_back_to_default_compute_mode(
+    env_factory: Any, short_dir: Path, monkeypatch: pytest.MonkeyPatch, record: str | None
+) -> None:
+    log = short_dir / "mps.log"
+    monkeypatch.setenv("FAKE_MPS_LOG", str(log))
+    mps = {"sharing": {"mps": {"resources": [{"name": "gpu", "replicas": 2, "devices": [0]}]}}}
+    first = await nvidia_env(env_factory, short_dir, mps, mps_control_path=FAKE_MPS)
+    assert compute_modes(log) == [(UUIDS[0], "EXCLUSIVE_PROCESS")]
+    # As a SIGKILLed plugin leaves it: the daemon gone, the GPU never set back (here: nvidia-smi refused).
+    monkeypatch.setenv("FAKE_NVIDIA_SMI_DENY", "1")
+    await first.stop()
+    monkeypatch.delenv("FAKE_NVIDIA_SMI_DENY")
+    mps_root = first.settings.mps_dir
+    if record is not None:
+        (mps_root / "exclusive.json").write_text(record)
+    log.unlink()
+
+    whole = {"flags": {}, "kubeVgpu": {"vcudaDevices": [1, 2, 3, 4, 5, 6, 7]}}  # GPU 0: one nvidia.com/gpu
+    second = await nvidia_env(
+        env_factory, short_dir / "again", whole, mps_control_path=FAKE_MPS, mps_root=mps_root
+    )
+    resets = set(compute_modes(log))
+    expected = {(UUIDS[0], "DEFAULT")} if record is None else {(u, "DEFAULT") for u in UUIDS}
+    assert resets == expected
+    assert json.loads((mps_root / "exclusive.json").read_text()) == []
+    await second.stop()
+    log.unlink()
+    await (await env_factory(config_file=config_file(short_dir / "third", whole), mps_control_path=FAKE_MPS,
+                             mps_root=mps_root)).stop()  # fmt: skip
+    assert compute_modes(log) == []  # set back once, not at every start
+
+
 @pytest.mark.parametrize("recorded", [True, False], ids=["recorded modes", "no record: all were vcuda"])
 async def test_a_mode_switch_is_refused_while_a_container_holds_the_gpu(
     short_dir: Path, kmock_cluster: Any, recorded: bool
