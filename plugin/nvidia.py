@@ -24,7 +24,15 @@ from plugin.api.deviceplugin.v1beta1 import api_pb2
 from plugin.core.allocate import NODE_DIR_NAME, PlanOptions
 from plugin.core.errors import AllocationError
 from plugin.core.gpu import Gpu
-from plugin.core.gpumodes import GpuPlan, ModePlan, decode_modes, encode_modes, gpu_of_device, hold_switches
+from plugin.core.gpumodes import (
+    GpuPlan,
+    ModePlan,
+    decode_modes,
+    encode_modes,
+    gpu_of_device,
+    hold_switches,
+    withhold_unknown,
+)
 from plugin.core.nvallocate import (
     REPLICAS_DIR,
     ShareOptions,
@@ -252,35 +260,67 @@ async def _held_gpus(socket: Path, resources: Sequence[str]) -> frozenset[str] |
     return frozenset(held)
 
 
+async def _held_by_resource(socket: Path) -> dict[str, frozenset[str]] | None:
+    """Every device ID any container holds, by resource (PodResources); None: unreadable."""
+    client = PodResourcesClient(socket, "")
+    try:
+        return await client.held_by_resource()
+    except grpc.aio.AioRpcError as err:
+        log.warning("cannot read PodResources at %s: %s", socket, err.details())
+        return None
+    finally:
+        await client.close()
+
+
+async def _refuse(refused: Sequence[str], cluster: Cluster, node: str) -> None:
+    for sentence in refused:
+        log.error("GPU mode switch refused: %s", sentence)
+        involved = {"kind": "Node", "namespace": "default", "name": node, "uid": ""}
+        await cluster.pod_event(involved, "VGPUModeSwitchRefused", sentence)
+
+
 async def resolve_modes(
     wanted: ModePlan, *, state_root: Path, pod_resources: Path, core: str, cluster: Cluster, node: str
 ) -> ModePlan:
     """The plan to serve: ``wanted``, but a GPU whose mode would change while a container holds it keeps its
     previous mode (logged, and a Warning event on the Node) until a later start finds it free. The served
     plan is recorded in ``<state>/modes.json`` (none yet: every GPU was vcuda, as before NVIDIA's modes
-    existed); when PodResources cannot be read every switch waits."""
+    existed); when PodResources cannot be read every switch waits. An unreadable record says nothing of
+    the previous modes: a GPU a container holds in a way ``wanted`` would not serve it is withheld
+    (:func:`plugin.core.gpumodes.withhold_unknown`), and the record is rewritten only once none is."""
     record = state_root / MODES_FILE
     try:
         previous = decode_modes(json.loads(record.read_text()))
     except FileNotFoundError:  # before the first record every GPU was sold as vcuda shares
         previous = {p.uuid: GpuPlan(p.uuid, p.index, GpuMode.VCUDA) for p in wanted.gpus}
-    except (OSError, ValueError):
-        previous = {}
+    except (OSError, ValueError) as err:
+        log.error(
+            "the record of served GPU modes %s is unreadable (%s): a GPU a container holds in another mode "
+            "than this plan's is withheld until it is free",
+            record,
+            err,
+        )
+        effective, refused = withhold_unknown(wanted, await _held_by_resource(pod_resources), core)
+        await _refuse(refused, cluster, node)
+        if not refused:  # kept unreadable while a GPU is withheld: the next start withholds it again
+            _write_record(record, effective)
+        return effective
     held: frozenset[str] = frozenset()
     if any(previous.get(p.uuid) not in (None, p) for p in wanted.gpus):
         resources = sorted({core, *(p.resource for p in previous.values() if p.resource)})
         found = await _held_gpus(pod_resources, resources)
         held = frozenset(previous) if found is None else found
     effective, refused = hold_switches(previous, wanted, held)
-    for sentence in refused:
-        log.error("GPU mode switch refused: %s", sentence)
-        involved = {"kind": "Node", "namespace": "default", "name": node, "uid": ""}
-        await cluster.pod_event(involved, "VGPUModeSwitchRefused", sentence)
-    state_root.mkdir(parents=True, exist_ok=True)
-    tmp = record.with_suffix(".tmp")
-    tmp.write_text(json.dumps(encode_modes(effective)))
-    os.replace(tmp, record)
+    await _refuse(refused, cluster, node)
+    _write_record(record, effective)
     return effective
+
+
+def _write_record(record: Path, plan: ModePlan) -> None:
+    record.parent.mkdir(parents=True, exist_ok=True)
+    tmp = record.with_suffix(".tmp")
+    tmp.write_text(json.dumps(encode_modes(plan)))
+    os.replace(tmp, record)
 
 
 async def quit_recorded_mps(state_root: Path, control: Path, mps_dir: Path) -> list[str]:

@@ -276,6 +276,45 @@ async def test_a_mode_switch_is_refused_while_a_container_holds_the_gpu(
         await env.stop()
 
 
+@pytest.mark.parametrize("corrupt", ["{not json", '{"v": 1, "gpus": [{"uuid": 7}]}', "[]"])
+async def test_an_unreadable_mode_record_withholds_a_gpu_a_container_holds_in_another_mode(
+    short_dir: Path, kmock_cluster: Any, corrupt: str
+) -> None:
+    from tests.integration.plugin.conftest import _reset_cluster
+
+    _reset_cluster(kmock_cluster)
+    root = short_dir / "corrupt"
+    settings = make_settings(
+        root, config_file=config_file(root, {"flags": {}, "kubeVgpu": {"vcudaDevices": [1]}})
+    )
+    (root / "state").mkdir(parents=True)
+    (root / "state" / MODES_FILE).write_text(corrupt)
+    env = PluginEnv(root, kmock_cluster, FakeGpuSource(H100), settings)
+    held: dict[str, tuple[list[str], str]] = {
+        "old": ([f"{UUIDS[0]}::3"], NAMES.core),  # GPU 0 was vcuda; the plan makes it a whole nvidia.com/gpu
+        "same": ([f"{UUIDS[1]}::7"], NAMES.core),  # GPU 1 stays vcuda: no switch, served
+        "whole": ([UUIDS[2]], GPU),  # GPU 2 stays a whole nvidia.com/gpu: served
+    }
+    for name, (ids, resource) in held.items():
+        env.kubelet.pods[("default", name)] = ["main"]
+        env.kubelet.allocations[("default", name, "main")] = Admitted("default", name, "main", ids, resource)
+    try:
+        await env.start()
+        devices = await env.kubelet.devices_until(GPU, lambda d: len(d) == 6)
+        assert {d.ID for d in devices} == set(UUIDS[2:])  # GPU 0 in no resource
+        core = await env.kubelet.devices_until(NAMES.core, lambda d: len(d) == 100)
+        assert {d.ID.partition("::")[0] for d in core} == {UUIDS[1]}
+        assert UUIDS[0] not in {g.uuid for g in inventory(env).gpus}  # no vcuda shares placed on it
+        [withheld] = [g for g in inventory(env).other if g.uuid == UUIDS[0]]
+        assert not withheld.healthy  # nor a whole GPU
+        events = json.loads(env.core.list_namespaced_event("default", _preload_content=False).data)["items"]
+        assert [e["reason"] for e in events] == ["VGPUModeSwitchRefused"]
+        assert "GPU 0" in events[0]["message"]
+        assert (root / "state" / MODES_FILE).read_text() == corrupt  # the next start withholds it again
+    finally:
+        await env.stop()
+
+
 async def test_uninstall_tells_the_recorded_mps_daemons_to_quit(
     short_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
