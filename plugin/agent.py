@@ -250,6 +250,7 @@ class Agent:
             plugin_dir=s.device_plugin_dir,
             mps_control=s.mps_control,
             mps_check_s=self._timings.mps_check_s,
+            mps_shm_size=s.mps_shm_size,
             poll_s=self._timings.kubelet_poll_s,
         )
         return NvidiaPlugins(modes, self.node_gpus.gpus, self.node_gpus.links, options, self.state)

@@ -17,17 +17,42 @@ A plugin SIGKILLed, or whose GPU moved from MPS to another mode, would leave the
 ``<mps-root>/exclusive.json`` before it is switched and removed once it is back to ``DEFAULT``; at start, each
 recorded GPU no daemon of this plan serves goes back to ``DEFAULT``. An unreadable record: every GPU of the
 node not shared by MPS now goes back (it may have been).
+
+The daemons' and clients' ``/dev/shm`` is ``<mps-root>/shm``: before the daemons start, a previous mount there
+is unmounted and what is left removed, then a tmpfs is mounted with ``rw,nosuid,nodev,noexec,relatime,
+size=<size>`` (NVIDIA's ``mps-control-daemon mount-shm``; size default half the node's memory, as NVIDIA's):
+no setuid program or executable in memory every MPS client shares, bounded, and nothing of a previous run.
+When the daemons stop it is unmounted and emptied. A mount that fails (no ``CAP_SYS_ADMIN``) is logged;
+the plain directory, emptied, is used then. The mount call is a :class:`Mounter`; :class:`SystemMounter` runs
+``mount(8)``/``umount(8)``.
 """
 
 import asyncio
 import json
 import logging
 import os
+import shutil
+import subprocess
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-__all__ = ["EXCLUSIVE_FILE", "MpsGpu", "MpsSupervisor", "quit_daemons", "reset_left_exclusive"]
+__all__ = [
+    "EXCLUSIVE_FILE",
+    "SHM_OPTIONS",
+    "Mounter",
+    "MpsGpu",
+    "MpsShm",
+    "MpsSupervisor",
+    "SystemMounter",
+    "default_shm_size",
+    "quit_daemons",
+    "reset_left_exclusive",
+]
+
+SHM_OPTIONS = ("rw", "nosuid", "nodev", "noexec", "relatime")
+"""NVIDIA's options for the MPS tmpfs; ``size=`` is added."""
 
 EXCLUSIVE_FILE = "exclusive.json"
 """Under the MPS root: the GPUs this plugin set ``EXCLUSIVE_PROCESS`` and has not set back to ``DEFAULT``."""
@@ -153,6 +178,108 @@ async def quit_daemons(control: Path, root: Path, uuids: Sequence[str]) -> None:
             _record(root, remove=[uuid])
 
 
+class Mounter(Protocol):
+    def mounted(self, path: Path) -> bool: ...
+
+    def mount_tmpfs(self, path: Path, options: Sequence[str]) -> None:
+        """Raises OSError when the mount fails."""
+
+    def unmount(self, path: Path) -> None:
+        """Raises OSError when the unmount fails."""
+
+
+class SystemMounter:
+    """``mount -t tmpfs`` and ``umount`` (NVIDIA's, via mount-utils); mounts from /proc/self/mountinfo."""
+
+    def mounted(self, path: Path) -> bool:
+        try:
+            lines = Path("/proc/self/mountinfo").read_text().splitlines()
+        except OSError:
+            return False
+        target = str(path.resolve())
+        return any(len(f := line.split()) > 4 and f[4].replace("\\040", " ") == target for line in lines)
+
+    def mount_tmpfs(self, path: Path, options: Sequence[str]) -> None:
+        self._run("mount", "-t", "tmpfs", "-o", ",".join(options), "shm", str(path))
+
+    def unmount(self, path: Path) -> None:
+        self._run("umount", str(path))
+
+    @staticmethod
+    def _run(*argv: str) -> None:
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise OSError(f"{argv[0]}: {err}") from err
+        if done.returncode != 0:
+            raise OSError(f"{' '.join(argv)}: exit {done.returncode}: {done.stderr.strip()[:500]}")
+
+
+def default_shm_size(meminfo: str) -> str:
+    """Half of ``MemTotal`` (``/proc/meminfo`` text), NVIDIA's default; 65536k when it cannot be read."""
+    for line in meminfo.splitlines():
+        if line.startswith("MemTotal:"):
+            parts = line.removeprefix("MemTotal:").split()
+            if parts and parts[0].isdigit():
+                return f"{int(parts[0]) // 2}{parts[1][0] if len(parts) > 1 else ''}"
+    return "65536k"
+
+
+@dataclass(frozen=True, slots=True)
+class MpsShm:
+    """The MPS shared memory at ``path`` (``<mps-root>/shm``): a fresh bounded tmpfs while daemons run."""
+
+    path: Path
+    size: str
+    mounter: Mounter
+
+    def prepare(self) -> bool:
+        """Clear what a previous run left, then mount the tmpfs; False (logged) when it cannot be mounted."""
+        self.release()
+        self.path.mkdir(parents=True, exist_ok=True)
+        options = (*SHM_OPTIONS, f"size={self.size}")
+        try:
+            self.mounter.mount_tmpfs(self.path, options)
+        except OSError as err:
+            log.warning(
+                "MPS shared memory %s is not a tmpfs (%s): the plain directory is used, emptied, with no "
+                "size limit and exec allowed; give the plugin CAP_SYS_ADMIN (the chart's privileged pod)",
+                self.path,
+                err,
+            )
+            return False
+        log.info("MPS shared memory %s: tmpfs %s", self.path, ",".join(options))
+        return True
+
+    def release(self) -> None:
+        """Unmount every mount at ``path`` (best effort) and remove what is left in the directory."""
+        for _ in range(8):  # stacked mounts of earlier runs; bounded
+            if not self.mounter.mounted(self.path):
+                break
+            try:
+                self.mounter.unmount(self.path)
+            except OSError as err:
+                log.error("MPS shared memory %s not unmounted: %s", self.path, err)
+                break
+        _empty(self.path)
+
+
+def _empty(folder: Path) -> None:
+    """Remove what is in ``folder`` (never following a link out of it)."""
+    try:
+        entries = list(folder.iterdir()) if folder.is_dir() and not folder.is_symlink() else []
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        except OSError as err:
+            log.warning("cannot remove %s from the MPS shared memory: %s", entry, err)
+
+
 class MpsSupervisor:
     def __init__(
         self,
@@ -163,10 +290,12 @@ class MpsSupervisor:
         check_s: float = 5.0,
         max_backoff_s: float = 30.0,
         every: Collection[str] = (),
+        shm: MpsShm | None = None,
     ) -> None:
         """``every``: the node's GPUs (reset when the record of GPUs left exclusive is unreadable)."""
         self._gpus = tuple(gpus)
         self._every = frozenset(every)
+        self._shm = shm
         self._control = control
         self._root = root
         self._check_s = check_s
@@ -181,15 +310,24 @@ class MpsSupervisor:
         return await reset_left_exclusive(self._control, self._root, keep=mine, every=self._every)
 
     async def run(self) -> None:
-        """Supervise every daemon until cancelled; then tell each to quit."""
+        """Supervise every daemon until cancelled; then tell each to quit. The shared memory is set up before
+        the first daemon and cleared after the last one stops (not when one of several restarts: they share
+        it)."""
         if not self._gpus:
             return
+        if self._shm is not None:
+            await asyncio.to_thread(self._shm.prepare)
         try:
             async with asyncio.TaskGroup() as tasks:
                 for gpu in self._gpus:
                     tasks.create_task(self._supervise(gpu))
         finally:
-            await asyncio.shield(quit_daemons(self._control, self._root, [g.uuid for g in self._gpus]))
+            await asyncio.shield(self._stop())
+
+    async def _stop(self) -> None:
+        await quit_daemons(self._control, self._root, [g.uuid for g in self._gpus])
+        if self._shm is not None:
+            await asyncio.to_thread(self._shm.release)
 
     async def _start(self, gpu: MpsGpu) -> bool:
         env = _env(self._root, gpu.uuid)

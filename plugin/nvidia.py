@@ -43,7 +43,7 @@ from plugin.core.nvallocate import (
 from plugin.core.slices import Slice, SliceId
 from plugin.kube import Cluster
 from plugin.kubelet import PodResourcesClient, Registrar
-from plugin.mps import MpsGpu, MpsSupervisor, quit_daemons
+from plugin.mps import Mounter, MpsGpu, MpsShm, MpsSupervisor, SystemMounter, default_shm_size, quit_daemons
 from plugin.server import BoardServicer, DeviceBoard, plan_response, preferred_response
 from plugin.state import StateDir
 from vcuda.model import GpuLink, GpuMode, GpuUuid
@@ -69,6 +69,9 @@ class NvidiaOptions:
     plugin_dir: Path = Path("/var/lib/kubelet/device-plugins")
     mps_control: Path = Path("/usr/bin/nvidia-cuda-mps-control")
     mps_check_s: float = 5.0
+    mps_shm_size: str = ""
+    """Size of the MPS shared memory tmpfs (tmpfs `size=`: `8g`, `50%`); empty: half the node's memory."""
+    mounter: Mounter = field(default_factory=SystemMounter)
     poll_s: float = 0.2
 
 
@@ -197,6 +200,9 @@ class NvidiaPlugins:
             Path(options.share.mps_dir),
             check_s=options.mps_check_s,
             every=[g.uuid for g in gpus],
+            shm=MpsShm(
+                Path(options.share.mps_dir) / "shm", options.mps_shm_size or _half_memory(), options.mounter
+            ),
         )
 
     def _mps_gpu(self, plan: GpuPlan) -> MpsGpu:
@@ -240,6 +246,13 @@ class NvidiaPlugins:
                 await self.mps.ready.wait()
             for registrar in self.registrars:
                 tasks.create_task(registrar.run())
+
+
+def _half_memory() -> str:
+    try:
+        return default_shm_size(Path("/proc/meminfo").read_text())
+    except OSError:
+        return default_shm_size("")
 
 
 MODES_FILE = "modes.json"
