@@ -336,12 +336,18 @@ def _write_record(record: Path, plan: ModePlan) -> None:
     os.replace(tmp, record)
 
 
-async def quit_recorded_mps(state_root: Path, control: Path, mps_dir: Path) -> list[str]:
-    """``--uninstall``: tell the MPS daemon of every GPU the last served plan shared by MPS to quit."""
+async def quit_recorded_mps(
+    state_root: Path, control: Path, mps_dir: Path, mounter: Mounter | None = None
+) -> list[str]:
+    """``--uninstall``: tell the MPS daemon of every GPU the last served plan shared by MPS to quit, then
+    unmount and empty their shared memory."""
+    mounter = mounter or SystemMounter()
     try:
         served = decode_modes(json.loads((state_root / MODES_FILE).read_text()))
     except (OSError, ValueError):
         return []
     uuids: list[str] = sorted(p.uuid for p in served.values() if p.mode is GpuMode.MPS)
     await quit_daemons(control, mps_dir, uuids)
+    if uuids:  # the daemons' shared memory goes with them
+        await asyncio.to_thread(MpsShm(mps_dir / "shm", "", mounter).release)
     return uuids

@@ -329,7 +329,10 @@ async def test_uninstall_tells_the_recorded_mps_daemons_to_quit(
     state.mkdir()
     record = {"v": 1, "gpus": [{"uuid": UUIDS[3], "index": 3, "mode": "mps", "resource": GPU, "replicas": 2}]}
     (state / MODES_FILE).write_text(json.dumps(record))
+    (mps / "shm").mkdir()
+    (mps / "shm" / "segment").write_bytes(b"x")
     assert await quit_recorded_mps(state, FAKE_MPS, mps) == [UUIDS[3]]
+    assert list((mps / "shm").iterdir()) == []
     *_, told, reset = mps_log(log)
     assert told["stdin"] == ["quit"]
     assert (reset["prog"], reset["argv"]) == ("nvidia-smi", ["-i", UUIDS[3], "-c", "DEFAULT"])
