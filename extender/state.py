@@ -305,7 +305,8 @@ class ClusterState:
     @staticmethod
     def _seen(pod: Obj, current: Holding | None) -> dict[str, Any]:
         """The pod's namespace and whether its kubelet admitted it (once admitted, always: a later copy
-        without the status, a tenant's or a fake's, does not unsee it)."""
+        that lacks the status does not unsee it). Only the kubelet writes the status: the API server clears
+        it on create, and tenants rarely hold ``pods/status``."""
         status = pod.get("status")
         admitted = isinstance(status, Mapping) and bool(
             status.get("startTime") or status.get("containerStatuses")
@@ -336,8 +337,10 @@ class ClusterState:
         ended = isinstance(status, Mapping) and status.get("phase") in _TERMINAL
         with self.lock:
             current = self.holding(key)
-            if current is not None and current.bound:  # the last copy may be the first to show the kubelet's
-                self._put(self._where[key], replace(current, **self._seen(pod, current)))
+            if current is not None and current.bound:  # the last copy may be the first the kubelet wrote
+                seen = replace(current, **self._seen(pod, current))
+                if seen != current:
+                    self._put(self._where[key], seen)
             if ended or not self._hold_gone(key):
                 self._drop(key)
             self._forged.pop(key, None)
