@@ -74,6 +74,7 @@ def build(settings: Settings, api_client: Any, key: AssignmentKeys) -> tuple[Dep
         clock=time.monotonic,
         events=metrics,
         gone_hold_s=settings.gone_pod_hold_s,
+        gone_hold_max=settings.gone_pod_hold_max,
     )
     metrics.watch(state)
     cluster = KubeCluster(api_client)

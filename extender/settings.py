@@ -81,6 +81,9 @@ class Settings(BaseModel):
     """How long a bound GPU pod deleted before its kubelet ended it (force-deleted: no ``Succeeded`` or
     ``Failed`` phase) keeps its GPUs: a kubelet restarted meanwhile still counts its devices until it has
     synced its pods, and a pod given them fails admission. 0 gives them back at once."""
+    gone_pod_hold_max: int = Field(4, ge=0)
+    """How many such pods of one namespace are held at once; more are given back at once, so a loop of
+    create, bind, force-delete cannot hold more than this many pods' GPUs beyond its quota."""
     resync_s: float = Field(5.0, gt=0)
     """How often expired reservations are swept (and held GPUs of deleted pods released)."""
     log_level: LogLevel = "info"

@@ -17,7 +17,9 @@ both its signed and its recorded GPUs: where no admission policy guards the stat
 A bound pod that leaves the API server before its kubelet reported it ended (no ``Succeeded``/``Failed``
 phase: force-deleted, or gone while the watch was down) keeps its GPUs for ``gone_hold_s`` more: the kubelet
 may still count its devices (:func:`extender.core.ledger.release`). A pod whose kubelet ended it gives them
-back at once.
+back at once; so does one its kubelet never admitted (no ``status.startTime``, no container statuses: the
+kubelet cannot count devices of a pod it never saw), and one beyond ``gone_hold_max`` held pods of its
+namespace (a create, bind, force-delete loop holds no more than that).
 """
 
 import logging
@@ -27,7 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 
 from extender.core.initreuse import net_charges, plain
-from extender.core.ledger import Expiry, Holding, NodeLedger, PodKey, expire, release
+from extender.core.ledger import Expiry, Holding, NodeLedger, PodKey, expire, gone_in, release
 from extender.core.load import Charge
 from extender.core.summary import NodeSummary, SummaryIndex
 from extender.core.totals import ClusterTotals
@@ -116,10 +118,13 @@ class ClusterState:
         clock: Callable[[], float],
         events: StateEvents | None = None,
         gone_hold_s: float = 0.0,
+        gone_hold_max: int = 4,
     ) -> None:
         self.names, self._verifier, self.grace_s, self.clock = names, verifier, grace_s, clock
         self.gone_hold_s = gone_hold_s
         """How long a bound pod gone before its kubelet ended it stays charged; 0 gives it back at once."""
+        self.gone_hold_max = gone_hold_max
+        """How many gone pods of one namespace are held at most; more are given back at once."""
         self.events: StateEvents = events or _Quiet()
         self.lock = threading.RLock()
         self._nodes: dict[str, NodeLedger] = {}
@@ -262,7 +267,7 @@ class ClusterState:
             containers = _with_moves(assignment, self._status(pod).moved)
             moved = containers[len(assignment.containers) :]
             reused = self._reused(pod, assignment.containers)
-            held = Holding(key, containers, since, bound=True, settled=settled)
+            held = Holding(key, containers, since, bound=True, settled=settled, **self._seen(pod, current))
             self._put(NodeName(node), replace(held, reserved=None if reused is None else reused + moved))
 
     def _reused(
@@ -282,8 +287,9 @@ class ClusterState:
         """A bound pod without a valid assignment: keep what it last held here, or charge it unplaced."""
         current = self.holding(key)
         if current is not None and self._where.get(key) == node:
-            if not current.bound:
-                self._put(node, replace(current, bound=True))
+            kept = replace(current, bound=True, **self._seen(pod, current))
+            if kept != current:
+                self._put(node, kept)
             return
         charges = self._charges(key, pod)
         if charges:
@@ -291,7 +297,22 @@ class ClusterState:
                 "a bound GPU pod has no valid assignment: charging its request on every GPU of its node",
                 extra={"pod": key, "node": node},
             )
-            self._put(node, Holding(key, (), self.clock(), bound=True, settled=True, unplaced=charges))
+            seen = self._seen(pod, None)
+            self._put(
+                node, Holding(key, (), self.clock(), bound=True, settled=True, unplaced=charges, **seen)
+            )
+
+    @staticmethod
+    def _seen(pod: Obj, current: Holding | None) -> dict[str, Any]:
+        """The pod's namespace and whether its kubelet admitted it (once admitted, always: a later copy
+        that lacks the status does not unsee it). Only the kubelet writes the status: the API server clears
+        it on create, and tenants rarely hold ``pods/status``."""
+        status = pod.get("status")
+        admitted = isinstance(status, Mapping) and bool(
+            status.get("startTime") or status.get("containerStatuses")
+        )
+        namespace = str(_meta(pod).get("namespace") or "default")
+        return {"admitted": admitted or (current is not None and current.admitted), "namespace": namespace}
 
     def _charges(self, key: PodKey, pod: Obj) -> tuple[Charge, ...]:
         if not wants_gpu(pod, self.names):
@@ -315,6 +336,11 @@ class ClusterState:
         status = pod.get("status")
         ended = isinstance(status, Mapping) and status.get("phase") in _TERMINAL
         with self.lock:
+            current = self.holding(key)
+            if current is not None and current.bound:  # the last copy may be the first the kubelet wrote
+                seen = replace(current, **self._seen(pod, current))
+                if seen != current:
+                    self._put(self._where[key], seen)
             if ended or not self._hold_gone(key):
                 self._drop(key)
             self._forged.pop(key, None)
@@ -324,6 +350,16 @@ class ClusterState:
         """Keep a bound pod's holding, gone, until :meth:`expire` releases it; False if none is kept."""
         holding = self.holding(key)
         if self.gone_hold_s <= 0 or holding is None or not holding.bound:
+            return False
+        if holding.gone is None and not holding.admitted:
+            return False  # its kubelet never admitted it, so counts none of its devices
+        if holding.gone is None and gone_in(self._nodes.values(), holding.namespace) >= self.gone_hold_max:
+            log.warning(
+                "a bound GPU pod left the API server before its kubelet ended it, but its namespace already "
+                "has %d such pods held: its GPUs are given back at once",
+                self.gone_hold_max,
+                extra={"pod": key, "node": self._where[key], "namespace": holding.namespace},
+            )
             return False
         if holding.gone is None:
             log.info(

@@ -161,6 +161,16 @@ class PodResourcesClient:
             i for pod in reply.pod_resources for c in pod.containers for i in _device_ids(c, resources)
         )
 
+    async def held_by_resource(self) -> dict[str, frozenset[str]]:
+        """Every resource any listed container holds devices of -> those device IDs, from one ``List``."""
+        reply = await self._list()
+        out: dict[str, set[str]] = {}
+        for pod in reply.pod_resources:
+            for c in pod.containers:
+                for d in c.devices:
+                    out.setdefault(d.resource_name, set()).update(d.device_ids)
+        return {r: frozenset(ids) for r, ids in out.items()}
+
     async def _list(self) -> pr_pb2.ListPodResourcesResponse:
         if self._channel is None:
             self._channel = grpc.aio.insecure_channel(f"unix://{self._socket}")

@@ -24,7 +24,15 @@ from plugin.api.deviceplugin.v1beta1 import api_pb2
 from plugin.core.allocate import NODE_DIR_NAME, PlanOptions
 from plugin.core.errors import AllocationError
 from plugin.core.gpu import Gpu
-from plugin.core.gpumodes import GpuPlan, ModePlan, decode_modes, encode_modes, gpu_of_device, hold_switches
+from plugin.core.gpumodes import (
+    GpuPlan,
+    ModePlan,
+    decode_modes,
+    encode_modes,
+    gpu_of_device,
+    hold_switches,
+    withhold_unknown,
+)
 from plugin.core.nvallocate import (
     REPLICAS_DIR,
     ShareOptions,
@@ -35,7 +43,7 @@ from plugin.core.nvallocate import (
 from plugin.core.slices import Slice, SliceId
 from plugin.kube import Cluster
 from plugin.kubelet import PodResourcesClient, Registrar
-from plugin.mps import MpsGpu, MpsSupervisor, quit_daemons
+from plugin.mps import Mounter, MpsGpu, MpsShm, MpsSupervisor, SystemMounter, default_shm_size, quit_daemons
 from plugin.server import BoardServicer, DeviceBoard, plan_response, preferred_response
 from plugin.state import StateDir
 from vcuda.model import GpuLink, GpuMode, GpuUuid
@@ -61,6 +69,9 @@ class NvidiaOptions:
     plugin_dir: Path = Path("/var/lib/kubelet/device-plugins")
     mps_control: Path = Path("/usr/bin/nvidia-cuda-mps-control")
     mps_check_s: float = 5.0
+    mps_shm_size: str = ""
+    """Size of the MPS shared memory tmpfs (tmpfs `size=`: `8g`, `50%`); empty: half the node's memory."""
+    mounter: Mounter = field(default_factory=SystemMounter)
     poll_s: float = 0.2
 
 
@@ -188,6 +199,10 @@ class NvidiaPlugins:
             options.mps_control,
             Path(options.share.mps_dir),
             check_s=options.mps_check_s,
+            every=[g.uuid for g in gpus],
+            shm=MpsShm(
+                Path(options.share.mps_dir) / "shm", options.mps_shm_size or _half_memory(), options.mounter
+            ),
         )
 
     def _mps_gpu(self, plan: GpuPlan) -> MpsGpu:
@@ -221,6 +236,7 @@ class NvidiaPlugins:
             await self.boards[resource].publish(entries)
 
     async def run(self) -> None:
+        await self.mps.reset_left()  # GPUs an earlier MPS plan (or a SIGKILLed plugin) left exclusive
         if not self.resources:
             return
         log.info("serving %s", ", ".join(f"{r} ({len(p)} GPUs)" for r, p in self.resources.items()))
@@ -230,6 +246,13 @@ class NvidiaPlugins:
                 await self.mps.ready.wait()
             for registrar in self.registrars:
                 tasks.create_task(registrar.run())
+
+
+def _half_memory() -> str:
+    try:
+        return default_shm_size(Path("/proc/meminfo").read_text())
+    except OSError:
+        return default_shm_size("")
 
 
 MODES_FILE = "modes.json"
@@ -250,43 +273,81 @@ async def _held_gpus(socket: Path, resources: Sequence[str]) -> frozenset[str] |
     return frozenset(held)
 
 
+async def _held_by_resource(socket: Path) -> dict[str, frozenset[str]] | None:
+    """Every device ID any container holds, by resource (PodResources); None: unreadable."""
+    client = PodResourcesClient(socket, "")
+    try:
+        return await client.held_by_resource()
+    except grpc.aio.AioRpcError as err:
+        log.warning("cannot read PodResources at %s: %s", socket, err.details())
+        return None
+    finally:
+        await client.close()
+
+
+async def _refuse(refused: Sequence[str], cluster: Cluster, node: str) -> None:
+    for sentence in refused:
+        log.error("GPU mode switch refused: %s", sentence)
+        involved = {"kind": "Node", "namespace": "default", "name": node, "uid": ""}
+        await cluster.pod_event(involved, "VGPUModeSwitchRefused", sentence)
+
+
 async def resolve_modes(
     wanted: ModePlan, *, state_root: Path, pod_resources: Path, core: str, cluster: Cluster, node: str
 ) -> ModePlan:
     """The plan to serve: ``wanted``, but a GPU whose mode would change while a container holds it keeps its
     previous mode (logged, and a Warning event on the Node) until a later start finds it free. The served
     plan is recorded in ``<state>/modes.json`` (none yet: every GPU was vcuda, as before NVIDIA's modes
-    existed); when PodResources cannot be read every switch waits."""
+    existed); when PodResources cannot be read every switch waits. An unreadable record says nothing of
+    the previous modes: a GPU a container holds in a way ``wanted`` would not serve it is withheld
+    (:func:`plugin.core.gpumodes.withhold_unknown`), and the record is rewritten only once none is."""
     record = state_root / MODES_FILE
     try:
         previous = decode_modes(json.loads(record.read_text()))
     except FileNotFoundError:  # before the first record every GPU was sold as vcuda shares
         previous = {p.uuid: GpuPlan(p.uuid, p.index, GpuMode.VCUDA) for p in wanted.gpus}
-    except (OSError, ValueError):
-        previous = {}
+    except (OSError, ValueError) as err:
+        log.error(
+            "the record of served GPU modes %s is unreadable (%s): a GPU a container holds in another mode "
+            "than this plan's is withheld until it is free",
+            record,
+            err,
+        )
+        effective, refused = withhold_unknown(wanted, await _held_by_resource(pod_resources), core)
+        await _refuse(refused, cluster, node)
+        if not refused:  # kept unreadable while a GPU is withheld: the next start withholds it again
+            _write_record(record, effective)
+        return effective
     held: frozenset[str] = frozenset()
     if any(previous.get(p.uuid) not in (None, p) for p in wanted.gpus):
         resources = sorted({core, *(p.resource for p in previous.values() if p.resource)})
         found = await _held_gpus(pod_resources, resources)
         held = frozenset(previous) if found is None else found
     effective, refused = hold_switches(previous, wanted, held)
-    for sentence in refused:
-        log.error("GPU mode switch refused: %s", sentence)
-        involved = {"kind": "Node", "namespace": "default", "name": node, "uid": ""}
-        await cluster.pod_event(involved, "VGPUModeSwitchRefused", sentence)
-    state_root.mkdir(parents=True, exist_ok=True)
-    tmp = record.with_suffix(".tmp")
-    tmp.write_text(json.dumps(encode_modes(effective)))
-    os.replace(tmp, record)
+    await _refuse(refused, cluster, node)
+    _write_record(record, effective)
     return effective
 
 
-async def quit_recorded_mps(state_root: Path, control: Path, mps_dir: Path) -> list[str]:
-    """``--uninstall``: tell the MPS daemon of every GPU the last served plan shared by MPS to quit."""
+def _write_record(record: Path, plan: ModePlan) -> None:
+    record.parent.mkdir(parents=True, exist_ok=True)
+    tmp = record.with_suffix(".tmp")
+    tmp.write_text(json.dumps(encode_modes(plan)))
+    os.replace(tmp, record)
+
+
+async def quit_recorded_mps(
+    state_root: Path, control: Path, mps_dir: Path, mounter: Mounter | None = None
+) -> list[str]:
+    """``--uninstall``: tell the MPS daemon of every GPU the last served plan shared by MPS to quit, then
+    unmount and empty their shared memory."""
+    mounter = mounter or SystemMounter()
     try:
         served = decode_modes(json.loads((state_root / MODES_FILE).read_text()))
     except (OSError, ValueError):
         return []
     uuids: list[str] = sorted(p.uuid for p in served.values() if p.mode is GpuMode.MPS)
     await quit_daemons(control, mps_dir, uuids)
+    if uuids:  # the daemons' shared memory goes with them
+        await asyncio.to_thread(MpsShm(mps_dir / "shm", "", mounter).release)
     return uuids

@@ -164,6 +164,9 @@ class Settings(BaseModel):
     mps_root: Path | None = None
     """Host directory of the MPS daemons' pipe and log directories (NVIDIA's ``mpsRoot``), one
     subdirectory per GPU; default: ``<state-dir>/mps``, mounted at the same path."""
+    mps_shm_size: str = Field("", pattern=r"^([0-9]{1,15}[kmg]?|[0-9]{1,3}%)?$")
+    """Size of the tmpfs the plugin mounts at ``<mps-root>/shm``, the MPS daemons' and clients' ``/dev/shm``
+    (tmpfs ``size=``: ``8g``, ``50%``); empty: half the node's memory, NVIDIA's default."""
     mps_control_path: Path | None = None
     """The ``nvidia-cuda-mps-control`` binary the plugin runs for MPS-shared GPUs; default:
     ``<nvidia-driver-root>/usr/bin/nvidia-cuda-mps-control`` (the driver's own copy)."""

@@ -283,6 +283,7 @@ def _nvidia_plugins(
         plugin_dir=s.device_plugin_dir,
         mps_control=s.mps_control,
         mps_check_s=ground.timings.mps_check_s,
+        mps_shm_size=s.mps_shm_size,
         poll_s=ground.timings.kubelet_poll_s,
     )
 

@@ -11,7 +11,7 @@ node's inventory, holdings and the load and summary derived from them, recompute
 are free.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import NewType
 
@@ -21,7 +21,7 @@ from extender.core.summary import EMPTY_SUMMARY, NodeSummary, SummaryIndex, summ
 from extender.core.totals import NO_PODS, PodCounts, count_pods
 from vcuda.model import ContainerAssignment, GpuUuid, NodeInventory, NodeName
 
-__all__ = ["Expiry", "Holding", "NodeLedger", "PodKey", "expire", "release"]
+__all__ = ["Expiry", "Holding", "NodeLedger", "PodKey", "expire", "gone_in", "release"]
 
 PodKey = NewType("PodKey", str)
 
@@ -44,6 +44,11 @@ class Holding:
     gone: float | None = None
     """When the pod left the API server while its kubelet had not reported it ended (seconds); it stays
     charged until :func:`release`. None for a pod the API server still has."""
+    admitted: bool = False
+    """The pod's kubelet has seen it (a copy with ``status.startTime`` or container statuses): only then may
+    the kubelet count its devices after it is gone, so only then is it held (:func:`release`)."""
+    namespace: str = ""
+    """The pod's namespace: held gone pods are capped per namespace."""
 
     @property
     def in_flight(self) -> bool:
@@ -183,3 +188,14 @@ def release(ledger: NodeLedger, now: float, hold_s: float) -> int:
     for pod in gone:
         ledger.drop(pod)
     return len(gone)
+
+
+def gone_in(ledgers: Iterable[NodeLedger], namespace: str) -> int:
+    """How many pods of ``namespace`` are held gone on ``ledgers``."""
+    return sum(
+        1
+        for ledger in ledgers
+        if ledger.gone
+        for h in ledger.holdings()
+        if h.gone is not None and h.namespace == namespace
+    )

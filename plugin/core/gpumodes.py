@@ -36,6 +36,7 @@ __all__ = [
     "encode_modes",
     "gpu_of_device",
     "hold_switches",
+    "withhold_unknown",
     "plan_modes",
     "sharing_labels",
 ]
@@ -64,6 +65,9 @@ class ModePlan:
     nvidia: bool = False
     """Whether NVIDIA's config was given (then GFD's sharing labels are written)."""
     renamed: bool = False
+    withheld: tuple[GpuPlan, ...] = ()
+    """GPUs sold in no mode (:func:`withhold_unknown`): in the inventory's ``other`` list as unhealthy, so the
+    extender places nothing on them, and served by no resource."""
 
     def vcuda(self) -> frozenset[GpuUuid]:
         return frozenset(p.uuid for p in self.gpus if p.mode is GpuMode.VCUDA)
@@ -79,7 +83,20 @@ class ModePlan:
     def other(self, gpus: Sequence[Gpu], healthy: Mapping[GpuUuid, bool]) -> tuple[OtherModeGpu, ...]:
         """The inventory's ``other`` list: GPUs sold other than as vcuda shares."""
         by_uuid = {g.uuid: g for g in gpus}
-        return tuple(
+        withheld = tuple(
+            OtherModeGpu(
+                p.uuid,
+                p.index,
+                by_uuid[p.uuid].model,
+                by_uuid[p.uuid].memory_mib,
+                GpuMode.WHOLE if p.mode is GpuMode.VCUDA else p.mode,
+                p.resource or WHOLE_RESOURCE,
+                p.replicas,
+                healthy=False,
+            )
+            for p in self.withheld
+        )
+        return withheld + tuple(
             OtherModeGpu(
                 p.uuid,
                 p.index,
@@ -192,6 +209,47 @@ def hold_switches(
     return replace(wanted, gpus=tuple(effective)), tuple(refused)
 
 
+def withhold_unknown(
+    wanted: ModePlan, held: Mapping[str, frozenset[str]] | None, core: str
+) -> tuple[ModePlan, tuple[str, ...]]:
+    """The plan to serve when the record of the served plan is unreadable, so no GPU's previous mode is
+    known: a GPU a container holds a device of that ``wanted`` would not serve under that resource and ID (a
+    whole GPU for a replica or the reverse, a replica beyond the count, another resource) may be switching,
+    and is withheld: sold in no mode until a start finds it free. ``held``: resource -> device IDs held
+    (PodResources, every resource); None (unreadable): every GPU is withheld. One sentence per GPU."""
+    by_gpu: dict[str, set[tuple[str, str]]] = {}
+    for resource, ids in (held or {}).items():
+        for device in ids:
+            by_gpu.setdefault(gpu_of_device(device), set()).add((resource, device))
+    served, refused = [], []
+    for plan in wanted.gpus:
+        odd = sorted(h for h in by_gpu.get(plan.uuid, ()) if not _serves(plan, core, *h))
+        if held is None or odd:
+            why = (
+                "PodResources cannot be read"
+                if held is None
+                else f"a container holds {odd[0][1]} ({odd[0][0]})"
+            )
+            refused.append(
+                f"GPU {plan.index} ({plan.uuid}) is withheld: the record of GPU modes is unreadable and "
+                f"{why}, so it cannot become {_describe(plan)} until it is free"
+            )
+        else:
+            served.append(plan)
+    withheld = tuple(p for p in wanted.gpus if p not in served)
+    return replace(wanted, gpus=tuple(served), withheld=withheld), tuple(refused)
+
+
+def _serves(plan: GpuPlan, core: str, resource: str, device: str) -> bool:
+    """Whether ``plan`` serves ``device`` under ``resource`` (a container holding it is in this mode)."""
+    if plan.mode is GpuMode.VCUDA:
+        return resource == core
+    _, sep, n = device.partition("::")
+    if resource != plan.resource:
+        return False
+    return not sep if plan.replicas == 1 else bool(sep) and n.isdigit() and int(n) < plan.replicas
+
+
 def _describe(plan: GpuPlan) -> str:
     if plan.mode is GpuMode.VCUDA:
         return "vcuda shares"
@@ -217,9 +275,10 @@ def encode_modes(plan: ModePlan) -> dict[str, Any]:
 
 
 def decode_modes(doc: object) -> dict[str, GpuPlan]:
-    """uuid -> plan from :func:`encode_modes`; an unreadable record is empty (nothing held back)."""
+    """uuid -> plan from :func:`encode_modes`; raises ValueError for an unreadable record (then nothing
+    says which mode a GPU was in: :func:`withhold_unknown`)."""
     if not isinstance(doc, dict) or doc.get("v") != 1 or not isinstance(doc.get("gpus"), list):
-        return {}
+        raise ValueError("not a version 1 record of GPU modes")
     out: dict[str, GpuPlan] = {}
     for item in doc["gpus"]:
         try:
@@ -230,8 +289,8 @@ def decode_modes(doc: object) -> dict[str, GpuPlan]:
                 str(item["resource"]),
                 int(item["replicas"]),
             )
-        except (KeyError, TypeError, ValueError):
-            return {}
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"a GPU's entry is unreadable: {type(err).__name__}") from None
         out[plan.uuid] = plan
     return out
 

@@ -45,6 +45,10 @@ def test_an_nvidia_config_in_values_becomes_the_plugins_config_file(helm_home: P
     mounts = {m["mountPath"]: m["name"] for m in plugin["container"]["volumeMounts"]}
     volumes = {v["name"]: v for v in plugin["pod"]["volumes"]}
     assert volumes[mounts["/dev/shm"]]["hostPath"]["path"] == "/var/lib/kube-vgpu/mps/shm"
+    # The plugin's tmpfs at /var/lib/kube-vgpu/mps/shm reaches the host (clients) and its own /dev/shm.
+    by_path = {m["mountPath"]: m for m in plugin["container"]["volumeMounts"]}
+    assert by_path["/var/lib/kube-vgpu"]["mountPropagation"] == "Bidirectional"
+    assert by_path["/dev/shm"]["mountPropagation"] == "HostToContainer"
 
 
 def test_an_existing_configmap_is_mounted_under_the_config_file_name(helm_home: Path) -> None:
@@ -58,6 +62,10 @@ def test_an_existing_configmap_is_mounted_under_the_config_file_name(helm_home: 
         "items": [{"key": "a100", "path": "config.yaml"}],
     }
     assert "/dev/shm" not in {m["mountPath"] for m in _plugin(objects)["container"]["volumeMounts"]}
+    state = next(
+        m for m in _plugin(objects)["container"]["volumeMounts"] if m["mountPath"] == "/var/lib/kube-vgpu"
+    )
+    assert "mountPropagation" not in state  # without MPS nothing is mounted back to the host
 
 
 def test_the_default_render_keeps_kube_vgpus_own_file_and_flags(helm_home: Path) -> None:

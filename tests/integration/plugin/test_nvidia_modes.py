@@ -194,6 +194,48 @@ async def test_mps_starts_one_daemon_per_gpu_restarts_it_when_it_dies_and_stops_
     assert any("quit" in e["stdin"] for e in mps_log(log))
 
 
+def compute_modes(path: Path) -> list[tuple[str, str]]:
+    """(GPU, mode) of every ``nvidia-smi -c`` call, in order."""
+    return [(e["argv"][1], e["argv"][3]) for e in mps_log(path) if e.get("prog") == "nvidia-smi"]
+
+
+@pytest.mark.parametrize(
+    "record",
+    [None, "{not json", '{"gpus": 1}'],
+    ids=["recorded by the last run", "record unreadable", "record not a list"],
+)
+async def test_a_gpu_moved_from_mps_to_whole_goes_back_to_default_compute_mode(
+    env_factory: Any, short_dir: Path, monkeypatch: pytest.MonkeyPatch, record: str | None
+) -> None:
+    log = short_dir / "mps.log"
+    monkeypatch.setenv("FAKE_MPS_LOG", str(log))
+    mps = {"sharing": {"mps": {"resources": [{"name": "gpu", "replicas": 2, "devices": [0]}]}}}
+    first = await nvidia_env(env_factory, short_dir, mps, mps_control_path=FAKE_MPS)
+    assert compute_modes(log) == [(UUIDS[0], "EXCLUSIVE_PROCESS")]
+    # As a SIGKILLed plugin leaves it: the daemon gone, the GPU never set back (here: nvidia-smi refused).
+    monkeypatch.setenv("FAKE_NVIDIA_SMI_DENY", "1")
+    await first.stop()
+    monkeypatch.delenv("FAKE_NVIDIA_SMI_DENY")
+    mps_root = first.settings.mps_dir
+    if record is not None:
+        (mps_root / "exclusive.json").write_text(record)
+    log.unlink()
+
+    whole = {"flags": {}, "kubeVgpu": {"vcudaDevices": [1, 2, 3, 4, 5, 6, 7]}}  # GPU 0: one nvidia.com/gpu
+    second = await nvidia_env(
+        env_factory, short_dir / "again", whole, mps_control_path=FAKE_MPS, mps_root=mps_root
+    )
+    resets = set(compute_modes(log))
+    expected = {(UUIDS[0], "DEFAULT")} if record is None else {(u, "DEFAULT") for u in UUIDS}
+    assert resets == expected
+    assert json.loads((mps_root / "exclusive.json").read_text()) == []
+    await second.stop()
+    log.unlink()
+    await (await env_factory(config_file=config_file(short_dir / "third", whole), mps_control_path=FAKE_MPS,
+                             mps_root=mps_root)).stop()  # fmt: skip
+    assert compute_modes(log) == []  # set back once, not at every start
+
+
 @pytest.mark.parametrize("recorded", [True, False], ids=["recorded modes", "no record: all were vcuda"])
 async def test_a_mode_switch_is_refused_while_a_container_holds_the_gpu(
     short_dir: Path, kmock_cluster: Any, recorded: bool
@@ -234,6 +276,45 @@ async def test_a_mode_switch_is_refused_while_a_container_holds_the_gpu(
         await env.stop()
 
 
+@pytest.mark.parametrize("corrupt", ["{not json", '{"v": 1, "gpus": [{"uuid": 7}]}', "[]"])
+async def test_an_unreadable_mode_record_withholds_a_gpu_a_container_holds_in_another_mode(
+    short_dir: Path, kmock_cluster: Any, corrupt: str
+) -> None:
+    from tests.integration.plugin.conftest import _reset_cluster
+
+    _reset_cluster(kmock_cluster)
+    root = short_dir / "corrupt"
+    settings = make_settings(
+        root, config_file=config_file(root, {"flags": {}, "kubeVgpu": {"vcudaDevices": [1]}})
+    )
+    (root / "state").mkdir(parents=True)
+    (root / "state" / MODES_FILE).write_text(corrupt)
+    env = PluginEnv(root, kmock_cluster, FakeGpuSource(H100), settings)
+    held: dict[str, tuple[list[str], str]] = {
+        "old": ([f"{UUIDS[0]}::3"], NAMES.core),  # GPU 0 was vcuda; the plan makes it a whole nvidia.com/gpu
+        "same": ([f"{UUIDS[1]}::7"], NAMES.core),  # GPU 1 stays vcuda: no switch, served
+        "whole": ([UUIDS[2]], GPU),  # GPU 2 stays a whole nvidia.com/gpu: served
+    }
+    for name, (ids, resource) in held.items():
+        env.kubelet.pods[("default", name)] = ["main"]
+        env.kubelet.allocations[("default", name, "main")] = Admitted("default", name, "main", ids, resource)
+    try:
+        await env.start()
+        devices = await env.kubelet.devices_until(GPU, lambda d: len(d) == 6)
+        assert {d.ID for d in devices} == set(UUIDS[2:])  # GPU 0 in no resource
+        core = await env.kubelet.devices_until(NAMES.core, lambda d: len(d) == 100)
+        assert {d.ID.partition("::")[0] for d in core} == {UUIDS[1]}
+        assert UUIDS[0] not in {g.uuid for g in inventory(env).gpus}  # no vcuda shares placed on it
+        [withheld] = [g for g in inventory(env).other if g.uuid == UUIDS[0]]
+        assert not withheld.healthy  # nor a whole GPU
+        events = json.loads(env.core.list_namespaced_event("default", _preload_content=False).data)["items"]
+        assert [e["reason"] for e in events] == ["VGPUModeSwitchRefused"]
+        assert "GPU 0" in events[0]["message"]
+        assert (root / "state" / MODES_FILE).read_text() == corrupt  # the next start withholds it again
+    finally:
+        await env.stop()
+
+
 async def test_uninstall_tells_the_recorded_mps_daemons_to_quit(
     short_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -248,7 +329,10 @@ async def test_uninstall_tells_the_recorded_mps_daemons_to_quit(
     state.mkdir()
     record = {"v": 1, "gpus": [{"uuid": UUIDS[3], "index": 3, "mode": "mps", "resource": GPU, "replicas": 2}]}
     (state / MODES_FILE).write_text(json.dumps(record))
+    (mps / "shm").mkdir()
+    (mps / "shm" / "segment").write_bytes(b"x")
     assert await quit_recorded_mps(state, FAKE_MPS, mps) == [UUIDS[3]]
+    assert list((mps / "shm").iterdir()) == []
     *_, told, reset = mps_log(log)
     assert told["stdin"] == ["quit"]
     assert (reset["prog"], reset["argv"]) == ("nvidia-smi", ["-i", UUIDS[3], "-c", "DEFAULT"])

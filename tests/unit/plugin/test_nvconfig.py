@@ -355,8 +355,10 @@ def test_a_held_gpu_keeps_its_mode_and_a_free_one_switches() -> None:
 def test_the_served_plan_survives_its_record() -> None:
     plan = plan_modes(h100x8().gpus, parse_nvidia_config(ts({**R, "devices": [0]})))
     assert decode_modes(encode_modes(plan)) == {p.uuid: p for p in plan.gpus}
-    assert decode_modes({"v": 2}) == {}
-    assert decode_modes({"v": 1, "gpus": [{"uuid": 1}]}) == {}
+    unreadable: object
+    for unreadable in ({"v": 2}, {"v": 1, "gpus": [{"uuid": 1}]}, [], {"v": 1, "gpus": [None]}):
+        with pytest.raises(ValueError, match=r"record of GPU modes|entry is unreadable"):
+            decode_modes(unreadable)
 
 
 def test_gfd_sharing_labels_say_replicas_strategy_and_shared_product() -> None:

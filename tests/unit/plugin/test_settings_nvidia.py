@@ -133,3 +133,25 @@ def test_a_billion_laughs_in_nvidias_file_is_refused_with_a_short_message(
     with pytest.raises(ConfigError, match=key) as err:
         load_settings([f"--config-file={path}", "--node-name=n1"], env={})
     assert len(str(err.value)) < 1000
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("", True),
+        ("8g", True),
+        ("65536k", True),
+        ("50%", True),
+        ("8g,exec", False),
+        ("-1", False),
+        ("8G ", False),
+    ],
+)
+def test_the_mps_shared_memory_size_is_a_tmpfs_size_and_nothing_more(value: str, ok: bool) -> None:
+    """The value goes into mount's option list: a comma would add options (``exec``, ``suid``)."""
+    argv = ["--node-name=n1", f"--mps-shm-size={value}"]
+    if ok:
+        assert load_settings(argv, env={}).mps_shm_size == value
+    else:
+        with pytest.raises((ConfigError, SystemExit, ValueError)):
+            load_settings(argv, env={})
