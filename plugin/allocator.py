@@ -33,7 +33,7 @@ from plugin.core.slices import gpu_split
 from plugin.core.verify import Outcome, verify
 from plugin.kube import Cluster
 from plugin.podcache import PodCache
-from plugin.state import AllocationRecord, StateDir
+from plugin.statedir import AllocationRecord, StateDir
 from plugin.verdicts import VerdictWriter
 from vcuda.names import Names
 from vcuda.signing import Verifier

@@ -11,7 +11,7 @@ from plugin.allocator import Allocator, PodResourcesSource
 from plugin.core.pods import pod_ref
 from plugin.core.reclaim import LiveSet, to_remove
 from plugin.kube import Cluster, KubeError
-from plugin.state import StateDir
+from plugin.statedir import StateDir
 
 __all__ = ["Reclaimer"]
 

@@ -20,7 +20,7 @@ from plugin.core.attribution import Candidate, ContainerKey, PodRef, container_n
 from plugin.core.verify import confirmed_containers, pod_phase, swap_moves, swap_owners
 from plugin.kube import Cluster, KubeError
 from plugin.podcache import PodCache
-from plugin.state import AllocationRecord, StateDir
+from plugin.statedir import AllocationRecord, StateDir
 from vcuda.annotations import PodStatus, encode_status
 from vcuda.model import Phase
 from vcuda.names import Names

@@ -50,7 +50,7 @@ class Held:
 
 
 class Booked(Protocol):
-    """An allocation record as the decisions see it (``plugin.state.AllocationRecord``)."""
+    """An allocation record as the decisions see it (``plugin.statedir.AllocationRecord``)."""
 
     @property
     def device_ids(self) -> tuple[str, ...]: ...

@@ -54,7 +54,7 @@ PROBES: Mapping[str, tuple[Probe, ...]] = {
     "plugin-layers": (
         Probe("plugin/allocator.py", "import plugin.agent", "plugin.allocator -> plugin.agent"),
         # Modules of one layer are independent of each other.
-        Probe("plugin/kube.py", "import plugin.state", "plugin.kube -> plugin.state"),
+        Probe("plugin/kube.py", "import plugin.statedir", "plugin.kube -> plugin.statedir"),
     ),
     "extender-core-pure": (
         Probe("extender/core/_probe_fastapi.py", "import fastapi", "extender.core._probe_fastapi -> fastapi"),

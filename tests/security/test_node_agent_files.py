@@ -192,7 +192,7 @@ def test_allocate_again_never_writes_through_a_name_the_tenant_planted(tmp_path:
     (an Allocate for a container whose directory exists). The tenant deleted it and planted the temporary
     names a writer might use as symlinks to a file it wants overwritten and made world-writable."""
     from plugin.core.attribution import ContainerKey, PodRef
-    from plugin.state import AllocationRecord, StateDir
+    from plugin.statedir import AllocationRecord, StateDir
     from vcuda.model import GpuUuid
     from vcuda.shimfile import GpuLimit, ShimConfig, decode_usage
 

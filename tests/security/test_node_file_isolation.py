@@ -26,7 +26,7 @@ import pytest
 
 from plugin.core.allocate import container_dir_name
 from plugin.core.attribution import ContainerKey, PodRef
-from plugin.state import AllocationRecord, StateDir
+from plugin.statedir import AllocationRecord, StateDir
 from tests.shim.harness import BUILD, FAKE_GPU_UUID, MIB, TIMEOUT_S, ShimEnv, require_build, results
 from vcuda.errors import ContractError
 from vcuda.model import GpuUuid
