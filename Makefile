@@ -29,7 +29,7 @@ header: venv
 lint: build
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy vcuda extender plugin tests
+	$(VENV)/bin/mypy vcuda extender plugin kube_vgpu_kubectl tests
 	$(VENV)/bin/lint-imports
 
 test: lint

@@ -17,6 +17,7 @@ from typing import Any
 import uvicorn
 
 from extender.app import Deps
+from extender.clusterstate import ClusterState
 from extender.kube import KubeCluster, Watcher
 from extender.leader import (
     Elector,
@@ -32,7 +33,6 @@ from extender.metrics import ExtenderMetrics
 from extender.scheduling import Scheduler
 from extender.settings import Settings, SettingsError, load_settings
 from extender.signing import AssignmentKeys, SigningKeyError, load_keys
-from extender.state import ClusterState
 from kube_vgpu_cli.build import BuildInfo
 from kube_vgpu_cli.logs import adopt_loggers, configure_logging
 from vcuda.names import Names

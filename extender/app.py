@@ -39,10 +39,10 @@ from extender.api import (
     NodeList,
     encode_host_priorities,
 )
+from extender.clusterstate import ClusterState
 from extender.kube import ClusterError, Namespaces
 from extender.metrics import ExtenderMetrics
 from extender.scheduling import FilterOutcome, Scheduler
-from extender.state import ClusterState
 from extender.webhook import asks_nvidia_gpu, mutate, validate
 from vcuda.names import NVIDIA_GPU_RESOURCE, TRANSLATION_ENABLED
 

@@ -1,5 +1,5 @@
 """The Kubernetes API as the extender needs it: a narrow :class:`Cluster` Protocol, its adapter over the
-official client, and the list-and-watch loops that feed :class:`~extender.state.ClusterState` (one list
+official client, and the list-and-watch loops that feed :class:`~extender.clusterstate.ClusterState` (one list
 per kind at start; afterwards watches resumed from the last resourceVersion, a new list only after 410 Gone).
 
 Raw JSON throughout (``_preload_content=False``): the client's model classes are slow and fail on the
@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol, TypedDict
 
-from extender.state import ClusterState
+from extender.clusterstate import ClusterState
 
 __all__ = [
     "Backoff",

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from extender.state import ClusterState
+from extender.clusterstate import ClusterState
 
 __all__ = [
     "Elector",

@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from extender.clusterstate import ClusterState
 from extender.core.ledger import Expiry
-from extender.state import ClusterState
 from vcuda.units import mib_to_bytes
 
 __all__ = ["PREFIX", "ExtenderMetrics"]

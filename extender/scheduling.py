@@ -17,13 +17,13 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
+from extender.clusterstate import ClusterState, pod_key
 from extender.core.inflight import Conflict, find_conflict
 from extender.core.ledger import NodeLedger, PodKey
 from extender.core.load import release
 from extender.core.placement import Placement, Rejection, place_pod
 from extender.core.summary import QuickQuery, quick_query
 from extender.kube import Cluster, ClusterError
-from extender.state import ClusterState, pod_key
 from vcuda.annotations import encode_assignment
 from vcuda.errors import InvalidRequestError
 from vcuda.model import ContainerAssignment, GpuShare, GpuUuid, NodeName, PodAssignment, PodRequest, Policy

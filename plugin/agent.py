@@ -35,7 +35,7 @@ from plugin.nvidia import NvidiaPlugins, resolve_modes
 from plugin.reclaim import Reclaimer
 from plugin.server import DeviceBoard
 from plugin.settings import Settings
-from plugin.state import StateDir
+from plugin.statedir import StateDir
 from vcuda.model import GpuUuid
 from vcuda.names import Names
 

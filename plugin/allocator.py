@@ -25,7 +25,7 @@ from plugin.core.admission import (
     withheld_reason,
 )
 from plugin.core.allocate import ContainerPlan, PlanOptions, plan_container
-from plugin.core.attribution import Candidate, ContainerKey, PodKey, attribute, candidates, container_name
+from plugin.core.attribution import Candidate, ContainerKey, PodRef, attribute, candidates, container_name
 from plugin.core.errors import AllocationError, AttributionMismatchError
 from plugin.core.gpu import Gpu
 from plugin.core.reconcile import Suspect, reconcile
@@ -33,7 +33,7 @@ from plugin.core.slices import gpu_split
 from plugin.core.verify import Outcome, verify
 from plugin.kube import Cluster
 from plugin.podcache import PodCache
-from plugin.state import AllocationRecord, StateDir
+from plugin.statedir import AllocationRecord, StateDir
 from plugin.verdicts import VerdictWriter
 from vcuda.names import Names
 from vcuda.signing import Verifier
@@ -184,7 +184,7 @@ class Allocator:
         return cand, ambiguous
 
     def _ranked(
-        self, admitting: frozenset[PodKey] = frozenset(), *, tentative: bool = True
+        self, admitting: frozenset[PodRef] = frozenset(), *, tentative: bool = True
     ) -> list[Candidate]:
         pods = with_records(self.cache.pods.values(), self._records.values(), tentative=tentative)
         return candidates(pods, admitting)
@@ -196,11 +196,11 @@ class Allocator:
             log.warning("PodResources unavailable for disambiguation: %s", err)
             return None
 
-    async def _admitting(self) -> frozenset[PodKey]:
+    async def _admitting(self) -> frozenset[PodRef]:
         held = await self._held()
         return self._admitting_from(held) if held is not None else frozenset()
 
-    def _admitting_from(self, held: Sequence[Held]) -> frozenset[PodKey]:
+    def _admitting_from(self, held: Sequence[Held]) -> frozenset[PodRef]:
         return admitting(self.cache.pods, held)
 
     # --- verification ---------------------------------------------------------------------------

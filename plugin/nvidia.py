@@ -45,7 +45,7 @@ from plugin.kube import Cluster
 from plugin.kubelet import PodResourcesClient, Registrar
 from plugin.mps import Mounter, MpsGpu, MpsShm, MpsSupervisor, SystemMounter, default_shm_size, quit_daemons
 from plugin.server import BoardServicer, DeviceBoard, plan_response, preferred_response
-from plugin.state import StateDir
+from plugin.statedir import StateDir
 from vcuda.model import GpuLink, GpuMode, GpuUuid
 from vcuda.shimfile import NODE_TENANTS_DIR, ShimConfig
 

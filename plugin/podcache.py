@@ -13,8 +13,8 @@ from dataclasses import replace
 from typing import Any
 
 from plugin.core.admission import Held
-from plugin.core.attribution import PendingPod, PodKey
-from plugin.core.pods import pending_pod, pod_key, pod_status
+from plugin.core.attribution import PendingPod, PodRef
+from plugin.core.pods import pending_pod, pod_ref, pod_status
 from plugin.kube import Cluster
 from vcuda.model import GpuShare, PodAssignment
 from vcuda.names import Names
@@ -33,8 +33,8 @@ class PodCache:
         self._node = node
         self._names = names
         self._verifier = verifier
-        self.pods: dict[PodKey, PendingPod] = {}
-        self.moved: dict[PodKey, Moves] = {}
+        self.pods: dict[PodRef, PendingPod] = {}
+        self.moved: dict[PodRef, Moves] = {}
         """Swaps made since the pods were read (containers whose GPUs changed), kept in their status."""
         self._decoded: dict[tuple[str, str], PendingPod | str] = {}
         self._seen: set[tuple[str, str]] = set()
@@ -44,11 +44,11 @@ class PodCache:
         pod the cache has not seen (a newly bound pod); otherwise the cached list serves."""
 
     async def refresh(self) -> None:
-        pods: dict[PodKey, PendingPod] = {}
+        pods: dict[PodRef, PendingPod] = {}
         decoded: dict[tuple[str, str], PendingPod | str] = {}
         raws = await self._cluster.node_pods(self._node)
         self._refreshed_at = time.monotonic()
-        self._seen = {(pod_key(raw).namespace, pod_key(raw).name) for raw in raws}
+        self._seen = {(pod_ref(raw).namespace, pod_ref(raw).name) for raw in raws}
         for raw in raws:
             meta = raw.get("metadata") or {}
             version = (str(meta.get("uid")), str(meta.get("resourceVersion")))
@@ -59,13 +59,13 @@ class PodCache:
             if isinstance(found, PendingPod):
                 pods[found.key] = found
             elif found.startswith("invalid"):
-                key = pod_key(raw)
+                key = pod_ref(raw)
                 log.warning("ignoring pod %s/%s: %s", key.namespace, key.name, found)
         self.pods = pods
         self._decoded = decoded
-        self.moved = {k: m for raw in raws if (m := self._moves_of(k := pod_key(raw), raw))}
+        self.moved = {k: m for raw in raws if (m := self._moves_of(k := pod_ref(raw), raw))}
 
-    def _moves_of(self, key: PodKey, raw: Mapping[str, Any]) -> Moves:
+    def _moves_of(self, key: PodRef, raw: Mapping[str, Any]) -> Moves:
         """The swaps the pod's status records, with those made since (not yet read back) on top."""
         status = pod_status(raw, self._names)
         return {**dict(status.moved if status else ()), **self.moved.get(key, {})}
@@ -75,7 +75,7 @@ class PodCache:
         old = time.monotonic() - self._refreshed_at > self.ttl_s
         return old or any((h.namespace, h.pod) not in self._seen for h in held)
 
-    def move(self, pod: PodKey, shares: Mapping[str, tuple[GpuShare, ...]]) -> None:
+    def move(self, pod: PodRef, shares: Mapping[str, tuple[GpuShare, ...]]) -> None:
         """A swap gave ``pod``'s containers other GPUs: its assignment here and its recorded moves follow."""
         old = self.pods[pod].assignment
         containers = tuple(replace(c, shares=shares.get(c.name, c.shares)) for c in old.containers)

@@ -8,10 +8,10 @@ import asyncio
 import logging
 
 from plugin.allocator import Allocator, PodResourcesSource
-from plugin.core.pods import pod_key
+from plugin.core.pods import pod_ref
 from plugin.core.reclaim import LiveSet, to_remove
 from plugin.kube import Cluster, KubeError
-from plugin.state import StateDir
+from plugin.statedir import StateDir
 
 __all__ = ["Reclaimer"]
 
@@ -45,7 +45,7 @@ class Reclaimer:
         except (KubeError, Exception) as err:  # any failed source: keep everything this round
             log.warning("reclaim skipped, a source is unavailable: %s", err)
             return []
-        live = LiveSet(frozenset(pod_key(p).uid for p in pods), frozenset((h.namespace, h.pod) for h in held))
+        live = LiveSet(frozenset(pod_ref(p).uid for p in pods), frozenset((h.namespace, h.pod) for h in held))
         gone = to_remove(self._state.scan(), live, self._grace_s if grace_s is None else grace_s)
         self._state.remove(gone)
         self._allocator.forget(gone)

@@ -16,11 +16,11 @@ import time
 from collections.abc import MutableMapping
 from dataclasses import replace
 
-from plugin.core.attribution import Candidate, ContainerKey, PodKey, container_name
+from plugin.core.attribution import Candidate, ContainerKey, PodRef, container_name
 from plugin.core.verify import confirmed_containers, pod_phase, swap_moves, swap_owners
 from plugin.kube import Cluster, KubeError
 from plugin.podcache import PodCache
-from plugin.state import AllocationRecord, StateDir
+from plugin.statedir import AllocationRecord, StateDir
 from vcuda.annotations import PodStatus, encode_status
 from vcuda.model import Phase
 from vcuda.names import Names
@@ -104,17 +104,17 @@ class VerdictWriter:
         self._records[record.dir_name] = record
         self._state.write_record(record)
 
-    def _phase(self, pod: PodKey) -> Phase:
+    def _phase(self, pod: PodRef) -> Phase:
         return pod_phase(self._cache.pods.get(pod), self._confirmed(pod))
 
-    def _confirmed(self, pod: PodKey) -> set[str]:
+    def _confirmed(self, pod: PodRef) -> set[str]:
         return confirmed_containers(self._records.values(), pod, self._cache.pods.get(pod))
 
-    def _status(self, pod: PodKey, phase: Phase, message: str) -> PodStatus:
+    def _status(self, pod: PodRef, phase: Phase, message: str) -> PodStatus:
         moved = tuple(sorted(self._cache.moved.get(pod, {}).items()))
         return PodStatus(phase, tuple(sorted(self._confirmed(pod))), time.time(), message, moved)
 
-    async def _patch_status(self, pod: PodKey, status: PodStatus) -> None:
+    async def _patch_status(self, pod: PodRef, status: PodStatus) -> None:
         await self._cluster.patch_pod_annotations(
             pod.namespace, pod.name, {self._names.status: encode_status(status)}
         )

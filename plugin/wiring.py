@@ -37,7 +37,7 @@ from plugin.nvml_loader import DriverRoot
 from plugin.reclaim import Reclaimer
 from plugin.server import DeviceBoard, DevicePluginServicer
 from plugin.settings import Settings, load_nvidia_config
-from plugin.state import StateDir, driver_files
+from plugin.statedir import StateDir, driver_files
 from vcuda.model import GpuUuid
 from vcuda.names import Names
 from vcuda.signing import Verifier

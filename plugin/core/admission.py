@@ -15,7 +15,7 @@ from plugin.core.attribution import (
     Candidate,
     ContainerKey,
     PendingPod,
-    PodKey,
+    PodRef,
     container_name,
     prefer,
     shortfall,
@@ -50,7 +50,7 @@ class Held:
 
 
 class Booked(Protocol):
-    """An allocation record as the decisions see it (``plugin.state.AllocationRecord``)."""
+    """An allocation record as the decisions see it (``plugin.statedir.AllocationRecord``)."""
 
     @property
     def device_ids(self) -> tuple[str, ...]: ...
@@ -68,14 +68,14 @@ def with_records(
 ) -> list[PendingPod]:
     """The pods with every container a record attributes counted as allocated (``tentative``: unconfirmed
     records too, as ``Allocate`` does; else confirmed ones only, as ``PreStartContainer`` does)."""
-    taken: dict[PodKey, set[str]] = {}
+    taken: dict[PodRef, set[str]] = {}
     for r in records:
         if tentative or r.confirmed:
             taken.setdefault(r.owner.pod, set()).add(r.owner.container)
     return [replace(p, allocated=p.allocated | taken.get(p.key, set())) for p in pods]
 
 
-def admitting(pods: Mapping[PodKey, PendingPod], held: Iterable[Held]) -> frozenset[PodKey]:
+def admitting(pods: Mapping[PodRef, PendingPod], held: Iterable[Held]) -> frozenset[PodRef]:
     """Pods the kubelet knows (PodResources) with a GPU container that holds no slices yet."""
     by_name = {(k.namespace, k.name): k for k in pods}
     out = set()
@@ -148,14 +148,14 @@ def record_for(records: Iterable[B], ids: Sequence[str]) -> B | None:
     return found[0] if found else None
 
 
-def holder(held: Sequence[Held], pods: Mapping[PodKey, PendingPod], record: Booked) -> ContainerKey | None:
+def holder(held: Sequence[Held], pods: Mapping[PodRef, PendingPod], record: Booked) -> ContainerKey | None:
     """Who PodResources says holds the record's devices, pending here or not: a pod without a valid
     assignment (one that copied another pod's) is named too, so the refusal lands on it and not on the
     pod whose assignment it copied."""
     ids = frozenset(record.device_ids)
     by_name = {(k.namespace, k.name): k for k in pods}
     owners = [
-        ContainerKey(by_name.get((h.namespace, h.pod)) or PodKey(h.namespace, h.pod, ""), h.container)
+        ContainerKey(by_name.get((h.namespace, h.pod)) or PodRef(h.namespace, h.pod, ""), h.container)
         for h in held
         if h.device_ids == ids
     ]

@@ -1,6 +1,6 @@
 """What one container gets from ``Allocate``: GPU visibility, the shim, its config and usage files, identity.
 
-A pure plan over plain values; :mod:`plugin.server` turns it into protobuf and :mod:`plugin.state` writes
+A pure plan over plain values; :mod:`plugin.server` turns it into protobuf and :mod:`plugin.statedir` writes
 the files. Standard library only.
 """
 

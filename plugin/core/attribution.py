@@ -37,7 +37,7 @@ __all__ = [
     "Candidate",
     "ContainerKey",
     "PendingPod",
-    "PodKey",
+    "PodRef",
     "attribute",
     "candidates",
     "container_name",
@@ -49,7 +49,9 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True, order=True)
-class PodKey:
+class PodRef:
+    """A pod by namespace, name and UID (the extender's ``PodKey`` is the UID alone)."""
+
     namespace: str
     name: str
     uid: str
@@ -57,7 +59,7 @@ class PodKey:
 
 @dataclass(frozen=True, slots=True, order=True)
 class ContainerKey:
-    pod: PodKey
+    pod: PodRef
     container: str
 
 
@@ -65,7 +67,7 @@ class ContainerKey:
 class PendingPod:
     """A pod bound to this node with a valid assignment. ``allocated``: containers already attributed."""
 
-    key: PodKey
+    key: PodRef
     created: str
     request: PodRequest
     assignment: PodAssignment
@@ -80,14 +82,14 @@ class Candidate:
     request: ContainerRequest
     assignment: ContainerAssignment
     constraints: Constraints
-    rank: tuple[int, int, str, PodKey, int]
+    rank: tuple[int, int, str, PodRef, int]
 
     @property
     def split(self) -> dict[GpuUuid, int]:
         return {s.uuid: s.cores for s in self.assignment.shares}
 
 
-def candidates(pods: Iterable[PendingPod], admitting: frozenset[PodKey] = frozenset()) -> list[Candidate]:
+def candidates(pods: Iterable[PendingPod], admitting: frozenset[PodRef] = frozenset()) -> list[Candidate]:
     """Every unallocated GPU container with an assignment, best first."""
     found: list[Candidate] = []
     for pod in pods:

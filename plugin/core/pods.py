@@ -10,7 +10,7 @@ returned with the reason, so the adapter can log them once.
 from collections.abc import Mapping
 from typing import Any
 
-from plugin.core.attribution import PendingPod, PodKey
+from plugin.core.attribution import PendingPod, PodRef
 from vcuda.annotations import PodStatus, apply_moves, decode_assignment, decode_status
 from vcuda.errors import ContractError
 from vcuda.model import Phase
@@ -18,14 +18,14 @@ from vcuda.names import Names
 from vcuda.request import parse_pod_request
 from vcuda.signing import Verifier, pod_binding
 
-__all__ = ["pending_pod", "pod_key", "pod_status"]
+__all__ = ["pending_pod", "pod_ref", "pod_status"]
 
 _DONE = frozenset({"Succeeded", "Failed"})
 
 
-def pod_key(pod: Mapping[str, Any]) -> PodKey:
+def pod_ref(pod: Mapping[str, Any]) -> PodRef:
     meta = pod.get("metadata") or {}
-    return PodKey(
+    return PodRef(
         str(meta.get("namespace") or "default"), str(meta.get("name") or ""), str(meta.get("uid") or "")
     )
 
@@ -67,4 +67,4 @@ def pending_pod(pod: Mapping[str, Any], names: Names, verifier: Verifier, node: 
         assignment = apply_moves(assignment, status.moved)
     allocated = frozenset(status.allocated) if status else frozenset()
     created = str(meta.get("creationTimestamp") or "")
-    return PendingPod(pod_key(pod), created, request, assignment, allocated)
+    return PendingPod(pod_ref(pod), created, request, assignment, allocated)

@@ -14,7 +14,7 @@ from plugin.core.attribution import (
     Candidate,
     ContainerKey,
     PendingPod,
-    PodKey,
+    PodRef,
     container_name,
     interchangeable,
 )
@@ -69,7 +69,7 @@ def verify(
     )
 
 
-def swap_moves(attributed: Candidate, owner: Candidate) -> dict[PodKey, dict[str, tuple[GpuShare, ...]]]:
+def swap_moves(attributed: Candidate, owner: Candidate) -> dict[PodRef, dict[str, tuple[GpuShare, ...]]]:
     """The GPUs each of two swapped containers runs on now, per pod (the moves its status records)."""
     new = {owner.key: attributed.assignment.shares, attributed.key: owner.assignment.shares}
     return {
@@ -87,7 +87,7 @@ def swap_owners(
     return moved | {dir_name: owner}
 
 
-def confirmed_containers(records: Iterable[Booked], pod: PodKey, pending: PendingPod | None) -> set[str]:
+def confirmed_containers(records: Iterable[Booked], pod: PodRef, pending: PendingPod | None) -> set[str]:
     """The pod's containers whose allocation is confirmed (records) or already read back as allocated."""
     done = {r.owner.container for r in records if r.confirmed and r.owner.pod == pod}
     return done | set(pending.allocated if pending else ())

@@ -19,7 +19,7 @@ from plugin.dra.prepare import ClaimPreparer, DriverInfo
 from plugin.dra.registration import DraPlugin
 from plugin.dra.service import SUPPORTED_VERSIONS, add_dra_services
 from plugin.settings import Settings
-from plugin.state import StateDir
+from plugin.statedir import StateDir
 
 __all__ = ["CHECKPOINT_PATH", "DraNode"]
 

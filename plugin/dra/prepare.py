@@ -31,7 +31,7 @@ from plugin.core.gpu import Gpu
 from plugin.dra.checkpoint import Checkpoint, Entry
 from plugin.dra.claims import ClaimSource
 from plugin.kube import KubeError
-from plugin.state import StateDir
+from plugin.statedir import StateDir
 
 __all__ = ["ClaimPreparer", "DriverInfo", "Outcome"]
 

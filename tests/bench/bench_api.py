@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from extender.clusterstate import ClusterState
 from extender.kube import Watcher, WatchTimings
-from extender.state import ClusterState
 from tests.kmock_cluster import KmockCluster
 from tests.unit.extender.fakes import KEY, NAMES, gpu_node, pod_obj
 

@@ -187,10 +187,10 @@ def pods_per_second(nodes: int = 1000, pods: int = 200) -> tuple[float, float, f
     the driver (the main thread, playing kube-scheduler), so the extender's CPU time is this process's minus
     the main thread's. The wall-clock rate also waits on kmock's answers (a simulated API server, much slower
     than a real one) and on the driver."""
+    from extender.clusterstate import ClusterState
     from extender.kube import KubeCluster, Watcher
     from extender.metrics import ExtenderMetrics
     from extender.scheduling import Scheduler
-    from extender.state import ClusterState
     from vcuda.model import Policy
 
     names = [f"kn-{i:04d}" for i in range(nodes)]

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("vcuda", "extender", "plugin", "kube_vgpu_cli")
+PACKAGES = ("vcuda", "extender", "plugin", "kube_vgpu_cli", "kube_vgpu_kubectl")
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,11 @@ PROBES: Mapping[str, tuple[Probe, ...]] = {
         Probe("vcuda/_probe_cli.py", "import kube_vgpu_cli.logs", "vcuda._probe_cli -> kube_vgpu_cli.logs"),
     ),
     "cli-shared": (Probe("kube_vgpu_cli/_probe.py", "import plugin.core.errors", "kube_vgpu_cli._probe"),),
+    "kubectl-user-side": (
+        Probe(
+            "kube_vgpu_kubectl/_probe.py", "import extender.kube", "kube_vgpu_kubectl._probe -> extender.kube"
+        ),
+    ),
     "binaries-independent": (
         Probe(
             "extender/_probe_plugin.py", "import plugin.core.gpu", "extender._probe_plugin -> plugin.core.gpu"
@@ -49,7 +54,7 @@ PROBES: Mapping[str, tuple[Probe, ...]] = {
     "plugin-layers": (
         Probe("plugin/allocator.py", "import plugin.agent", "plugin.allocator -> plugin.agent"),
         # Modules of one layer are independent of each other.
-        Probe("plugin/kube.py", "import plugin.state", "plugin.kube -> plugin.state"),
+        Probe("plugin/kube.py", "import plugin.statedir", "plugin.kube -> plugin.statedir"),
     ),
     "extender-core-pure": (
         Probe("extender/core/_probe_fastapi.py", "import fastapi", "extender.core._probe_fastapi -> fastapi"),

@@ -67,7 +67,7 @@ def test_threads_allocating_and_freeing_are_clean_under_thread_sanitizer(tmp_pat
 
 
 def test_forks_while_threads_allocate_and_launch_are_clean_under_thread_sanitizer(tmp_path):
-    # The fork handlers take and release every shim lock around fork (state.c); under a 30 % limit the
+    # The fork handlers take and release every shim lock around fork (init.c); under a 30 % limit the
     # threads also hold the device mutexes. No race report, and no child hangs.
     env = shim_env(tmp_path, memory_mib=64, core=30, TSAN_OPTIONS="exitcode=66")
     out = run_app(

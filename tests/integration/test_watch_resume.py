@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
+from extender.clusterstate import ClusterState
 from extender.kube import Backoff, Watcher, WatchTimings
-from extender.state import ClusterState
 from tests.kmock_cluster import KmockCluster
 from tests.unit.extender.fakes import KEY, NAMES, gpu_node
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
+from extender.clusterstate import ClusterState
 from extender.kube import Backoff, Watcher, WatchTimings
-from extender.state import ClusterState
 from tests.k8s.controlplane import BIN_DIR, ControlPlane, binaries_missing
 from tests.k8s.processes import wait_for
 from tests.unit.extender.fakes import KEY, NAMES, gpu_node

@@ -9,7 +9,7 @@ valid assignment from its request, and an unreadable request was charged nothing
 on was free for the next pod. The ledger must charge such a pod (its containers' resources are immutable and
 were validated at creation, so they still say what it holds); only the annotations are the tenant's to break.
 
-Closed in ``extender/state.py`` (``_charges``): the pod is charged from its containers alone when its
+Closed in ``extender/clusterstate.py`` (``_charges``): the pod is charged from its containers alone when its
 annotations are what fails, and every GPU of its node whole when even the containers cannot be read.
 """
 

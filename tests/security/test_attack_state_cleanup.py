@@ -13,7 +13,7 @@ directory a tenant writes; a tenant's files, whatever their names, are left alon
 from pathlib import Path
 
 from plugin.core.allocate import NODE_DIR_NAME
-from plugin.state import StateDir
+from plugin.statedir import StateDir
 from vcuda.shimfile import NODE_TENANTS_DIR
 
 

@@ -191,8 +191,8 @@ def test_allocate_again_never_writes_through_a_name_the_tenant_planted(tmp_path:
     """The plugin (root) writes the empty usage file into the tenant's usage directory when it is missing
     (an Allocate for a container whose directory exists). The tenant deleted it and planted the temporary
     names a writer might use as symlinks to a file it wants overwritten and made world-writable."""
-    from plugin.core.attribution import ContainerKey, PodKey
-    from plugin.state import AllocationRecord, StateDir
+    from plugin.core.attribution import ContainerKey, PodRef
+    from plugin.statedir import AllocationRecord, StateDir
     from vcuda.model import GpuUuid
     from vcuda.shimfile import GpuLimit, ShimConfig, decode_usage
 
@@ -200,7 +200,7 @@ def test_allocate_again_never_writes_through_a_name_the_tenant_planted(tmp_path:
     state.prepare()
     config = ShimConfig(uid(1), "evil", "p", "main", (GpuLimit(GpuUuid(GPU), GIB, 10, 10),))
     record = AllocationRecord(
-        f"{uid(1)}_main", ("GPU-0::0",), ContainerKey(PodKey("evil", "p", uid(1)), "main")
+        f"{uid(1)}_main", ("GPU-0::0",), ContainerKey(PodRef("evil", "p", uid(1)), "main")
     )
     state.write_container(record, config)
     usage_dir = state.containers / record.dir_name / "usage"

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from plugin.core.allocate import container_dir_name
-from plugin.core.attribution import ContainerKey, PodKey
-from plugin.state import AllocationRecord, StateDir
+from plugin.core.attribution import ContainerKey, PodRef
+from plugin.statedir import AllocationRecord, StateDir
 from tests.shim.harness import BUILD, FAKE_GPU_UUID, MIB, TIMEOUT_S, ShimEnv, require_build, results
 from vcuda.errors import ContractError
 from vcuda.model import GpuUuid
@@ -205,7 +205,7 @@ def test_the_plugin_lists_only_throttled_containers_and_gives_each_its_own_recor
     state.prepare()
     node = tmp_path / "state" / "node"
     assert node.stat().st_mode & 0o7777 == 0o755
-    pod = PodKey("ns", "p", "uid-1")
+    pod = PodRef("ns", "p", "uid-1")
     for container, core in (("a", 30), ("whole", 100)):
         name = container_dir_name(pod.uid, container)
         limit = GpuLimit(GpuUuid(FAKE_GPU_UUID), 64 * MIB, core, core)

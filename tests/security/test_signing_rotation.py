@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from extender.clusterstate import ClusterState
 from extender.signing import Ed25519Signer, load_keys
-from extender.state import ClusterState
 from plugin.core.pods import pending_pod
 from plugin.signing import Keyring, load_keyring
 from tests.builders import uuid

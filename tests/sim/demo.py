@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from extender.kubectl import _table, gpu_rows, render_gpus
-from extender.kubectl_claims import claim_rows, render_claims
+from kube_vgpu_kubectl.claims import claim_rows, render_claims
+from kube_vgpu_kubectl.cli import _table, gpu_rows, render_gpus
 from tests.sim.cluster import DEMO_NODES, MIXED_NODE, ClusterSpec, PodState, SimCluster
 from tests.sim.invariants import check_invariants
 from tests.sim.node import NodeSpec

@@ -1,4 +1,4 @@
-"""``kubectl vgpu claims`` (extender/kubectl_claims.py): the DRA driver's claims and their shares.
+"""``kubectl vgpu claims`` (kube_vgpu_kubectl/claims.py): the DRA driver's claims and their shares.
 
 Cases: a share allocated by the simulated scheduler from the driver's slices shows its node, device, cores,
 memory and soft limit, with the pod it is reserved for; a whole GPU shows ``all``; a claim of the driver's
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from extender.kubectl import KubeClusterReader, parse_args, run
-from extender.kubectl_claims import ClaimRow, claim_rows
+from kube_vgpu_kubectl.claims import ClaimRow, claim_rows
+from kube_vgpu_kubectl.cli import KubeClusterReader, parse_args, run
 from tests.kmock_cluster import KmockCluster
 from tests.sim.dra_allocator import allocate
 from tests.unit.plugin.builders import gpus
@@ -158,7 +158,7 @@ def test_any_json_for_claims_lists_without_raising(claims: list[Any]) -> None:
 
 
 def test_nodes_lists_a_dra_nodes_gpus_with_what_claims_take() -> None:
-    from extender.kubectl import gpu_rows
+    from kube_vgpu_kubectl.cli import gpu_rows
     from vcuda.annotations import encode_inventory
     from vcuda.model import GpuMode, GpuUuid, NodeInventory, OtherModeGpu
     from vcuda.names import Names

@@ -9,7 +9,7 @@ from typing import ClassVar
 
 import pytest
 
-from extender.kubectl import main
+from kube_vgpu_kubectl.cli import main
 from tests.unit.test_kubectl_vgpu import NODES, PODS
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from extender.kubectl import gpu_rows, mig_rows, parse_args, pod_rows, run
 from extender.signing import Ed25519Signer
+from kube_vgpu_kubectl.cli import gpu_rows, mig_rows, parse_args, pod_rows, run
 from tests.builders import gpu, nvswitch_node
 from tests.signing_keys import OTHER_SIGNER, SIGNER
 from vcuda.annotations import (

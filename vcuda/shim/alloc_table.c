@@ -149,7 +149,7 @@ size_t vc_table_drop_ctx(uint64_t ctx, void (*drop)(uint64_t key, const vc_alloc
     return dropped;
 }
 
-/* Held across fork (state.c): a child never inherits the lock taken by a thread that does not exist there. */
+/* Held across fork (init.c): a child never inherits the lock taken by a thread that does not exist there. */
 void vc_table_fork_lock(void) { vc_table_lock(); }
 void vc_table_fork_unlock(void) { vc_table_unlock(); }
 

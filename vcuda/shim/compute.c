@@ -76,7 +76,7 @@ void vc_compute_init(void) {
     }
 }
 
-/* Held across fork (state.c); never held while waiting or sleeping, so a fork waits a few driver calls at most. */
+/* Held across fork (init.c); never held while waiting or sleeping, so a fork waits a few driver calls at most. */
 void vc_compute_fork_lock(void) {
     for (int d = 0; d < vc_state.device_count; d++) pthread_mutex_lock(&vc_compute[d].mu);
 }

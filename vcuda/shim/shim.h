@@ -142,7 +142,7 @@ uint32_t vc_crc32(const void *data, size_t len);
 /* Reads and validates the config file; returns 0, or -1 with a reason in `why` (printed by the caller). */
 int vc_config_read(const char *path, vcuda_config_t *out, char *why, size_t why_len);
 
-/* state.c: per-process view of the container's limits, filled by vc_ensure_init(). */
+/* init.c: per-process view of the container's limits, filled by vc_ensure_init(). */
 typedef struct vc_device {
     int record;                /* config record index, -1 if the device has no record (allocations refused) */
     uint64_t memory_limit;     /* bytes */
@@ -163,7 +163,7 @@ CUresult vc_ensure_init(void);
 /* Maps CUDA devices to config records by UUID; called after the real cuInit succeeded. */
 CUresult vc_map_devices(void);
 const char *vc_config_path(void);
-/* `fixed`; in the TEST build only (-DVCUDA_TEST_BUILD), the env variable `env_name` when set (state.c). In the
+/* `fixed`; in the TEST build only (-DVCUDA_TEST_BUILD), the env variable `env_name` when set (init.c). In the
  * shipped library it is the fixed path itself, so no override name is even in the binary. */
 #ifdef VCUDA_TEST_BUILD
 const char *vc_env_path(const char *env_name, const char *fixed);

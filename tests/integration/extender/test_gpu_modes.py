@@ -116,7 +116,7 @@ async def test_an_inventory_listing_a_gpu_both_ways_leaves_the_node_without_shar
     rendered = deps.metrics.render().decode()
     assert 'kube_vgpu_extender_rejections_total{reason="inventory-refused",verb="filter"} 1.0' in rendered
 
-    caplog.set_level(logging.WARNING, logger="extender.state")
+    caplog.set_level(logging.WARNING, logger="extender.clusterstate")
     deps.state.apply_node(node_with("bad", both_ways("bad") + " "))  # a new text: judged again
     refused = [r for r in caplog.records if r.getMessage().startswith("refusing a node's GPU inventory")]
     assert [r.__dict__["node"] for r in refused] == ["bad"]
@@ -145,7 +145,7 @@ async def test_a_gpu_switched_to_another_mode_under_its_pods_keeps_them_charged_
         links=(),
         other=(*inventory.other, other(moved, GpuMode.WHOLE)),
     )
-    caplog.set_level(logging.WARNING, logger="extender.state")
+    caplog.set_level(logging.WARNING, logger="extender.clusterstate")
     deps.state.apply_node(node_obj("mixed", switched))
     assert [r.__dict__["gpu"] for r in caplog.records if "now sold in another mode" in r.getMessage()] == [
         held

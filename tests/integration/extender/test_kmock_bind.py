@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
+from extender.clusterstate import ClusterState
 from extender.core.ledger import PodKey
 from extender.kube import KubeCluster, Watcher
 from extender.metrics import ExtenderMetrics
 from extender.scheduling import Scheduler
-from extender.state import ClusterState
 from tests.builders import uuid
 from tests.kmock_cluster import KmockCluster
 from tests.unit.extender.fakes import KEY, NAMES, SIGNER, assignment_of, gpu_node, ledger_of, pod_obj

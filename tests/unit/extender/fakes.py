@@ -17,12 +17,12 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from extender.app import Deps
+from extender.clusterstate import ClusterState
 from extender.core.ledger import Holding, NodeLedger, PodKey
 from extender.kube import ClusterError
 from extender.metrics import ExtenderMetrics
 from extender.scheduling import Scheduler
 from extender.signing import Ed25519Signer, Keyring
-from extender.state import ClusterState
 from tests.builders import nvswitch_node
 from vcuda.annotations import decode_assignment, encode_inventory
 from vcuda.model import NodeInventory, PodAssignment, Policy

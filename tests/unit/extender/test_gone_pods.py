@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
+from extender.clusterstate import ClusterState
 from extender.core.ledger import PodKey
 from extender.core.load import GpuLoad
-from extender.state import ClusterState
 from tests.builders import uuid
 from tests.unit.extender.fakes import NAMES, FakeClock, gpu_node, ledger_of, make_deps, pod_obj
-from tests.unit.extender.test_state import assignment, bound_pod
+from tests.unit.extender.test_clusterstate import assignment, bound_pod
 
 HOLD_S = 30.0
 HELD = {uuid("n1", 0): GpuLoad(30, 4096)}

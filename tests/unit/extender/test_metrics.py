@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from extender.clusterstate import ClusterState
 from extender.core.ledger import PodKey
-from extender.state import ClusterState
 from tests.builders import nvswitch_node, uuid
 from tests.signing_keys import sign_for
 from tests.unit.extender.fakes import NAMES, FakeClock, gpu_node, make_deps, node_obj, pod_obj

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from extender.clusterstate import ClusterState
 from extender.core.ledger import PodKey
 from extender.core.load import GpuLoad
 from extender.scheduling import Scheduler
-from extender.state import ClusterState
 from tests.builders import uuid
 from tests.unit.extender.fakes import (
     NAMES,

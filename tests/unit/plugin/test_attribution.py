@@ -10,7 +10,7 @@ import pytest
 from plugin.core.attribution import (
     ContainerKey,
     PendingPod,
-    PodKey,
+    PodRef,
     attribute,
     candidates,
     interchangeable,
@@ -43,7 +43,7 @@ def pod(name, created, containers, *, allocated=(), constraints=None):
         for n, c, m, gpus in containers
     )
     return PendingPod(
-        PodKey("default", name, f"uid-{name}"),
+        PodRef("default", name, f"uid-{name}"),
         created,
         request,
         PodAssignment(NodeName("n"), shares),

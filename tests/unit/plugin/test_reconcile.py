@@ -6,7 +6,7 @@ kubelet lost the Allocate before its checkpoint), the pod is not listed (undecid
 
 import pytest
 
-from plugin.core.attribution import ContainerKey, PodKey
+from plugin.core.attribution import ContainerKey, PodRef
 from plugin.core.reconcile import KubeletView, Reconciliation, Suspect, reconcile
 from plugin.core.slices import slice_id
 from vcuda.model import GpuUuid
@@ -15,7 +15,7 @@ A = GpuUuid("GPU-a")
 
 
 def suspect(pod: str, container: str = "c", *numbers: int) -> Suspect:
-    key = ContainerKey(PodKey("default", pod, f"uid-{pod}"), container)
+    key = ContainerKey(PodRef("default", pod, f"uid-{pod}"), container)
     return Suspect(f"uid-{pod}_{container}", frozenset(slice_id(A, n) for n in numbers or (0, 1)), key)
 
 

@@ -7,7 +7,7 @@ claims through another resource), the compute and memory allocated on a shared G
 unreadable is named below the table; ``mig`` lists the nodes' MIG instances (served whole, as
 extended resources, so the API shows no holder per instance); ``pods`` lists each vGPU pod's GPUs, limits and
 phase; ``claims`` lists the ResourceClaims of the DRA driver with the share each holds
-(:mod:`extender.kubectl_claims`). The user's kubeconfig is used; nothing is written. Assignments are decoded
+(:mod:`kube_vgpu_kubectl.claims`). The user's kubeconfig is used; nothing is written. Assignments are decoded
 **without verifying** their signature (kubectl is given no keys), and the output says so.
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Protocol
 
-from extender.kubectl_claims import claim_rows, dra_device_use, render_claims
+from kube_vgpu_kubectl.claims import claim_rows, dra_device_use, render_claims
 from vcuda.annotations import decode_assignment_unverified, decode_inventory, decode_status
 from vcuda.errors import ContractError
 from vcuda.model import GpuMode, NodeInventory, OtherModeGpu, Phase, PodAssignment

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Final
 
 from plugin.core.allocate import CONFIG_FILE_NAME, NODE_DIR_NAME
-from plugin.core.attribution import ContainerKey, PodKey
+from plugin.core.attribution import ContainerKey, PodRef
 from plugin.core.nvallocate import REPLICAS_DIR
 from plugin.core.reclaim import ContainerDir
 from vcuda import names
@@ -70,7 +70,7 @@ class AllocationRecord:
     @classmethod
     def from_json(cls, dir_name: str, text: str) -> "AllocationRecord":
         doc = json.loads(text)
-        pod = PodKey(doc["namespace"], doc["pod"], doc["podUID"])
+        pod = PodRef(doc["namespace"], doc["pod"], doc["podUID"])
         return cls(
             dir_name, tuple(doc["deviceIDs"]), ContainerKey(pod, doc["container"]), bool(doc["confirmed"])
         )

@@ -12,11 +12,11 @@ import json
 
 import pytest
 
+from extender.clusterstate import ClusterState
 from extender.core.ledger import NodeLedger, PodKey
 from extender.core.load import GpuLoad
 from extender.metrics import ExtenderMetrics
 from extender.signing import Ed25519Signer
-from extender.state import ClusterState
 from tests.builders import uuid
 from tests.signing_keys import OTHER_SIGNER, SIGNER
 from tests.unit.extender.fakes import (
