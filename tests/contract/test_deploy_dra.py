@@ -44,7 +44,7 @@ def example_paths() -> list[Path]:
 def published() -> list[Obj]:
     node = h200x8("gpu-node-1")
     sick = SliceOptions(driver=DRIVER, node="gpu-node-1", unhealthy={str(node.gpus[3].uuid): "xid-79"},
-                        pcie_roots={g.uuid: "pci0000:00" for g in node.gpus}, partitionable=True)  # fmt: skip
+                        pcie_roots={g.uuid: "pci0000:00" for g in node.gpus})  # fmt: skip
     mig = NodeGpus((a100(0, "3g.20gb", "2g.10gb", pending=False),), (), "580.95.05", "13.0")
     specs = pool_specs(node, sick, 1) + pool_specs(mig, dataclasses.replace(sick, node="mig-node"), 4)
     return [

@@ -50,7 +50,7 @@ Obj = dict[str, Any]
 
 def published(node: NodeGpus, **kwargs: Any) -> list[Obj]:
     defaults: dict[str, Any] = {"driver": DRIVER, "node": NODE, "unhealthy": {}, "pcie_roots": {}}
-    options = SliceOptions(**(defaults | {"partitionable": True} | kwargs))
+    options = SliceOptions(**(defaults | kwargs))
     return [slice_object(s, name=f"s{i}") for i, s in enumerate(pool_specs(node, options, 1))]
 
 

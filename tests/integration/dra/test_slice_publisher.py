@@ -25,7 +25,7 @@ from tests.unit.plugin_mig.builders import a100
 
 DRIVER = "kube-vgpu.nvidia.com"
 NODE = "node-1"
-OPTIONS = SliceOptions(driver=DRIVER, node=NODE, unhealthy={}, pcie_roots={}, partitionable=True)
+OPTIONS = SliceOptions(driver=DRIVER, node=NODE, unhealthy={}, pcie_roots={})
 
 
 @pytest.fixture

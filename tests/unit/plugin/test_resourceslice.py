@@ -164,7 +164,7 @@ def test_mig_gpus_are_partitionable_devices_with_counters_in_their_own_slice() -
     mig_gpu = a100(0, "3g.20gb", "2g.10gb", pending=False)
     plain = dataclasses.replace(a100(1), mig_enabled=False, mig_pending=False)
     node = NodeGpus((mig_gpu, plain), (), "580.95.05", "13.0")
-    specs = pool_specs(node, options(partitionable=True), 5)
+    specs = pool_specs(node, options(), 5)
     assert [s["pool"]["resourceSliceCount"] for s in specs] == [2, 2]
     assert "devices" not in specs[0]
     assert specs[0]["sharedCounters"] == [
@@ -181,13 +181,17 @@ def test_mig_gpus_are_partitionable_devices_with_counters_in_their_own_slice() -
     assert "allowMultipleAllocations" not in mig
 
 
-def test_mig_instances_are_not_published_unless_partitionable() -> None:
+def test_mig_device_names_are_the_node_sides() -> None:
+    from plugin.core.dra import node_devices
+
     node = NodeGpus(
-        (a100(0, "3g.20gb", pending=False), a100(1, mig_enabled=False, pending=False)), (), "5", "13.0"
+        (a100(0, "3g.20gb", "1g.5gb", pending=False), a100(1, mig_enabled=False, pending=False)),
+        (),
+        "5",
+        "13.0",
     )
-    specs = pool_specs(node, options(), 1)
-    assert [d["name"] for d in devices(specs)] == ["gpu-a1000001-0000"]
-    assert all("sharedCounters" not in s for s in specs)
+    published = [d["name"] for d in devices(pool_specs(node, options(), 1))]
+    assert sorted(published) == sorted(node_devices(node.gpus))
 
 
 def test_gpu_device_names_are_the_node_sides() -> None:
@@ -205,7 +209,7 @@ def test_a_gpu_whose_mig_mode_is_pending_is_not_published() -> None:
 def test_an_unhealthy_mig_parent_taints_every_instance() -> None:
     mig_gpu = a100(0, "1g.5gb", "1g.5gb", pending=False)
     node = NodeGpus((mig_gpu,), (), "580.95.05", "13.0")
-    sick = options(unhealthy={str(mig_gpu.uuid): "unreachable"}, partitionable=True)
+    sick = options(unhealthy={str(mig_gpu.uuid): "unreachable"})
     found = devices(pool_specs(node, sick, 1))
     assert [d["taints"][0]["value"] for d in found] == ["unreachable", "unreachable"]
 
