@@ -21,7 +21,7 @@ from typing import Any, Final
 from plugin.core.dra_params import NO_PARAMETERS, GpuShareParameters, ParametersError, parse_parameters
 from plugin.core.errors import PluginError
 from plugin.core.gpu import Gpu
-from plugin.core.mig import MigDevice, mig_devices, shareable
+from plugin.core.mig import MigDevice, mig_devices, partitioned, shareable
 from vcuda.errors import ContractError
 from vcuda.model import GpuMode, NodeInventory, OtherModeGpu
 from vcuda.units import parse_quantity
@@ -98,7 +98,7 @@ def node_devices(gpus: Iterable[Gpu]) -> dict[str, Gpu | MigDevice]:
     instances of MIG-enabled GPUs (taken whole; a GPU whose MIG mode is pending is neither)."""
     found = tuple(gpus)
     return {device_name(g): g for g in found if shareable(g)} | {
-        device_name(m): m for m in mig_devices(g for g in found if not g.mig_pending)
+        device_name(m): m for m in mig_devices(g for g in found if partitioned(g))
     }
 
 

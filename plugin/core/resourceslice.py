@@ -34,6 +34,7 @@ from typing import Any, Final
 
 from plugin.core.dra import driver_name, pool_name
 from plugin.core.gpu import Gpu, MigInstance, NodeGpus
+from plugin.core.mig import partitioned, shareable
 from vcuda.model import GpuLink, GpuUuid
 
 __all__ = [
@@ -245,8 +246,8 @@ def _devices(node: NodeGpus, options: SliceOptions) -> tuple[list[Spec], list[Sp
     devices: list[Spec] = []
     counters: list[Spec] = []
     for gpu in sorted(node.gpus, key=lambda g: (g.index, g.uuid)):
-        if gpu.mig_pending:
-            continue  # neither whole nor partitioned until the mode change lands
+        if not shareable(gpu) and not partitioned(gpu):
+            continue  # neither whole nor partitioned until the mode change lands (NVML's pending mode)
         if not gpu.mig_enabled:
             candidates = [(_shareable_device(gpu, node, nvlink, options), str(gpu.uuid))]
         else:

@@ -45,7 +45,7 @@ def published() -> list[Obj]:
     node = h200x8("gpu-node-1")
     sick = SliceOptions(driver=DRIVER, node="gpu-node-1", unhealthy={str(node.gpus[3].uuid): "xid-79"},
                         pcie_roots={g.uuid: "pci0000:00" for g in node.gpus})  # fmt: skip
-    mig = NodeGpus((a100(0, "3g.20gb", "2g.10gb", pending=False),), (), "580.95.05", "13.0")
+    mig = NodeGpus((a100(0, "3g.20gb", "2g.10gb"),), (), "580.95.05", "13.0")
     specs = pool_specs(node, sick, 1) + pool_specs(mig, dataclasses.replace(sick, node="mig-node"), 4)
     return [
         slice_object(s, {"name": s["nodeName"], "uid": "0f6c8a4e-1c52-4b8e-a2d5-6a3b1f7e9d10"}) for s in specs

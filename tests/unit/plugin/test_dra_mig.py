@@ -28,9 +28,9 @@ from tests.unit.plugin.dra_builders import DRIVER, GIB, NODE, claim, result
 from tests.unit.plugin_mig.builders import a100
 from vcuda import names
 
-MIG_GPU = a100(0, "3g.20gb", "2g.10gb", pending=False)
+MIG_GPU = a100(0, "3g.20gb", "2g.10gb")
 PLAIN = a100(1, mig_enabled=False, pending=False)
-PENDING = a100(2, "1g.5gb", pending=True)  # MIG on, off after the next reset
+PENDING = a100(2, "1g.5gb", pending=False)  # MIG on, off after the next reset
 GPUS = (MIG_GPU, PLAIN, PENDING)
 M3G, M2G = mig_devices([MIG_GPU])
 KIND = cdi_kind(NAMES.domain)

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from plugin.core.gpu import NodeGpus
+from plugin.core.gpu import Gpu, NodeGpus
 from plugin.core.resourceslice import (
     SliceOptions,
     UnhealthyPolicy,
@@ -161,7 +161,7 @@ def test_an_unhealthy_gpu_is_withdrawn_under_the_withdraw_policy() -> None:
 
 
 def test_mig_gpus_are_partitionable_devices_with_counters_in_their_own_slice() -> None:
-    mig_gpu = a100(0, "3g.20gb", "2g.10gb", pending=False)
+    mig_gpu = a100(0, "3g.20gb", "2g.10gb")
     plain = dataclasses.replace(a100(1), mig_enabled=False, mig_pending=False)
     node = NodeGpus((mig_gpu, plain), (), "580.95.05", "13.0")
     specs = pool_specs(node, options(), 5)
@@ -185,7 +185,7 @@ def test_mig_device_names_are_the_node_sides() -> None:
     from plugin.core.dra import node_devices
 
     node = NodeGpus(
-        (a100(0, "3g.20gb", "1g.5gb", pending=False), a100(1, mig_enabled=False, pending=False)),
+        (a100(0, "3g.20gb", "1g.5gb"), a100(1, mig_enabled=False, pending=False)),
         (),
         "5",
         "13.0",
@@ -201,13 +201,21 @@ def test_gpu_device_names_are_the_node_sides() -> None:
     assert [d["name"] for d in devices(pool_specs(node, options(), 1))] == [node_side(g) for g in node.gpus]
 
 
-def test_a_gpu_whose_mig_mode_is_pending_is_not_published() -> None:
-    node = NodeGpus((a100(0, "1g.5gb"),), (), "580.95.05", "13.0")
+@pytest.mark.parametrize(
+    "gpu",
+    [
+        pytest.param(a100(0, "1g.5gb", pending=False), id="MIG on, off after the next reset"),
+        pytest.param(a100(0, mig_enabled=False, pending=True), id="MIG off, on after the next reset"),
+    ],
+)
+def test_a_gpu_whose_mig_mode_is_pending_is_not_published(gpu: Gpu) -> None:
+    """NVML's pending mode is the mode after the next reset: a GPU is served only when the two agree."""
+    node = NodeGpus((gpu,), (), "580.95.05", "13.0")
     assert devices(pool_specs(node, options(), 1)) == []
 
 
 def test_an_unhealthy_mig_parent_taints_every_instance() -> None:
-    mig_gpu = a100(0, "1g.5gb", "1g.5gb", pending=False)
+    mig_gpu = a100(0, "1g.5gb", "1g.5gb")
     node = NodeGpus((mig_gpu,), (), "580.95.05", "13.0")
     sick = options(unhealthy={str(mig_gpu.uuid): "unreachable"})
     found = devices(pool_specs(node, sick, 1))
