@@ -107,7 +107,7 @@ class TestChart:
     def test_device_classes_select_the_driver_of_the_domain(self, home: Path) -> None:
         objects = render(home, ["dra.enabled=true", "resourceDomain=example.com"], "1.36.0")
         classes = {o["metadata"]["name"]: o for o in objects if o["kind"] == "DeviceClass"}
-        assert set(classes) == {"vgpu.example.com", "gpu.example.com"}
+        assert set(classes) == {"vgpu.example.com", "gpu.example.com", "mig.example.com"}
         expression = classes["vgpu.example.com"]["spec"]["selectors"][0]["cel"]["expression"]
         assert expression == (
             'device.driver == "kube-vgpu.example.com" && '
