@@ -95,7 +95,7 @@ def device_name(device: Gpu | MigDevice) -> str:
 
 def node_devices(gpus: Iterable[Gpu]) -> dict[str, Gpu | MigDevice]:
     """This node's devices that claims may be allocated, by device name: the GPUs the shim shares and the
-    instances of MIG-enabled GPUs (taken whole; a GPU whose MIG mode is pending is neither)."""
+    instances of MIG-enabled GPUs (taken whole; a GPU whose MIG mode change waits for a reset is neither)."""
     found = tuple(gpus)
     return {device_name(g): g for g in found if shareable(g)} | {
         device_name(m): m for m in mig_devices(g for g in found if partitioned(g))

@@ -4,7 +4,7 @@ cannot be; the preparer writes the CDI spec only and unprepare removes it.
 Cases: a MIG claim's CDI device (parent node, both capability devices from ``mig-minors``) and spec (the
 driver's common edits, no shim mount, no config GPU); the device names are the slice's; refused (table):
 consumed capacity, a share ID, the instance twice, an unhealthy parent or instance, an instance the node
-does not have (or of a GPU whose MIG mode is pending), capabilities the driver does not list, instances mixed
+does not have (or of a GPU whose MIG mode change waits for a reset), capabilities the driver does not list, instances mixed
 with a shared GPU in one claim; the preparer on a temporary tree.
 """
 
