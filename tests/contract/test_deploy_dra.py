@@ -52,9 +52,15 @@ def published() -> list[Obj]:
     ]
 
 
-def test_there_are_the_four_examples() -> None:
+def test_there_are_the_five_examples() -> None:
     names = [p.name for p in example_paths()]
-    assert names == ["model-selection.yaml", "share.yaml", "soft-limit.yaml", "two-gpu-nvlink.yaml"]
+    assert names == [
+        "mig-instance.yaml",
+        "model-selection.yaml",
+        "share.yaml",
+        "soft-limit.yaml",
+        "two-gpu-nvlink.yaml",
+    ]
 
 
 @pytest.mark.parametrize("version", VERSIONS)

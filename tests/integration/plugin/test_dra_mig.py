@@ -5,8 +5,8 @@ through the real client into kmock, claims read through the real client, and pre
 fake kubelet over the real DRA gRPC API.
 
 Cases: the pool holds GPU 3 as a shared device and every MIG instance as a partitionable device consuming
-its parent's counter set, the counter sets in a slice of their own; a claim the simulated scheduler
-allocates from the MIG class is prepared whole (a CDI device with the parent's device node and the
+its parent's counter set, the counter sets in a slice of their own; a claim of the example ``mig-instance.yaml``
+the simulated scheduler allocates is prepared whole (a CDI device with the parent's device node and the
 instance's capability devices, no shim mount, no shim config) and unprepare removes its spec; a MIG claim
 that consumed capacity, and one on an instance whose GPU fell off the bus, fail alone while a good claim in
 the same call is prepared.
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 
 from plugin.agent import Agent, Timings
@@ -35,12 +36,13 @@ from tests.fakes.dra_kubelet import ClaimInfo, FakeDraKubelet
 from tests.integration.plugin.conftest import NODE, STOP_S, eventually, make_settings
 from tests.kmock_cluster import KmockCluster
 from tests.sim.dra_allocator import Unallocatable, allocate
-from tests.unit.plugin.builders import NAMES, VERIFIER
+from tests.unit.plugin.builders import VERIFIER
 from tests.unit.plugin.dra_builders import DRIVER, GIB, claim, result
 from tests.unit.test_sim_dra_allocator import CLASSES
 from vcuda import names as vnames
 
 Obj = dict[str, Any]
+EXAMPLE = Path(__file__).resolve().parents[3] / "deploy" / "examples" / "dra" / "mig-instance.yaml"
 
 
 async def _no_pod_resources() -> list[Any]:
@@ -151,33 +153,16 @@ async def test_a_mig_nodes_pool_has_its_instances_as_partitionable_devices_and_t
     ]
 
 
-async def test_a_mig_claim_allocated_by_the_scheduler_is_prepared_whole_and_unprepared(
+async def test_the_mig_example_allocated_by_the_scheduler_is_prepared_whole_and_unprepared(
     mig_node: MigNode,
 ) -> None:
+    template = next(d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d["kind"] != "Pod")
     body = mig_node.create(
         {
             "apiVersion": "resource.k8s.io/v1",
             "kind": "ResourceClaim",
             "metadata": {"name": "mig-claim", "namespace": "default"},
-            "spec": {
-                "devices": {
-                    "requests": [
-                        {
-                            "name": "mig",
-                            "exactly": {
-                                "deviceClassName": f"mig.{NAMES.domain}",
-                                "selectors": [
-                                    {
-                                        "cel": {
-                                            "expression": f'device.attributes["{DRIVER}"].profile == "2g.10gb"'
-                                        }
-                                    }
-                                ],
-                            },
-                        }
-                    ]
-                }
-            },
+            "spec": template["spec"]["spec"],
         }
     )
     answer = allocate(body, node=NODE, slices=mig_node.slices(), classes=CLASSES, claims=[])
