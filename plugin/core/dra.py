@@ -8,7 +8,8 @@ or an unknown parameter is a :class:`ClaimError` naming what is wrong, for that 
 
 Capacity consumed by a share (KEP-5075, ``results[].consumedCapacity``): ``memory`` in bytes and ``cores`` in
 percent of the GPU. A capacity that is not listed was not shared out: the result holds all of it (an
-exclusive allocation lists none, so it is the whole GPU).
+exclusive allocation lists none, so it is the whole GPU). A MIG instance (``mig-<uuid>``, a partitionable
+device) is always allocated whole: it consumes nothing.
 """
 
 import re
@@ -20,7 +21,7 @@ from typing import Any, Final
 from plugin.core.dra_params import NO_PARAMETERS, GpuShareParameters, ParametersError, parse_parameters
 from plugin.core.errors import PluginError
 from plugin.core.gpu import Gpu
-from plugin.core.mig import shareable
+from plugin.core.mig import MigDevice, mig_devices, partitioned, shareable
 from vcuda.errors import ContractError
 from vcuda.model import GpuMode, NodeInventory, OtherModeGpu
 from vcuda.units import parse_quantity
@@ -81,18 +82,24 @@ def pool_name(node: str) -> str:
     return node
 
 
-def device_name(gpu: Gpu) -> str:
-    """A GPU's device name in the ResourceSlice: ``gpu-<uuid without GPU->``, lower case, a DNS label.
+def device_name(device: Gpu | MigDevice) -> str:
+    """A device's name in the ResourceSlice: ``gpu-<uuid without GPU->`` or, for a MIG instance,
+    ``mig-<uuid without MIG->``; lower case, a DNS label (:func:`plugin.core.resourceslice.device_name`).
 
     From the UUID, not the index: indexes may change across reboots while a ResourceSlice still names the
     old ones."""
-    tail = gpu.uuid.removeprefix("GPU-").lower()
-    return ("gpu-" + _LABEL_UNSAFE.sub("-", tail))[:63].rstrip("-")
+    kind = "mig" if isinstance(device, MigDevice) else "gpu"
+    tail = device.uuid.removeprefix(f"{kind.upper()}-").lower()
+    return (f"{kind}-" + _LABEL_UNSAFE.sub("-", tail))[:63].rstrip("-")
 
 
-def node_devices(gpus: Iterable[Gpu]) -> dict[str, Gpu]:
-    """This node's GPUs that claims may share, by device name (MIG GPUs are never shared by the shim)."""
-    return {device_name(g): g for g in gpus if shareable(g)}
+def node_devices(gpus: Iterable[Gpu]) -> dict[str, Gpu | MigDevice]:
+    """This node's devices that claims may be allocated, by device name: the GPUs the shim shares and the
+    instances of MIG-enabled GPUs (taken whole; a GPU whose MIG mode change waits for a reset is neither)."""
+    found = tuple(gpus)
+    return {device_name(g): g for g in found if shareable(g)} | {
+        device_name(m): m for m in mig_devices(g for g in found if partitioned(g))
+    }
 
 
 def dra_inventory(inventory: NodeInventory, driver: str) -> NodeInventory:
@@ -128,6 +135,8 @@ class DeviceResult:
     memory_bytes: int | None = None
     cores: int | None = None
     parameters: GpuShareParameters = NO_PARAMETERS
+    consumed: tuple[str, ...] = ()
+    """The names of every capacity the result consumed (a MIG instance, taken whole, consumes none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +213,7 @@ def _result(raw: object, i: int, configs: Sequence[_Config]) -> DeviceResult:
         memory_bytes=_quantity(capacity.get(CAPACITY_MEMORY), f"{where}.consumedCapacity.{CAPACITY_MEMORY}"),
         cores=_quantity(capacity.get(CAPACITY_CORES), f"{where}.consumedCapacity.{CAPACITY_CORES}"),
         parameters=applying[-1].parameters if applying else NO_PARAMETERS,
+        consumed=tuple(sorted(str(k)[:63] for k in capacity)),
     )
 
 

@@ -11,6 +11,14 @@ Per claim (``<claim-uid>``, owner pod ``<pod-uid>`` or the claim itself, :mod:`p
   :mod:`plugin.core.cdi`, the shim mounts of :func:`plugin.core.allocate.shim_mounts`, identity env);
 - the devices answered to the kubelet: one per result, with its request (sub-request names cut to the
   request, as containers name requests) and the CDI ID of its GPU.
+
+A claim of MIG instances (``mig-<uuid>``) gets no shim: an instance is hardware-isolated and taken whole. Its
+CDI device ``<claim-uid>-<device>`` carries the parent's ``/dev/nvidia<minor>`` and the instance's
+capability devices (:func:`plugin.core.mig_allocate.instance_nodes`, as the MIG device plugin gives them);
+the shim config has no GPU, so prepare writes no state files. Refused, for that claim: a consumed capacity
+or a share ID on an instance (it is whole), an instance whose parent (or itself) is unhealthy, one the node
+does not have or whose capability devices the driver does not list, and a claim mixing instances with
+shim-shared GPUs (the shim would be preloaded beside an instance it does not know; use two claims).
 """
 
 from collections.abc import Collection, Mapping
@@ -20,7 +28,10 @@ from typing import Any
 from plugin.core.allocate import Mount, PlanOptions, shim_mounts
 from plugin.core.cdi import DriverFiles, common_edits
 from plugin.core.dra import ClaimAllocation, ClaimError, ClaimRef, DeviceResult
+from plugin.core.errors import AllocationError
 from plugin.core.gpu import Gpu
+from plugin.core.mig import MigDevice
+from plugin.core.mig_allocate import instance_nodes
 from vcuda import names
 from vcuda.shimfile import MAX_GPUS, GpuLimit, ShimConfig
 from vcuda.units import CORE_PER_GPU, MIB, mib_to_bytes
@@ -41,26 +52,31 @@ class PreparedDevice:
 
 @dataclass(frozen=True, slots=True)
 class ClaimPlan:
-    """Everything prepare writes for one claim; ``gpus`` pairs each CDI device name with its GPU."""
+    """Everything prepare writes for one claim; ``gpus`` pairs each CDI device name with its GPU, ``migs``
+    with its MIG instance's device nodes (a claim has one kind or the other; ``config`` lists no GPU for
+    MIG instances: no shim)."""
 
     ref: ClaimRef
     dir_name: str
     config: ShimConfig
     gpus: tuple[tuple[str, Gpu], ...]
     devices: tuple[PreparedDevice, ...]
+    migs: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 def plan_claim(
     alloc: ClaimAllocation,
-    gpus: Mapping[str, Gpu],
+    gpus: Mapping[str, Gpu | MigDevice],
     *,
     pool: str,
     kind: str,
     unhealthy: Collection[str] = (),
+    minors: Mapping[str, int] | None = None,
 ) -> ClaimPlan:
-    """``gpus`` maps device names to this node's shareable GPUs, ``unhealthy`` holds the UUIDs of those out of
-    service (a claim allocated before its GPU failed gets a clear error, not a GPU that cannot run CUDA);
-    raises :class:`ClaimError`."""
+    """``gpus`` maps device names to this node's shareable GPUs and MIG instances, ``unhealthy`` holds the
+    UUIDs of GPUs (or instances) out of service (a claim allocated before its GPU failed gets a clear error,
+    not a GPU that cannot run CUDA), ``minors`` the driver's capability minors (``mig-minors``; needed for
+    MIG instances only); raises :class:`ClaimError`."""
     ref = alloc.ref
     by_device: dict[str, list[DeviceResult]] = {}
     for r in alloc.results:
@@ -68,13 +84,20 @@ def plan_claim(
             raise ClaimError(f"claim {ref}: device {r.device!r} of pool {r.pool!r} is not on this node")
         if r.device not in gpus:
             raise ClaimError(f"claim {ref}: device {r.device!r} is not a GPU of this node")
-        if gpus[r.device].uuid in unhealthy:
-            raise ClaimError(f"claim {ref}: GPU {gpus[r.device].uuid} ({r.device}) is unhealthy")
+        _check_health(ref, r.device, gpus[r.device], unhealthy)
         by_device.setdefault(r.device, []).append(r)
     if len(by_device) > MAX_GPUS:
         raise ClaimError(f"claim {ref}: {len(by_device)} GPUs, at most {MAX_GPUS} per claim")
     cdi_names = {d: f"{ref.uid}-{d}" for d in sorted(by_device)}
-    limits = tuple(_limit(ref, gpus[d], rs) for d, rs in sorted(by_device.items()))
+    shared = {d: g for d in sorted(by_device) if isinstance(g := gpus[d], Gpu)}
+    migs = {d: m for d in sorted(by_device) if isinstance(m := gpus[d], MigDevice)}
+    if shared and migs:
+        raise ClaimError(
+            f"claim {ref}: MIG instances ({', '.join(migs)}) and shared GPUs ({', '.join(shared)}) in one "
+            "claim; ask for them in separate claims"
+        )
+    limits = tuple(_limit(ref, g, by_device[d]) for d, g in shared.items())
+    nodes = tuple((cdi_names[d], _mig_nodes(ref, d, m, by_device[d], minors or {})) for d, m in migs.items())
     container = f"dra-{ref.uid}"
     config = ShimConfig(alloc.owner_uid, ref.namespace, alloc.owner_name, container, limits)
     devices = tuple(
@@ -83,8 +106,36 @@ def plan_claim(
         )
         for r in alloc.results
     )
-    pairs = tuple((cdi_names[d], gpus[d]) for d in sorted(by_device))
-    return ClaimPlan(ref, f"{alloc.owner_uid}_{container}", config, pairs, devices)
+    pairs = tuple((cdi_names[d], g) for d, g in shared.items())
+    return ClaimPlan(ref, f"{alloc.owner_uid}_{container}", config, pairs, devices, nodes)
+
+
+def _check_health(ref: ClaimRef, name: str, device: Gpu | MigDevice, unhealthy: Collection[str]) -> None:
+    if isinstance(device, MigDevice) and device.parent in unhealthy:
+        raise ClaimError(
+            f"claim {ref}: MIG instance {device.uuid} ({name}): its GPU {device.parent} is unhealthy"
+        )
+    if device.uuid in unhealthy:
+        what = "MIG instance" if isinstance(device, MigDevice) else "GPU"
+        raise ClaimError(f"claim {ref}: {what} {device.uuid} ({name}) is unhealthy")
+
+
+def _mig_nodes(
+    ref: ClaimRef, name: str, mig: MigDevice, results: list[DeviceResult], minors: Mapping[str, int]
+) -> tuple[str, ...]:
+    """The instance's device nodes; a result that consumed capacity or shares it is refused (it is whole)."""
+    for r in results:
+        if r.consumed or r.share_id is not None:
+            taken = ", ".join(r.consumed) or f"share {r.share_id}"
+            raise ClaimError(
+                f"claim {ref}: MIG instance {name} is taken whole, but the allocation consumed {taken}"
+            )
+    if len(results) > 1:
+        raise ClaimError(f"claim {ref}: MIG instance {name} is allocated {len(results)} times; it is whole")
+    try:
+        return instance_nodes(mig, minors)
+    except AllocationError as err:
+        raise ClaimError(f"claim {ref}: {err}") from err
 
 
 def _limit(ref: ClaimRef, gpu: Gpu, results: list[DeviceResult]) -> GpuLimit:
@@ -124,6 +175,12 @@ def claim_spec(
     """The claim's CDI spec (a JSON-ready dict)."""
     edits = common_edits(files)
     config = plan.config
+    mig_devices = [
+        {"name": name, "containerEdits": {"deviceNodes": [{"path": p} for p in paths]}}
+        for name, paths in plan.migs
+    ]
+    if not config.gpus:  # MIG instances only: hardware-isolated, no shim to preload or configure
+        return {"cdiVersion": version, "kind": kind, "devices": mig_devices, "containerEdits": edits}
     identity = {
         names.ENV_POD_NAME: config.pod_name,
         names.ENV_NAMESPACE: config.namespace,

@@ -34,6 +34,7 @@ __all__ = [
     "mig_layout_change",
     "mig_labels",
     "mig_resources",
+    "partitioned",
     "profile_resource",
     "shareable",
     "shareable_gpus",
@@ -72,6 +73,12 @@ class MigDevice:
 def shareable(gpu: Gpu) -> bool:
     """True when the GPU may be shared through the shim: MIG neither on nor pending (after a reset)."""
     return not gpu.mig_enabled and not gpu.mig_pending
+
+
+def partitioned(gpu: Gpu) -> bool:
+    """True when the GPU's MIG instances may be handed out: MIG on now and after the next reset (NVML's
+    pending mode; a GPU whose mode change waits for a reset is neither shared nor partitioned)."""
+    return gpu.mig_enabled and gpu.mig_pending
 
 
 def shareable_gpus(gpus: Iterable[Gpu]) -> tuple[Gpu, ...]:

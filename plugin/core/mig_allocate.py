@@ -26,6 +26,7 @@ __all__ = [
     "MigPlan",
     "capability_devices",
     "cdi_spec",
+    "instance_nodes",
     "parse_mig_minors",
     "plan_mig_container",
 ]
@@ -69,10 +70,16 @@ def capability_devices(device: MigDevice, minors: Mapping[str, int]) -> tuple[st
     return tuple(paths)
 
 
+def instance_nodes(device: MigDevice, minors: Mapping[str, int]) -> tuple[str, ...]:
+    """Every device node the instance needs: its parent GPU's, then its capabilities (device plugin and DRA
+    alike); raises :class:`AllocationError` when a capability is unknown."""
+    return (f"/dev/nvidia{device.parent_minor}", *capability_devices(device, minors))
+
+
 def _device_paths(devices: Sequence[MigDevice], minors: Mapping[str, int]) -> list[str]:
     paths: list[str] = []
     for device in devices:
-        for path in (f"/dev/nvidia{device.parent_minor}", *capability_devices(device, minors)):
+        for path in instance_nodes(device, minors):
             if path not in paths:
                 paths.append(path)
     return paths
@@ -101,7 +108,7 @@ def cdi_spec(kind: str, devices: Sequence[MigDevice], minors: Mapping[str, int])
     entries = []
     for device in devices:
         try:
-            nodes = [f"/dev/nvidia{device.parent_minor}", *capability_devices(device, minors)]
+            nodes = instance_nodes(device, minors)
         except AllocationError:
             continue
         entries.append({"name": device.uuid, "containerEdits": {"deviceNodes": [{"path": p} for p in nodes]}})

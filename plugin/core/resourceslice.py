@@ -7,9 +7,9 @@ One pool per node (named after the node), published by the driver ``kube-vgpu.<d
   valid range with a step (``memory``: 256 MiB .. all of it, step 1 MiB; ``cores``: 1 .. 100, step 1). The
   policy's default is the whole capacity, so a request that names no capacity takes the GPU whole and no
   share fits beside it;
-- a GPU with MIG on is not shareable: with ``partitionable`` (off by default: the node side does not
-  prepare MIG instances yet), each MIG instance is a device ``mig-<uuid>`` that
-  consumes the parent's counters (KEP-4815 partitionable devices: ``sharedCounters`` in a slice of their
+- a GPU with MIG on is not shareable: each MIG instance is a device ``mig-<uuid>``, taken whole (the node
+  side prepares it with its device nodes and no shim, :mod:`plugin.core.dra_plan`), that consumes the
+  parent's counters (KEP-4815 partitionable devices: ``sharedCounters`` in a slice of their
   own, since the API allows only one of ``devices`` and ``sharedCounters`` per slice);
 - an unhealthy GPU (or MIG instance) is tainted ``<driver>/unhealthy=<reason>:NoSchedule`` (device taints
   are beta, on by default, since Kubernetes 1.36 and GA in 1.37) or, with ``UnhealthyPolicy.WITHDRAW``
@@ -34,6 +34,7 @@ from typing import Any, Final
 
 from plugin.core.dra import driver_name, pool_name
 from plugin.core.gpu import Gpu, MigInstance, NodeGpus
+from plugin.core.mig import partitioned, shareable
 from vcuda.model import GpuLink, GpuUuid
 
 __all__ = [
@@ -79,16 +80,13 @@ class UnhealthyPolicy(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class SliceOptions:
-    """``unhealthy``: GPU or MIG UUID -> reason; ``pcie_roots``: GPU UUID -> ``pci<domain>:<bus>`` (sysfs);
-    ``partitionable``: publish MIG instances (off while the node side prepares whole and shared GPUs only, so
-    that no claim is allocated a device its node cannot prepare)."""
+    """``unhealthy``: GPU or MIG UUID -> reason; ``pcie_roots``: GPU UUID -> ``pci<domain>:<bus>`` (sysfs)."""
 
     driver: str
     node: str
     unhealthy: Mapping[str, str]
     pcie_roots: Mapping[GpuUuid, str]
     policy: UnhealthyPolicy = UnhealthyPolicy.TAINT
-    partitionable: bool = False
 
 
 def device_name(uuid: str) -> str:
@@ -248,8 +246,8 @@ def _devices(node: NodeGpus, options: SliceOptions) -> tuple[list[Spec], list[Sp
     devices: list[Spec] = []
     counters: list[Spec] = []
     for gpu in sorted(node.gpus, key=lambda g: (g.index, g.uuid)):
-        if gpu.mig_pending or (gpu.mig_enabled and not options.partitionable):
-            continue  # neither whole nor partitioned until the mode change lands; MIG only when asked
+        if not shareable(gpu) and not partitioned(gpu):
+            continue  # neither whole nor partitioned until the mode change lands (NVML's pending mode)
         if not gpu.mig_enabled:
             candidates = [(_shareable_device(gpu, node, nvlink, options), str(gpu.uuid))]
         else:

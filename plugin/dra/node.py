@@ -13,6 +13,7 @@ from plugin.core.allocate import PlanOptions
 from plugin.core.cdi import DriverFiles
 from plugin.core.dra import cdi_kind, driver_name, pool_name
 from plugin.core.gpu import Gpu
+from plugin.core.mig import MigDevice
 from plugin.dra.checkpoint import Checkpoint
 from plugin.dra.claims import ClaimSource
 from plugin.dra.prepare import ClaimPreparer, DriverInfo
@@ -35,7 +36,7 @@ class DraNode:
         *,
         claims: ClaimSource,
         state: StateDir,
-        gpus: Callable[[], Mapping[str, Gpu]],
+        gpus: Callable[[], Mapping[str, Gpu | MigDevice]],
         unhealthy: Callable[[], Collection[str]],
         plan: PlanOptions,
         files: DriverFiles,

@@ -9,6 +9,9 @@ lock (the checkpoint must see the previous decision); the API reads happen befor
   prepares again after its own restart.
 - **Crash-safe.** The claim is checkpointed (not yet prepared) before any file is written, and marked
   prepared after. A claim recorded but not prepared is planned again on the next prepare.
+- **MIG instances** (a claim of ``mig-<uuid>`` devices) get a CDI spec with the instance's device nodes and
+  no shim: no config, no usage directory (the capability minors are read from the driver's ``mig-minors``
+  at each prepare, so an instance created since start is found).
 - **Unprepare removes everything:** the CDI spec, the state directory (config, usage) and the node record
   directory, found from the checkpoint or, for a claim the checkpoint does not know (the kubelet unprepares
   claims it never finished preparing), by the claim's UID, which names all of them.
@@ -28,6 +31,8 @@ from plugin.core.cdi import DriverFiles
 from plugin.core.dra import ClaimError, ClaimRef, read_allocation
 from plugin.core.dra_plan import PreparedDevice, claim_spec, plan_claim
 from plugin.core.gpu import Gpu
+from plugin.core.mig import MigDevice
+from plugin.core.mig_allocate import MIG_MINORS_PATH, parse_mig_minors
 from plugin.dra.checkpoint import Checkpoint, Entry
 from plugin.dra.claims import ClaimSource
 from plugin.kube import KubeError
@@ -51,6 +56,8 @@ class DriverInfo:
     cdi_version: str
     plan: PlanOptions
     files: DriverFiles
+    mig_minors: Path = Path(MIG_MINORS_PATH)
+    """The driver's MIG capability minors (a test points it elsewhere)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,15 +76,16 @@ class ClaimPreparer:
         claims: ClaimSource,
         state: StateDir,
         checkpoint: Checkpoint,
-        gpus: Callable[[], Mapping[str, Gpu]],
+        gpus: Callable[[], Mapping[str, Gpu | MigDevice]],
         unhealthy: Callable[[], Collection[str]] = frozenset,
     ) -> None:
-        self._info = info
+        self.info = info
+        """The driver's settings (a test may point ``mig_minors`` elsewhere before the first prepare)."""
         self._claims = claims
         self._state = state
         self.checkpoint = checkpoint
         self._gpus = gpus
-        """This node's shareable GPUs by device name (plugin.core.dra.device_name)."""
+        """This node's shareable GPUs and MIG instances by device name (plugin.core.dra.node_devices)."""
         self._unhealthy = unhealthy
         """UUIDs of GPUs out of service now (the health monitor): new claims on them are refused."""
         self._lock = asyncio.Lock()
@@ -128,7 +136,7 @@ class ClaimPreparer:
             entry = self.checkpoint.get(ref.uid)
             if entry is not None and entry.prepared:
                 config = self._state.containers / entry.dir_name / CONFIG_FILE_NAME
-                if not self._spec_path(ref.uid).exists() or not config.exists():
+                if not self._spec_path(ref.uid).exists() or (entry.config.gpus and not config.exists()):
                     self._write(entry)
                 log.info("claim %s is prepared already: the recorded devices", ref, extra={"claim": str(ref)})
                 return Outcome(entry.devices)
@@ -145,10 +153,15 @@ class ClaimPreparer:
             return Outcome(error=f"kube-vgpu: preparing claim {ref} failed: {err}")
 
     def _prepare_new(self, ref: ClaimRef, body: Any) -> Entry:
-        info = self._info
+        info = self.info
         alloc = read_allocation(body, ref, info.driver, info.domain)
         plan = plan_claim(
-            alloc, self._gpus(), pool=info.pool, kind=info.cdi_kind, unhealthy=self._unhealthy()
+            alloc,
+            self._gpus(),
+            pool=info.pool,
+            kind=info.cdi_kind,
+            unhealthy=self._unhealthy(),
+            minors=_mig_minors(info.mig_minors),
         )
         spec = claim_spec(plan, info.files, info.plan, kind=info.cdi_kind, version=info.cdi_version)
         entry = Entry(ref, False, plan.dir_name, plan.config, plan.devices, spec)
@@ -160,11 +173,13 @@ class ClaimPreparer:
         done = Entry(ref, True, entry.dir_name, entry.config, entry.devices, entry.spec)
         self.checkpoint.put(done)
         cores = [f"{g.uuid}:{g.core_limit}%/{g.memory_limit_bytes >> 20}MiB" for g in plan.config.gpus]
+        cores += [f"{name.removeprefix(ref.uid + '-')}:whole" for name, _ in plan.migs]
         log.info("prepared claim %s: %s", ref, " ".join(cores), extra={"claim": str(ref)})
         return done
 
     def _write(self, entry: Entry) -> None:
-        self._state.write_files(entry.dir_name, entry.config)
+        if entry.config.gpus:  # MIG instances only: no shim, so no config or usage directory
+            self._state.write_files(entry.dir_name, entry.config)
         path = self._spec_path(entry.ref.uid)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")  # not *.json: runtimes never read a half-written spec
@@ -193,4 +208,12 @@ class ClaimPreparer:
         return sorted(p.name for p in self._state.containers.glob(f"*_dra-{uid}") if p.is_dir())
 
     def _spec_path(self, uid: str) -> Path:
-        return self._info.cdi_dir / f"{self._info.cdi_kind.replace('/', '-')}_{uid}.json"
+        return self.info.cdi_dir / f"{self.info.cdi_kind.replace('/', '-')}_{uid}.json"
+
+
+def _mig_minors(path: Path) -> dict[str, int]:
+    """The driver's capability minors; empty without MIG or driver (a MIG claim is then refused clearly)."""
+    try:
+        return parse_mig_minors(path.read_text())
+    except OSError:
+        return {}

@@ -44,17 +44,23 @@ def example_paths() -> list[Path]:
 def published() -> list[Obj]:
     node = h200x8("gpu-node-1")
     sick = SliceOptions(driver=DRIVER, node="gpu-node-1", unhealthy={str(node.gpus[3].uuid): "xid-79"},
-                        pcie_roots={g.uuid: "pci0000:00" for g in node.gpus}, partitionable=True)  # fmt: skip
-    mig = NodeGpus((a100(0, "3g.20gb", "2g.10gb", pending=False),), (), "580.95.05", "13.0")
+                        pcie_roots={g.uuid: "pci0000:00" for g in node.gpus})  # fmt: skip
+    mig = NodeGpus((a100(0, "3g.20gb", "2g.10gb"),), (), "580.95.05", "13.0")
     specs = pool_specs(node, sick, 1) + pool_specs(mig, dataclasses.replace(sick, node="mig-node"), 4)
     return [
         slice_object(s, {"name": s["nodeName"], "uid": "0f6c8a4e-1c52-4b8e-a2d5-6a3b1f7e9d10"}) for s in specs
     ]
 
 
-def test_there_are_the_four_examples() -> None:
+def test_there_are_the_five_examples() -> None:
     names = [p.name for p in example_paths()]
-    assert names == ["model-selection.yaml", "share.yaml", "soft-limit.yaml", "two-gpu-nvlink.yaml"]
+    assert names == [
+        "mig-instance.yaml",
+        "model-selection.yaml",
+        "share.yaml",
+        "soft-limit.yaml",
+        "two-gpu-nvlink.yaml",
+    ]
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -107,7 +113,7 @@ class TestChart:
     def test_device_classes_select_the_driver_of_the_domain(self, home: Path) -> None:
         objects = render(home, ["dra.enabled=true", "resourceDomain=example.com"], "1.36.0")
         classes = {o["metadata"]["name"]: o for o in objects if o["kind"] == "DeviceClass"}
-        assert set(classes) == {"vgpu.example.com", "gpu.example.com"}
+        assert set(classes) == {"vgpu.example.com", "gpu.example.com", "mig.example.com"}
         expression = classes["vgpu.example.com"]["spec"]["selectors"][0]["cel"]["expression"]
         assert expression == (
             'device.driver == "kube-vgpu.example.com" && '

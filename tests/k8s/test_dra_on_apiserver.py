@@ -83,8 +83,8 @@ async def test_the_publisher_keeps_a_pool_on_the_real_api_server(k8s: K8sCluster
 
 async def test_a_mig_nodes_partitionable_devices_are_accepted(k8s: K8sCluster) -> None:
     node = "k8s-a10"  # any Node will do as the owner; the GPUs are made up
-    mig = NodeGpus((a100(0, "3g.20gb", "2g.10gb", "1g.5gb", pending=False),), (), "580.95.05", "13.0")
-    options = SliceOptions(driver=DRIVER, node=node, unhealthy={}, pcie_roots={}, partitionable=True)
+    mig = NodeGpus((a100(0, "3g.20gb", "2g.10gb", "1g.5gb"),), (), "580.95.05", "13.0")
+    options = SliceOptions(driver=DRIVER, node=node, unhealthy={}, pcie_roots={})
     pub = publisher(k8s, node)
     assert await pub.sync(pool_specs(mig, options, 0)) is True
     assert await pub.sync(pool_specs(mig, options, 0)) is False

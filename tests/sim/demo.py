@@ -117,9 +117,10 @@ def _modes_table(nodes: Sequence[dict[str, Any]], pods: Sequence[dict[str, Any]]
 
 
 async def _submit_dra_examples(cluster: SimCluster) -> list[str]:
-    """Each ResourceClaimTemplate of ``deploy/examples/dra`` and the pod using it; the pods' keys."""
+    """Each ResourceClaimTemplate of ``deploy/examples/dra`` and the pod using it; the pods' keys (not the
+    MIG example: the demo's DRA node has no MIG)."""
     keys = []
-    for path in sorted(DRA_EXAMPLES_DIR.glob("*.yaml")):
+    for path in sorted(p for p in DRA_EXAMPLES_DIR.glob("*.yaml") if not p.name.startswith("mig-")):
         for doc in (d for d in yaml.safe_load_all(path.read_text()) if d):
             doc["metadata"]["namespace"] = "default"
             if doc["kind"] == "ResourceClaimTemplate":

@@ -50,7 +50,7 @@ Obj = dict[str, Any]
 
 def published(node: NodeGpus, **kwargs: Any) -> list[Obj]:
     defaults: dict[str, Any] = {"driver": DRIVER, "node": NODE, "unhealthy": {}, "pcie_roots": {}}
-    options = SliceOptions(**(defaults | {"partitionable": True} | kwargs))
+    options = SliceOptions(**(defaults | kwargs))
     return [slice_object(s, name=f"s{i}") for i, s in enumerate(pool_specs(node, options, 1))]
 
 
@@ -184,7 +184,7 @@ def test_tainted_devices_are_skipped_unless_tolerated() -> None:
 
 
 def test_mig_instances_are_exclusive_and_bounded_by_counters() -> None:
-    node = NodeGpus((a100(0, "3g.20gb", "3g.20gb", pending=False),), (), "580.95.05", "13.0")
+    node = NodeGpus((a100(0, "3g.20gb", "3g.20gb"),), (), "580.95.05", "13.0")
     slices = published(node)
     answers = run(slices, *(claim(f"c{i}", share(cls="mig.nvidia.com")) for i in range(3)))
     assert [isinstance(a, Unallocatable) for a in answers] == [False, False, True]
@@ -196,7 +196,7 @@ def test_mig_instances_are_exclusive_and_bounded_by_counters() -> None:
 
 
 def test_an_incomplete_pool_and_an_old_generation_are_ignored() -> None:
-    node = NodeGpus((a100(0, "3g.20gb", pending=False),), (), "580.95.05", "13.0")
+    node = NodeGpus((a100(0, "3g.20gb"),), (), "580.95.05", "13.0")
     counters_only = [s for s in published(node) if "sharedCounters" in s["spec"]]
     (incomplete,) = run(counters_only, claim("c", share(cls="mig.nvidia.com")))
     assert isinstance(incomplete, Unallocatable)

@@ -25,7 +25,7 @@ from tests.unit.plugin_mig.builders import a100
 
 DRIVER = "kube-vgpu.nvidia.com"
 NODE = "node-1"
-OPTIONS = SliceOptions(driver=DRIVER, node=NODE, unhealthy={}, pcie_roots={}, partitionable=True)
+OPTIONS = SliceOptions(driver=DRIVER, node=NODE, unhealthy={}, pcie_roots={})
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ async def test_a_change_rewrites_the_pool_at_the_next_generation(cluster: KmockC
 
 async def test_a_shrinking_pool_deletes_its_surplus_slice(cluster: KmockCluster) -> None:
     pub = publisher(cluster)
-    mig = NodeGpus((a100(0, "1g.5gb", pending=False),), (), "580.95.05", "13.0")
+    mig = NodeGpus((a100(0, "1g.5gb"),), (), "580.95.05", "13.0")
     await pub.sync(pool_specs(mig, OPTIONS, 0))
     assert [s["spec"]["pool"]["resourceSliceCount"] for s in stored(cluster)] == [2, 2]
     await pub.sync(pool_specs(gpus(2, node=NODE), OPTIONS, 0))
@@ -94,7 +94,7 @@ async def test_a_shrinking_pool_deletes_its_surplus_slice(cluster: KmockCluster)
 
 
 async def test_a_pool_of_two_slices_stored_in_another_order_is_unchanged(cluster: KmockCluster) -> None:
-    mig = NodeGpus((a100(0, "1g.5gb", pending=False),), (), "580.95.05", "13.0")
+    mig = NodeGpus((a100(0, "1g.5gb"),), (), "580.95.05", "13.0")
     counters, devices = pool_specs(mig, OPTIONS, 1)
     create(cluster, devices, "a-devices")
     create(cluster, counters, "b-counters")

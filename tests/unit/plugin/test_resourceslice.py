@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from plugin.core.gpu import NodeGpus
+from plugin.core.gpu import Gpu, NodeGpus
 from plugin.core.resourceslice import (
     SliceOptions,
     UnhealthyPolicy,
@@ -161,10 +161,10 @@ def test_an_unhealthy_gpu_is_withdrawn_under_the_withdraw_policy() -> None:
 
 
 def test_mig_gpus_are_partitionable_devices_with_counters_in_their_own_slice() -> None:
-    mig_gpu = a100(0, "3g.20gb", "2g.10gb", pending=False)
+    mig_gpu = a100(0, "3g.20gb", "2g.10gb")
     plain = dataclasses.replace(a100(1), mig_enabled=False, mig_pending=False)
     node = NodeGpus((mig_gpu, plain), (), "580.95.05", "13.0")
-    specs = pool_specs(node, options(partitionable=True), 5)
+    specs = pool_specs(node, options(), 5)
     assert [s["pool"]["resourceSliceCount"] for s in specs] == [2, 2]
     assert "devices" not in specs[0]
     assert specs[0]["sharedCounters"] == [
@@ -181,13 +181,17 @@ def test_mig_gpus_are_partitionable_devices_with_counters_in_their_own_slice() -
     assert "allowMultipleAllocations" not in mig
 
 
-def test_mig_instances_are_not_published_unless_partitionable() -> None:
+def test_mig_device_names_are_the_node_sides() -> None:
+    from plugin.core.dra import node_devices
+
     node = NodeGpus(
-        (a100(0, "3g.20gb", pending=False), a100(1, mig_enabled=False, pending=False)), (), "5", "13.0"
+        (a100(0, "3g.20gb", "1g.5gb"), a100(1, mig_enabled=False, pending=False)),
+        (),
+        "5",
+        "13.0",
     )
-    specs = pool_specs(node, options(), 1)
-    assert [d["name"] for d in devices(specs)] == ["gpu-a1000001-0000"]
-    assert all("sharedCounters" not in s for s in specs)
+    published = [d["name"] for d in devices(pool_specs(node, options(), 1))]
+    assert sorted(published) == sorted(node_devices(node.gpus))
 
 
 def test_gpu_device_names_are_the_node_sides() -> None:
@@ -197,15 +201,23 @@ def test_gpu_device_names_are_the_node_sides() -> None:
     assert [d["name"] for d in devices(pool_specs(node, options(), 1))] == [node_side(g) for g in node.gpus]
 
 
-def test_a_gpu_whose_mig_mode_is_pending_is_not_published() -> None:
-    node = NodeGpus((a100(0, "1g.5gb"),), (), "580.95.05", "13.0")
+@pytest.mark.parametrize(
+    "gpu",
+    [
+        pytest.param(a100(0, "1g.5gb", pending=False), id="MIG on, off after the next reset"),
+        pytest.param(a100(0, mig_enabled=False, pending=True), id="MIG off, on after the next reset"),
+    ],
+)
+def test_a_gpu_whose_mig_mode_is_pending_is_not_published(gpu: Gpu) -> None:
+    """NVML's pending mode is the mode after the next reset: a GPU is served only when the two agree."""
+    node = NodeGpus((gpu,), (), "580.95.05", "13.0")
     assert devices(pool_specs(node, options(), 1)) == []
 
 
 def test_an_unhealthy_mig_parent_taints_every_instance() -> None:
-    mig_gpu = a100(0, "1g.5gb", "1g.5gb", pending=False)
+    mig_gpu = a100(0, "1g.5gb", "1g.5gb")
     node = NodeGpus((mig_gpu,), (), "580.95.05", "13.0")
-    sick = options(unhealthy={str(mig_gpu.uuid): "unreachable"}, partitionable=True)
+    sick = options(unhealthy={str(mig_gpu.uuid): "unreachable"})
     found = devices(pool_specs(node, sick, 1))
     assert [d["taints"][0]["value"] for d in found] == ["unreachable", "unreachable"]
 
