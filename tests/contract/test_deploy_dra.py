@@ -20,9 +20,9 @@ from kubernetes_validate import utils as kv
 from plugin.core.gpu import NodeGpus
 from plugin.core.resourceslice import SliceOptions, driver_name, pool_specs
 from plugin.slicepublisher import slice_object
+from tests.builders.mig import a100
+from tests.builders.plugin import h200x8
 from tests.contract.test_deploy_chart import HELM, PLUGIN_RULES, _expand, _rules, helm, render
-from tests.unit.plugin.builders import h200x8
-from tests.unit.plugin_mig.builders import a100
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "deploy" / "examples" / "dra"

@@ -12,9 +12,9 @@ from plugin.core.cdi import CDI_VERSIONS
 from plugin.core.dra import ClaimRef, cdi_kind, node_devices, read_allocation
 from plugin.core.dra_plan import claim_spec, plan_claim
 from plugin.nvml_loader import DriverRoot
+from tests.builders.dra import DRIVER, GIB, NODE, claim, dev, result
+from tests.builders.plugin import NAMES, h100x8
 from tests.contract.test_cdi_spec import assert_valid, install_driver, mounts, touch
-from tests.unit.plugin.builders import NAMES, h100x8
-from tests.unit.plugin.dra_builders import DRIVER, GIB, NODE, claim, dev, result
 from vcuda import names
 
 

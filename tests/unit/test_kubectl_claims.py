@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from extender.kubectl import KubeClusterReader, parse_args, run
 from extender.kubectl_claims import ClaimRow, claim_rows
+from tests.builders.plugin import gpus
 from tests.kmock_cluster import KmockCluster
 from tests.sim.dra_allocator import allocate
-from tests.unit.plugin.builders import gpus
 from tests.unit.test_sim_dra_allocator import CLASSES, NODE, claim, published, share
 
 DOMAIN = "nvidia.com"

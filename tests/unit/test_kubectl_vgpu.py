@@ -10,7 +10,7 @@ import pytest
 
 from extender.kubectl import gpu_rows, mig_rows, parse_args, pod_rows, run
 from extender.signing import Ed25519Signer
-from tests.builders import gpu, nvswitch_node
+from tests.builders.vcuda import gpu, nvswitch_node
 from tests.signing_keys import OTHER_SIGNER, SIGNER
 from vcuda.annotations import (
     PodStatus,

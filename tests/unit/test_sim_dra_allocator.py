@@ -24,11 +24,11 @@ from hypothesis import strategies as st
 from plugin.core.gpu import NodeGpus
 from plugin.core.resourceslice import SliceOptions, driver_name, pool_specs
 from plugin.slicepublisher import slice_object
+from tests.builders.mig import a100
+from tests.builders.plugin import gpus
 from tests.sim.dra_allocator import Unallocatable, UnsupportedRequestError, allocate
 from tests.sim.dra_cel import UnsupportedCelError, matches
 from tests.sim.dra_invariants import dra_overcommit
-from tests.unit.plugin.builders import gpus
-from tests.unit.plugin_mig.builders import a100
 from vcuda.model import GpuUuid
 
 DOMAIN = "nvidia.com"

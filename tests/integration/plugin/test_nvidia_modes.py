@@ -26,9 +26,9 @@ from plugin.core.gpu import MigInstance
 from plugin.core.nvallocate import MPS_PIPE_PATH
 from plugin.nvidia import MODES_FILE, quit_recorded_mps
 from plugin.settings import load_settings
+from tests.builders.plugin import NAMES, FakeGpuSource, gpus, h100x8
 from tests.fakes.kubelet import Admitted
-from tests.integration.plugin.conftest import NODE, PluginEnv, eventually, make_settings
-from tests.unit.plugin.builders import NAMES, FakeGpuSource, gpus, h100x8
+from tests.fixtures.plugin_env import NODE, PluginEnv, eventually, make_settings
 from vcuda import names as vnames
 from vcuda.annotations import decode_inventory
 from vcuda.model import GpuLink, GpuMode, GpuUuid, PcieLevel
@@ -198,7 +198,7 @@ async def test_mps_starts_one_daemon_per_gpu_restarts_it_when_it_dies_and_stops_
 async def test_a_mode_switch_is_refused_while_a_container_holds_the_gpu(
     short_dir: Path, kmock_cluster: Any, recorded: bool
 ) -> None:
-    from tests.integration.plugin.conftest import _reset_cluster
+    from tests.fixtures.plugin_env import _reset_cluster
 
     _reset_cluster(kmock_cluster)
     root = short_dir / "switch"

@@ -18,8 +18,8 @@ import pytest
 from extender.core.ledger import PodKey
 from extender.core.load import GpuLoad
 from extender.state import ClusterState
-from tests.builders import uuid
-from tests.unit.extender.fakes import NAMES, FakeClock, gpu_node, ledger_of, make_deps, pod_obj
+from tests.builders.vcuda import uuid
+from tests.fakes.extender import NAMES, FakeClock, gpu_node, ledger_of, make_deps, pod_obj
 from tests.unit.extender.test_state import assignment, bound_pod
 
 HOLD_S = 30.0

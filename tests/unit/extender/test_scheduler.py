@@ -16,8 +16,8 @@ from extender.core.ledger import PodKey
 from extender.core.load import GpuLoad
 from extender.scheduling import Scheduler
 from extender.state import ClusterState
-from tests.builders import uuid
-from tests.unit.extender.fakes import (
+from tests.builders.vcuda import uuid
+from tests.fakes.extender import (
     NAMES,
     FakeCluster,
     assignment_of,
