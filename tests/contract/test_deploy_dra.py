@@ -159,8 +159,8 @@ def test_with_dra_a_policy_confines_the_plugin_to_its_own_slices(home: Path) -> 
 
 
 def test_the_simulated_schedulers_device_classes_are_the_charts(home: Path) -> None:
+    from tests.builders.dra_claims import CLASSES as SIMULATED
     from tests.sim.dra_scheduler import device_classes
-    from tests.unit.test_sim_dra_allocator import CLASSES as SIMULATED
 
     objects = render(home, ["dra.enabled=true", "dra.migDeviceClass=true"], "1.36.0")
     rendered = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "DeviceClass"}

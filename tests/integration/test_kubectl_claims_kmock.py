@@ -5,9 +5,8 @@ import json
 from typing import Any
 
 from extender.kubectl import KubeClusterReader, parse_args, run
+from tests.builders.dra_claims import allocated, share
 from tests.kmock_cluster import KmockCluster
-from tests.unit.test_kubectl_claims import allocated
-from tests.unit.test_sim_dra_allocator import share
 
 
 def test_claims_through_the_official_client_from_the_simulated_api_server() -> None:

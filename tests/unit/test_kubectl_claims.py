@@ -16,21 +16,11 @@ from hypothesis import strategies as st
 
 from extender.kubectl import parse_args, run
 from extender.kubectl_claims import ClaimRow, claim_rows
-from tests.builders.plugin import gpus
-from tests.sim.dra_allocator import allocate
-from tests.unit.test_sim_dra_allocator import CLASSES, NODE, claim, published, share
+from tests.builders.dra_claims import NODE, allocated, claim, share
 
 DOMAIN = "nvidia.com"
 SOFT = {"opaque": {"driver": "kube-vgpu.nvidia.com",
                    "parameters": {"apiVersion": "nvidia.com/v1alpha1", "kind": "GpuShareParameters", "coreLimit": 60}}}  # fmt: skip
-
-
-def allocated(name: str, *requests: Any, config: Any = ()) -> dict[str, Any]:
-    wanted = claim(name, *requests, config=list(config))
-    allocation = allocate(wanted, node=NODE, slices=published(gpus(1)), classes=CLASSES, claims=[])
-    assert isinstance(allocation, dict)
-    reserved = [{"resource": "pods", "name": f"{name}-pod", "uid": "u"}]
-    return wanted | {"status": {"allocation": allocation, "reservedFor": reserved}}
 
 
 def test_a_share_shows_its_node_device_share_soft_limit_and_pod() -> None:

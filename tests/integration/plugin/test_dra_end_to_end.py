@@ -27,13 +27,13 @@ from plugin.core.dra import device_name, driver_name
 from plugin.dra.claims import ApiClaims
 from plugin.kube import ApiCluster
 from plugin.slicepublisher import SlicePublisher
+from tests.builders.dra_claims import CLASSES
 from tests.builders.plugin import NAMES, VERIFIER, FakeGpuSource, h100x8
 from tests.fakes.dra_kubelet import FakeDraKubelet
 from tests.fixtures.plugin_env import NODE, STOP_S, eventually, make_settings
 from tests.kmock_cluster import KmockCluster
 from tests.sim.dra_allocator import Unallocatable, allocate
 from tests.sim.dra_invariants import dra_overcommit
-from tests.unit.test_sim_dra_allocator import CLASSES
 from vcuda.shimfile import GpuLimit, decode_config
 from vcuda.units import parse_quantity
 
