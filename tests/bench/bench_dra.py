@@ -25,8 +25,9 @@ from plugin.dra.claims import ApiClaims
 from plugin.kube import ApiCluster
 from tests.bench.bench_plugin import _node
 from tests.builders.dra import DRIVER, GIB, claim, dev, result
-from tests.builders.plugin import VERIFIER, FakeGpuSource
+from tests.builders.plugin import VERIFIER
 from tests.fakes.dra_kubelet import ClaimInfo, FakeDraKubelet
+from tests.fakes.gpu_source import FakeGpuSource
 from tests.fixtures.plugin_env import make_settings
 from tests.kmock_cluster import KmockCluster
 

@@ -28,7 +28,8 @@ from plugin.core.slices import slices
 from plugin.kube import ApiCluster
 from plugin.kubelet import PodResourcesClient
 from plugin.server import device_list
-from tests.builders.plugin import NAMES, VERIFIER, FakeGpuSource, assignment, pod_body
+from tests.builders.plugin import NAMES, VERIFIER, assignment, pod_body
+from tests.fakes.gpu_source import FakeGpuSource
 from tests.fakes.kubelet import FakeKubelet
 from tests.fixtures.plugin_env import NODE, _reset_cluster, make_settings
 from tests.integration.test_nvml_health import real_plugin

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.builders.plugin import NAMES, FakeGpuSource, h100x8
+from tests.builders.plugin import NAMES, h100x8
+from tests.fakes.gpu_source import FakeGpuSource
 from vcuda import names as vnames
 from vcuda.model import Phase
 from vcuda.shimfile import decode_usage

@@ -28,8 +28,9 @@ from plugin.dra.claims import ApiClaims
 from plugin.kube import ApiCluster
 from plugin.slicepublisher import SlicePublisher
 from tests.builders.dra_claims import CLASSES
-from tests.builders.plugin import NAMES, VERIFIER, FakeGpuSource, h100x8
+from tests.builders.plugin import NAMES, VERIFIER, h100x8
 from tests.fakes.dra_kubelet import FakeDraKubelet
+from tests.fakes.gpu_source import FakeGpuSource
 from tests.fixtures.plugin_env import NODE, STOP_S, eventually, make_settings
 from tests.kmock_cluster import KmockCluster
 from tests.sim.dra_allocator import Unallocatable, allocate

@@ -24,8 +24,9 @@ from plugin.dra.claims import ApiClaims
 from plugin.dra.node import CHECKPOINT_PATH
 from plugin.kube import ApiCluster
 from tests.builders.dra import DRIVER, GIB, claim, config, dev, parameters, result
-from tests.builders.plugin import NAMES, VERIFIER, FakeGpuSource, h100x8
+from tests.builders.plugin import NAMES, VERIFIER, h100x8
 from tests.fakes.dra_kubelet import ClaimInfo, FakeDraKubelet, PrepareError
+from tests.fakes.gpu_source import FakeGpuSource
 from tests.fixtures.plugin_env import NODE, STOP_S, eventually, make_settings
 from tests.kmock_cluster import KmockCluster
 from vcuda import names as vnames

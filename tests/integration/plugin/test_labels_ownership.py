@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from plugin.core.ownership import is_gfd_name
-from tests.builders.plugin import NAMES, FakeGpuSource, a10x4
+from tests.builders.plugin import NAMES, a10x4
+from tests.fakes.gpu_source import FakeGpuSource
 from tests.fixtures.plugin_env import NODE, eventually
 
 RECORD = "nvidia.com/vgpu-managed"

@@ -26,7 +26,8 @@ from plugin.core.gpu import MigInstance
 from plugin.core.nvallocate import MPS_PIPE_PATH
 from plugin.nvidia import MODES_FILE, quit_recorded_mps
 from plugin.settings import load_settings
-from tests.builders.plugin import NAMES, FakeGpuSource, gpus, h100x8
+from tests.builders.plugin import NAMES, gpus, h100x8
+from tests.fakes.gpu_source import FakeGpuSource
 from tests.fakes.kubelet import Admitted
 from tests.fixtures.plugin_env import NODE, PluginEnv, eventually, make_settings
 from vcuda import names as vnames

@@ -7,7 +7,8 @@ Real gRPC on Unix sockets (FakeKubelet), kmock as the API server, a FakeGpuSourc
 import asyncio
 import time
 
-from tests.builders.plugin import NAMES, FakeGpuSource, a10x4, h200x8
+from tests.builders.plugin import NAMES, a10x4, h200x8
+from tests.fakes.gpu_source import FakeGpuSource
 from tests.fixtures.plugin_env import eventually
 from vcuda.annotations import decode_inventory
 
