@@ -1,8 +1,9 @@
 """The unit tier's guard (tests/unit/conftest.py) can fail: a unit test that opens a socket or starts a process
 fails with UnitTierError, and what stays in-process (asyncio's loop, Starlette's TestClient) passes.
 
-The cases run in a fresh pytest with the real guard loaded as a plugin (`-p tests.unit.conftest`), on a test
-file written to a temporary directory, and are read back from its JUnit report.
+The cases run in a fresh pytest: a temporary unit folder with the real guard as its conftest and a planted
+test file, then a folder of another tier in the same session, whose sockets and processes must still work;
+outcomes are read back from the JUnit report.
 """
 
 import subprocess
@@ -25,6 +26,15 @@ PLANTED = textwrap.dedent(
     import urllib.request
 
     import grpc
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def module_listener():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+            yield listener
+
+    def test_module_scoped_fixture_socket(module_listener):
+        pass
 
     def test_inet_socket():
         socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
@@ -86,6 +96,7 @@ PLANTED = textwrap.dedent(
 )
 
 REFUSED = [
+    "test_module_scoped_fixture_socket",
     "test_inet_socket",
     "test_default_socket",
     "test_unix_socket",
@@ -106,14 +117,34 @@ ALLOWED = [
 ]
 
 
+OTHER_TIER = textwrap.dedent(
+    """
+    import socket
+    import subprocess
+    import sys
+
+    def test_other_tier_socket():
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
+
+    def test_other_tier_process():
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+    """
+)
+
+
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Each planted test's name and its failure text ("" when it passed)."""
+    """Each planted test's name and its failure text ("" when it passed): the real tests/unit/conftest.py as
+    the conftest of a planted unit folder, run in one session before a planted folder of another tier."""
     where = tmp_path_factory.mktemp("guard")
-    (where / "test_planted.py").write_text(PLANTED)
+    (where / "unit").mkdir()
+    (where / "unit" / "conftest.py").write_text((ROOT / "tests" / "unit" / "conftest.py").read_text())
+    (where / "unit" / "test_planted.py").write_text(PLANTED)
+    (where / "other").mkdir()
+    (where / "other" / "test_other_tier.py").write_text(OTHER_TIER)
     report = where / "report.xml"
-    argv = [sys.executable, "-m", "pytest", "-p", "tests.unit.conftest", "-p", "no:cacheprovider",
-            f"--junitxml={report}", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(ROOT), str(where / "test_planted.py")]  # fmt: skip
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={report}",
+            "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(where), str(where / "unit"), str(where / "other")]  # fmt: skip
     subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     cases = ET.parse(report).getroot().iter("testcase")
     return {
@@ -135,4 +166,11 @@ def test_a_unit_test_that_opens_a_socket_or_a_process_fails_with_the_guards_erro
 
 @pytest.mark.parametrize("name", ALLOWED)
 def test_what_stays_in_process_passes_under_the_guard(outcomes: dict[str, str], name: str) -> None:
+    assert outcomes[name] == ""
+
+
+@pytest.mark.parametrize("name", ["test_other_tier_socket", "test_other_tier_process"])
+def test_the_guard_is_undone_for_the_other_tiers_of_the_same_session(
+    outcomes: dict[str, str], name: str
+) -> None:
     assert outcomes[name] == ""

@@ -1,4 +1,5 @@
-"""The unit tier means no sockets and no processes: each unit test runs with both refused.
+"""The unit tier means no sockets and no processes: each unit test runs with both refused, from the set-up of
+its fixtures (module- and session-scoped ones too) to their tear-down.
 
 A test that needs a socket (HTTP, gRPC, a Unix socket) or a process (a subprocess, the fake NVML driving
 processes, kmock) belongs in tests/integration. Refused here, whatever the caller:
@@ -15,6 +16,7 @@ tests/contract/test_unit_tier_guard.py proves the guard fails a unit test that o
 import os
 import socket
 import subprocess
+from collections.abc import Generator
 from typing import Any
 
 import grpc
@@ -38,8 +40,7 @@ def _refuse(what: str) -> Any:
     return refused
 
 
-@pytest.fixture(autouse=True)
-def no_sockets_no_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+def _refuse_sockets_and_processes(monkeypatch: pytest.MonkeyPatch) -> None:
     real_init = socket.socket.__init__
 
     def guarded_init(self: socket.socket, family: int = -1, type: int = -1, proto: int = -1,
@@ -56,3 +57,30 @@ def no_sockets_no_processes(monkeypatch: pytest.MonkeyPatch) -> None:
     for module in (grpc, grpc.aio):
         for name in GRPC_CALLS:
             monkeypatch.setattr(module, name, _refuse("gRPC socket"))
+
+
+def _guarded() -> Generator[None, object, object]:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _refuse_sockets_and_processes(monkeypatch)
+        return (yield)
+
+
+# Each phase of a unit test (set-up, module- and session-scoped fixtures included; call; tear-down) runs
+# guarded, and the guard is undone after it. These hooks, called through the item's own hook proxy, reach
+# only items under tests/unit, so the other tiers of the same session keep their sockets (not
+# pytest_runtest_protocol, which pytest calls for every item once any conftest implements it).
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from _guarded())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from _guarded())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, object, object]:
+    return (yield from _guarded())
