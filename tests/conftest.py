@@ -1,9 +1,12 @@
-"""Shared pytest set-up: a derandomised hypothesis profile and the GPU marker's skip rule."""
+"""Shared pytest set-up: a derandomised hypothesis profile, the GPU marker's skip rule and the shared fixtures."""
 
 import shutil
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+# Shared fixtures live in modules registered here, never in a conftest that other modules import.
+pytest_plugins = ["tests.fixtures.plugin_env"]
 
 settings.register_profile(
     "ci", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True

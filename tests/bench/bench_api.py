@@ -24,8 +24,8 @@ from typing import Any
 
 from extender.clusterstate import ClusterState
 from extender.kube import Watcher, WatchTimings
+from tests.fakes.extender import KEY, NAMES, gpu_node, pod_obj
 from tests.kmock_cluster import KmockCluster
-from tests.unit.extender.fakes import KEY, NAMES, gpu_node, pod_obj
 
 NODES = 1000
 PODS_PER_NODE = 4

@@ -24,11 +24,12 @@ from plugin.dra.claims import ApiClaims
 from plugin.kube import ApiCluster
 from plugin.wiring import Timings, build_agent
 from tests.bench.bench_plugin import _node
+from tests.builders.dra import DRIVER, GIB, claim, dev, result
+from tests.builders.plugin import VERIFIER
 from tests.fakes.dra_kubelet import ClaimInfo, FakeDraKubelet
-from tests.integration.plugin.conftest import make_settings
+from tests.fakes.gpu_source import FakeGpuSource
+from tests.fixtures.plugin_env import make_settings
 from tests.kmock_cluster import KmockCluster
-from tests.unit.plugin.builders import VERIFIER, FakeGpuSource
-from tests.unit.plugin.dra_builders import DRIVER, GIB, claim, dev, result
 
 CLAIMS = 80
 

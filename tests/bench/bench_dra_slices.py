@@ -12,7 +12,7 @@ import uuid
 from plugin.core.gpu import NodeGpus
 from plugin.core.resourceslice import SliceOptions, driver_name, pool_specs
 from plugin.slicepublisher import slice_object
-from tests.unit.plugin.builders import h200x8
+from tests.builders.plugin import h200x8
 from vcuda.model import GpuUuid
 
 NODE = "gpu-node-0001"

@@ -36,9 +36,9 @@ import uvicorn
 
 from extender.__main__ import settle_memory
 from extender.app import Deps, create_app
-from tests.builders import uuid
+from tests.builders.vcuda import uuid
+from tests.fakes.extender import NAMES, gpu_node, make_deps, pod_obj
 from tests.signing_keys import KEYRING, SIGNER, sign_for
-from tests.unit.extender.fakes import NAMES, gpu_node, make_deps, pod_obj
 from vcuda.model import ContainerAssignment, GpuShare, NodeName, PodAssignment
 
 ROUNDS = 200

@@ -31,7 +31,7 @@ import uvicorn
 
 from extender.app import create_app, create_metrics_app
 from tests.bench.bench_extender import ROUNDS, _p, cluster_5000
-from tests.unit.extender.fakes import pod_obj
+from tests.fakes.extender import pod_obj
 
 __all__ = ["ScrapeFigures", "filter_during_scrapes", "run", "serve_child"]
 

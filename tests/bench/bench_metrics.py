@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from plugin.metrics.exporter import NodeCollector
 from plugin.metrics.sources import ContainerName, ProcessSample, XidTally
-from tests.unit.metrics.fakenode import (
+from tests.fakes.node import (
     GIB,
     FakeContainer,
     FakeNodeFs,

@@ -5,7 +5,7 @@ import time
 
 from extender.core.load import NodeLoad, reserve
 from extender.core.placement import Placement, place_pod
-from tests.builders import nvswitch_node, request
+from tests.builders.vcuda import nvswitch_node, request
 from vcuda.model import Policy
 
 ROUNDS = 5000

@@ -28,11 +28,12 @@ from plugin.kube import ApiCluster
 from plugin.kubelet import PodResourcesClient
 from plugin.server import device_list
 from plugin.wiring import Timings, build_agent
+from tests.builders.plugin import NAMES, VERIFIER, assignment, pod_body
+from tests.fakes.gpu_source import FakeGpuSource
 from tests.fakes.kubelet import FakeKubelet
-from tests.integration.plugin.conftest import NODE, _reset_cluster, make_settings
+from tests.fixtures.plugin_env import NODE, _reset_cluster, make_settings
 from tests.integration.test_nvml_health import real_plugin
 from tests.kmock_cluster import KmockCluster
-from tests.unit.plugin.builders import NAMES, VERIFIER, FakeGpuSource, assignment, pod_body
 from vcuda.model import GpuUuid
 
 PODS = 50

@@ -30,7 +30,7 @@ from plugin.cdi import find_driver_files, write_gpu_spec
 from plugin.core.cdi import CDI_VERSIONS, common_edits, with_common_edits
 from plugin.core.mig_allocate import cdi_spec as mig_cdi_spec
 from plugin.nvml_loader import DriverRoot
-from tests.unit.plugin.builders import a10x4
+from tests.builders.plugin import a10x4
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "cdi_schema"
 VERSION = "580.65.06"

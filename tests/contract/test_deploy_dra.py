@@ -20,9 +20,9 @@ from kubernetes_validate import utils as kv
 from plugin.core.gpu import NodeGpus
 from plugin.core.resourceslice import SliceOptions, driver_name, pool_specs
 from plugin.slicepublisher import slice_object
+from tests.builders.mig import a100
+from tests.builders.plugin import h200x8
 from tests.contract.test_deploy_chart import HELM, PLUGIN_RULES, _expand, _rules, helm, render
-from tests.unit.plugin.builders import h200x8
-from tests.unit.plugin_mig.builders import a100
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "deploy" / "examples" / "dra"
@@ -165,8 +165,8 @@ def test_with_dra_a_policy_confines_the_plugin_to_its_own_slices(home: Path) -> 
 
 
 def test_the_simulated_schedulers_device_classes_are_the_charts(home: Path) -> None:
+    from tests.builders.dra_claims import CLASSES as SIMULATED
     from tests.sim.dra_scheduler import device_classes
-    from tests.unit.test_sim_dra_allocator import CLASSES as SIMULATED
 
     objects = render(home, ["dra.enabled=true", "dra.migDeviceClass=true"], "1.36.0")
     rendered = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "DeviceClass"}

@@ -14,10 +14,10 @@ from plugin.core.dra import ClaimRef, cdi_kind, device_name, node_devices, read_
 from plugin.core.dra_plan import claim_spec, plan_claim
 from plugin.core.mig import mig_devices
 from plugin.nvml_loader import DriverRoot
+from tests.builders.dra import DRIVER, GIB, NODE, claim, dev, result
+from tests.builders.mig import a100
+from tests.builders.plugin import NAMES, h100x8
 from tests.contract.test_cdi_spec import assert_valid, install_driver, mounts, touch
-from tests.unit.plugin.builders import NAMES, h100x8
-from tests.unit.plugin.dra_builders import DRIVER, GIB, NODE, claim, dev, result
-from tests.unit.plugin_mig.builders import a100
 from vcuda import names
 
 

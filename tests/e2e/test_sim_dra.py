@@ -12,8 +12,9 @@ from typing import Any
 
 import yaml
 
-from tests.e2e.conftest import gpu_pod, settle_and_check
+from tests.builders.pods import gpu_pod
 from tests.sim.node import NodeSpec
+from tests.sim.scenario import settle_and_check
 from vcuda.shimfile import decode_config
 from vcuda.units import parse_quantity
 

@@ -8,10 +8,10 @@ submission the invariants hold (no GPU over-committed, every shim config equals 
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import settle_and_check
 from tests.sim.cluster import DEMO_NODES
 from tests.sim.demo import demo_pods
 from tests.sim.invariants import expected_config, placed
+from tests.sim.scenario import settle_and_check
 from vcuda.annotations import decode_inventory
 from vcuda.model import NodeInventory, PodAssignment
 from vcuda.names import CONTAINER_CONFIG_PATH

@@ -27,11 +27,12 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import gpu_pod, settle_and_check, submit_all, wait_bound
+from tests.builders.pods import gpu_pod
 from tests.sim.cluster import SimCluster
 from tests.sim.extenders import ExtenderClient
 from tests.sim.node import free_port
 from tests.sim.processes import Child
+from tests.sim.scenario import settle_and_check, submit_all, wait_bound
 from tests.sim.schedconfig import load_scheduler_config
 from tests.sim.scheduler import SimScheduler
 from tests.sim.waiting import wait_until

@@ -15,10 +15,11 @@ once the pod is gone and the plugin restarts, the GPU is sold as shares only, an
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import gpu_pod, settle_and_check, submit_all
+from tests.builders.pods import gpu_pod
 from tests.sim.cluster import MIXED_NODE, SimCluster
 from tests.sim.demo import STOCK_PODS
 from tests.sim.invariants import gpu_of
+from tests.sim.scenario import settle_and_check, submit_all
 from tests.sim.waiting import wait_until
 from vcuda.annotations import decode_assignment_unverified, decode_inventory
 from vcuda.model import GpuMode, NodeInventory

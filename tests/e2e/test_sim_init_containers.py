@@ -11,7 +11,7 @@ Every container's kubelet IDs name exactly its assigned GPU with as many slices,
 
 from typing import Any
 
-from tests.e2e.conftest import gpu_pod
+from tests.builders.pods import gpu_pod
 from tests.sim.cluster import SimCluster
 from tests.sim.invariants import expected_config, placed
 from tests.sim.node import NodeSpec

@@ -7,7 +7,8 @@ same container, and an identical pod submitted afterwards must run too.
 
 import asyncio
 
-from tests.e2e.conftest import gpu_pod, settle_and_check, submit_all
+from tests.builders.pods import gpu_pod
+from tests.sim.scenario import settle_and_check, submit_all
 
 H100_ONLY = {"nvidia.com/vgpu-include-models": "H100"}
 

@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import gpu_pod, settle_and_check, submit_all, wait_bound
+from tests.builders.pods import gpu_pod
 from tests.sim.cluster import SimCluster
 from tests.sim.node import NodeSpec
+from tests.sim.scenario import settle_and_check, submit_all, wait_bound
 
 H100_ONLY = {"nvidia.com/vgpu-include-models": "H100"}
 

@@ -7,7 +7,8 @@ lets waiting pods take their GPUs.
 
 import random
 
-from tests.e2e.conftest import gpu_pod, settle_and_check, submit_all
+from tests.builders.pods import gpu_pod
+from tests.sim.scenario import settle_and_check, submit_all
 from tests.sim.waiting import wait_until
 
 

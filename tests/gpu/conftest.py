@@ -7,21 +7,14 @@ and ``GPU_WINDOWS`` (default 3) seconds and windows per case.
 
 import os
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.gpu import rig
+from tests.gpu.rig import WINDOW_S, Metric, Solo
 
-WINDOW_S = float(os.environ.get("GPU_WINDOW_S", "5"))
-WINDOWS = int(os.environ.get("GPU_WINDOWS", "3"))
-# Launching runs this long: the windows, plus slack for processes that start a moment apart.
-BURN_S = WINDOWS * WINDOW_S + 2.0
 FIGURES: list[str] = []
-
-Metric = Callable[[str, float | str, str], None]
-Solo = Callable[[rig.Kernels], tuple[int, float]]
 
 
 def pytest_configure(config: pytest.Config) -> None:

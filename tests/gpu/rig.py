@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +36,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted((ROOT / "vcuda" / "shim").glob("*.[ch]"))
 MIB = 1 << 20
 _SCRATCH = itertools.count()
+WINDOW_S = float(os.environ.get("GPU_WINDOW_S", "5"))
+WINDOWS = int(os.environ.get("GPU_WINDOWS", "3"))
+# Launching runs this long: the windows, plus slack for processes that start a moment apart.
+BURN_S = WINDOWS * WINDOW_S + 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,3 +232,8 @@ def torch_python() -> str | None:
         if probe.returncode == 0:
             return candidate
     return None
+
+
+# The conftest's session fixtures, as the cases see them: record a figure; measure a workload alone.
+Metric = Callable[[str, float | str, str], None]
+Solo = Callable[[Kernels], tuple[int, float]]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.gpu import rig
-from tests.gpu.conftest import BURN_S, WINDOW_S, WINDOWS, Metric, Solo
+from tests.gpu.rig import BURN_S, WINDOW_S, WINDOWS, Metric, Solo
 from tests.gpu.shares import Verdict, failures, mean_error, window_shares
 
 pytestmark = pytest.mark.gpu

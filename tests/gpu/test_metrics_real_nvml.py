@@ -12,7 +12,7 @@ import pytest
 from plugin.metrics.exporter import NodeCollector
 from plugin.metrics.nvml_telemetry import NvmlTelemetry
 from plugin.nvml import Nvml
-from tests.unit.metrics.fakenode import GIB, FakeContainer, FakeNodeFs, cid, uid, v2_systemd
+from tests.fakes.node import GIB, FakeContainer, FakeNodeFs, cid, uid, v2_systemd
 
 pytestmark = pytest.mark.gpu
 

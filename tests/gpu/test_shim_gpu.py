@@ -3,7 +3,7 @@
 import pytest
 
 from tests.gpu import rig
-from tests.gpu.conftest import Metric
+from tests.gpu.rig import Metric
 
 pytestmark = pytest.mark.gpu
 

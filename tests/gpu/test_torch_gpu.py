@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.gpu import rig
-from tests.gpu.conftest import BURN_S, WINDOW_S, WINDOWS, Metric
+from tests.gpu.rig import BURN_S, WINDOW_S, WINDOWS, Metric
 from tests.gpu.shares import Verdict, failures, mean_ci95, parse_burn, window_shares
 
 pytestmark = pytest.mark.gpu

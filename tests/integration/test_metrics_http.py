@@ -5,7 +5,7 @@ import urllib.request
 import pytest
 
 from plugin.metrics.exporter import DEFAULT_PORT, NodeCollector, serve
-from tests.unit.metrics.fakenode import GIB, FakeContainer, FakeNodeFs, uid
+from tests.fakes.node import GIB, FakeContainer, FakeNodeFs, uid
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from plugin.metrics.exporter import NodeCollector
 from plugin.metrics.nvml_telemetry import NvmlTelemetry
 from plugin.nvml import Nvml
 from tests.fakenvml.harness import FakeProcess, fake_nvml_fixture  # noqa: F401 (fixture)
-from tests.unit.metrics.fakenode import (
+from tests.fakes.node import (
     GIB,
     HOST_PROCESS,
     MIB,

@@ -8,15 +8,13 @@ import asyncio
 
 import pytest
 
+from tests.builders.plugin import KEY, NAMES
 from tests.fakenvml.harness import FakeNvml, FakeProcess
 from tests.fakes.kubelet import FakeKubelet
-from tests.integration.plugin.conftest import NODE
-from tests.integration.plugin.conftest import kmock_cluster as kmock_cluster
-from tests.integration.plugin.conftest import short_dir as short_dir
+from tests.fixtures.plugin_env import NODE
 from tests.integration.plugin.test_node_exporter import scrape, scrape_until
 from tests.sim.node import free_port
 from tests.sim.processes import Child, console_script, write_kubeconfig
-from tests.unit.plugin.builders import KEY, NAMES
 
 COUNTER = "kube_vgpu_container_limit_violations_total"
 GONE_PID = 5_000_000  # above the largest pid_max (4194304): never a live process

@@ -10,18 +10,13 @@ import json
 
 from plugin.core.errors import MigLayoutChangedError
 from plugin.nvml import Nvml
+from tests.builders.plugin import NAMES
 from tests.fakenvml.harness import fake_nvml_fixture  # noqa: F401 (fixture)
-from tests.integration.plugin.conftest import (  # noqa: F401 (fixtures)
-    env_factory,
-    eventually,
-    kmock_cluster,
-    short_dir,
-)
-from tests.unit.plugin.builders import NAMES
+from tests.fixtures.plugin_env import eventually
 from vcuda.model import GpuUuid
 
 
-async def test_mig_instances_are_served_apart_from_vcuda_sharing(fake_nvml, env_factory):  # noqa: F811
+async def test_mig_instances_are_served_apart_from_vcuda_sharing(fake_nvml, env_factory):
     node = fake_nvml("a100x4-mig")
     nvml = Nvml(event_poll_ms=20)
     nvml.open()
@@ -57,7 +52,7 @@ async def test_mig_instances_are_served_apart_from_vcuda_sharing(fake_nvml, env_
     assert {m["profile"] for m in listed.values()} == {"1g.5gb", "2g.10gb", "3g.20gb"}
 
 
-async def test_a_changed_mig_layout_stops_the_agent_so_the_daemonset_restarts_it(fake_nvml, env_factory):  # noqa: F811
+async def test_a_changed_mig_layout_stops_the_agent_so_the_daemonset_restarts_it(fake_nvml, env_factory):
     node = fake_nvml("a100x4-mig")
     nvml = Nvml(event_poll_ms=20)
     nvml.open()

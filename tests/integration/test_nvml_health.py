@@ -22,13 +22,13 @@ import pytest
 
 from plugin.core.gpu import XidEvent
 from plugin.nvml import Nvml, NvmlError
+from tests.builders.plugin import KEY, NAMES
 from tests.fakenvml.harness import FakeNvml, fake_nvml_fixture  # noqa: F401 (fixture)
 from tests.fakes.kubelet import FakeKubelet
-from tests.integration.plugin.conftest import NODE
+from tests.fixtures.plugin_env import NODE
 from tests.kmock_cluster import KmockCluster
 from tests.sim.node import free_port
 from tests.sim.processes import Child, console_script, write_kubeconfig
-from tests.unit.plugin.builders import KEY, NAMES
 
 WAIT_S = 5.0
 

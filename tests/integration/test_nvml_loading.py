@@ -28,13 +28,13 @@ import yaml
 
 from plugin.core.ldcache import LdCacheError, parse_ld_cache
 from plugin.nvml_loader import NVML_LIBRARY, find_library, locate_driver_root
+from tests.builders.plugin import KEY, NAMES
 from tests.fakenvml.harness import FakeNvml, _ensure_built
 from tests.fakes.kubelet import FakeKubelet
-from tests.integration.plugin.conftest import NODE
+from tests.fixtures.plugin_env import NODE
 from tests.kmock_cluster import KmockCluster
 from tests.sim.node import free_port
 from tests.sim.processes import Child, console_script, write_kubeconfig
-from tests.unit.plugin.builders import KEY, NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 HELM = ROOT / "build" / "helm" / "bin" / "helm"

@@ -21,8 +21,8 @@ import pytest
 
 from extender.clusterstate import ClusterState
 from extender.kube import Backoff, Watcher, WatchTimings
+from tests.fakes.extender import KEY, NAMES, gpu_node
 from tests.kmock_cluster import KmockCluster
-from tests.unit.extender.fakes import KEY, NAMES, gpu_node
 
 WAIT_S = 10.0
 FAST = WatchTimings(backoff=Backoff(initial_s=0.02, max_s=0.2))

@@ -19,8 +19,8 @@ import pytest
 from plugin.core.inventory import node_view
 from plugin.kube import ApiCluster
 from plugin.node import NodePublisher
+from tests.builders.plugin import NAMES, h100x8
 from tests.kmock_cluster import KmockCluster
-from tests.unit.plugin.builders import NAMES, h100x8
 
 NODE = "node-1"
 WAIT_S = 10.0

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.builders import nvswitch_node, pcie_node
+from tests.builders.vcuda import nvswitch_node, pcie_node
 from tests.k8s.chart import HELM
 from tests.k8s.cluster import K8sCluster
 from tests.k8s.controlplane import BIN_DIR, binaries_missing

@@ -19,7 +19,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from tests.builders import nvswitch_node, pcie_node
+from tests.builders.vcuda import nvswitch_node, pcie_node
 from tests.k8s.cluster import NAMES, K8sCluster
 from tests.k8s.controlplane import K8S_VERSION, binaries_missing
 from tests.sim.demo import TOO_LARGE, demo_pods

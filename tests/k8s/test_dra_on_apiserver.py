@@ -20,10 +20,10 @@ import yaml
 from plugin.core.gpu import NodeGpus
 from plugin.core.resourceslice import SliceOptions, driver_name, pool_specs
 from plugin.slicepublisher import SlicePublisher
+from tests.builders.mig import a100
+from tests.builders.plugin import gpus
 from tests.k8s.chart import ApplyError, apply, render
 from tests.k8s.cluster import K8sCluster
-from tests.unit.plugin.builders import gpus
-from tests.unit.plugin_mig.builders import a100
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "dra"
 DRIVER = driver_name("nvidia.com")

@@ -27,9 +27,9 @@ import pytest
 
 from extender.clusterstate import ClusterState
 from extender.kube import Backoff, Watcher, WatchTimings
+from tests.fakes.extender import KEY, NAMES, gpu_node
 from tests.k8s.controlplane import BIN_DIR, ControlPlane, binaries_missing
 from tests.k8s.processes import wait_for
-from tests.unit.extender.fakes import KEY, NAMES, gpu_node
 
 WATCH_S = 2.0
 """Each watch asks the server to end it after this long (client-go asks for 5-10 min)."""

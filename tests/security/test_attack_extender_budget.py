@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 
 from extender.app import create_app
+from tests.fakes.extender import NAMES, gpu_node, make_deps, pod_obj
 from tests.integration.extender.server import serving
-from tests.unit.extender.fakes import NAMES, gpu_node, make_deps, pod_obj
 from vcuda.request import MAX_GPU_CONTAINERS
 
 NODES = 300

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from extender.app import create_app, create_webhook_app
+from tests.fakes.extender import NAMES, gpu_node, make_deps, pod_obj
 from tests.integration.extender.server import serving
-from tests.unit.extender.fakes import NAMES, gpu_node, make_deps, pod_obj
 from vcuda.request import MAX_GPU_CONTAINERS
 
 

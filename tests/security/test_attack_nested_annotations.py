@@ -15,6 +15,7 @@ import asyncio
 import pytest
 
 from plugin.core.pods import pending_pod
+from tests.fakes.extender import NAMES, gpu_node, ledger_of, pod_obj
 from tests.integration.extender.test_kmock_bind import (
     Extender,
     create_pod,
@@ -24,7 +25,6 @@ from tests.integration.extender.test_kmock_bind import (
 )
 from tests.kmock_cluster import KmockCluster
 from tests.signing_keys import KEYRING
-from tests.unit.extender.fakes import NAMES, gpu_node, ledger_of, pod_obj
 from vcuda.annotations import decode_assignment_unverified, decode_inventory, decode_status
 from vcuda.errors import ContractError
 

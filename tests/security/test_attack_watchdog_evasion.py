@@ -19,9 +19,9 @@ import pytest
 from plugin.core.watchdog import Reason
 from plugin.metrics.sources import ViolationTally
 from tests.fakenvml.harness import FakeProcess, fake_nvml_fixture  # noqa: F401 (fixture)
+from tests.fakes.node import GIB, FakeNodeFs, FakeSlot
 from tests.kmock_cluster import KmockCluster
 from tests.security.test_watchdog import Node, container
-from tests.unit.metrics.fakenode import GIB, FakeNodeFs, FakeSlot
 from vcuda.names import CONTAINER_SHIM_PATH
 
 LIBC = "7f00 r-xp 00000000 08:01 42 /usr/lib/x86_64-linux-gnu/libc.so.6\n"

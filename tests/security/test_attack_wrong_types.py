@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 
 from extender.app import create_app, create_webhook_app
+from tests.fakes.extender import NAMES, gpu_node, make_deps, pod_obj
 from tests.integration.extender.server import serving
-from tests.unit.extender.fakes import NAMES, gpu_node, make_deps, pod_obj
 
 WRONG: tuple[Any, ...] = (None, True, 1.5, "x", [1], {"a": 1})
 

@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 
 from extender.listeners import listeners
 from extender.settings import Settings
+from tests.fakes.extender import NAMES, gpu_node, make_deps, pod_obj
 from tests.integration.extender.certs import Ca
 from tests.ports import free_port
-from tests.unit.extender.fakes import NAMES, gpu_node, make_deps, pod_obj
 
 BOUND_S = 2.0
 EXAMPLES = 300

@@ -26,10 +26,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from extender.__main__ import main
 from extender.listeners import Listener, is_loopback, listeners
 from extender.settings import Settings, SettingsError
+from tests.fakes.extender import gpu_node, make_deps, pod_obj
 from tests.integration.extender.certs import Ca
 from tests.integration.extender.server import serving_listeners
 from tests.ports import free_port
-from tests.unit.extender.fakes import gpu_node, make_deps, pod_obj
 
 FILTER = {"Pod": pod_obj("p", (30, 4096)), "Nodes": None, "NodeNames": ["n1"]}
 REVIEW = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",

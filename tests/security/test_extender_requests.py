@@ -25,9 +25,7 @@ import pytest
 
 from extender.listeners import listeners
 from extender.settings import Settings
-from tests.integration.extender.server import serving_listeners
-from tests.ports import free_port
-from tests.unit.extender.fakes import (
+from tests.fakes.extender import (
     NAMES,
     FakeCluster,
     assignment_of,
@@ -36,6 +34,8 @@ from tests.unit.extender.fakes import (
     make_deps,
     pod_obj,
 )
+from tests.integration.extender.server import serving_listeners
+from tests.ports import free_port
 
 BOUND_S = 2.0
 """Every answer comes within this (generous for a loaded 2-core machine; a healthy one answers in ms)."""

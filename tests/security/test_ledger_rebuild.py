@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.fakes.extender import NAMES, assignment_of, gpu_node, ledger_of, pod_obj
 from tests.integration.extender.test_kmock_bind import (
     Extender,
     create_pod,
@@ -24,7 +25,6 @@ from tests.integration.extender.test_kmock_bind import (
 )
 from tests.kmock_cluster import KmockCluster
 from tests.signing_keys import OTHER_SIGNER, sign_for
-from tests.unit.extender.fakes import NAMES, assignment_of, gpu_node, ledger_of, pod_obj
 from vcuda.annotations import decode_assignment_unverified
 
 WHOLE = (100, 0)
@@ -115,7 +115,7 @@ def test_a_status_move_written_by_anyone_never_frees_the_signed_gpu():
     """Where no admission policy guards the plugin's status, a tenant could write a ``moved`` record: the
     extender charges the moved container on both GPUs, never only on the one the record names."""
     from extender.core.ledger import PodKey
-    from tests.unit.extender.fakes import make_deps
+    from tests.fakes.extender import make_deps
     from vcuda.annotations import PodStatus, encode_status
     from vcuda.model import ContainerAssignment, GpuShare, GpuUuid, NodeName, Phase, PodAssignment
 

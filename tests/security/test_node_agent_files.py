@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.fakes.node import GIB, FakeContainer, FakeNodeFs, FakeSlot, uid, usage_bytes
 from tests.sim.node import free_port
-from tests.unit.metrics.fakenode import GIB, FakeContainer, FakeNodeFs, FakeSlot, uid, usage_bytes
 from vcuda.names import USAGE_FILE_NAME
 from vcuda.shimfile import USAGE_FILE
 from vcuda.tenantfile import TenantFileError, read_tenant_file

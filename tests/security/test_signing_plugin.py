@@ -1,6 +1,6 @@
 # mypy: disable-error-code="no-untyped-call"
 """Forged and copied assignments against the device plugin, through the kubelet's real gRPC calls (FakeKubelet
-on Unix sockets, kmock as the API server, tests/integration/plugin/conftest.py).
+on Unix sockets, kmock as the API server, tests/fixtures/plugin_env.py).
 
 Attacker: a tenant who can create pods with ``spec.nodeName`` set (skipping the scheduler) and write their
 annotations, and who can read other pods' assignments. Cases: a genuine assignment copied onto the tenant's
@@ -15,9 +15,8 @@ import grpc
 import pytest
 
 from plugin.__main__ import main
-from tests.integration.plugin.conftest import env_factory, kmock_cluster, short_dir  # noqa: F401 - fixtures
+from tests.builders.plugin import NAMES, pod_body
 from tests.signing_keys import private_pem, public_pem
-from tests.unit.plugin.builders import NAMES, pod_body
 from vcuda.model import Phase
 
 G = "GPU-node-1-{:04d}".format
@@ -32,7 +31,7 @@ def copy_assignment(env, source: str, target: str, containers) -> None:
     env.cluster.bind("default", target, "node-1")
 
 
-async def test_a_copied_assignment_is_refused_at_allocate_once_its_owner_is_gone(env_factory):  # noqa: F811
+async def test_a_copied_assignment_is_refused_at_allocate_once_its_owner_is_gone(env_factory):
     env = await env_factory()
     env.create_pod("owner", [("main", 100, 0)], {"main": [(G(0), 100, 81559)]})
     copy_assignment(env, "owner", "thief", [("main", 100, 0)])
@@ -43,7 +42,7 @@ async def test_a_copied_assignment_is_refused_at_allocate_once_its_owner_is_gone
     assert "no pending container" in str(err.value.details())
 
 
-async def test_a_copied_assignment_never_starts_on_its_owners_devices(env_factory):  # noqa: F811
+async def test_a_copied_assignment_never_starts_on_its_owners_devices(env_factory):
     env = await env_factory()
     env.create_pod("owner", [("main", 100, 0)], {"main": [(G(0), 100, 81559)]})
     copy_assignment(env, "owner", "thief", [("main", 100, 0)])
@@ -58,7 +57,7 @@ async def test_a_copied_assignment_never_starts_on_its_owners_devices(env_factor
     assert admitted.pod == "thief"
 
 
-async def test_a_pod_whose_request_changed_after_signing_is_refused(env_factory):  # noqa: F811
+async def test_a_pod_whose_request_changed_after_signing_is_refused(env_factory):
     env = await env_factory()
     env.create_pod("grower", [("main", 30, 4096)], {"main": [(G(0), 30, 4096)]})
     patch = {"metadata": {"annotations": {NAMES.core_limit: "100"}}}  # the tenant raises its soft limit
@@ -68,7 +67,7 @@ async def test_a_pod_whose_request_changed_after_signing_is_refused(env_factory)
     assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
 
 
-async def test_a_swap_is_recorded_in_the_status_and_never_re_signs(env_factory):  # noqa: F811
+async def test_a_swap_is_recorded_in_the_status_and_never_re_signs(env_factory):
     env = await env_factory()
     signed = {}
     for i, name in enumerate(["p1", "p2", "p3"]):

@@ -17,7 +17,8 @@ from extender.clusterstate import ClusterState
 from extender.signing import Ed25519Signer, load_keys
 from plugin.core.pods import pending_pod
 from plugin.signing import Keyring, load_keyring
-from tests.builders import uuid
+from tests.builders.vcuda import uuid
+from tests.fakes.extender import NAMES, gpu_node, pod_obj
 from tests.signing_keys import (
     OTHER_PRIVATE,
     OTHER_SIGNER,
@@ -27,7 +28,6 @@ from tests.signing_keys import (
     sign_for,
     write_private_key,
 )
-from tests.unit.extender.fakes import NAMES, gpu_node, pod_obj
 from vcuda.model import ContainerAssignment, GpuShare, NodeName, PodAssignment
 
 OLD, NEW = OTHER_SIGNER, SIGNER  # OTHER_PRIVATE is the old key, PRIVATE the new one

@@ -25,8 +25,7 @@ from plugin.metrics.sources import ViolationTally
 from plugin.nvml import Nvml
 from plugin.watchdog import ApiEvictor, Watchdog, WatchdogOptions
 from tests.fakenvml.harness import FakeNvml, FakeProcess, fake_nvml_fixture  # noqa: F401 (fixture)
-from tests.kmock_cluster import KmockCluster
-from tests.unit.metrics.fakenode import (
+from tests.fakes.node import (
     GIB,
     HOST_PROCESS,
     FakeContainer,
@@ -37,6 +36,7 @@ from tests.unit.metrics.fakenode import (
     usage_bytes,
     v2_systemd,
 )
+from tests.kmock_cluster import KmockCluster
 from vcuda.model import GpuUuid
 
 NODE = "gpu-node-1"

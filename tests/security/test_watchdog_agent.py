@@ -11,17 +11,12 @@ import asyncio
 
 from plugin.nvml import Nvml
 from tests.fakenvml.harness import FakeProcess, fake_nvml_fixture  # noqa: F401 (fixture)
-from tests.integration.plugin.conftest import (  # noqa: F401 (fixtures)
-    env_factory,
-    eventually,
-    kmock_cluster,
-    short_dir,
-)
+from tests.fixtures.plugin_env import eventually
 
 GONE_PID = 5_000_000  # above the largest pid_max (4194304): never a live process
 
 
-async def test_the_agent_runs_the_watchdog_on_shared_gpus_only(fake_nvml, env_factory):  # noqa: F811
+async def test_the_agent_runs_the_watchdog_on_shared_gpus_only(fake_nvml, env_factory):
     node = fake_nvml("a100x4-mig")
     node.set_processes(
         node.uuid(0), [FakeProcess(GONE_PID + 1, 1024, gpu_instance_id=1, compute_instance_id=0)]
@@ -39,7 +34,7 @@ async def test_the_agent_runs_the_watchdog_on_shared_gpus_only(fake_nvml, env_fa
         nvml.close()
 
 
-async def test_interval_zero_turns_the_watchdog_off(fake_nvml, env_factory):  # noqa: F811
+async def test_interval_zero_turns_the_watchdog_off(fake_nvml, env_factory):
     fake_nvml("a10x4")
     nvml = Nvml(event_poll_ms=20)
     nvml.open()

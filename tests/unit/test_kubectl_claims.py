@@ -3,8 +3,8 @@
 Cases: a share allocated by the simulated scheduler from the driver's slices shows its node, device, cores,
 memory and soft limit, with the pod it is reserved for; a whole GPU shows ``all``; a claim of the driver's
 class not yet allocated is pending, another driver's claims are left out; a claim with a field of the wrong
-type is one ``invalid`` row, not a failed listing; the table and the JSON through ``run``; the official
-client's ``ResourceV1Api`` against the simulated API server.
+type is one ``invalid`` row, not a failed listing; the table and the JSON through ``run``. The official
+client's ``ResourceV1Api`` against the simulated API server: tests/integration/test_kubectl_claims_kmock.py.
 """
 
 import json
@@ -15,23 +15,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kube_vgpu_kubectl.claims import ClaimRow, claim_rows
-from kube_vgpu_kubectl.cli import KubeClusterReader, parse_args, run
-from tests.kmock_cluster import KmockCluster
-from tests.sim.dra_allocator import allocate
-from tests.unit.plugin.builders import gpus
-from tests.unit.test_sim_dra_allocator import CLASSES, NODE, claim, published, share
+from kube_vgpu_kubectl.cli import parse_args, run
+from tests.builders.dra_claims import NODE, allocated, claim, share
 
 DOMAIN = "nvidia.com"
 SOFT = {"opaque": {"driver": "kube-vgpu.nvidia.com",
                    "parameters": {"apiVersion": "nvidia.com/v1alpha1", "kind": "GpuShareParameters", "coreLimit": 60}}}  # fmt: skip
-
-
-def allocated(name: str, *requests: Any, config: Any = ()) -> dict[str, Any]:
-    wanted = claim(name, *requests, config=list(config))
-    allocation = allocate(wanted, node=NODE, slices=published(gpus(1)), classes=CLASSES, claims=[])
-    assert isinstance(allocation, dict)
-    reserved = [{"resource": "pods", "name": f"{name}-pod", "uid": "u"}]
-    return wanted | {"status": {"allocation": allocation, "reservedFor": reserved}}
 
 
 def test_a_share_shows_its_node_device_share_soft_limit_and_pod() -> None:
@@ -123,20 +112,6 @@ def test_the_claims_command_prints_a_table_and_json() -> None:
     ]
     doc = json.loads(run(parse_args(["claims", "-A", "-o", "json"]), reader))
     assert doc["claims"][0]["cores"] == "30"
-
-
-def test_claims_through_the_official_client_from_the_simulated_api_server() -> None:
-    with KmockCluster() as cluster:
-        from kubernetes.client import ResourceV1Api
-
-        api: Any = ResourceV1Api(cluster.api_client())
-        body = allocated("a", share("30", "4Gi"))
-        body["apiVersion"], body["kind"] = "resource.k8s.io/v1", "ResourceClaim"
-        api.create_namespaced_resource_claim("default", body, _preload_content=False)
-        doc = json.loads(
-            run(parse_args(["claims", "-A", "-o", "json"]), KubeClusterReader(cluster.api_client()))
-        )
-    assert [(c["claim"], c["memory_mib"]) for c in doc["claims"]] == [("a", "4096")]
 
 
 JSON = st.recursive(

@@ -22,51 +22,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plugin.core.gpu import NodeGpus
-from plugin.core.resourceslice import SliceOptions, driver_name, pool_specs
+from plugin.core.resourceslice import SliceOptions, pool_specs
 from plugin.slicepublisher import slice_object
+from tests.builders.dra_claims import CLASSES, DRIVER, NODE, Obj, claim, published, share
+from tests.builders.mig import a100
+from tests.builders.plugin import gpus
 from tests.sim.dra_allocator import Unallocatable, UnsupportedRequestError, allocate
 from tests.sim.dra_cel import UnsupportedCelError, matches
 from tests.sim.dra_invariants import dra_overcommit
-from tests.unit.plugin.builders import gpus
-from tests.unit.plugin_mig.builders import a100
 from vcuda.model import GpuUuid
 
-DOMAIN = "nvidia.com"
-DRIVER = driver_name(DOMAIN)
-NODE = "n1"
 GIB = 1 << 30
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "dra"
-SHARE_CLASS = f'device.driver == "{DRIVER}" && device.attributes["{DRIVER}"].type == "gpu"'
-CLASSES = {
-    name: {"metadata": {"name": name}, "spec": {"selectors": [{"cel": {"expression": expression}}]}}
-    for name, expression in [
-        ("vgpu.nvidia.com", SHARE_CLASS),
-        ("gpu.nvidia.com", SHARE_CLASS),
-        ("mig.nvidia.com", f'device.driver == "{DRIVER}" && device.attributes["{DRIVER}"].type == "mig"'),
-    ]
-}
-Obj = dict[str, Any]
-
-
-def published(node: NodeGpus, **kwargs: Any) -> list[Obj]:
-    defaults: dict[str, Any] = {"driver": DRIVER, "node": NODE, "unhealthy": {}, "pcie_roots": {}}
-    options = SliceOptions(**(defaults | kwargs))
-    return [slice_object(s, name=f"s{i}") for i, s in enumerate(pool_specs(node, options, 1))]
-
-
-def claim(name: str, *requests: Obj, constraints: Any = (), config: Any = ()) -> Obj:
-    devices = {"requests": list(requests), "constraints": list(constraints), "config": list(config)}
-    return {"metadata": {"name": name, "namespace": "default"}, "spec": {"devices": devices}}
-
-
-def share(
-    cores: str | None = None, memory: str | None = None, cls: str = "vgpu.nvidia.com", **extra: Any
-) -> Obj:
-    capacity = {k: v for k, v in (("cores", cores), ("memory", memory)) if v is not None}
-    exactly: Obj = (
-        {"deviceClassName": cls} | ({"capacity": {"requests": capacity}} if capacity else {}) | extra
-    )
-    return {"name": "gpu", "exactly": exactly}
 
 
 def run(slices: list[Obj], *claims: Obj) -> list[Obj | Unallocatable]:

@@ -19,9 +19,9 @@ from kubernetes.client import ResourceV1Api, V1ResourceSlice
 from plugin.core.gpu import NodeGpus
 from plugin.core.resourceslice import SliceOptions, pool_specs
 from plugin.slicepublisher import SliceError, SlicePublisher, slice_object
+from tests.builders.mig import a100
+from tests.builders.plugin import gpus, h200x8
 from tests.kmock_cluster import KmockCluster
-from tests.unit.plugin.builders import gpus, h200x8
-from tests.unit.plugin_mig.builders import a100
 
 DRIVER = "kube-vgpu.nvidia.com"
 NODE = "node-1"

@@ -16,10 +16,10 @@ import httpx
 import pytest
 
 from extender.app import Deps, create_app
+from tests.fakes.extender import pod_obj
 from tests.integration.extender.server import serving
 from tests.integration.extender.test_kmock_bind import Extender, api, create_pod, has_inventory, wait_until
 from tests.kmock_cluster import KmockCluster
-from tests.unit.extender.fakes import pod_obj
 
 __all__ = ["api"]  # the fixture, imported
 

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 
 from extender.app import create_app
+from tests.fakes.extender import assignment_of, gpu_node, ledger_of, make_deps, pod_obj
 from tests.integration.extender.server import serving
-from tests.unit.extender.fakes import assignment_of, gpu_node, ledger_of, make_deps, pod_obj
 
 NODES = [f"n{i:02d}" for i in range(20)]
 GPU_MIB = 10000

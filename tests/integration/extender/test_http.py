@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from extender.app import create_app, create_metrics_app
+from tests.fakes.extender import NAMES, gpu_node, ledger_of, make_deps, pod_obj
 from tests.integration.extender.server import serving
-from tests.unit.extender.fakes import NAMES, gpu_node, ledger_of, make_deps, pod_obj
 
 GOLDEN = Path(__file__).parents[2] / "contract" / "golden" / "extender"
 PREFIX = "/scheduler"

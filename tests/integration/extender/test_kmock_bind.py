@@ -23,9 +23,9 @@ from extender.core.ledger import PodKey
 from extender.kube import KubeCluster, Watcher
 from extender.metrics import ExtenderMetrics
 from extender.scheduling import Scheduler
-from tests.builders import uuid
+from tests.builders.vcuda import uuid
+from tests.fakes.extender import KEY, NAMES, SIGNER, assignment_of, gpu_node, ledger_of, pod_obj
 from tests.kmock_cluster import KmockCluster
-from tests.unit.extender.fakes import KEY, NAMES, SIGNER, assignment_of, gpu_node, ledger_of, pod_obj
 from vcuda.model import Policy
 
 WAIT_S = 10.0

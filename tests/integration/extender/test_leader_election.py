@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from extender.leader import Elector, KubeLeases, Leadership, LeaseConflictError, LeaseTimings
+from tests.fakes.extender import FakeClock
 from tests.kmock_cluster import KmockCluster
-from tests.unit.extender.fakes import FakeClock
 
 NAMESPACE, NAME = "kube-system", "kube-vgpu-extender"
 TIMINGS = LeaseTimings(lease_s=15.0, renew_s=10.0, retry_s=2.0)

@@ -23,11 +23,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.fakes.extender import assignment_of, gpu_node, pod_obj
 from tests.kmock_cluster import KmockCluster
 from tests.ports import free_port
 from tests.signing_keys import write_private_key
 from tests.sim.processes import Child, console_script, write_kubeconfig
-from tests.unit.extender.fakes import assignment_of, gpu_node, pod_obj
 
 LEASE_S, RENEW_S, RETRY_S = 2.0, 1.5, 0.25
 NODES = ("n1", "n2", "n3")

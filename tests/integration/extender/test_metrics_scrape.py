@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from extender.app import create_metrics_app
+from tests.fakes.extender import gpu_node, make_deps
 from tests.integration.extender.server import serving
-from tests.unit.extender.fakes import gpu_node, make_deps
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from extender.app import create_webhook_app
+from tests.fakes.extender import make_deps, pod_obj
 from tests.integration.extender.server import serving
-from tests.unit.extender.fakes import make_deps, pod_obj
 
 TLS = Path(__file__).parent / "tls"
 

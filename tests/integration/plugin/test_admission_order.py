@@ -17,8 +17,8 @@ PreStartContainer, with the pod's status FAILED, an event, and an unreadable con
 import grpc
 import pytest
 
+from tests.builders.plugin import NAMES
 from tests.signing_keys import decode_for
-from tests.unit.plugin.builders import NAMES
 from vcuda.errors import ContractError
 from vcuda.model import Phase
 from vcuda.units import MIB

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.plugin.builders import NAMES, FakeGpuSource, h100x8
+from tests.builders.plugin import NAMES, h100x8
+from tests.fakes.gpu_source import FakeGpuSource
 from vcuda import names as vnames
 from vcuda.model import Phase
 from vcuda.shimfile import decode_usage
@@ -180,8 +181,8 @@ async def test_allocate_without_any_matching_assignment_fails_admission(env_fact
 async def test_assignment_signed_with_another_key_is_never_honoured(env_factory):
     import grpc
 
+    from tests.builders.plugin import assignment, pod_body
     from tests.signing_keys import OTHER_SIGNER
-    from tests.unit.plugin.builders import assignment, pod_body
 
     env = await env_factory()
     body = pod_body("forged", [("main", 30, 4096)])

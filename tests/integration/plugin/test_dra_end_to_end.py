@@ -27,13 +27,14 @@ from plugin.dra.claims import ApiClaims
 from plugin.kube import ApiCluster
 from plugin.slicepublisher import SlicePublisher
 from plugin.wiring import Timings, build_agent
+from tests.builders.dra_claims import CLASSES
+from tests.builders.plugin import NAMES, VERIFIER, h100x8
 from tests.fakes.dra_kubelet import FakeDraKubelet
-from tests.integration.plugin.conftest import NODE, STOP_S, eventually, make_settings
+from tests.fakes.gpu_source import FakeGpuSource
+from tests.fixtures.plugin_env import NODE, STOP_S, eventually, make_settings
 from tests.kmock_cluster import KmockCluster
 from tests.sim.dra_allocator import Unallocatable, allocate
 from tests.sim.dra_invariants import dra_overcommit
-from tests.unit.plugin.builders import NAMES, VERIFIER, FakeGpuSource, h100x8
-from tests.unit.test_sim_dra_allocator import CLASSES
 from vcuda.shimfile import GpuLimit, decode_config
 from vcuda.units import parse_quantity
 

@@ -24,21 +24,21 @@ import pytest
 import yaml
 from kubernetes import client
 
-from plugin.agent import Agent, Timings
 from plugin.core.dra import device_name, node_devices
 from plugin.core.mig import mig_devices
 from plugin.dra.claims import ApiClaims
 from plugin.kube import ApiCluster
 from plugin.nvml import Nvml
 from plugin.slicepublisher import SlicePublisher
+from plugin.wiring import Timings, build_agent
+from tests.builders.dra import DRIVER, GIB, claim, result
+from tests.builders.dra_claims import CLASSES
+from tests.builders.plugin import VERIFIER
 from tests.fakenvml.harness import FakeNvml, fake_nvml_fixture  # noqa: F401 (fixture)
 from tests.fakes.dra_kubelet import ClaimInfo, FakeDraKubelet
-from tests.integration.plugin.conftest import NODE, STOP_S, eventually, make_settings
+from tests.fixtures.plugin_env import NODE, STOP_S, eventually, make_settings
 from tests.kmock_cluster import KmockCluster
 from tests.sim.dra_allocator import Unallocatable, allocate
-from tests.unit.plugin.builders import VERIFIER
-from tests.unit.plugin.dra_builders import DRIVER, GIB, claim, result
-from tests.unit.test_sim_dra_allocator import CLASSES
 from vcuda import names as vnames
 
 Obj = dict[str, Any]
@@ -59,7 +59,7 @@ class MigNode:
         self.kubelet = FakeDraKubelet(self.settings.dra_registry_dir, cluster.api_client())
         self.nvml = Nvml(event_poll_ms=20)
         self.nvml.open()
-        self.agent = Agent(
+        self.agent = build_agent(
             self.settings,
             source=self.nvml,
             cluster=ApiCluster(cluster.api_client()),

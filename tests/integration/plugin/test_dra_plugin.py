@@ -24,11 +24,12 @@ from plugin.dra.claims import ApiClaims
 from plugin.dra.node import CHECKPOINT_PATH
 from plugin.kube import ApiCluster
 from plugin.wiring import Timings, build_agent
+from tests.builders.dra import DRIVER, GIB, claim, config, dev, parameters, result
+from tests.builders.plugin import NAMES, VERIFIER, h100x8
 from tests.fakes.dra_kubelet import ClaimInfo, FakeDraKubelet, PrepareError
-from tests.integration.plugin.conftest import NODE, STOP_S, eventually, make_settings
+from tests.fakes.gpu_source import FakeGpuSource
+from tests.fixtures.plugin_env import NODE, STOP_S, eventually, make_settings
 from tests.kmock_cluster import KmockCluster
-from tests.unit.plugin.builders import NAMES, VERIFIER, FakeGpuSource, h100x8
-from tests.unit.plugin.dra_builders import DRIVER, GIB, claim, config, dev, parameters, result
 from vcuda import names as vnames
 from vcuda.annotations import decode_inventory
 from vcuda.model import GpuMode

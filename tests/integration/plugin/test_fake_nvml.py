@@ -6,9 +6,9 @@ XID injected into the fake library reaches ListAndWatch within 1 s."""
 import time
 
 from plugin.nvml import Nvml
+from tests.builders.plugin import NAMES
 from tests.fakenvml.harness import fake_nvml_fixture  # noqa: F401 (registers the fixture "fake_nvml")
-from tests.integration.plugin.conftest import eventually
-from tests.unit.plugin.builders import NAMES
+from tests.fixtures.plugin_env import eventually
 from vcuda.annotations import decode_inventory
 
 

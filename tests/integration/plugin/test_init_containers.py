@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.plugin.conftest import NODE
-from tests.unit.plugin.builders import NAMES, assignment, pod_body
+from tests.builders.plugin import NAMES, assignment, pod_body
+from tests.fixtures.plugin_env import NODE
 from vcuda.model import Phase
 from vcuda.units import MIB
 

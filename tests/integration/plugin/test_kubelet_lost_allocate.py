@@ -9,8 +9,8 @@ taken out of what its PodResources reports (never checkpointed) while the pod st
 import grpc
 import pytest
 
-from tests.integration.plugin.conftest import eventually
-from tests.unit.plugin.builders import NAMES
+from tests.builders.plugin import NAMES
+from tests.fixtures.plugin_env import eventually
 from vcuda.model import Phase
 
 GPU = "GPU-node-1-0000"

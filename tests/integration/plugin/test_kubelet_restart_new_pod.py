@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from plugin.core.slices import gpu_split
-from tests.unit.plugin.builders import NAMES
+from tests.builders.plugin import NAMES
 from vcuda.model import Phase
 
 G = "GPU-node-1-{:04d}".format

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 
 from plugin.core.ownership import is_gfd_name
-from tests.integration.plugin.conftest import NODE, eventually
-from tests.unit.plugin.builders import NAMES, FakeGpuSource, a10x4
+from tests.builders.plugin import NAMES, a10x4
+from tests.fakes.gpu_source import FakeGpuSource
+from tests.fixtures.plugin_env import NODE, eventually
 
 RECORD = "nvidia.com/vgpu-managed"
 FOREIGN_LABELS = {

@@ -26,9 +26,10 @@ from plugin.core.nvallocate import MPS_PIPE_PATH
 from plugin.nvidia import MODES_FILE, quit_recorded_mps
 from plugin.settings import load_settings
 from plugin.wiring import build_agent
+from tests.builders.plugin import NAMES, gpus, h100x8
+from tests.fakes.gpu_source import FakeGpuSource
 from tests.fakes.kubelet import Admitted
-from tests.integration.plugin.conftest import NODE, PluginEnv, eventually, make_settings
-from tests.unit.plugin.builders import NAMES, FakeGpuSource, gpus, h100x8
+from tests.fixtures.plugin_env import NODE, PluginEnv, eventually, make_settings
 from vcuda import names as vnames
 from vcuda.annotations import decode_inventory
 from vcuda.model import GpuLink, GpuMode, GpuUuid, PcieLevel
@@ -240,7 +241,7 @@ async def test_a_gpu_moved_from_mps_to_whole_goes_back_to_default_compute_mode(
 async def test_a_mode_switch_is_refused_while_a_container_holds_the_gpu(
     short_dir: Path, kmock_cluster: Any, recorded: bool
 ) -> None:
-    from tests.integration.plugin.conftest import _reset_cluster
+    from tests.fixtures.plugin_env import _reset_cluster
 
     _reset_cluster(kmock_cluster)
     root = short_dir / "switch"
@@ -280,7 +281,7 @@ async def test_a_mode_switch_is_refused_while_a_container_holds_the_gpu(
 async def test_an_unreadable_mode_record_withholds_a_gpu_a_container_holds_in_another_mode(
     short_dir: Path, kmock_cluster: Any, corrupt: str
 ) -> None:
-    from tests.integration.plugin.conftest import _reset_cluster
+    from tests.fixtures.plugin_env import _reset_cluster
 
     _reset_cluster(kmock_cluster)
     root = short_dir / "corrupt"

@@ -5,7 +5,8 @@ start-up refusal of bad configuration."""
 import pytest
 
 from plugin.__main__ import main
-from tests.unit.plugin.builders import KEY, FakeGpuSource, h100x8
+from tests.builders.plugin import KEY, h100x8
+from tests.fakes.gpu_source import FakeGpuSource
 
 G = "GPU-node-1-{:04d}".format
 

@@ -7,8 +7,9 @@ Real gRPC on Unix sockets (FakeKubelet), kmock as the API server, a FakeGpuSourc
 import asyncio
 import time
 
-from tests.integration.plugin.conftest import eventually
-from tests.unit.plugin.builders import NAMES, FakeGpuSource, a10x4, h200x8
+from tests.builders.plugin import NAMES, a10x4, h200x8
+from tests.fakes.gpu_source import FakeGpuSource
+from tests.fixtures.plugin_env import eventually
 from vcuda.annotations import decode_inventory
 
 

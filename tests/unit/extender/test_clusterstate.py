@@ -17,9 +17,8 @@ from extender.core.ledger import NodeLedger, PodKey
 from extender.core.load import GpuLoad
 from extender.metrics import ExtenderMetrics
 from extender.signing import Ed25519Signer
-from tests.builders import uuid
-from tests.signing_keys import OTHER_SIGNER, SIGNER
-from tests.unit.extender.fakes import (
+from tests.builders.vcuda import uuid
+from tests.fakes.extender import (
     NAMES,
     FakeClock,
     gpu_node,
@@ -28,6 +27,7 @@ from tests.unit.extender.fakes import (
     node_obj,
     pod_obj,
 )
+from tests.signing_keys import OTHER_SIGNER, SIGNER
 from vcuda.annotations import PodStatus, encode_assignment, encode_status
 from vcuda.model import ContainerAssignment, GpuShare, NodeName, Phase, PodAssignment
 from vcuda.signing import pod_binding

@@ -18,7 +18,7 @@ from extender.core.ledger import Holding, NodeLedger, PodKey, expire
 from extender.core.load import GpuLoad
 from extender.core.placement import Placement, Rejection, place_pod
 from extender.core.summary import QuickFit, SummaryIndex, quick_fit, summarise
-from tests.builders import gpu, nvswitch_node, request, uuid
+from tests.builders.vcuda import gpu, nvswitch_node, request, uuid
 from vcuda.model import Constraints, ContainerAssignment, GpuShare, GpuUuid, NodeInventory, NodeName, Policy
 
 gpus = st.builds(

@@ -15,9 +15,9 @@ import pytest
 
 from extender.clusterstate import ClusterState
 from extender.core.ledger import PodKey
-from tests.builders import nvswitch_node, uuid
+from tests.builders.vcuda import nvswitch_node, uuid
+from tests.fakes.extender import NAMES, FakeClock, gpu_node, make_deps, node_obj, pod_obj
 from tests.signing_keys import sign_for
-from tests.unit.extender.fakes import NAMES, FakeClock, gpu_node, make_deps, node_obj, pod_obj
 from vcuda.model import ContainerAssignment, GpuShare, NodeName, PodAssignment
 from vcuda.units import mib_to_bytes
 

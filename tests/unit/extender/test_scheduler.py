@@ -16,8 +16,8 @@ from extender.clusterstate import ClusterState
 from extender.core.ledger import PodKey
 from extender.core.load import GpuLoad
 from extender.scheduling import Scheduler
-from tests.builders import uuid
-from tests.unit.extender.fakes import (
+from tests.builders.vcuda import uuid
+from tests.fakes.extender import (
     NAMES,
     FakeCluster,
     assignment_of,

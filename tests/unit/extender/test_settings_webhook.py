@@ -14,7 +14,7 @@ import pytest
 from extender.api import AdmissionRequest
 from extender.settings import Settings, SettingsError, load_settings
 from extender.webhook import mutate, validate
-from tests.unit.extender.fakes import NAMES, pod_obj
+from tests.fakes.extender import NAMES, pod_obj
 from vcuda.model import Policy
 
 

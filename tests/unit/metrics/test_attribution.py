@@ -12,7 +12,7 @@ from plugin.metrics.cgroups import CgroupRef
 from plugin.metrics.procfs import NamespacedPid
 from plugin.metrics.sources import ContainerName, ProcessSample
 from plugin.metrics.usage import ContainerState
-from tests.unit.metrics.fakenode import GIB, cid, uid
+from tests.fakes.node import GIB, cid, uid
 from vcuda.model import GpuUuid
 from vcuda.shimfile import GpuCounters, GpuLimit, ProcessSlot, ShimConfig
 

@@ -7,7 +7,7 @@ kind's nested kubelet.slice, static-pod UIDs, conmon and host processes.
 import pytest
 
 from plugin.metrics.cgroups import CgroupRef, parse_cgroup
-from tests.unit.metrics.fakenode import (
+from tests.fakes.node import (
     HOST_PROCESS,
     cid,
     uid,

@@ -11,7 +11,7 @@ import pytest
 from plugin.core.gpu import XidEvent
 from plugin.metrics.exporter import NodeCollector
 from plugin.metrics.sources import ContainerName, ProcessSample, XidTally
-from tests.unit.metrics.fakenode import (
+from tests.fakes.node import (
     GIB,
     HOST_PROCESS,
     MIB,

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from plugin.metrics.cgroups import CgroupRef
 from plugin.metrics.procfs import NamespacedPid, read_cgroup, read_namespaced_pid
 from plugin.metrics.usage import StateReader, container_files, decode_live_slots
-from tests.unit.metrics.fakenode import (
+from tests.fakes.node import (
     GIB,
     FakeContainer,
     FakeNodeFs,

@@ -32,9 +32,9 @@ from extender.core.initreuse import net_charges
 from extender.core.ledger import Holding, NodeLedger, PodKey
 from extender.core.load import GpuLoad, NodeLoad, reserve
 from extender.core.placement import Placement, Rejection, RejectReason, place_pod
-from tests.builders import nvswitch_node, pcie_node, uuid
+from tests.builders.vcuda import nvswitch_node, pcie_node, uuid
+from tests.fakes.extender import NAMES, gpu_node, make_deps, pod_obj
 from tests.signing_keys import SIGNER
-from tests.unit.extender.fakes import NAMES, gpu_node, make_deps, pod_obj
 from vcuda.annotations import encode_assignment
 from vcuda.model import (
     ContainerAssignment,

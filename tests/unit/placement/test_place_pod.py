@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from extender.core.load import GpuLoad, NodeLoad, release, reserve
 from extender.core.placement import Placement, Rejection, RejectReason, place_pod
 from extender.core.score import node_score
-from tests.builders import gpu, nvswitch_node, pcie_node, request, uuid
+from tests.builders.vcuda import gpu, nvswitch_node, pcie_node, request, uuid
 from vcuda.model import Constraints, GpuUuid, NodeInventory, PodRequest, Policy
 from vcuda.units import CORE_PER_GPU
 

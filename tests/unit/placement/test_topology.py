@@ -2,7 +2,7 @@
 inside a class, fewer hops and more NVLinks win; ties end on the UUID."""
 
 from extender.core.topology import best_connected, link_map
-from tests.builders import gpu, pcie_node
+from tests.builders.vcuda import gpu, pcie_node
 from vcuda.model import GpuInfo, GpuLink, GpuUuid, PcieLevel
 
 

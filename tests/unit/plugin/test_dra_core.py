@@ -19,8 +19,8 @@ from plugin.core.dra import ClaimError, ClaimRef, cdi_kind, dra_inventory, node_
 from plugin.core.dra_params import GpuShareParameters, ParametersError, parse_parameters
 from plugin.core.dra_plan import ClaimPlan, claim_spec, plan_claim
 from plugin.core.gpu import Gpu
-from tests.unit.plugin.builders import NAMES, h100x8
-from tests.unit.plugin.dra_builders import DRIVER, GIB, NODE, claim, config, dev, parameters, result
+from tests.builders.dra import DRIVER, GIB, NODE, claim, config, dev, parameters, result
+from tests.builders.plugin import NAMES, h100x8
 from vcuda import names
 from vcuda.model import GpuInfo, GpuMode, GpuUuid, NodeInventory
 from vcuda.shimfile import GpuLimit

@@ -22,10 +22,10 @@ from plugin.core.mig import mig_devices
 from plugin.core.resourceslice import device_name as slice_device_name
 from plugin.dra.checkpoint import Checkpoint
 from plugin.dra.prepare import ClaimPreparer, DriverInfo
-from plugin.state import StateDir
-from tests.unit.plugin.builders import NAMES
-from tests.unit.plugin.dra_builders import DRIVER, GIB, NODE, claim, result
-from tests.unit.plugin_mig.builders import a100
+from plugin.statedir import StateDir
+from tests.builders.dra import DRIVER, GIB, NODE, claim, result
+from tests.builders.mig import a100
+from tests.builders.plugin import NAMES
 from vcuda import names
 
 MIG_GPU = a100(0, "3g.20gb", "2g.10gb")

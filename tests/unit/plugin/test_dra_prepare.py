@@ -16,8 +16,8 @@ from plugin.core.dra import ClaimRef, cdi_kind, node_devices
 from plugin.dra.checkpoint import Checkpoint
 from plugin.dra.prepare import ClaimPreparer, DriverInfo
 from plugin.statedir import StateDir
-from tests.unit.plugin.builders import NAMES, h100x8
-from tests.unit.plugin.dra_builders import DRIVER, GIB, NODE, claim, dev, result
+from tests.builders.dra import DRIVER, GIB, NODE, claim, dev, result
+from tests.builders.plugin import NAMES, h100x8
 
 GPUS = h100x8().gpus
 

@@ -14,7 +14,8 @@ import pytest
 
 from plugin.core.health import HealthPolicy, apply_probe, apply_xid, initial_book, next_recovery
 from plugin.health import HealthMonitor
-from tests.unit.plugin.builders import FakeGpuSource, a10x4
+from tests.builders.plugin import a10x4
+from tests.fakes.gpu_source import FakeGpuSource
 from vcuda.model import GpuUuid
 
 NODE = a10x4()

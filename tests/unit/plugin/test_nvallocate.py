@@ -27,7 +27,7 @@ from plugin.core.nvallocate import (
     preferred_devices,
 )
 from plugin.core.nvflags import AllocationPolicy
-from tests.unit.plugin.builders import h100x8
+from tests.builders.plugin import h100x8
 from vcuda import names
 from vcuda.model import GpuLink, GpuMode, GpuUuid, PcieLevel
 

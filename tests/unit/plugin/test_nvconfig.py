@@ -28,7 +28,7 @@ from plugin.core.nvconfig import (
     parse_nvidia_config,
 )
 from plugin.core.nvflags import AllocationPolicy
-from tests.unit.plugin.builders import h100x8
+from tests.builders.plugin import h100x8
 from vcuda.model import GpuMode
 
 UUID = "GPU-8b7e6f2a-1c3d-4e5f-9a0b-1c2d3e4f5a6b"

@@ -26,8 +26,8 @@ from plugin.core.resourceslice import (
     pool_specs,
     semver,
 )
-from tests.unit.plugin.builders import gpus, h200x8
-from tests.unit.plugin_mig.builders import a100
+from tests.builders.mig import a100
+from tests.builders.plugin import gpus, h200x8
 from vcuda.model import GpuUuid
 
 DRIVER = "kube-vgpu.nvidia.com"

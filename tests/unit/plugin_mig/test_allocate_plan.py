@@ -6,7 +6,7 @@ from plugin.core.allocate import CONTROL_DEVICES, DeviceListStrategy, DeviceNode
 from plugin.core.errors import AllocationError
 from plugin.core.mig import mig_devices
 from plugin.core.mig_allocate import cdi_spec, parse_mig_minors, plan_mig_container
-from tests.unit.plugin_mig.builders import a100
+from tests.builders.mig import a100
 
 MINORS_TEXT = """config 1
 monitor 2

@@ -4,7 +4,7 @@ import pytest
 
 from plugin.core.gpu import XidEvent
 from plugin.core.mig import MigStrategy, is_mig_label, mig_devices, mig_labels, xid_targets
-from tests.unit.plugin_mig.builders import a100
+from tests.builders.mig import a100
 from vcuda.model import GpuUuid
 from vcuda.names import Names
 

@@ -7,7 +7,7 @@ pending a reset each is, in words naming the GPU; a GPU appearing or vanishing i
 import pytest
 
 from plugin.core.mig import mig_layout_change
-from tests.unit.plugin_mig.builders import a100
+from tests.builders.mig import a100
 
 BEFORE = [a100(0, "3g.20gb", "3g.20gb"), a100(1)]
 

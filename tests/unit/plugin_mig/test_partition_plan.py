@@ -9,7 +9,7 @@ import pytest
 
 from plugin.core.mig import MigConfigError
 from plugin.core.mig_partition import GpuPartition, PartitionSettings, default_profile, plan_partition
-from tests.unit.plugin_mig.builders import A100_PROFILES, a100
+from tests.builders.mig import A100_PROFILES, a100
 
 ON = PartitionSettings(enabled=True)
 FRESH = PartitionSettings(enabled=True, skip_configured=False)

@@ -20,7 +20,7 @@ from plugin.core.mig import (
     shareable_gpus,
 )
 from plugin.core.slices import slices
-from tests.unit.plugin_mig.builders import a100
+from tests.builders.mig import a100
 from vcuda.annotations import decode_inventory, encode_inventory
 from vcuda.names import Names
 

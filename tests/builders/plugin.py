@@ -1,11 +1,10 @@
 """Builders for plugin tests: fake GPUs and nodes (NVIDIA's NewFullGPU style), pods with signed assignments."""
 
-import asyncio
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from extender.signing import Ed25519Signer
-from plugin.core.gpu import Gpu, NodeGpus, XidEvent
+from plugin.core.gpu import Gpu, NodeGpus
 from tests.signing_keys import KEYRING, SIGNER, public_pem
 from vcuda.annotations import encode_assignment
 from vcuda.model import ContainerAssignment, GpuLink, GpuShare, GpuUuid, NodeName, PcieLevel, PodAssignment
@@ -61,28 +60,6 @@ def h200x8(node: str = "node-1") -> NodeGpus:
 
 def a10x4(node: str = "node-1") -> NodeGpus:
     return gpus(4, node=node, model="NVIDIA A10", memory_mib=23028, nvlinks=0)
-
-
-class FakeGpuSource:
-    """A FAKE :class:`plugin.core.gpu.GpuSource` (no NVML): fixed GPUs, injectable XIDs and lost GPUs."""
-
-    def __init__(self, node: NodeGpus) -> None:
-        self.node = node
-        self.unreachable: set[str] = set()
-        self._xids: asyncio.Queue[XidEvent] = asyncio.Queue()
-
-    def discover(self) -> NodeGpus:
-        return self.node
-
-    def is_reachable(self, uuid: GpuUuid) -> bool:
-        return uuid not in self.unreachable
-
-    def inject_xid(self, uuid: str, xid: int) -> None:
-        self._xids.put_nowait(XidEvent(GpuUuid(uuid), xid))
-
-    async def xid_events(self) -> AsyncIterator[XidEvent]:
-        while True:
-            yield await self._xids.get()
 
 
 Share = tuple[str, int, int]  # (gpu uuid, cores, memory MiB)

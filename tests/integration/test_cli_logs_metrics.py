@@ -25,10 +25,11 @@ from extender.signing import AssignmentKeys
 from kube_vgpu_cli.logs import LogFormat, _formatter
 from plugin.__main__ import node_exporter
 from plugin.metrics.sources import XidTally
-from tests.integration.plugin.conftest import make_settings
+from tests.builders.plugin import a10x4
+from tests.fakes.extender import KEY, SIGNER
+from tests.fakes.gpu_source import FakeGpuSource
+from tests.fixtures.plugin_env import make_settings
 from tests.sim.node import free_port
-from tests.unit.extender.fakes import KEY, SIGNER
-from tests.unit.plugin.builders import FakeGpuSource, a10x4
 
 PLUGIN = """
     import logging, sys

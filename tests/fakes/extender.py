@@ -23,7 +23,7 @@ from extender.kube import ClusterError
 from extender.metrics import ExtenderMetrics
 from extender.scheduling import Scheduler
 from extender.signing import Ed25519Signer, Keyring
-from tests.builders import nvswitch_node
+from tests.builders.vcuda import nvswitch_node
 from vcuda.annotations import decode_assignment, encode_inventory
 from vcuda.model import NodeInventory, PodAssignment, Policy
 from vcuda.names import Names

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from kube_vgpu_kubectl.cli import KubeClusterReader, parse_args, run
-from tests.unit.test_kubectl_vgpu import NODES, PODS
+from tests.builders.kubectl import NODES, PODS
 
 kmock_cluster = pytest.importorskip("tests.kmock_cluster")
 

@@ -10,7 +10,7 @@ from typing import ClassVar
 import pytest
 
 from kube_vgpu_kubectl.cli import main
-from tests.unit.test_kubectl_vgpu import NODES, PODS
+from tests.builders.kubectl import NODES, PODS
 
 
 class FakeApiServer(BaseHTTPRequestHandler):

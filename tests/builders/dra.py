@@ -6,7 +6,7 @@ from typing import Any
 
 from plugin.core.dra import device_name, driver_name
 from plugin.core.gpu import Gpu
-from tests.unit.plugin.builders import NAMES
+from tests.builders.plugin import NAMES
 
 DRIVER = driver_name(NAMES.domain)
 NODE = "node-1"
