@@ -21,7 +21,7 @@ does not have or whose capability devices the driver does not list, and a claim 
 shim-shared GPUs (the shim would be preloaded beside an instance it does not know; use two claims).
 """
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +36,7 @@ from vcuda import names
 from vcuda.shimfile import MAX_GPUS, GpuLimit, ShimConfig
 from vcuda.units import CORE_PER_GPU, MIB, mib_to_bytes
 
-__all__ = ["ClaimPlan", "PreparedDevice", "claim_spec", "plan_claim"]
+__all__ = ["ClaimPlan", "PreparedDevice", "check_room", "claim_spec", "plan_claim"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +108,24 @@ def plan_claim(
     )
     pairs = tuple((cdi_names[d], g) for d, g in shared.items())
     return ClaimPlan(ref, f"{alloc.owner_uid}_{container}", config, pairs, devices, nodes)
+
+
+def check_room(plan: ClaimPlan, others: Iterable[ShimConfig]) -> None:
+    """Refuse a claim whose shares, added to those of the claims prepared here (``others``: their configs,
+    not this claim's), exceed a GPU's memory or cores. The scheduler keeps the sum within the device, but it
+    may allocate the capacity of a claim it deallocated before the kubelet unprepared it here; the kubelet
+    retries the prepare, which succeeds once the old claim is gone. Raises :class:`ClaimError`."""
+    taken = list(others)
+    for limit, (_, gpu) in zip(plan.config.gpus, plan.gpus, strict=True):
+        used = [g for c in taken for g in c.gpus if g.uuid == limit.uuid]
+        memory = limit.memory_limit_bytes + sum(g.memory_limit_bytes for g in used)
+        cores = limit.core_limit + sum(g.core_limit for g in used)
+        if memory > mib_to_bytes(gpu.memory_mib) or cores > CORE_PER_GPU:
+            raise ClaimError(
+                f"claim {plan.ref}: GPU {gpu.uuid} is in use by {len(used)} other prepared claims "
+                f"({cores - limit.core_limit} % of cores, {(memory - limit.memory_limit_bytes) >> 20} MiB); "
+                "its share does not fit until they are unprepared"
+            )
 
 
 def _check_health(ref: ClaimRef, name: str, device: Gpu | MigDevice, unhealthy: Collection[str]) -> None:

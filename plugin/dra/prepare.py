@@ -29,7 +29,7 @@ from typing import Any, Final
 from plugin.core.allocate import CONFIG_FILE_NAME, PlanOptions
 from plugin.core.cdi import DriverFiles
 from plugin.core.dra import ClaimError, ClaimRef, read_allocation
-from plugin.core.dra_plan import PreparedDevice, claim_spec, plan_claim
+from plugin.core.dra_plan import PreparedDevice, check_room, claim_spec, plan_claim
 from plugin.core.gpu import Gpu
 from plugin.core.mig import MigDevice
 from plugin.core.mig_allocate import MIG_MINORS_PATH, parse_mig_minors
@@ -163,6 +163,7 @@ class ClaimPreparer:
             unhealthy=self._unhealthy(),
             minors=_mig_minors(info.mig_minors),
         )
+        check_room(plan, (e.config for e in self.checkpoint if e.ref.uid != ref.uid))
         spec = claim_spec(plan, info.files, info.plan, kind=info.cdi_kind, version=info.cdi_version)
         entry = Entry(ref, False, plan.dir_name, plan.config, plan.devices, spec)
         earlier = self.checkpoint.get(ref.uid)  # a prepare that died half-way, maybe for another owner pod

@@ -112,3 +112,34 @@ def test_restore_writes_the_specs_of_prepared_claims_again(tmp_path: Path) -> No
         spec.unlink()  # a reboot empties /var/run/cdi
     assert preparer(tmp_path, Claims()).restore() == 1
     assert len(list((tmp_path / "cdi").iterdir())) == 1
+
+
+def on_gpu0(uid: str, cores: int) -> dict[str, Any]:
+    return claim(uid=uid, pods=[("p", f"pod-{uid}")], results=[result(dev(GPUS[0]), memory=GIB, cores=cores)])
+
+
+def test_claims_whose_shares_of_one_gpu_add_up_to_more_than_it_are_refused_until_one_is_unprepared(
+    tmp_path: Path,
+) -> None:
+    # The scheduler keeps the sum within the GPU, but a claim it deallocated may still be prepared here
+    # (the kubelet unprepares it later): the node refuses the overlap and the kubelet retries.
+    claims = Claims()
+    p = preparer(tmp_path, claims)
+    big, over, fits = (
+        claims.add(on_gpu0(uid, cores)) for uid, cores in (("c-7", 60), ("c-8", 50), ("c-9", 40))
+    )
+    assert not asyncio.run(p.prepare([big]))["c-7"].error
+    assert "in use" in asyncio.run(p.prepare([over]))["c-8"].error
+    assert not (tmp_path / "state" / "containers" / "pod-c-8_dra-c-8").exists()
+    assert not (tmp_path / "cdi" / f"{cdi_kind(NAMES.domain).replace('/', '-')}_c-8.json").exists()
+    assert not asyncio.run(p.prepare([fits]))["c-9"].error  # 60 + 40: exactly the GPU
+    asyncio.run(p.unprepare([big]))
+    assert not asyncio.run(p.prepare([over]))["c-8"].error  # 40 + 50
+
+
+def test_a_claim_prepared_twice_is_not_counted_against_itself(tmp_path: Path) -> None:
+    claims = Claims()
+    p = preparer(tmp_path, claims)
+    whole = claims.add(on_gpu0("c-10", 100))
+    assert not asyncio.run(p.prepare([whole]))["c-10"].error
+    assert not asyncio.run(p.prepare([whole, whole]))["c-10"].error
