@@ -89,6 +89,9 @@ class ClaimPreparer:
         self._unhealthy = unhealthy
         """UUIDs of GPUs out of service now (the health monitor): new claims on them are refused."""
         self._lock = asyncio.Lock()
+        self._unprepared_during: list[set[str]] = []
+        """One set per prepare call in flight: the claims unprepared since it began reading (it must not
+        prepare them: the kubelet's last word on them was unprepare)."""
 
     # --- kubelet calls ----------------------------------------------------------------------------
 
@@ -98,16 +101,26 @@ class ClaimPreparer:
         """``expired``: the caller's deadline passed. Then nothing is written: the kubelet has given up on
         this call and may already have unprepared its claims (it retries prepare, with a new call)."""
         todo = [r for r in refs if not self._is_prepared(r)]
-        bodies = await asyncio.gather(*(self._read(r) for r in todo))
-        read = {r.uid: b for r, b in zip(todo, bodies, strict=True)}
-        async with self._lock:
-            if expired():
-                log.warning("prepare of %d claims abandoned: the kubelet's deadline passed", len(refs))
-                return {r.uid: Outcome(error="kube-vgpu: the call's deadline passed") for r in refs}
-            return {r.uid: self._prepare_one(r, read.get(r.uid)) for r in refs}
+        unprepared: set[str] = set()
+        self._unprepared_during.append(unprepared)
+        try:
+            bodies = await asyncio.gather(*(self._read(r) for r in todo))
+            read = {r.uid: b for r, b in zip(todo, bodies, strict=True)}
+            async with self._lock:
+                if expired():
+                    log.warning("prepare of %d claims abandoned: the kubelet's deadline passed", len(refs))
+                    return {r.uid: Outcome(error="kube-vgpu: the call's deadline passed") for r in refs}
+                return {
+                    r.uid: _raced(r) if r.uid in unprepared else self._prepare_one(r, read.get(r.uid))
+                    for r in refs
+                }
+        finally:
+            self._unprepared_during.remove(unprepared)
 
     async def unprepare(self, refs: Sequence[ClaimRef]) -> dict[str, str]:
         async with self._lock:
+            for waiting in self._unprepared_during:
+                waiting.update(r.uid for r in refs)
             return {r.uid: self._unprepare_one(r) for r in refs}
 
     def restore(self) -> int:
@@ -141,7 +154,7 @@ class ClaimPreparer:
                 log.info("claim %s is prepared already: the recorded devices", ref, extra={"claim": str(ref)})
                 return Outcome(entry.devices)
             if body is None:  # prepared when the call began, unprepared since by a concurrent call
-                return Outcome(error=f"claim {ref} was unprepared while this call waited; try again")
+                return _raced(ref)
             if isinstance(body, KubeError):
                 raise body
             return Outcome(self._prepare_new(ref, body).devices)
@@ -210,6 +223,11 @@ class ClaimPreparer:
 
     def _spec_path(self, uid: str) -> Path:
         return self.info.cdi_dir / f"{self.info.cdi_kind.replace('/', '-')}_{uid}.json"
+
+
+def _raced(ref: ClaimRef) -> Outcome:
+    """A claim the kubelet unprepared while this prepare call waited: nothing is written for it."""
+    return Outcome(error=f"claim {ref} was unprepared while this call waited; try again")
 
 
 def _mig_minors(path: Path) -> dict[str, int]:

@@ -2,7 +2,9 @@
 
 Cases: records survive a new Checkpoint (a restart); a corrupt or foreign-version record is set aside and
 its claim's files are still removed by UID; a call whose deadline passed writes nothing; a half-way
-prepare for another owner pod leaves no directory behind; restore writes the specs of prepared claims again.
+prepare for another owner pod leaves no directory behind; restore writes the specs of prepared claims again;
+claims whose shares of one GPU add up to more than it are refused until one is unprepared; an unprepare that
+arrives while a prepare reads the claim wins; two prepares of one claim at once write it once.
 """
 
 import asyncio
@@ -143,3 +145,49 @@ def test_a_claim_prepared_twice_is_not_counted_against_itself(tmp_path: Path) ->
     whole = claims.add(on_gpu0("c-10", 100))
     assert not asyncio.run(p.prepare([whole]))["c-10"].error
     assert not asyncio.run(p.prepare([whole, whole]))["c-10"].error
+
+
+class SlowClaims(Claims):
+    """Claims whose read waits for ``release``: the kubelet's unprepare arrives while prepare reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def read(self, ref: ClaimRef) -> Any:
+        await self.release.wait()
+        return await super().read(ref)
+
+
+def test_a_claim_unprepared_while_its_prepare_was_reading_is_not_prepared_behind_the_kubelets_back(
+    tmp_path: Path,
+) -> None:
+    claims = SlowClaims()
+    ref = claims.add(share("c-11"))
+    p = preparer(tmp_path, claims)
+
+    async def race() -> str:
+        prepare = asyncio.create_task(p.prepare([ref]))
+        await asyncio.sleep(0)  # prepare is reading the claim
+        assert await p.unprepare([ref]) == {"c-11": ""}
+        claims.release.set()
+        return (await prepare)["c-11"].error
+
+    assert "unprepared" in asyncio.run(race())
+    assert not (tmp_path / "cdi").exists() or list((tmp_path / "cdi").iterdir()) == []
+    assert list((tmp_path / "state" / "containers").iterdir()) == []
+    assert p.checkpoint.get("c-11") is None
+
+
+def test_concurrent_prepares_of_one_claim_answer_the_same_devices_once(tmp_path: Path) -> None:
+    claims = Claims()
+    ref = claims.add(share("c-12"))
+    p = preparer(tmp_path, claims)
+
+    async def both() -> list[dict[str, Any]]:
+        return list(await asyncio.gather(p.prepare([ref]), p.prepare([ref])))
+
+    first, second = asyncio.run(both())
+    assert first == second
+    assert not first["c-12"].error
+    assert len(list((tmp_path / "cdi").iterdir())) == 1
