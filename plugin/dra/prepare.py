@@ -124,12 +124,20 @@ class ClaimPreparer:
             return {r.uid: self._unprepare_one(r) for r in refs}
 
     def restore(self) -> int:
-        """At start-up: write again the files of every prepared claim (a reboot empties ``/var/run/cdi``)."""
+        """At start-up: write again the files of every prepared claim (a reboot empties ``/var/run/cdi``).
+        One claim whose files cannot be written is logged and left to the kubelet's next prepare (which
+        writes missing files again), never a plugin that cannot start. Returns how many were written."""
         count = 0
         for entry in self.checkpoint:
-            if entry.prepared:
+            if not entry.prepared:
+                continue
+            try:
                 self._write(entry)
                 count += 1
+            except Exception:  # that claim only: the driver must start to serve the others
+                log.exception(
+                    "cannot restore the files of claim %s", entry.ref, extra={"claim": str(entry.ref)}
+                )
         return count
 
     # --- one claim --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ arrives while a prepare reads the claim wins; two prepares of one claim at once 
 
 import asyncio
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +192,18 @@ def test_concurrent_prepares_of_one_claim_answer_the_same_devices_once(tmp_path:
     assert first == second
     assert not first["c-12"].error
     assert len(list((tmp_path / "cdi").iterdir())) == 1
+
+
+def test_restore_skips_a_claim_whose_files_cannot_be_written_and_restores_the_others(tmp_path: Path) -> None:
+    claims = Claims()
+    p = preparer(tmp_path, claims)
+    refs = [claims.add(on_gpu0(uid, 10)) for uid in ("c-13", "c-14")]
+    asyncio.run(p.prepare(refs))
+    shutil.rmtree(tmp_path / "state" / "containers" / "pod-c-13_dra-c-13")
+    (tmp_path / "state" / "containers" / "pod-c-13_dra-c-13").write_text("")  # its directory cannot be made
+    for spec in (tmp_path / "cdi").iterdir():
+        spec.unlink()
+    assert (
+        preparer(tmp_path, Claims()).restore() == 1
+    )  # the plugin starts; the kubelet's prepare retries c-13
+    assert [s.name.rsplit("_", 1)[1] for s in (tmp_path / "cdi").iterdir()] == ["c-14.json"]
