@@ -20,6 +20,7 @@ from typing import Any, Final, Literal
 
 from plugin.core.cdi import DEFAULT_CDI_VERSION, DriverFiles, HookTool, HostFile, gpu_spec
 from plugin.core.gpu import Gpu
+from plugin.core.mig_allocate import parse_mig_minors
 from plugin.nvml_loader import OPERATOR_DRIVER_ROOT, DriverRoot, find_library
 
 __all__ = ["find_driver_files", "write_gpu_spec"]
@@ -140,3 +141,12 @@ def write_gpu_spec(
     tmp.write_text(json.dumps(spec, indent=2, sort_keys=True))
     os.replace(tmp, path)
     return path
+
+
+def read_mig_minors(path: Path) -> dict[str, int]:
+    """The driver's MIG capability minors (``mig-minors``); empty when the file is absent (no MIG, or no
+    driver): a MIG device is then refused with a clear error by whoever needs one."""
+    try:
+        return parse_mig_minors(path.read_text())
+    except OSError:
+        return {}

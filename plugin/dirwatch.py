@@ -11,10 +11,11 @@ import contextlib
 import ctypes
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-__all__ = ["DirWatch", "watch_dir"]
+__all__ = ["DirWatch", "wait_while", "watch_dir"]
 
 log = logging.getLogger(__name__)
 _IN_NONBLOCK: Final = os.O_NONBLOCK
@@ -68,3 +69,19 @@ def watch_dir(path: Path) -> DirWatch | None:
         os.close(fd)
         return None
     return DirWatch(fd)
+
+
+async def wait_while(still: Callable[[], bool], folder: Path, poll_s: float, recheck_s: float) -> None:
+    """Returns once ``still()`` is false, looking again at each change in ``folder`` (inotify; every
+    ``recheck_s`` too) or, where inotify is unavailable, every ``poll_s``. The watch is set before the first
+    look, so no change falls between the two."""
+    watch = watch_dir(folder)
+    try:
+        while still():
+            if watch is None:
+                await asyncio.sleep(poll_s)
+            else:
+                await watch.changed(recheck_s)
+    finally:
+        if watch is not None:
+            watch.close()

@@ -22,7 +22,7 @@ from plugin.api.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
 from plugin.api.podresources.v1 import api_pb2 as pr_pb2
 from plugin.api.podresources.v1 import api_pb2_grpc as pr_grpc
 from plugin.core.admission import Held
-from plugin.dirwatch import watch_dir
+from plugin.dirwatch import wait_while
 
 __all__ = ["API_VERSION", "KUBELET_SOCKET", "PodResourcesClient", "Registrar"]
 
@@ -122,16 +122,11 @@ class Registrar:
         if kubelet_inode is None:
             return
         kubelet = self._dir / KUBELET_SOCKET
-        watch = watch_dir(self._dir)  # before the first look: no change falls between the two
-        try:
-            while _inode(self._socket) is not None and _inode(kubelet) == kubelet_inode:
-                if watch is None:
-                    await asyncio.sleep(self._poll_s)
-                else:
-                    await watch.changed(self._recheck_s)
-        finally:
-            if watch is not None:
-                watch.close()
+
+        def standing() -> bool:
+            return _inode(self._socket) is not None and _inode(kubelet) == kubelet_inode
+
+        await wait_while(standing, self._dir, self._poll_s, self._recheck_s)
 
 
 class PodResourcesClient:

@@ -25,13 +25,14 @@ from typing import Any, Protocol, runtime_checkable
 import grpc
 
 from plugin.api.deviceplugin.v1beta1 import api_pb2
+from plugin.cdi import read_mig_minors
 from plugin.core.allocate import DeviceListStrategy, PlanOptions
 from plugin.core.cdi import DEFAULT_CDI_VERSION, DriverFiles, with_common_edits
 from plugin.core.errors import AllocationError
 from plugin.core.gpu import Gpu, GpuSource, NodeGpus, XidEvent
 from plugin.core.health import HealthPolicy
 from plugin.core.mig import MigDevice, MigStrategy, mig_devices, mig_resources, xid_targets
-from plugin.core.mig_allocate import MIG_MINORS_PATH, cdi_spec, parse_mig_minors, plan_mig_container
+from plugin.core.mig_allocate import MIG_MINORS_PATH, cdi_spec, plan_mig_container
 from plugin.core.slices import Slice, SliceId, plain_pick
 from plugin.health import HealthMonitor
 from plugin.kubelet import Registrar
@@ -47,7 +48,6 @@ __all__ = [
     "MigPlugins",
     "MigServicer",
     "mig_capable",
-    "read_mig_minors",
 ]
 
 log = logging.getLogger(__name__)
@@ -63,14 +63,6 @@ def mig_capable(source: object, gpus: Iterable[Gpu]) -> frozenset[GpuUuid]:
     if isinstance(source, _ProfileSource):
         return frozenset(g.uuid for g in gpus if source.mig_profiles(g.uuid))
     return frozenset(g.uuid for g in gpus if g.mig_enabled or g.mig_pending)
-
-
-def read_mig_minors(path: Path) -> dict[str, int]:
-    """The driver's capability minors; empty when the file is absent (no MIG, or no driver)."""
-    try:
-        return parse_mig_minors(path.read_text())
-    except OSError:
-        return {}
 
 
 def _board_entries(devices: Sequence[MigDevice], healthy: Mapping[GpuUuid, bool]) -> list[Slice]:

@@ -26,13 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from plugin.cdi import read_mig_minors
 from plugin.core.allocate import CONFIG_FILE_NAME, PlanOptions
 from plugin.core.cdi import DriverFiles
 from plugin.core.dra import ClaimError, ClaimRef, read_allocation
 from plugin.core.dra_plan import PreparedDevice, check_room, claim_spec, plan_claim
 from plugin.core.gpu import Gpu
 from plugin.core.mig import MigDevice
-from plugin.core.mig_allocate import MIG_MINORS_PATH, parse_mig_minors
+from plugin.core.mig_allocate import MIG_MINORS_PATH
 from plugin.dra.checkpoint import Checkpoint, Entry
 from plugin.dra.claims import ClaimSource
 from plugin.kube import KubeError
@@ -182,7 +183,7 @@ class ClaimPreparer:
             pool=info.pool,
             kind=info.cdi_kind,
             unhealthy=self._unhealthy(),
-            minors=_mig_minors(info.mig_minors),
+            minors=read_mig_minors(info.mig_minors),
         )
         check_room(plan, (e.config for e in self.checkpoint if e.ref.uid != ref.uid))
         spec = claim_spec(plan, info.files, info.plan, kind=info.cdi_kind, version=info.cdi_version)
@@ -236,11 +237,3 @@ class ClaimPreparer:
 def _raced(ref: ClaimRef) -> Outcome:
     """A claim the kubelet unprepared while this prepare call waited: nothing is written for it."""
     return Outcome(error=f"claim {ref} was unprepared while this call waited; try again")
-
-
-def _mig_minors(path: Path) -> dict[str, int]:
-    """The driver's capability minors; empty without MIG or driver (a MIG claim is then refused clearly)."""
-    try:
-        return parse_mig_minors(path.read_text())
-    except OSError:
-        return {}

@@ -21,7 +21,7 @@ import grpc
 
 from plugin.api.pluginregistration.v1 import api_pb2 as reg
 from plugin.api.pluginregistration.v1 import api_pb2_grpc as reg_grpc
-from plugin.dirwatch import watch_dir
+from plugin.dirwatch import wait_while
 
 __all__ = ["PLUGIN_TYPE", "DraPlugin", "RegistrationServicer"]
 
@@ -118,13 +118,8 @@ class DraPlugin:
     async def _watch(self) -> None:
         sockets = (self.registration_socket, self.service_socket)
         inodes = [_inode(s) for s in sockets]
-        watch = watch_dir(self.registration_socket.parent)
-        try:
-            while [_inode(s) for s in sockets] == inodes and None not in inodes:
-                if watch is None:
-                    await asyncio.sleep(self._poll_s)
-                else:
-                    await watch.changed(self._recheck_s)
-        finally:
-            if watch is not None:
-                watch.close()
+
+        def standing() -> bool:
+            return None not in inodes and [_inode(s) for s in sockets] == inodes
+
+        await wait_while(standing, self.registration_socket.parent, self._poll_s, self._recheck_s)

@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from plugin import kubelet as kubelet_module
+from plugin import dirwatch as dirwatch_module
 from plugin.api.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
 from plugin.kubelet import Registrar
 from tests.fakes.kubelet import FakeKubelet
@@ -80,7 +80,7 @@ async def test_kubelet_restart_wakes_the_registrar_through_inotify_not_its_poll(
 
 
 async def test_without_inotify_the_registrar_polls(short_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kubelet_module, "watch_dir", lambda path: None)
+    monkeypatch.setattr(dirwatch_module, "watch_dir", lambda path: None)
     async with registered(short_dir, poll_s=0.05) as (kubelet, registrar):
         assert await restart_and_time(kubelet, registrar) < 2.0
         assert registrar.registrations == 2
