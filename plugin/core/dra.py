@@ -141,7 +141,7 @@ class DeviceResult:
 
 @dataclass(frozen=True, slots=True)
 class ClaimAllocation:
-    """Our part of an allocated claim; ``owner_*`` is the one pod it is reserved for, else the claim."""
+    """Our part of an allocated claim; ``owner_*`` is the pod it was made for, else the claim itself."""
 
     ref: ClaimRef
     owner_uid: str
@@ -169,7 +169,7 @@ def read_allocation(body: object, ref: ClaimRef, driver: str, domain: str) -> Cl
     )
     if not results:
         raise ClaimError(f"claim {ref}: no device of driver {driver} is allocated")
-    owner_uid, owner_name = _owner(claim["status"].get("reservedFor"), ref)
+    owner_uid, owner_name = _owner(claim, ref)
     return ClaimAllocation(ref, owner_uid, owner_name, results)
 
 
@@ -217,8 +217,16 @@ def _result(raw: object, i: int, configs: Sequence[_Config]) -> DeviceResult:
     )
 
 
-def _owner(raw: object, ref: ClaimRef) -> tuple[str, str]:
-    """The pod the claim is reserved for when there is exactly one (metrics attribute by pod UID)."""
+def _owner(claim: Mapping[str, Any], ref: ClaimRef) -> tuple[str, str]:
+    """The pod the claim was made for, else the claim itself (metrics and watchdog events attribute by it).
+
+    A claim made from a pod's ``resourceClaimTemplate`` has that pod as its controller owner and is reserved
+    for it alone: its identity is the pod's. Any other claim (created on its own, shareable by several pods)
+    keeps its own identity even while one pod holds it: a second pod may join later, and the identity is
+    fixed at the first prepare. A controller reference a tenant wrote on its own claim, naming another pod,
+    does not count unless that pod is the one the scheduler reserved the claim for.
+    """
+    raw = claim["status"].get("reservedFor")
     pods = [
         _mapping(r, "status.reservedFor[]")
         for r in (_list(raw, "status.reservedFor") if raw is not None else ())
@@ -231,7 +239,23 @@ def _owner(raw: object, ref: ClaimRef) -> tuple[str, str]:
         raise ClaimError(f"claim {ref}: reservedFor names a pod with UID {_short(uid)}")
     if not isinstance(name, str) or _OBJECT_NAME.fullmatch(name) is None:
         raise ClaimError(f"claim {ref}: reservedFor names a pod called {_short(name)}")
+    if uid != _controller_pod_uid(claim.get("metadata")):
+        return ref.uid, ref.name
     return uid, name
+
+
+def _controller_pod_uid(metadata: object) -> object:
+    """The UID of the pod that controls the claim (``ownerReferences`` with ``controller: true``), or None."""
+    owners = metadata.get("ownerReferences") if isinstance(metadata, Mapping) else None
+    for owner in owners if isinstance(owners, list) else ():
+        if (
+            isinstance(owner, Mapping)
+            and owner.get("controller") is True
+            and owner.get("kind") == "Pod"
+            and owner.get("apiVersion") == "v1"
+        ):
+            return owner.get("uid")
+    return None
 
 
 def _quantity(raw: object, where: str) -> int | None:

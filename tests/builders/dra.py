@@ -61,8 +61,10 @@ def claim(
     configs: Sequence[dict[str, Any]] = (),
     pods: Sequence[tuple[str, str]] = (("p1", "pod-uid-1"),),
     allocated: bool = True,
+    from_template: bool = True,
 ) -> dict[str, Any]:
-    """A claim body; ``pods`` = (name, uid) pairs it is reserved for."""
+    """A claim body; ``pods`` = (name, uid) pairs it is reserved for. With one pod and ``from_template``, the
+    claim is that pod's (made from its ``resourceClaimTemplate``: the pod is its controller owner)."""
     body: dict[str, Any] = {
         "apiVersion": "resource.k8s.io/v1",
         "kind": "ResourceClaim",
@@ -78,4 +80,18 @@ def claim(
             devices["config"] = list(configs)
         body["status"]["allocation"] = {"devices": devices}
         body["status"]["reservedFor"] = [{"resource": "pods", "name": n, "uid": u} for n, u in pods]
+    if from_template and len(pods) == 1:
+        body["metadata"]["ownerReferences"] = [pod_owner(*pods[0])]
     return body
+
+
+def pod_owner(name: str, uid: str) -> dict[str, Any]:
+    """The owner reference the resource claim controller puts on a claim it makes from a pod's template."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }

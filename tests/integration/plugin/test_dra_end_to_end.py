@@ -27,6 +27,7 @@ from plugin.dra.claims import ApiClaims
 from plugin.kube import ApiCluster
 from plugin.slicepublisher import SlicePublisher
 from plugin.wiring import Timings, build_agent
+from tests.builders.dra import pod_owner
 from tests.builders.dra_claims import CLASSES
 from tests.builders.plugin import NAMES, VERIFIER, h100x8
 from tests.fakes.dra_kubelet import FakeDraKubelet
@@ -96,6 +97,7 @@ class Node:
         if isinstance(answer, Unallocatable):
             return answer
         pod_uid = str(uuid.uuid4())
+        created["metadata"]["ownerReferences"] = [pod_owner(pod, pod_uid)]  # made from the pod's template
         created["status"] = {
             "allocation": answer,
             "reservedFor": [{"resource": "pods", "name": pod, "uid": pod_uid}],

@@ -31,7 +31,7 @@ from plugin.kube import ApiCluster
 from plugin.nvml import Nvml
 from plugin.slicepublisher import SlicePublisher
 from plugin.wiring import Timings, build_agent
-from tests.builders.dra import DRIVER, GIB, claim, result
+from tests.builders.dra import DRIVER, GIB, claim, pod_owner, result
 from tests.builders.dra_claims import CLASSES
 from tests.builders.plugin import VERIFIER
 from tests.fakenvml.harness import FakeNvml, fake_nvml_fixture  # noqa: F401 (fixture)
@@ -168,6 +168,7 @@ async def test_the_mig_example_allocated_by_the_scheduler_is_prepared_whole_and_
     answer = allocate(body, node=NODE, slices=mig_node.slices(), classes=CLASSES, claims=[])
     assert not isinstance(answer, Unallocatable), answer
     pod_uid = str(uuid.uuid4())
+    body["metadata"]["ownerReferences"] = [pod_owner("p", pod_uid)]  # made from the pod's template
     body["status"] = {
         "allocation": answer,
         "reservedFor": [{"resource": "pods", "name": "p", "uid": pod_uid}],

@@ -19,7 +19,7 @@ from plugin.core.dra import ClaimError, ClaimRef, cdi_kind, dra_inventory, node_
 from plugin.core.dra_params import GpuShareParameters, ParametersError, parse_parameters
 from plugin.core.dra_plan import ClaimPlan, claim_spec, plan_claim
 from plugin.core.gpu import Gpu
-from tests.builders.dra import DRIVER, GIB, NODE, claim, config, dev, parameters, result
+from tests.builders.dra import DRIVER, GIB, NODE, claim, config, dev, parameters, pod_owner, result
 from tests.builders.plugin import NAMES, h100x8
 from vcuda import names
 from vcuda.model import GpuInfo, GpuMode, GpuUuid, NodeInventory
@@ -49,6 +49,55 @@ def test_a_share_gets_its_consumed_memory_and_cores_as_hard_limits() -> None:
     assert device.requests == ("gpu",)
     assert device.cdi_ids == (f"{KIND}=c-1-{dev(G0)}",)
     assert device.share_id == "s-1"
+
+
+def _held(pods: list[tuple[str, str]], *owners: dict[str, Any], from_template: bool = True) -> dict[str, Any]:
+    """Claim ``c`` (UID c-1) reserved for ``pods``; ``owners`` replace the template's owner reference."""
+    body = claim(
+        "c",
+        uid="c-1",
+        pods=pods,
+        results=[result(dev(G0), memory=GIB, cores=30)],
+        from_template=from_template,
+    )
+    if owners:
+        body["metadata"]["ownerReferences"] = list(owners)
+    return body
+
+
+P1 = ("p1", "pod-uid-1")
+THE_CLAIM = ("c-1", "c")
+
+
+@pytest.mark.parametrize(
+    ("body", "identity"),
+    [
+        pytest.param(_held([P1]), ("pod-uid-1", "p1"), id="made from the pod's template"),
+        pytest.param(_held([P1], from_template=False), THE_CLAIM, id="a claim of its own, one pod now"),
+        pytest.param(_held([P1, ("p2", "pod-uid-2")]), THE_CLAIM, id="reserved for two pods"),
+        pytest.param(
+            _held([P1], pod_owner("victim", "pod-uid-2")),
+            THE_CLAIM,
+            id="a controller the tenant wrote, naming another pod",
+        ),
+        pytest.param(
+            _held([P1], pod_owner(*P1) | {"controller": False}),
+            THE_CLAIM,
+            id="the pod an owner, not the controller",
+        ),
+        pytest.param(
+            _held([P1], pod_owner(*P1) | {"apiVersion": "x/v1"}), THE_CLAIM, id="an owner of another group"
+        ),
+    ],
+)
+def test_a_claim_takes_its_pods_identity_only_when_made_from_that_pods_template(
+    body: dict[str, Any], identity: tuple[str, str]
+) -> None:
+    """A shareable claim held by one pod at its first prepare keeps its own identity: a second pod may join
+    later, and its use must not be attributed to the first."""
+    p = plan(body)
+    assert (p.config.pod_uid, p.config.pod_name) == identity
+    assert p.dir_name == f"{identity[0]}_dra-c-1"
 
 
 @pytest.mark.parametrize(
