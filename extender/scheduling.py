@@ -25,9 +25,9 @@ from extender.core.placement import Placement, Rejection, place_pod
 from extender.core.summary import QuickQuery, quick_query
 from extender.kube import Cluster, ClusterError
 from vcuda.annotations import encode_assignment
-from vcuda.errors import InvalidRequestError
+from vcuda.errors import InvalidRequestError, shown
 from vcuda.model import ContainerAssignment, GpuShare, GpuUuid, NodeName, PodAssignment, PodRequest, Policy
-from vcuda.request import parse_pod_request, shown
+from vcuda.request import parse_pod_request
 from vcuda.signing import Signer, pod_binding
 
 __all__ = [
