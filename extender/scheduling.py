@@ -23,7 +23,7 @@ from extender.core.ledger import NodeLedger, PodKey
 from extender.core.load import release
 from extender.core.placement import Placement, Rejection, place_pod
 from extender.core.summary import QuickQuery, quick_query
-from extender.kube import Cluster, ClusterError
+from extender.kube import Binding, Cluster, ClusterError
 from vcuda.annotations import encode_assignment
 from vcuda.errors import InvalidRequestError, shown
 from vcuda.model import ContainerAssignment, GpuShare, GpuUuid, NodeName, PodAssignment, PodRequest, Policy
@@ -378,18 +378,18 @@ class Scheduler:
         together with ``spec.nodeName``; the pod's UID and resourceVersion are its preconditions."""
         meta = pod["metadata"]
         namespace, name = str(meta.get("namespace") or "default"), str(meta.get("name") or "")
-        annotations = {self.state.names.assignment: self._sign(assignment, pod)}
+        binding = Binding(
+            namespace,
+            name,
+            assignment.node,
+            {self.state.names.assignment: self._sign(assignment, pod)},
+            uid=str(meta.get("uid") or ""),
+            resource_version=str(meta.get("resourceVersion") or ""),
+        )
         try:
-            await self.cluster.bind_pod(
-                namespace,
-                name,
-                str(meta.get("uid") or ""),
-                assignment.node,
-                annotations,
-                resource_version=str(meta.get("resourceVersion") or ""),
-            )
+            await self.cluster.bind_pod(binding)
         except ClusterError as err:
-            if await self._bound_anyway(namespace, name, assignment.node, annotations):
+            if await self._bound_anyway(binding):
                 # The server applied the Binding but its answer was lost (timeout, retried bind answered
                 # 409): the pod runs there with our assignment, so the reservation must stay.
                 self.state.mark_bound(key)
@@ -411,18 +411,18 @@ class Scheduler:
     def _sign(self, assignment: PodAssignment, pod: Obj) -> str:
         return encode_assignment(assignment, pod_binding(pod, self.state.names), self._signer)
 
-    async def _bound_anyway(
-        self, namespace: str, name: str, node: str, annotations: Mapping[str, str]
-    ) -> bool:
+    async def _bound_anyway(self, binding: Binding) -> bool:
         try:
-            pod = await self.cluster.read_pod(namespace, name)
+            pod = await self.cluster.read_pod(binding.namespace, binding.name)
         except ClusterError:
             return False
         spec, meta = pod.get("spec"), pod.get("metadata")
-        if not (isinstance(spec, Mapping) and spec.get("nodeName") == node and isinstance(meta, Mapping)):
+        if not (
+            isinstance(spec, Mapping) and spec.get("nodeName") == binding.node and isinstance(meta, Mapping)
+        ):
             return False
         held = meta.get("annotations") or {}
-        return isinstance(held, Mapping) and all(held.get(k) == v for k, v in annotations.items())
+        return isinstance(held, Mapping) and all(held.get(k) == v for k, v in binding.annotations.items())
 
     def _bound(self, bound: Bound) -> Bound:
         self.recorder.decided("bind", "bound" if not bound.error else "refused")
