@@ -24,7 +24,7 @@ from vcuda.assignment import (
     read_share,
     shares_doc,
 )
-from vcuda.errors import ContractError
+from vcuda.errors import ContractError, shown
 from vcuda.jsondoc import VERSION, dumps, get, items, load, obj
 from vcuda.model import (
     GpuInfo,
@@ -94,7 +94,7 @@ def _read_moved(doc: Mapping[str, Any]) -> tuple[tuple[str, tuple[GpuShare, ...]
 
 def _listed(value: object, what: str) -> list[Any]:
     if not isinstance(value, list):
-        raise ContractError(f"{what} must list GPUs, got {value!r}")
+        raise ContractError(f"{what} must list GPUs, got {shown(value)}")
     return value
 
 
@@ -103,7 +103,7 @@ def decode_status(text: str) -> PodStatus:
     try:
         phase = Phase(get(doc, "phase", str, "status"))
     except ValueError as err:
-        raise ContractError(f"status: unknown phase {doc.get('phase')!r}") from err
+        raise ContractError(f"status: unknown phase {shown(doc.get('phase'))}") from err
     allocated = get(doc, "allocated", list, "status")
     if not all(isinstance(a, str) for a in allocated):
         raise ContractError("status: 'allocated' must list container names")
@@ -229,7 +229,7 @@ def _read_other(raw: object) -> OtherModeGpu:
     try:
         mode = GpuMode(get(doc, "mode", str, what))
     except ValueError as err:
-        raise ContractError(f"{what}: unknown mode {doc.get('mode')!r}") from err
+        raise ContractError(f"{what}: unknown mode {shown(doc.get('mode'))}") from err
     if mode in (GpuMode.VCUDA, GpuMode.MIG):
         raise ContractError(f"{what}: mode {mode.value!r} is listed in 'gpus' or 'mig', not 'other'")
     gpu = OtherModeGpu(
@@ -249,7 +249,7 @@ def _read_link(raw: object) -> GpuLink:
     try:
         pcie = PcieLevel(get(doc, "pcie", int, what))
     except ValueError as err:
-        raise ContractError(f"{what}: unknown PCIe level {doc.get('pcie')!r}") from err
+        raise ContractError(f"{what}: unknown PCIe level {shown(doc.get('pcie'))}") from err
     return GpuLink(
         a=GpuUuid(get(doc, "a", str, what)),
         b=GpuUuid(get(doc, "b", str, what)),

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 
-from vcuda.errors import ContractError
+from vcuda.errors import ContractError, shown
 
 __all__ = ["VERSION", "dumps", "get", "items", "load", "obj"]
 
@@ -28,7 +28,7 @@ def load(text: str, what: str, version: int = VERSION) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise ContractError(f"{what} annotation must be a JSON object")
     if doc.get("v") != version:
-        raise ContractError(f"{what} annotation has version {doc.get('v')!r}, expected {version}")
+        raise ContractError(f"{what} annotation has version {shown(doc.get('v'))}, expected {version}")
     return doc
 
 
@@ -39,7 +39,7 @@ def get(doc: Mapping[str, Any], key: str, kind: type[T], what: str) -> T:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind):
-        raise ContractError(f"{what}: {key!r} must be {kind.__name__}, got {value!r}")
+        raise ContractError(f"{what}: {key!r} must be {kind.__name__}, got {shown(value)}")
     return value
 
 
@@ -49,5 +49,5 @@ def items(doc: Mapping[str, Any], key: str, what: str, read: Callable[[Any], T])
 
 def obj(value: object, what: str) -> Mapping[str, Any]:
     if not isinstance(value, dict):
-        raise ContractError(f"{what} must be an object, got {value!r}")
+        raise ContractError(f"{what} must be an object, got {shown(value)}")
     return value

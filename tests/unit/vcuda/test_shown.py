@@ -6,7 +6,8 @@ import sys
 import pytest
 import yaml
 
-from vcuda.errors import MAX_SHOWN, shown
+from vcuda.annotations import decode_status
+from vcuda.errors import MAX_SHOWN, ContractError, shown
 
 
 def _laughs(levels: int = 9) -> object:
@@ -64,3 +65,10 @@ def test_a_long_string_keeps_its_start_and_end() -> None:
     text = shown("head" + "x" * 1000 + "tail")
     assert text.startswith("'head")
     assert text.endswith("tail'")
+
+
+def test_an_annotation_with_a_huge_wrong_value_gets_a_short_error() -> None:
+    """A tenant may write any annotation on its own pod: the decoder's message stays short."""
+    with pytest.raises(ContractError) as caught:
+        decode_status('{"v": 1, "phase": "' + "x" * 200_000 + '"}')
+    assert len(str(caught.value)) < 200
