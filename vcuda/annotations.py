@@ -25,7 +25,7 @@ from vcuda.assignment import (
     shares_doc,
 )
 from vcuda.errors import ContractError, shown
-from vcuda.jsondoc import VERSION, dumps, get, items, load, obj
+from vcuda.jsondoc import VERSION, dumps, get, items, load, member, obj
 from vcuda.model import (
     GpuInfo,
     GpuLink,
@@ -100,10 +100,7 @@ def _listed(value: object, what: str) -> list[Any]:
 
 def decode_status(text: str) -> PodStatus:
     doc = load(text, "status")
-    try:
-        phase = Phase(get(doc, "phase", str, "status"))
-    except ValueError as err:
-        raise ContractError(f"status: unknown phase {shown(doc.get('phase'))}") from err
+    phase = member(doc, "phase", Phase, "status", "phase")
     allocated = get(doc, "allocated", list, "status")
     if not all(isinstance(a, str) for a in allocated):
         raise ContractError("status: 'allocated' must list container names")
@@ -226,10 +223,7 @@ def _read_mig(raw: object) -> MigInfo:
 def _read_other(raw: object) -> OtherModeGpu:
     doc = obj(raw, "inventory other-mode GPU")
     what = "inventory other-mode GPU"
-    try:
-        mode = GpuMode(get(doc, "mode", str, what))
-    except ValueError as err:
-        raise ContractError(f"{what}: unknown mode {shown(doc.get('mode'))}") from err
+    mode = member(doc, "mode", GpuMode, what, "mode")
     if mode in (GpuMode.VCUDA, GpuMode.MIG):
         raise ContractError(f"{what}: mode {mode.value!r} is listed in 'gpus' or 'mig', not 'other'")
     gpu = OtherModeGpu(
@@ -246,10 +240,7 @@ def _read_other(raw: object) -> OtherModeGpu:
 def _read_link(raw: object) -> GpuLink:
     doc = obj(raw, "inventory link")
     what = "inventory link"
-    try:
-        pcie = PcieLevel(get(doc, "pcie", int, what))
-    except ValueError as err:
-        raise ContractError(f"{what}: unknown PCIe level {shown(doc.get('pcie'))}") from err
+    pcie = member(doc, "pcie", PcieLevel, what, "PCIe level")
     return GpuLink(
         a=GpuUuid(get(doc, "a", str, what)),
         b=GpuUuid(get(doc, "b", str, what)),
