@@ -21,7 +21,7 @@ from extender.clusterstate import ClusterState, pod_key
 from extender.core.inflight import Conflict, find_conflict
 from extender.core.ledger import NodeLedger, PodKey
 from extender.core.load import release
-from extender.core.placement import Placement, Rejection, place_pod
+from extender.core.placement import Placement, Rejection, RejectReason, place_pod
 from extender.core.summary import QuickQuery, quick_query
 from extender.kube import Binding, Cluster, ClusterError
 from vcuda.annotations import encode_assignment
@@ -54,7 +54,7 @@ JUDGE_BUDGET_S: Final = 0.5
 the event loop). A tenant's pod with hundreds of GPU containers costs milliseconds per node, so without a
 budget one such pod holds the loop for a minute at 5,000 nodes; ordinary pods finish far inside it. Nodes
 left over fail with reason ``time-budget`` (resolvable: kube-scheduler tries again)."""
-TIME_BUDGET: Final = "time-budget"
+TIME_BUDGET: Final = RejectReason.TIME_BUDGET
 STATUS_MESSAGE_CHARS: Final = 400
 """How much of the API server's Status (reason and message) a refused Binding's error carries: enough for the
 RBAC or admission-policy sentence that says why, short enough for kube-scheduler's FailedScheduling event."""
@@ -93,16 +93,7 @@ class Bound:
     reason: str = "bound"
 
 
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """A node refused for a reason outside placement (shaped like ``Rejection``)."""
-
-    reason: str
-    detail: str
-    resolvable: bool
-
-
-_UNKNOWN_NODE: Final = Refusal("no-inventory", NO_INVENTORY, resolvable=False)
+_UNKNOWN_NODE: Final = Rejection(RejectReason.NO_INVENTORY, NO_INVENTORY, resolvable=False)
 
 
 def _cut(text: str, limit: int = 160) -> str:
@@ -110,19 +101,19 @@ def _cut(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _no_inventory(ledger: NodeLedger | None) -> Refusal:
+def _no_inventory(ledger: NodeLedger | None) -> Rejection:
     """A node without an inventory, or whose inventory was refused (the reason is the user's to read)."""
     if ledger is None or not ledger.refused:
         return _UNKNOWN_NODE
-    return Refusal(
-        "inventory-refused",
+    return Rejection(
+        RejectReason.INVENTORY_REFUSED,
         f"node's GPU inventory is refused ({_cut(ledger.refused)}): no vcuda shares until its plugin "
         "publishes a valid one",
         resolvable=False,
     )
 
 
-_Verdict = int | Rejection | Refusal | Conflict
+_Verdict = int | Rejection | Conflict
 
 
 class Scheduler:
@@ -213,8 +204,8 @@ class Scheduler:
         return self._judge(self.state.ledger(name), request, query)
 
     @property
-    def _out_of_time(self) -> Refusal:
-        return Refusal(
+    def _out_of_time(self) -> Rejection:
+        return Rejection(
             TIME_BUDGET,
             f"not judged: the extender's time budget for one pod ({self.judge_budget_s:g} s) ran out "
             "before this node (a pod with very many GPU containers); kube-scheduler retries",
@@ -363,7 +354,7 @@ class Scheduler:
             ledger = self.state.ledger(node)
             if ledger is None or ledger.inventory is None:
                 refusal = _no_inventory(ledger)
-                return Bound(f"node {shown(node)}: {refusal.detail}", refusal.reason)
+                return Bound(f"node {shown(node)}: {refusal.detail}", str(refusal.reason))
             placed = self._place(ledger, request)
             if isinstance(placed, Rejection):
                 return Bound(f"node {node}: {placed.detail}", str(placed.reason))
