@@ -14,9 +14,9 @@ phase; ``claims`` lists the ResourceClaims of the DRA driver with the share each
 import argparse
 import json
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from kube_vgpu_kubectl.claims import claim_rows, dra_device_use, render_claims
 from vcuda.annotations import decode_assignment_unverified, decode_inventory, decode_status
@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 Obj = Mapping[str, Any]
+T = TypeVar("T")
 _DONE_PHASES = frozenset({"Succeeded", "Failed"})
 UNVERIFIED_NOTE = "allocations read from unverified vgpu-assignment annotations"
 
@@ -155,12 +156,17 @@ def _annotation(obj: Obj, key: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _assignment(pod: Obj, names: Names) -> PodAssignment | None:
-    text = _annotation(pod, names.assignment)
+def _decoded(obj: Obj, key: str, decode: Callable[[str], T]) -> T | None:
+    """Annotation ``key`` decoded; None when absent or unreadable (the view skips it)."""
+    text = _annotation(obj, key)
     try:
-        return None if text is None else decode_assignment_unverified(text)
+        return None if text is None else decode(text)
     except ContractError:
         return None
+
+
+def _assignment(pod: Obj, names: Names) -> PodAssignment | None:
+    return _decoded(pod, names.assignment, decode_assignment_unverified)
 
 
 def _vgpu_phase(pod: Obj, names: Names) -> str:
@@ -274,11 +280,7 @@ def mig_rows(nodes: Iterable[Obj], names: Names) -> list[MigRow]:
 
 def _inventory(node: Obj, names: Names) -> NodeInventory | None:
     """The node's published inventory; None when absent or unreadable (the view skips such nodes)."""
-    text = _annotation(node, names.inventory)
-    try:
-        return None if text is None else decode_inventory(text)
-    except ContractError:
-        return None
+    return _decoded(node, names.inventory, decode_inventory)
 
 
 def pod_rows(pods: Iterable[Obj], names: Names) -> list[PodRow]:
