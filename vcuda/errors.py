@@ -5,7 +5,7 @@ import reprlib
 from itertools import islice
 from typing import Final
 
-__all__ = ["ContractError", "InvalidRequestError", "shown"]
+__all__ = ["MAX_SHOWN", "ContractError", "InvalidRequestError", "shown"]
 
 MAX_SHOWN: Final = 60
 """The most characters :func:`shown` returns: a message never echoes a megabyte back."""
