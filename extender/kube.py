@@ -24,6 +24,7 @@ from extender.clusterstate import ClusterState
 
 __all__ = [
     "Backoff",
+    "Binding",
     "BindingBody",
     "Cluster",
     "ClusterError",
@@ -31,7 +32,6 @@ __all__ = [
     "Namespaces",
     "WatchTimings",
     "Watcher",
-    "binding_body",
 ]
 
 log = logging.getLogger(__name__)
@@ -44,20 +44,8 @@ class ClusterError(Exception):
 class Cluster(Protocol):
     async def read_pod(self, namespace: str, name: str) -> dict[str, Any]: ...
 
-    async def bind_pod(
-        self,
-        namespace: str,
-        name: str,
-        uid: str,
-        node: str,
-        annotations: Mapping[str, str],
-        *,
-        resource_version: str = "",
-    ) -> None:
-        """POST ``pods/<name>/binding``; the API server copies the Binding's annotations onto the pod in the
-        same write that sets ``spec.nodeName``, so a pod is never bound without its assignment (or the
-        reverse). ``uid`` and ``resource_version`` (when not empty) travel as the Binding's
-        ``metadata.uid`` / ``metadata.resourceVersion``: preconditions refusing a replaced or changed pod."""
+    async def bind_pod(self, binding: "Binding") -> None:
+        """POST ``pods/<name>/binding`` (:class:`Binding`)."""
         ...
 
 
@@ -89,28 +77,34 @@ class BindingBody(TypedDict):
     target: _Target
 
 
-def binding_body(
-    namespace: str,
-    name: str,
-    uid: str,
-    node: str,
-    annotations: Mapping[str, str] | None = None,
-    *,
-    resource_version: str = "",
-) -> BindingBody:
-    meta: _Meta = {"name": name, "namespace": namespace}
-    if uid:
-        meta["uid"] = uid
-    if resource_version:
-        meta["resourceVersion"] = resource_version
-    if annotations:
-        meta["annotations"] = dict(annotations)
-    return {
-        "apiVersion": "v1",
-        "kind": "Binding",
-        "metadata": meta,
-        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
-    }
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """A pod's Binding: the API server sets ``spec.nodeName`` to ``node`` and copies ``annotations`` onto the
+    pod in the same write, so a pod is never bound without its assignment (or the reverse). ``uid`` and
+    ``resource_version`` (when not empty) travel as the Binding's ``metadata.uid`` /
+    ``metadata.resourceVersion``: preconditions refusing a replaced or changed pod."""
+
+    namespace: str
+    name: str
+    node: str
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    uid: str = ""
+    resource_version: str = ""
+
+    def body(self) -> BindingBody:
+        meta: _Meta = {"name": self.name, "namespace": self.namespace}
+        if self.uid:
+            meta["uid"] = self.uid
+        if self.resource_version:
+            meta["resourceVersion"] = self.resource_version
+        if self.annotations:
+            meta["annotations"] = dict(self.annotations)
+        return {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": meta,
+            "target": {"apiVersion": "v1", "kind": "Node", "name": self.node},
+        }
 
 
 def _library_errors() -> tuple[type[BaseException], ...]:
@@ -158,19 +152,13 @@ class KubeCluster:
             raise ClusterError("reading the namespace: its labels are not a map")
         return {str(k): str(v) for k, v in labels.items()}
 
-    async def bind_pod(
-        self,
-        namespace: str,
-        name: str,
-        uid: str,
-        node: str,
-        annotations: Mapping[str, str],
-        *,
-        resource_version: str = "",
-    ) -> None:
-        body = binding_body(namespace, name, uid, node, annotations, resource_version=resource_version)
+    async def bind_pod(self, binding: Binding) -> None:
         await self._send(
-            "creating the Binding", self._core.create_namespaced_pod_binding, name, namespace, body
+            "creating the Binding",
+            self._core.create_namespaced_pod_binding,
+            binding.name,
+            binding.namespace,
+            binding.body(),
         )
 
 

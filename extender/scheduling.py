@@ -21,13 +21,13 @@ from extender.clusterstate import ClusterState, pod_key
 from extender.core.inflight import Conflict, find_conflict
 from extender.core.ledger import NodeLedger, PodKey
 from extender.core.load import release
-from extender.core.placement import Placement, Rejection, place_pod
+from extender.core.placement import Placement, Rejection, RejectReason, place_pod
 from extender.core.summary import QuickQuery, quick_query
-from extender.kube import Cluster, ClusterError
+from extender.kube import Binding, Cluster, ClusterError
 from vcuda.annotations import encode_assignment
-from vcuda.errors import InvalidRequestError
+from vcuda.errors import InvalidRequestError, shown
 from vcuda.model import ContainerAssignment, GpuShare, GpuUuid, NodeName, PodAssignment, PodRequest, Policy
-from vcuda.request import parse_pod_request, shown
+from vcuda.request import parse_pod_request
 from vcuda.signing import Signer, pod_binding
 
 __all__ = [
@@ -54,7 +54,7 @@ JUDGE_BUDGET_S: Final = 0.5
 the event loop). A tenant's pod with hundreds of GPU containers costs milliseconds per node, so without a
 budget one such pod holds the loop for a minute at 5,000 nodes; ordinary pods finish far inside it. Nodes
 left over fail with reason ``time-budget`` (resolvable: kube-scheduler tries again)."""
-TIME_BUDGET: Final = "time-budget"
+TIME_BUDGET: Final = RejectReason.TIME_BUDGET
 STATUS_MESSAGE_CHARS: Final = 400
 """How much of the API server's Status (reason and message) a refused Binding's error carries: enough for the
 RBAC or admission-policy sentence that says why, short enough for kube-scheduler's FailedScheduling event."""
@@ -93,16 +93,7 @@ class Bound:
     reason: str = "bound"
 
 
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """A node refused for a reason outside placement (shaped like ``Rejection``)."""
-
-    reason: str
-    detail: str
-    resolvable: bool
-
-
-_UNKNOWN_NODE: Final = Refusal("no-inventory", NO_INVENTORY, resolvable=False)
+_UNKNOWN_NODE: Final = Rejection(RejectReason.NO_INVENTORY, NO_INVENTORY, resolvable=False)
 
 
 def _cut(text: str, limit: int = 160) -> str:
@@ -110,19 +101,19 @@ def _cut(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _no_inventory(ledger: NodeLedger | None) -> Refusal:
+def _no_inventory(ledger: NodeLedger | None) -> Rejection:
     """A node without an inventory, or whose inventory was refused (the reason is the user's to read)."""
     if ledger is None or not ledger.refused:
         return _UNKNOWN_NODE
-    return Refusal(
-        "inventory-refused",
+    return Rejection(
+        RejectReason.INVENTORY_REFUSED,
         f"node's GPU inventory is refused ({_cut(ledger.refused)}): no vcuda shares until its plugin "
         "publishes a valid one",
         resolvable=False,
     )
 
 
-_Verdict = int | Rejection | Refusal | Conflict
+_Verdict = int | Rejection | Conflict
 
 
 class Scheduler:
@@ -213,8 +204,8 @@ class Scheduler:
         return self._judge(self.state.ledger(name), request, query)
 
     @property
-    def _out_of_time(self) -> Refusal:
-        return Refusal(
+    def _out_of_time(self) -> Rejection:
+        return Rejection(
             TIME_BUDGET,
             f"not judged: the extender's time budget for one pod ({self.judge_budget_s:g} s) ran out "
             "before this node (a pod with very many GPU containers); kube-scheduler retries",
@@ -363,7 +354,7 @@ class Scheduler:
             ledger = self.state.ledger(node)
             if ledger is None or ledger.inventory is None:
                 refusal = _no_inventory(ledger)
-                return Bound(f"node {shown(node)}: {refusal.detail}", refusal.reason)
+                return Bound(f"node {shown(node)}: {refusal.detail}", str(refusal.reason))
             placed = self._place(ledger, request)
             if isinstance(placed, Rejection):
                 return Bound(f"node {node}: {placed.detail}", str(placed.reason))
@@ -378,18 +369,18 @@ class Scheduler:
         together with ``spec.nodeName``; the pod's UID and resourceVersion are its preconditions."""
         meta = pod["metadata"]
         namespace, name = str(meta.get("namespace") or "default"), str(meta.get("name") or "")
-        annotations = {self.state.names.assignment: self._sign(assignment, pod)}
+        binding = Binding(
+            namespace,
+            name,
+            assignment.node,
+            {self.state.names.assignment: self._sign(assignment, pod)},
+            uid=str(meta.get("uid") or ""),
+            resource_version=str(meta.get("resourceVersion") or ""),
+        )
         try:
-            await self.cluster.bind_pod(
-                namespace,
-                name,
-                str(meta.get("uid") or ""),
-                assignment.node,
-                annotations,
-                resource_version=str(meta.get("resourceVersion") or ""),
-            )
+            await self.cluster.bind_pod(binding)
         except ClusterError as err:
-            if await self._bound_anyway(namespace, name, assignment.node, annotations):
+            if await self._bound_anyway(binding):
                 # The server applied the Binding but its answer was lost (timeout, retried bind answered
                 # 409): the pod runs there with our assignment, so the reservation must stay.
                 self.state.mark_bound(key)
@@ -411,18 +402,18 @@ class Scheduler:
     def _sign(self, assignment: PodAssignment, pod: Obj) -> str:
         return encode_assignment(assignment, pod_binding(pod, self.state.names), self._signer)
 
-    async def _bound_anyway(
-        self, namespace: str, name: str, node: str, annotations: Mapping[str, str]
-    ) -> bool:
+    async def _bound_anyway(self, binding: Binding) -> bool:
         try:
-            pod = await self.cluster.read_pod(namespace, name)
+            pod = await self.cluster.read_pod(binding.namespace, binding.name)
         except ClusterError:
             return False
         spec, meta = pod.get("spec"), pod.get("metadata")
-        if not (isinstance(spec, Mapping) and spec.get("nodeName") == node and isinstance(meta, Mapping)):
+        if not (
+            isinstance(spec, Mapping) and spec.get("nodeName") == binding.node and isinstance(meta, Mapping)
+        ):
             return False
         held = meta.get("annotations") or {}
-        return isinstance(held, Mapping) and all(held.get(k) == v for k, v in annotations.items())
+        return isinstance(held, Mapping) and all(held.get(k) == v for k, v in binding.annotations.items())
 
     def _bound(self, bound: Bound) -> Bound:
         self.recorder.decided("bind", "bound" if not bound.error else "refused")

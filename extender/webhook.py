@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from extender.api import AdmissionRequest, AdmissionResponse, AdmissionStatus
-from vcuda.errors import InvalidRequestError
+from vcuda.errors import InvalidRequestError, shown
 from vcuda.names import NVIDIA_GPU_RESOURCE, Names
-from vcuda.request import QuantityError, parse_pod_request, parse_quantity, shown, wants_gpu
+from vcuda.request import QuantityError, parse_pod_request, parse_quantity, wants_gpu
 from vcuda.units import CORE_PER_GPU, MAX_GPUS_PER_CONTAINER
 
 __all__ = ["TRANSLATION_REASONS", "asks_nvidia_gpu", "mutate", "translate", "validate"]

@@ -14,14 +14,14 @@ phase; ``claims`` lists the ResourceClaims of the DRA driver with the share each
 import argparse
 import json
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from kube_vgpu_kubectl.claims import claim_rows, dra_device_use, render_claims
 from vcuda.annotations import decode_assignment_unverified, decode_inventory, decode_status
 from vcuda.errors import ContractError
-from vcuda.model import GpuMode, NodeInventory, OtherModeGpu, Phase, PodAssignment
+from vcuda.model import GpuInfo, GpuMode, NodeInventory, OtherModeGpu, Phase, PodAssignment
 from vcuda.names import DEFAULT_DOMAIN, Names
 from vcuda.request import wants_gpu
 from vcuda.units import CORE_PER_GPU
@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 Obj = Mapping[str, Any]
+T = TypeVar("T")
 _DONE_PHASES = frozenset({"Succeeded", "Failed"})
 UNVERIFIED_NOTE = "allocations read from unverified vgpu-assignment annotations"
 
@@ -155,12 +156,17 @@ def _annotation(obj: Obj, key: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _assignment(pod: Obj, names: Names) -> PodAssignment | None:
-    text = _annotation(pod, names.assignment)
+def _decoded(obj: Obj, key: str, decode: Callable[[str], T]) -> T | None:
+    """Annotation ``key`` decoded; None when absent or unreadable (the view skips it)."""
+    text = _annotation(obj, key)
     try:
-        return None if text is None else decode_assignment_unverified(text)
+        return None if text is None else decode(text)
     except ContractError:
         return None
+
+
+def _assignment(pod: Obj, names: Names) -> PodAssignment | None:
+    return _decoded(pod, names.assignment, decode_assignment_unverified)
 
 
 def _vgpu_phase(pod: Obj, names: Names) -> str:
@@ -199,40 +205,25 @@ def gpu_rows(
         inventory, name = _inventory(node, names), _meta(node, "name")
         for g in () if inventory is None else inventory.gpus:
             cores, memory, holders = used.get((name, g.uuid), (0, 0, []))
-            pods_ = tuple(sorted(set(holders)))
-            rows.append(
-                GpuRow(
-                    name,
-                    g.index,
-                    g.uuid,
-                    g.model,
-                    g.healthy,
-                    g.memory_mib,
-                    cores,
-                    memory,
-                    pods_,
-                    resource=names.core,
-                )
-            )
+            rows.append(_row(name, g, (cores, memory, holders), resource=names.core))
         used = dra_device_use(claims, names.domain)
         for o in () if inventory is None else inventory.other:
             rows.append(_dra_row(name, o, used) if o.mode is GpuMode.DRA else _other_row(name, o))
     return sorted(rows, key=lambda r: (r.node, r.index, r.uuid))
 
 
-def _other_row(node: str, o: OtherModeGpu) -> GpuRow:
-    """A GPU sold whole or as replicas of ``nvidia.com/gpu`` (the kubelet counts its pods, not we)."""
-    mode, resource, replicas = o.mode.value, o.resource, o.replicas
-    return GpuRow(node, o.index, o.uuid, o.model, o.healthy, o.memory_mib, 0, 0, (), mode, resource, replicas)
-
-
-def _dra_row(node: str, g: OtherModeGpu, used: Mapping[Any, Any]) -> GpuRow:
-    """A DRA GPU; the driver names a GPU's device ``gpu-<uuid without GPU->`` in lower case (docs/dra.md)."""
-    device = "gpu-" + g.uuid.removeprefix("GPU-").lower()
-    cores, memory, holders = used.get((node, device), (0, 0, []))
-    memory = g.memory_mib if cores >= CORE_PER_GPU else memory
-    pods, cores = tuple(sorted(set(holders))), min(cores, CORE_PER_GPU)
-    mode, resource = g.mode.value, g.resource
+def _row(
+    node: str,
+    g: GpuInfo | OtherModeGpu,
+    use: tuple[int, int, Sequence[str]] = (0, 0, ()),
+    *,
+    mode: GpuMode = GpuMode.VCUDA,
+    resource: str = "",
+    replicas: int = 1,
+) -> GpuRow:
+    """The row of GPU ``g`` of ``node`` with ``use``: the compute and memory allocated on it and the pods
+    holding them (a pod counted once however many of its containers share the GPU)."""
+    cores, memory, holders = use
     return GpuRow(
         node,
         g.index,
@@ -242,11 +233,25 @@ def _dra_row(node: str, g: OtherModeGpu, used: Mapping[Any, Any]) -> GpuRow:
         g.memory_mib,
         cores,
         memory,
-        pods,
-        mode,
+        tuple(sorted(set(holders))),
+        mode.value,
         resource,
-        g.replicas,
+        replicas,
     )
+
+
+def _other_row(node: str, o: OtherModeGpu) -> GpuRow:
+    """A GPU sold whole or as replicas of ``nvidia.com/gpu`` (the kubelet counts its pods, not we)."""
+    return _row(node, o, mode=o.mode, resource=o.resource, replicas=o.replicas)
+
+
+def _dra_row(node: str, g: OtherModeGpu, used: Mapping[Any, Any]) -> GpuRow:
+    """A DRA GPU; the driver names a GPU's device ``gpu-<uuid without GPU->`` in lower case (docs/dra.md)."""
+    device = "gpu-" + g.uuid.removeprefix("GPU-").lower()
+    cores, memory, holders = used.get((node, device), (0, 0, []))
+    memory = g.memory_mib if cores >= CORE_PER_GPU else memory
+    use = (min(cores, CORE_PER_GPU), memory, holders)
+    return _row(node, g, use, mode=g.mode, resource=g.resource, replicas=g.replicas)
 
 
 def refused_nodes(nodes: Iterable[Obj], names: Names) -> list[tuple[str, str]]:
@@ -275,11 +280,7 @@ def mig_rows(nodes: Iterable[Obj], names: Names) -> list[MigRow]:
 
 def _inventory(node: Obj, names: Names) -> NodeInventory | None:
     """The node's published inventory; None when absent or unreadable (the view skips such nodes)."""
-    text = _annotation(node, names.inventory)
-    try:
-        return None if text is None else decode_inventory(text)
-    except ContractError:
-        return None
+    return _decoded(node, names.inventory, decode_inventory)
 
 
 def pod_rows(pods: Iterable[Obj], names: Names) -> list[PodRow]:

@@ -11,7 +11,7 @@ interchangeable containers) it records in its own status annotation (``PodStatus
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from vcuda.assignment import (
     ASSIGNMENT_VERSION,
@@ -24,8 +24,8 @@ from vcuda.assignment import (
     read_share,
     shares_doc,
 )
-from vcuda.errors import ContractError
-from vcuda.jsondoc import VERSION, dumps, get, items, load, obj
+from vcuda.errors import ContractError, shown
+from vcuda.jsondoc import VERSION, dumps, get, items, load, member, obj
 from vcuda.model import (
     GpuInfo,
     GpuLink,
@@ -94,16 +94,13 @@ def _read_moved(doc: Mapping[str, Any]) -> tuple[tuple[str, tuple[GpuShare, ...]
 
 def _listed(value: object, what: str) -> list[Any]:
     if not isinstance(value, list):
-        raise ContractError(f"{what} must list GPUs, got {value!r}")
+        raise ContractError(f"{what} must list GPUs, got {shown(value)}")
     return value
 
 
 def decode_status(text: str) -> PodStatus:
     doc = load(text, "status")
-    try:
-        phase = Phase(get(doc, "phase", str, "status"))
-    except ValueError as err:
-        raise ContractError(f"status: unknown phase {doc.get('phase')!r}") from err
+    phase = member(doc, "phase", Phase, "status", "phase")
     allocated = get(doc, "allocated", list, "status")
     if not all(isinstance(a, str) for a in allocated):
         raise ContractError("status: 'allocated' must list container names")
@@ -123,17 +120,7 @@ def encode_inventory(inventory: NodeInventory) -> str:
     return dumps(
         {
             "v": VERSION,
-            "gpus": [
-                {
-                    "uuid": g.uuid,
-                    "index": g.index,
-                    "model": g.model,
-                    "memoryMiB": g.memory_mib,
-                    "healthy": g.healthy,
-                    "numa": g.numa_node,
-                }
-                for g in inventory.gpus
-            ],
+            "gpus": [{**_gpu_doc(g), "numa": g.numa_node} for g in inventory.gpus],
             "links": [
                 {"a": link.a, "b": link.b, "nvlinks": link.nvlinks, "pcie": int(link.pcie)}
                 for link in inventory.links
@@ -149,16 +136,7 @@ def encode_inventory(inventory: NodeInventory) -> str:
                 for m in inventory.mig
             ],
             "other": [
-                {
-                    "uuid": o.uuid,
-                    "index": o.index,
-                    "model": o.model,
-                    "memoryMiB": o.memory_mib,
-                    "mode": o.mode.value,
-                    "resource": o.resource,
-                    "replicas": o.replicas,
-                    "healthy": o.healthy,
-                }
+                {**_gpu_doc(o), "mode": o.mode.value, "resource": o.resource, "replicas": o.replicas}
                 for o in inventory.other
             ],
         }
@@ -188,17 +166,40 @@ def decode_inventory(text: str) -> NodeInventory:
     return NodeInventory(gpus=gpus, links=links, mig=mig, other=other)
 
 
+class _GpuFields(TypedDict):
+    """The keys every inventory GPU entry has, shared or sold in another mode."""
+
+    uuid: GpuUuid
+    index: int
+    model: str
+    memory_mib: int
+    healthy: bool
+
+
+def _gpu_doc(g: GpuInfo | OtherModeGpu) -> dict[str, Any]:
+    return {
+        "uuid": g.uuid,
+        "index": g.index,
+        "model": g.model,
+        "memoryMiB": g.memory_mib,
+        "healthy": g.healthy,
+    }
+
+
+def _read_gpu_fields(doc: Mapping[str, Any], what: str) -> _GpuFields:
+    return {
+        "uuid": GpuUuid(get(doc, "uuid", str, what)),
+        "index": get(doc, "index", int, what),
+        "model": get(doc, "model", str, what),
+        "memory_mib": get(doc, "memoryMiB", int, what),
+        "healthy": get(doc, "healthy", bool, what),
+    }
+
+
 def _read_gpu(raw: object) -> GpuInfo:
     doc = obj(raw, "inventory GPU")
     what = "inventory GPU"
-    gpu = GpuInfo(
-        uuid=GpuUuid(get(doc, "uuid", str, what)),
-        index=get(doc, "index", int, what),
-        model=get(doc, "model", str, what),
-        memory_mib=get(doc, "memoryMiB", int, what),
-        healthy=get(doc, "healthy", bool, what),
-        numa_node=get(doc, "numa", int, what),
-    )
+    gpu = GpuInfo(**_read_gpu_fields(doc, what), numa_node=get(doc, "numa", int, what))
     if gpu.memory_mib < 0 or gpu.index < 0:
         raise ContractError(f"{what} {gpu.uuid}: negative index or memory")
     return gpu
@@ -222,21 +223,14 @@ def _read_mig(raw: object) -> MigInfo:
 def _read_other(raw: object) -> OtherModeGpu:
     doc = obj(raw, "inventory other-mode GPU")
     what = "inventory other-mode GPU"
-    try:
-        mode = GpuMode(get(doc, "mode", str, what))
-    except ValueError as err:
-        raise ContractError(f"{what}: unknown mode {doc.get('mode')!r}") from err
+    mode = member(doc, "mode", GpuMode, what, "mode")
     if mode in (GpuMode.VCUDA, GpuMode.MIG):
         raise ContractError(f"{what}: mode {mode.value!r} is listed in 'gpus' or 'mig', not 'other'")
     gpu = OtherModeGpu(
-        uuid=GpuUuid(get(doc, "uuid", str, what)),
-        index=get(doc, "index", int, what),
-        model=get(doc, "model", str, what),
-        memory_mib=get(doc, "memoryMiB", int, what),
+        **_read_gpu_fields(doc, what),
         mode=mode,
         resource=get(doc, "resource", str, what),
         replicas=get(doc, "replicas", int, what),
-        healthy=get(doc, "healthy", bool, what),
     )
     if gpu.memory_mib < 0 or gpu.index < 0 or gpu.replicas < 1:
         raise ContractError(f"{what} {gpu.uuid}: negative index or memory, or fewer than one replica")
@@ -246,10 +240,7 @@ def _read_other(raw: object) -> OtherModeGpu:
 def _read_link(raw: object) -> GpuLink:
     doc = obj(raw, "inventory link")
     what = "inventory link"
-    try:
-        pcie = PcieLevel(get(doc, "pcie", int, what))
-    except ValueError as err:
-        raise ContractError(f"{what}: unknown PCIe level {doc.get('pcie')!r}") from err
+    pcie = member(doc, "pcie", PcieLevel, what, "PCIe level")
     return GpuLink(
         a=GpuUuid(get(doc, "a", str, what)),
         b=GpuUuid(get(doc, "b", str, what)),

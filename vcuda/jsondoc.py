@@ -4,14 +4,16 @@ raises :class:`ContractError`. Standard library only; shared by :mod:`vcuda.assi
 
 import json
 from collections.abc import Callable, Mapping
+from enum import Enum
 from typing import Any, Final, TypeVar
 
-from vcuda.errors import ContractError
+from vcuda.errors import ContractError, shown
 
-__all__ = ["VERSION", "dumps", "get", "items", "load", "obj"]
+__all__ = ["VERSION", "dumps", "get", "items", "load", "member", "obj"]
 
 VERSION: Final = 1
 T = TypeVar("T")
+E = TypeVar("E", bound=Enum)
 
 
 def dumps(doc: Mapping[str, Any]) -> str:
@@ -28,7 +30,7 @@ def load(text: str, what: str, version: int = VERSION) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise ContractError(f"{what} annotation must be a JSON object")
     if doc.get("v") != version:
-        raise ContractError(f"{what} annotation has version {doc.get('v')!r}, expected {version}")
+        raise ContractError(f"{what} annotation has version {shown(doc.get('v'))}, expected {version}")
     return doc
 
 
@@ -39,8 +41,18 @@ def get(doc: Mapping[str, Any], key: str, kind: type[T], what: str) -> T:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind):
-        raise ContractError(f"{what}: {key!r} must be {kind.__name__}, got {value!r}")
+        raise ContractError(f"{what}: {key!r} must be {kind.__name__}, got {shown(value)}")
     return value
+
+
+def member(doc: Mapping[str, Any], key: str, enum: type[E], what: str, label: str) -> E:
+    """``doc[key]`` as a member of ``enum`` (an int for an ``IntEnum``, else a str); an unknown value is
+    refused as ``unknown <label>``."""
+    raw: object = get(doc, key, int, what) if issubclass(enum, int) else get(doc, key, str, what)
+    try:
+        return enum(raw)
+    except ValueError as err:
+        raise ContractError(f"{what}: unknown {label} {shown(raw)}") from err
 
 
 def items(doc: Mapping[str, Any], key: str, what: str, read: Callable[[Any], T]) -> tuple[T, ...]:
@@ -49,5 +61,5 @@ def items(doc: Mapping[str, Any], key: str, what: str, read: Callable[[Any], T])
 
 def obj(value: object, what: str) -> Mapping[str, Any]:
     if not isinstance(value, dict):
-        raise ContractError(f"{what} must be an object, got {value!r}")
+        raise ContractError(f"{what} must be an object, got {shown(value)}")
     return value

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-from vcuda.errors import ContractError, InvalidRequestError
+from vcuda.errors import ContractError, InvalidRequestError, shown
 from vcuda.model import Constraints, ContainerKind, ContainerRequest, PodRequest, Policy
 from vcuda.names import Names
 from vcuda.units import CORE_PER_GPU, MAX_GPUS_PER_CONTAINER
@@ -26,7 +26,6 @@ __all__ = [
     "effective_totals",
     "parse_pod_request",
     "parse_quantity",
-    "shown",
     "wants_gpu",
 ]
 
@@ -53,7 +52,6 @@ MAX_QUANTITY: Final = 2**63 - 1
 _MAX_DIGITS: Final = len(str(MAX_QUANTITY))
 _MIN_SCALE: Final = -2 * MAX_QUANTITY_CHARS
 """Below ``10**_MIN_SCALE`` a non-zero value of at most 64 digits can never be whole (5**k must divide it)."""
-_MAX_SHOWN: Final = 40
 MAX_GPU_CONTAINERS: Final = 64
 """GPU containers (app, init and sidecar, each asking for ``vcuda`` resources) one pod may have. Kubernetes
 sets no limit and counts only the largest init container in a pod's fit, so a tenant's pod could carry
@@ -160,15 +158,6 @@ def _resources(container: Mapping[str, Any]) -> dict[str, Any]:
 
 class QuantityError(ContractError):
     """A quantity that is not a whole number kube-vgpu can use; the message says why."""
-
-
-def shown(raw: object) -> str:
-    """``repr(raw)`` cut to a few dozen characters: a message never echoes a megabyte back."""
-    if isinstance(raw, str | int | float | bool) or raw is None:
-        text = repr(raw[: _MAX_SHOWN + 1] if isinstance(raw, str) else raw)
-    else:
-        text = f"<{type(raw).__name__}>"
-    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
 
 
 def parse_quantity(raw: object) -> int:

@@ -73,6 +73,16 @@ _PLACED_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 NODE_SPANS: Final = 16
 USAGE_LOCK_BYTES: Final = 64  # the shim's lock word (owner slot + pid), padded to a cache line
 
+
+def _file_head(magic: bytes) -> tuple[Field, ...]:
+    """How every shim file begins: magic, layout version and total size, which tell a reader what it holds."""
+    return (
+        Field("magic", "char", len(magic), f'"{magic.decode()}" without a terminator'),
+        Field("version", "u32", doc="layout version"),
+        Field("size", "u32", doc="total file size in bytes"),
+    )
+
+
 GPU_RECORD: Final = Struct(
     "vcuda_gpu_record",
     (
@@ -87,9 +97,7 @@ GPU_RECORD: Final = Struct(
 CONFIG_HEADER: Final = Struct(
     "vcuda_config",
     (
-        Field("magic", "char", 8, '"VCUDACFG" without a terminator'),
-        Field("version", "u32", doc="layout version"),
-        Field("size", "u32", doc="total file size in bytes"),
+        *_file_head(CONFIG_MAGIC),
         Field("gpu_count", "u32", doc="records in use, 1..VCUDA_MAX_GPUS"),
         Field("crc32", "u32", doc="zlib crc32 of the whole file with this field zero"),
         Field("pod_uid", "char", 64),
@@ -129,9 +137,7 @@ PROC_SLOT: Final = Struct(
 USAGE_FILE: Final = Struct(
     "vcuda_usage",
     (
-        Field("magic", "char", 8, '"VCUDAUSE" without a terminator'),
-        Field("version", "u32"),
-        Field("size", "u32"),
+        *_file_head(USAGE_MAGIC),
         Field("gpu_count", "u32"),
         Field("slot_count", "u32"),
         Field("memory_used", "u64", MAX_GPUS, "bytes held per GPU by all live processes"),
@@ -292,9 +298,7 @@ NODE_SLOT: Final = Struct(
 NODE_FILE: Final = Struct(
     "vcuda_node",
     (
-        Field("magic", "char", 8, '"VCUDANOD" without a terminator'),
-        Field("version", "u32"),
-        Field("size", "u32"),
+        *_file_head(NODE_MAGIC),
         Field("slot_count", "u32"),
         Field("pad", "u32"),
         Field("tokens_ns", "i64", doc="the container's compute budget on this GPU (GPU ns; negative = debt)"),

@@ -29,6 +29,10 @@ class RejectReason(StrEnum):
     INSUFFICIENT_CORES = "insufficient-cores"
     INSUFFICIENT_GPUS = "insufficient-gpus"
     INIT_REUSE = "init-reuse"
+    # decided outside placement, by the scheduler over its ledgers:
+    NO_INVENTORY = "no-inventory"
+    INVENTORY_REFUSED = "inventory-refused"
+    TIME_BUDGET = "time-budget"
 
 
 @dataclass(frozen=True, slots=True)

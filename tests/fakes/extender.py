@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from extender.app import Deps
 from extender.clusterstate import ClusterState
 from extender.core.ledger import Holding, NodeLedger, PodKey
-from extender.kube import ClusterError
+from extender.kube import Binding, ClusterError
 from extender.metrics import ExtenderMetrics
 from extender.scheduling import Scheduler
 from extender.signing import Ed25519Signer, Keyring
@@ -153,16 +153,8 @@ class FakeCluster:
         except KeyError:
             raise ClusterError(f"pod {namespace}/{name} not found (fake)") from None
 
-    async def bind_pod(
-        self,
-        namespace: str,
-        name: str,
-        uid: str,
-        node: str,
-        annotations: Mapping[str, str],
-        *,
-        resource_version: str = "",
-    ) -> None:
+    async def bind_pod(self, binding: Binding) -> None:
+        namespace, name, uid, node = binding.namespace, binding.name, binding.uid, binding.node
         await asyncio.sleep(0)
         if self.bind_gate is not None:
             self.binds_waiting += 1
@@ -175,13 +167,13 @@ class FakeCluster:
         meta = pod["metadata"]
         if uid and uid != meta.get("uid"):
             raise ClusterError("HTTP 409 Conflict: Precondition failed: UID in precondition (fake)")
-        if resource_version and resource_version != meta.get("resourceVersion"):
+        if binding.resource_version and binding.resource_version != meta.get("resourceVersion"):
             raise ClusterError("HTTP 409 Conflict: Precondition failed: ResourceVersion (fake)")
         if pod["spec"].get("nodeName"):
             raise ClusterError(f"HTTP 409 Conflict: pod {name} is already assigned to a node (fake)")
         self.bindings.append((namespace, name, uid, node))
         pod["spec"]["nodeName"] = node
-        meta.setdefault("annotations", {}).update(annotations)
+        meta.setdefault("annotations", {}).update(binding.annotations)
         meta["resourceVersion"] = str(next(_versions))
         self._feed(pod)
         if name in self.lose_bind_answer:

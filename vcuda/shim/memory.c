@@ -199,41 +199,33 @@ VC_EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx) {
     return r;
 }
 
-/* `real` is the driver's _v2 or v1 entry point (runtimes before CUDA 11 call the v1 ones; same signature). */
-static CUresult vc_primary_reset(CUresult (*real)(CUdevice), CUdevice dev) {
+/* `real` is the driver's _v2 or v1 entry point (runtimes before CUDA 11 call the v1 ones; same signature). A reset
+ * destroys the primary context; a release destroys it only with its last reference, so after a release the
+ * charges go only when the context is no longer the active primary. */
+static CUresult vc_primary_end(CUresult (*real)(CUdevice), CUdevice dev, int release) {
     CUresult r = vc_ensure_init();
     if (r != CUDA_SUCCESS) return r;
     if (!real) return CUDA_ERROR_NOT_FOUND;
     CUcontext ctx = vc_active_primary(dev);
     r = real(dev);
-    if (r == CUDA_SUCCESS && ctx) vc_forget_ctx(ctx);
-    return r;
-}
-
-static CUresult vc_primary_release(CUresult (*real)(CUdevice), CUdevice dev) {
-    CUresult r = vc_ensure_init();
-    if (r != CUDA_SUCCESS) return r;
-    if (!real) return CUDA_ERROR_NOT_FOUND;
-    CUcontext ctx = vc_active_primary(dev);
-    r = real(dev);
-    if (r == CUDA_SUCCESS && ctx && vc_active_primary(dev) != ctx) vc_forget_ctx(ctx);
+    if (r == CUDA_SUCCESS && ctx && !(release && vc_active_primary(dev) == ctx)) vc_forget_ctx(ctx);
     return r;
 }
 
 VC_EXPORT CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev) {
-    return vc_primary_reset(vc_real.cuDevicePrimaryCtxReset_v2, dev);
+    return vc_primary_end(vc_real.cuDevicePrimaryCtxReset_v2, dev, 0);
 }
 
 VC_EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev) {
-    return vc_primary_release(vc_real.cuDevicePrimaryCtxRelease_v2, dev);
+    return vc_primary_end(vc_real.cuDevicePrimaryCtxRelease_v2, dev, 1);
 }
 
 VC_EXPORT CUresult cuDevicePrimaryCtxReset(CUdevice dev) {
-    return vc_primary_reset(vc_real.cuDevicePrimaryCtxReset, dev);
+    return vc_primary_end(vc_real.cuDevicePrimaryCtxReset, dev, 0);
 }
 
 VC_EXPORT CUresult cuDevicePrimaryCtxRelease(CUdevice dev) {
-    return vc_primary_release(vc_real.cuDevicePrimaryCtxRelease, dev);
+    return vc_primary_end(vc_real.cuDevicePrimaryCtxRelease, dev, 1);
 }
 
 /* ---- Arrays and mipmapped arrays: sized from their descriptors. */

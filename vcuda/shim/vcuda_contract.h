@@ -81,8 +81,8 @@ _Static_assert(sizeof(struct vcuda_proc_slot) == 664, "vcuda_proc_slot layout dr
 /* The per-container usage file shared by the shim processes and the exporter. */
 typedef struct vcuda_usage {
     char magic[8]; /* "VCUDAUSE" without a terminator */
-    uint32_t version;
-    uint32_t size;
+    uint32_t version; /* layout version */
+    uint32_t size; /* total file size in bytes */
     uint32_t gpu_count;
     uint32_t slot_count;
     uint64_t memory_used[16]; /* bytes held per GPU by all live processes */
@@ -108,8 +108,8 @@ _Static_assert(sizeof(struct vcuda_node_slot) == 304, "vcuda_node_slot layout dr
 /* One container's record for one GPU: its compute budget (shared by its processes) and their busy spans. */
 typedef struct vcuda_node {
     char magic[8]; /* "VCUDANOD" without a terminator */
-    uint32_t version;
-    uint32_t size;
+    uint32_t version; /* layout version */
+    uint32_t size; /* total file size in bytes */
     uint32_t slot_count;
     uint32_t pad;
     int64_t tokens_ns; /* the container's compute budget on this GPU (GPU ns; negative = debt) */
