@@ -149,7 +149,7 @@ class Watchdog:
     async def check_once(self) -> list[Violation]:
         """One round; returns the violations reported in it (seen in this round and the previous one)."""
         try:
-            readings = await asyncio.to_thread(self._read, self._shared())
+            readings = await asyncio.to_thread(self._read, self.shared_claims())
         except NvmlError as err:
             log.warning("watchdog: NVML could not be read, round skipped: %s", err)
             return []
@@ -168,14 +168,14 @@ class Watchdog:
 
     # ---- readings (worker thread) ----
 
-    def _shared(self) -> dict[str, list[str]]:
-        """Pod UID -> the DRA claim directories it uses (by the claims its spec and status name)."""
+    def shared_claims(self) -> dict[str, list[str]]:
+        """Pod UID -> the DRA claim directories it uses (by the claims its spec and status name, as last
+        listed); the exporter asks too, from its own thread."""
         dirs = self._claims()
-        out = (
-            {uid: [dirs[c] for c in claims if c in dirs] for uid, claims in self._uses.items()}
-            if dirs
-            else {}
-        )
+        if not dirs:
+            return {}
+        uses = self._uses  # replaced whole by a listing, never changed in place
+        out = {uid: [dirs[c] for c in claims if c in dirs] for uid, claims in uses.items()}
         return {uid: found for uid, found in out.items() if found}
 
     def _read(self, shared: Mapping[str, Sequence[str]]) -> _Round:
@@ -279,13 +279,15 @@ class Watchdog:
         except KubeError as err:
             log.warning("watchdog: could not list the node's pods to name a GPU process: %s", err)
             return
-        self._pods, self._uses = {}, {}
+        named: dict[str, tuple[PodRef, Mapping[str, str]]] = {}
+        uses: dict[str, frozenset[tuple[str, str]]] = {}
         for body in pods:
             meta = body.get("metadata") or {}
             if meta.get("uid"):
                 ref = PodRef(str(meta.get("namespace", "")), str(meta.get("name", "")), str(meta["uid"]))
-                self._pods[ref.uid] = (ref, container_ids_from_pods([body]))
-                self._uses[ref.uid] = frozenset((ref.namespace, c) for c in _claim_names(body))
+                named[ref.uid] = (ref, container_ids_from_pods([body]))
+                uses[ref.uid] = frozenset((ref.namespace, c) for c in _claim_names(body))
+        self._pods, self._uses = named, uses
 
     # ---- actions ----
 

@@ -79,6 +79,7 @@ def attribute(
     namespaced_pid: Callable[[int], NamespacedPid | None],
     live: Collection[str] | None = None,
     claims: Mapping[ContainerName, frozenset[str]] | None = None,
+    shared: Mapping[str, Collection[str]] | None = None,
 ) -> Attribution:
     """Sum deduplicated samples per (container, GPU); count the PIDs no live kube-vgpu container owns.
 
@@ -93,6 +94,7 @@ def attribute(
         container_ids=container_ids,
         namespaced_pid=namespaced_pid,
         claims=claims,
+        shared=shared,
     )
     if live is not None:
         placed = {pid: owner for pid, owner in placed.items() if owner in live}

@@ -21,11 +21,13 @@ import pytest
 
 from plugin.core.watchdog import Reason, Violation
 from plugin.kube import ApiCluster
-from plugin.metrics.sources import ViolationTally
+from plugin.metrics.exporter import NodeCollector
+from plugin.metrics.nvml_telemetry import NvmlTelemetry
+from plugin.metrics.sources import ContainerName, ViolationTally
 from plugin.nvml import Nvml
 from plugin.watchdog import ApiEvictor, Watchdog, WatchdogOptions
 from tests.fakenvml.harness import FakeNvml, FakeProcess, fake_nvml_fixture  # noqa: F401 (fixture)
-from tests.fakes.node import GIB, FakeContainer, FakeNodeFs, FakeSlot, cid, uid, v2_systemd
+from tests.fakes.node import GIB, FakeContainer, FakeNodeFs, FakePodResources, FakeSlot, cid, uid, v2_systemd
 from tests.kmock_cluster import KmockCluster
 from tests.security.test_watchdog import MIB, NODE, NS, Node
 
@@ -157,3 +159,30 @@ async def test_a_process_outside_the_shim_in_a_pod_sharing_a_claim_is_that_pods_
     found = await rounds(dra_node.dog(evict=True))
     assert [(v.reason, v.pod and v.pod.name, v.pids) for v in found] == [(Reason.OUTSIDE_SHIM, "b", (2005,))]
     assert dra_node.evictions == ["b"]
+
+
+async def test_the_exporter_counts_a_shared_claims_processes_for_the_claim_as_the_watchdog_learnt_them(
+    dra_node: DraNodeView,
+) -> None:
+    """No cgroup names a claim's UID: without the pods' claims (the watchdog's listing) the processes of pods
+    sharing the claim would be unattributed; with them, the claim's series count both pods' processes."""
+    g0 = dra_node.g[0]
+    dra_node.nvml.set_processes(g0, [FakeProcess(2001, 1024), FakeProcess(2002, 512)])
+    dog = dra_node.dog()
+    await rounds(dog)
+    in_use = {ContainerName(NS, p, "main"): frozenset({CLAIM_UID}) for p in ("a", "b")}
+    nvml = Nvml()
+    nvml.open()
+    collector = NodeCollector(
+        node=NODE,
+        state_dir=dra_node.fs.state_dir,
+        root=dra_node.fs.root,
+        telemetry=NvmlTelemetry(nvml),
+        pod_resources=FakePodResources(set(in_use), claims=in_use),
+        shared_claims=dog.shared_claims,
+    )
+    view = collector.read()
+    assert view.usage is not None
+    totals = view.usage[(CLAIM_DIR, g0)]
+    assert (sorted(totals.pids), totals.memory_used_bytes) == ([2001, 2002], 1536 * (1 << 20))
+    assert view.unattributed.get(g0, 0) == 0
