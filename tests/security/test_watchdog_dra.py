@@ -161,6 +161,20 @@ async def test_a_process_outside_the_shim_in_a_pod_sharing_a_claim_is_that_pods_
     assert dra_node.evictions == ["b"]
 
 
+async def test_a_process_on_a_gpu_the_shared_claim_was_not_given_is_its_own_pods_violation(
+    dra_node: DraNodeView,
+) -> None:
+    g0, g2 = dra_node.g[0], dra_node.g[2]
+    dra_node.nvml.set_processes(g0, [FakeProcess(2002, 512)])
+    dra_node.nvml.set_processes(g2, [FakeProcess(2001, 512)])  # pod a's, the claim has GPU 0 only
+    found = await rounds(dra_node.dog(evict=True))
+    assert [(v.reason, v.pod and v.pod.name, v.gpu, v.pids) for v in found] == [
+        (Reason.WRONG_GPU, "a", g2, (2001,))
+    ]
+    assert dra_node.evictions == ["a"]
+    assert dra_node.events() == [("a", "GpuProcessOnWrongGpu", "Warning")]
+
+
 async def test_the_exporter_counts_a_shared_claims_processes_for_the_claim_as_the_watchdog_learnt_them(
     dra_node: DraNodeView,
 ) -> None:
