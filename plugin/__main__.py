@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -130,6 +130,7 @@ def node_exporter(
     gpus: Sequence[Gpu],
     tally: XidTally,
     violations: ViolationTally | None = None,
+    shared_claims: Callable[[], Mapping[str, Collection[str]]] | None = None,
 ) -> Iterator[int]:
     """The Prometheus node exporter (docs/metrics.md) on ``--metrics-port`` while the block runs; yields
     the port (0: disabled). The agent feeds ``tally`` (``on_xid=tally.record``, ``tally_health``)."""
@@ -147,6 +148,7 @@ def node_exporter(
         pod_resources=pod_resources,
         health=tally,
         violations=violations,  # the watchdog's counter (plugin.watchdog)
+        shared_claims=shared_claims,  # the DRA claims each pod uses, as the watchdog last listed them
     )
     server, _ = serve(settings.metrics_port, with_build_info("plugin", collector))
     log.info("serving node metrics on :%d/metrics", settings.metrics_port)
@@ -222,8 +224,9 @@ async def _run(settings: Settings, keys: Verifier | None) -> None:
         claims=_claims(settings, api),
         slices=_slices(settings, api),
     )
+    shared = agent.watchdog.shared_claims if agent.watchdog is not None else None
     try:
-        with node_exporter(settings, source, agent.node_gpus.gpus, tally, agent.violations):
+        with node_exporter(settings, source, agent.node_gpus.gpus, tally, agent.violations, shared):
             async with _probes(settings, agent):
                 await agent.run()
     finally:

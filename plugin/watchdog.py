@@ -9,6 +9,12 @@ one log line, a Warning event on its pod, one increment of ``kube_vgpu_container
 when ``watchdog_evict`` is on, an eviction through the Eviction API (PodDisruptionBudgets apply). An NVML or
 API failure costs one round, never the plugin.
 
+DRA: a claim's directory names the pod it was made for, or the claim itself (:mod:`plugin.core.dra`), and
+other pods may use it. ``claims`` (the driver's checkpoint: (namespace, claim name) -> directory) and the
+claims each pod names (``spec.resourceClaims``, ``status.resourceClaimStatuses``, from the pods listed to name
+processes) tell which pods use which directory, so their processes are counted against the claim's limit and a
+violation goes to the process's own pod, never to a pod named like the claim.
+
 What it cannot see is in ``docs/security.md``: memory a process allocates and frees between two rounds,
 compute time (NVML gives no per-process share the shim could be held to), and a process that hides from NVML.
 """
@@ -112,6 +118,7 @@ class Watchdog:
         options: WatchdogOptions = WatchdogOptions(),
         evictor: PodEvictor | None = None,
         root: Path = Path("/"),
+        claims: Callable[[], Mapping[tuple[str, str], str]] = dict,
     ) -> None:
         self._node = node
         self._state = StateReader(state_dir)
@@ -125,6 +132,9 @@ class Watchdog:
         self._episodes = Episodes()
         self._evicted: set[str] = set()
         self._pods: dict[str, tuple[PodRef, Mapping[str, str]]] = {}  # uid -> (pod, container id -> name)
+        self._claims = claims
+        """The DRA claims prepared on this node: (namespace, claim name) -> state directory name."""
+        self._uses: dict[str, frozenset[tuple[str, str]]] = {}  # pod uid -> (namespace, claim name) it uses
 
     async def run(self) -> None:
         if self._options.evict and self._evictor is None:
@@ -139,7 +149,7 @@ class Watchdog:
     async def check_once(self) -> list[Violation]:
         """One round; returns the violations reported in it (seen in this round and the previous one)."""
         try:
-            readings = await asyncio.to_thread(self._read)
+            readings = await asyncio.to_thread(self._read, self.shared_claims())
         except NvmlError as err:
             log.warning("watchdog: NVML could not be read, round skipped: %s", err)
             return []
@@ -158,16 +168,34 @@ class Watchdog:
 
     # ---- readings (worker thread) ----
 
-    def _read(self) -> _Round:
+    def shared_claims(self) -> dict[str, list[str]]:
+        """Pod UID -> the DRA claim directories it uses (by the claims its spec and status name, as last
+        listed); the exporter asks too, from its own thread."""
+        dirs = self._claims()
+        if not dirs:
+            return {}
+        uses = self._uses  # replaced whole by a listing, never changed in place
+        out = {uid: [dirs[c] for c in claims if c in dirs] for uid, claims in uses.items()}
+        return {uid: found for uid, found in out.items() if found}
+
+    def _read(self, shared: Mapping[str, Sequence[str]]) -> _Round:
         state = self._state.read()
         samples = self._samples()
         pids = {p.host_pid for p in samples}
         cgroups = {pid: read_cgroup(self._root, pid) for pid in pids}
         placed = owners(
-            pids, state.containers, cgroups=cgroups, container_ids={}, namespaced_pid=self._namespaced
+            pids,
+            state.containers,
+            cgroups=cgroups,
+            container_ids={},
+            namespaced_pid=self._namespaced,
+            shared=shared,
         )
         by_name = {c.name: c for c in state.containers}
-        processes = tuple(self._observed(p, by_name.get(placed.get(p.host_pid, ""))) for p in samples)
+        processes = tuple(
+            self._observed(p, by_name.get(placed.get(p.host_pid, "")), cgroups.get(p.host_pid))
+            for p in samples
+        )
         unplaced = {pid: ref for pid, ref in cgroups.items() if ref is not None and pid not in placed}
         return _Round(tuple(_watched(c) for c in state.containers), processes, unplaced)
 
@@ -197,16 +225,23 @@ class Watchdog:
             return False
         return maps_file(self._root, pid, CONTAINER_SHIM_PATH) is not False
 
-    def _observed(self, p: ProcessUsage, owner: ContainerState | None) -> ObservedProcess:
-        """A process as placed; one no container took gets its pod and container in :meth:`_name_pods`."""
+    def _observed(
+        self, p: ProcessUsage, owner: ContainerState | None, cgroup: CgroupRef | None
+    ) -> ObservedProcess:
+        """A process as placed; one no container took gets its pod and container in :meth:`_name_pods`. Its
+        pod is its cgroup's: the directory's owner unless it uses a DRA claim another pod (or the claim
+        itself) owns; then its name is the listed pod's (only pods listed with their claims are placed so)."""
         if owner is None:
             return ObservedProcess(p.uuid, p.host_pid, p.used_bytes or 0)
         c = owner.config
+        pod = PodRef(c.namespace, c.pod_name, c.pod_uid)
+        if cgroup is not None and cgroup.pod_uid != c.pod_uid:
+            pod = self._pods.get(cgroup.pod_uid, (PodRef("", "", cgroup.pod_uid), {}))[0]
         return ObservedProcess(
             gpu=p.uuid,
             host_pid=p.host_pid,
             used_bytes=p.used_bytes or 0,  # None: NVML has no figure (some drivers in containers)
-            pod=PodRef(c.namespace, c.pod_name, c.pod_uid),
+            pod=pod,
             owner=owner.name,
             in_shim=self._under_shim(p.host_pid, owner),
             container=c.container,
@@ -244,12 +279,15 @@ class Watchdog:
         except KubeError as err:
             log.warning("watchdog: could not list the node's pods to name a GPU process: %s", err)
             return
-        self._pods = {}
+        named: dict[str, tuple[PodRef, Mapping[str, str]]] = {}
+        uses: dict[str, frozenset[tuple[str, str]]] = {}
         for body in pods:
             meta = body.get("metadata") or {}
             if meta.get("uid"):
                 ref = PodRef(str(meta.get("namespace", "")), str(meta.get("name", "")), str(meta["uid"]))
-                self._pods[ref.uid] = (ref, container_ids_from_pods([body]))
+                named[ref.uid] = (ref, container_ids_from_pods([body]))
+                uses[ref.uid] = frozenset((ref.namespace, c) for c in _claim_names(body))
+        self._pods, self._uses = named, uses
 
     # ---- actions ----
 
@@ -281,6 +319,22 @@ class Watchdog:
             return
         self._evicted.add(pod.uid)
         log.warning("watchdog: evicted %s/%s", pod.namespace, pod.name)
+
+
+def _claim_names(pod: Mapping[str, Any]) -> list[str]:
+    """The ResourceClaims a pod uses, by name: ``spec.resourceClaims[].resourceClaimName`` and, for claims
+    made from a template, ``status.resourceClaimStatuses[].resourceClaimName``; anything odd is skipped."""
+    spec, status = pod.get("spec"), pod.get("status")
+    entries = [
+        *(_items(spec.get("resourceClaims")) if isinstance(spec, Mapping) else ()),
+        *(_items(status.get("resourceClaimStatuses")) if isinstance(status, Mapping) else ()),
+    ]
+    names = (e.get("resourceClaimName") for e in entries if isinstance(e, Mapping))
+    return [n for n in names if isinstance(n, str) and n]
+
+
+def _items(raw: object) -> list[object]:
+    return raw if isinstance(raw, list) else []
 
 
 def _watched(c: ContainerState) -> WatchedContainer:

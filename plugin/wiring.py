@@ -162,7 +162,7 @@ def build_agent(
         mig_labels=mig_labels(node_gpus.gpus, capable, settings.mig_strategy, ground.names),
         modes=modes,
         violations=violations,
-        watchdog=_watchdog(ground, violations, modes, evictor),
+        watchdog=_watchdog(ground, violations, modes, evictor, dra),
         dra=dra,
         pool=_pool_keeper(ground, dra, slices, unhealthy) if dra is not None and slices is not None else None,
         slice_publisher=slices,
@@ -303,6 +303,7 @@ def _watchdog(
     tally: ViolationTally,
     modes: ServedModes,
     evictor: "PodEvictor | None",
+    dra: "DraNode | None" = None,
 ) -> "Watchdog | None":
     """NVML's processes against the shims (plugin.watchdog), when on and the source is NVML."""
     from plugin.watchdog import Watchdog, WatchdogOptions  # imports plugin.nvml: only where it runs
@@ -324,6 +325,7 @@ def _watchdog(
         tally=tally,
         options=options,
         evictor=evictor,
+        claims=dra.preparer.claim_dirs if dra is not None else dict,  # pods sharing a claim (plugin.watchdog)
     )
 
 

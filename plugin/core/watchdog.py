@@ -14,6 +14,11 @@ live slot for it. Four reasons, a closed set (they label a counter):
 
 A violation is reported once it is seen in two rounds in a row (a process between context creation and the
 shim registering its slot is not one), and once per episode: it is reported again only after it cleared.
+
+A DRA claim's directory may be used by pods other than the one it names (a claim shared by several pods names
+the claim itself): a violation there goes to the pod of each process (its cgroup's), never to the directory's
+owner; ``over_limit`` is decided on the claim's processes together (the limit is the claim's), and each pod
+with a process in it is told.
 """
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -133,8 +138,8 @@ def find_violations(
         container = owner.container if owner else p.container
         key = (reason, p.gpu, owner.dir_name if owner else (p.pod.uid if p.pod else ""), container)
         groups.setdefault(key, []).append(p)
-    found = [_violation(key, group, by_name, overhead_bytes) for key, group in groups.items()]
-    return sorted((v for v in found if v is not None), key=lambda v: v.key)
+    found = [v for key, group in groups.items() for v in _violations(key, group, by_name, overhead_bytes)]
+    return sorted(found, key=lambda v: v.key)
 
 
 def _reason(p: ObservedProcess, owner: WatchedContainer | None, managed: set[str]) -> Reason | None:
@@ -147,23 +152,41 @@ def _reason(p: ObservedProcess, owner: WatchedContainer | None, managed: set[str
     return Reason.OVER_LIMIT  # a candidate: _violation compares the sum with the limit
 
 
-def _violation(
+def _violations(
     key: tuple[Reason, GpuUuid, str, str],
     group: Sequence[ObservedProcess],
     by_name: Mapping[str, WatchedContainer],
     overhead_bytes: int,
-) -> Violation | None:
+) -> list[Violation]:
+    """The group's violation, one per pod it is charged to (several only in a directory pods share)."""
     reason, gpu, _, container = key
     owner = by_name.get(group[0].owner or "") if group[0].owner else None
     used = sum(p.used_bytes for p in group)
     pids = tuple(sorted(p.host_pid for p in group))
     if owner is None:
-        return Violation(reason, gpu, group[0].pod, container, pids, used)
+        return [Violation(reason, gpu, group[0].pod, container, pids, used)]
     limit = owner.limits.get(gpu, 0)
     shim = owner.shim_used.get(gpu, 0)
     if reason is Reason.OVER_LIMIT and used <= limit + overhead_bytes * len(group):
-        return None
-    return Violation(reason, gpu, owner.pod, container, pids, used, shim, limit)
+        return []
+    by_pod: dict[PodRef, list[ObservedProcess]] = {}
+    for p in group:
+        by_pod.setdefault(_charged(p, owner), []).append(p)
+    if reason is Reason.OVER_LIMIT:  # the claim's limit, broken by its processes together
+        return [Violation(reason, gpu, pod, container, pids, used, shim, limit) for pod in by_pod]
+    return [
+        Violation(
+            reason, gpu, pod, container, tuple(sorted(p.host_pid for p in mine)),
+            sum(p.used_bytes for p in mine), shim, limit,
+        )
+        for pod, mine in by_pod.items()
+    ]  # fmt: skip
+
+
+def _charged(p: ObservedProcess, owner: WatchedContainer) -> PodRef:
+    """The pod a placed process's violation goes to: its own (its cgroup's) when it runs in a directory that
+    names another pod or a DRA claim shared by pods, else the directory's."""
+    return p.pod if p.pod is not None and p.pod.uid != owner.pod.uid else owner.pod
 
 
 def describe(v: Violation, overhead_bytes: int) -> str:

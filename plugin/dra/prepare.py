@@ -141,6 +141,11 @@ class ClaimPreparer:
                 )
         return count
 
+    def claim_dirs(self) -> dict[tuple[str, str], str]:
+        """(namespace, claim name) -> state directory of each prepared claim the shim runs for (the watchdog
+        finds a claim's processes by the claims their pods name; the directory may name another pod)."""
+        return {(e.ref.namespace, e.ref.name): e.dir_name for e in self.checkpoint if e.config.gpus}
+
     # --- one claim --------------------------------------------------------------------------------
 
     def _is_prepared(self, ref: ClaimRef) -> bool:

@@ -9,7 +9,10 @@ PID + start time). A container ID placed once places every other PID with that I
 DRA: a ResourceClaim's state directory is ``<pod-uid>_dra-<claim-uid>`` (container ``dra-<claim-uid>`` in its
 config), shared by every container of the pod that uses the claim. A PID whose container ID names a container
 with no directory of its own goes to the pod's claim that container uses (``claims``: the kubelet's
-PodResources ``dynamic_resources``); with several such claims, the shim's slots decide among them.
+PodResources ``dynamic_resources``); with several such claims, the shim's slots decide among them. A claim's
+directory may name a pod other than the process's, or the claim itself (a claim shared by several pods, or
+used by a pod it was not made for, :mod:`plugin.core.dra`): no cgroup names it, so ``shared`` (pod UID ->
+the directories of the claims that pod uses) makes it one of that pod's candidates.
 """
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -76,6 +79,7 @@ def attribute(
     namespaced_pid: Callable[[int], NamespacedPid | None],
     live: Collection[str] | None = None,
     claims: Mapping[ContainerName, frozenset[str]] | None = None,
+    shared: Mapping[str, Collection[str]] | None = None,
 ) -> Attribution:
     """Sum deduplicated samples per (container, GPU); count the PIDs no live kube-vgpu container owns.
 
@@ -90,6 +94,7 @@ def attribute(
         container_ids=container_ids,
         namespaced_pid=namespaced_pid,
         claims=claims,
+        shared=shared,
     )
     if live is not None:
         placed = {pid: owner for pid, owner in placed.items() if owner in live}
@@ -128,16 +133,16 @@ def owners(
     container_ids: Mapping[str, str],
     namespaced_pid: Callable[[int], NamespacedPid | None],
     claims: Mapping[ContainerName, frozenset[str]] | None = None,
+    shared: Mapping[str, Collection[str]] | None = None,
 ) -> dict[int, str]:
     """Host PID -> state directory name of the owning container, for the PIDs that can be placed (the
     exporter's :func:`attribute` and the watchdog use the same rules).
 
     Evidence first (pod status container IDs, shim slots); then a container ID placed by evidence places
     its other PIDs; last, a pod's only GPU container takes a PID unless evidence tied it to another ID.
+    ``shared``: pod UID -> names of the DRA claim directories the pod uses (whatever pod they name).
     """
-    by_pod: dict[str, list[ContainerState]] = {}
-    for c in containers:
-        by_pod.setdefault(c.config.pod_uid, []).append(c)
+    by_pod = _candidates(containers, shared or {})
     found: dict[int, str] = {}
     placed_ids: dict[str, str] = {}
     undecided: list[tuple[int, CgroupRef]] = []
@@ -164,6 +169,23 @@ def owners(
         if owner is not None:
             found[pid] = owner
     return found
+
+
+def _candidates(
+    containers: Sequence[ContainerState], shared: Mapping[str, Collection[str]]
+) -> dict[str, list[ContainerState]]:
+    """Pod UID -> the directories its processes may belong to: those naming it, and the claims it uses."""
+    by_pod: dict[str, list[ContainerState]] = {}
+    for c in containers:
+        by_pod.setdefault(c.config.pod_uid, []).append(c)
+    by_name = {c.name: c for c in containers}
+    for pod_uid, names in shared.items():
+        mine = by_pod.get(pod_uid, [])
+        own = {c.name for c in mine}
+        extra = [by_name[n] for n in sorted(names) if n in by_name and n not in own]
+        if extra:
+            by_pod[pod_uid] = [*mine, *extra]
+    return by_pod
 
 
 def dra_claim_uid(container: ContainerState) -> str | None:

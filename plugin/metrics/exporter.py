@@ -12,6 +12,7 @@ Wiring (in ``plugin/__main__.py``; every source but the state directory is optio
         health=tally,
         container_ids=lambda: container_ids_from_pods(pods_on_this_node()),  # optional
         violations=agent.violations,                         # plugin.watchdog's counter, optional
+        shared_claims=agent.watchdog.shared_claims,          # the DRA claims pods use (plugin.watchdog)
     )
     server, thread = serve(settings.metrics_port, collector)  # skip when the port is 0
     ...
@@ -24,7 +25,7 @@ registry is used.
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Final
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -69,6 +70,7 @@ class NodeCollector:
         health: HealthView | None = None,
         container_ids: Callable[[], Mapping[str, str]] | None = None,
         violations: ViolationView | None = None,
+        shared_claims: Callable[[], Mapping[str, Collection[str]]] | None = None,
     ) -> None:
         self._node = node
         self._root = root
@@ -78,6 +80,9 @@ class NodeCollector:
         self._health = health
         self._container_ids = container_ids
         self._violations = violations
+        self._shared_claims = shared_claims
+        """Pod UID -> the DRA claim directories it uses (a claim's directory may name another pod, or the
+        claim itself: no cgroup names it); from the watchdog, which lists the pods."""
         self._gpu_labels: dict[GpuUuid, GpuLabels] = {}
         self._claims: dict[ContainerName, frozenset[str]] = {}  # of the current read (under the lock)
         self._lock = threading.Lock()
@@ -153,6 +158,7 @@ class NodeCollector:
             namespaced_pid=lambda pid: read_namespaced_pid(self._root, pid),
             live=live,
             claims=self._claims,
+            shared=self._shared_claims() if self._shared_claims else None,
         )
         return gpus, attribution
 

@@ -167,3 +167,51 @@ def test_a_container_using_two_claims_is_placed_by_the_shims_slots():
         container_ids={cid(1): "cuda"}, namespaced_pid=lambda pid: None, claims=claims,
     )  # fmt: skip
     assert {k[0] for k in result.by_container} == {f"{uid(1)}_dra-u2"}
+
+
+def _shared_claim() -> ContainerState:
+    """A claim of its own (identity: the claim's UID, ``uid(9)``) on GPU G, no shim slot."""
+    config = ShimConfig(uid(9), "ns", "the-claim", f"dra-{uid(9)}", (GpuLimit(G, GIB, 10, 10),))
+    return ContainerState(f"{uid(9)}_dra-{uid(9)}", config, ())
+
+
+@pytest.mark.parametrize(
+    ("shared", "expected"),
+    [
+        pytest.param(None, ({}, {G: 3}), id="no pod known to use it: nobody's (no cgroup names a claim)"),
+        pytest.param(
+            {uid(1): [f"{uid(9)}_dra-{uid(9)}"], uid(2): [f"{uid(9)}_dra-{uid(9)}"]},
+            ({f"{uid(9)}_dra-{uid(9)}": [10, 20]}, {G: 1}),
+            id="the pods using it: theirs; a third pod's process stays unattributed",
+        ),
+        pytest.param(
+            {uid(1): ["no-such-dir", "../x"], uid(3): []},
+            ({}, {G: 3}),
+            id="names of no directory place nothing",
+        ),
+    ],
+)
+def test_a_claims_directory_takes_the_processes_of_the_pods_that_use_it(shared: Any, expected: Any) -> None:
+    cgroups = {10: CgroupRef(uid(1), cid(1)), 20: CgroupRef(uid(2), cid(2)), 30: CgroupRef(uid(3), cid(3))}
+    result = attribute(
+        [sample(10), sample(20), sample(30)], [_shared_claim()], cgroups=cgroups, container_ids={},
+        namespaced_pid=lambda pid: None, shared=shared,
+    )  # fmt: skip
+    assert (
+        {k[0]: sorted(v.pids) for k, v in result.by_container.items()},
+        dict(result.unattributed),
+    ) == expected
+
+
+def test_a_pod_with_its_own_claim_and_a_shared_one_is_placed_by_the_shims_slots() -> None:
+    """Pod 1's own template claim (no slot for PID 10) and the shared claim (a slot for it): the slot decides;
+    PID 11, another container's and in neither's slots, is placed nowhere (two candidates, no evidence)."""
+    own = state(1, "dra-u1")
+    config = ShimConfig(uid(9), "ns", "the-claim", f"dra-{uid(9)}", (GpuLimit(G, GIB, 10, 10),))
+    shared = ContainerState(f"{uid(9)}_dra-{uid(9)}", config, (ProcessSlot(3, 10, 100, (ZERO,)),))
+    result = attribute(
+        [sample(10), sample(11)], [own, shared], cgroups={10: CgroupRef(uid(1), cid(1)), 11: CgroupRef(uid(1), cid(2))},
+        container_ids={}, namespaced_pid=lambda pid: None, shared={uid(1): [shared.name, own.name]},
+    )  # fmt: skip
+    assert {k[0]: sorted(v.pids) for k, v in result.by_container.items()} == {shared.name: [10]}
+    assert dict(result.unattributed) == {G: 1}
