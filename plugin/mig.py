@@ -185,13 +185,12 @@ class MigPlugins:
             self._options.plan,
             lambda: read_mig_minors(self._options.minors_path),
         )
-        return Registrar(
+        return Registrar.serving(
+            servicer,
+            resource,
             plugin_dir=self._options.plugin_dir,
-            socket_name=f"kube-vgpu-{resource.partition('/')[2]}.sock",
-            resource=resource,
-            add_servicer=servicer.add_to,
+            socket_prefix="kube-vgpu-",
             poll_s=self._options.poll_s,
-            pre_start_required=servicer.pre_start_required,  # Register says what GetDevicePluginOptions says
         )
 
     async def _health_changed(self, healthy: Mapping[GpuUuid, bool]) -> None:

@@ -210,13 +210,12 @@ class NvidiaPlugins:
         servicer = NvidiaServicer(
             resource, self.boards[resource], by_uuid, self._gpus, links, self._options, state
         )
-        return Registrar(
+        return Registrar.serving(  # no pod attribution to verify (nor has NVIDIA's): no PreStartContainer
+            servicer,
+            resource,
             plugin_dir=self._options.plugin_dir,
-            socket_name=f"kube-vgpu-nv-{resource.partition('/')[2]}.sock",
-            resource=resource,
-            add_servicer=servicer.add_to,
+            socket_prefix="kube-vgpu-nv-",
             poll_s=self._options.poll_s,
-            pre_start_required=servicer.pre_start_required,  # no pod attribution to verify (nor has NVIDIA's)
         )
 
     async def publish(self, healthy: Mapping[GpuUuid, bool]) -> None:
