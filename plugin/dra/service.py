@@ -76,9 +76,9 @@ class DraV1Servicer(v1_grpc.DRAPluginServicer):
 
 
 class DraV1beta1Servicer(v1beta1_grpc.DRAPluginServicer):
-    """``v1beta1`` as the kubelet's own plugin helper serves it: each call converted to ``v1`` and its answer
-    back. The two carry the same field numbers (tests/unit/plugin/test_dra_proto_fields.py), and the answer
-    drops what ``v1beta1`` does not know (``Device.share_id``)."""
+    """``v1beta1`` as k8s.io/kubelet's ``v1beta1.V1ServerWrapper`` serves it: each call converted to ``v1``
+    and its answer back. The two carry the same field numbers (tests/unit/plugin/test_dra_proto_fields.py),
+    and the answer drops what ``v1beta1`` does not know (``Device.share_id``)."""
 
     def __init__(self, preparer: ClaimPreparer) -> None:
         self._v1 = DraV1Servicer(preparer)
