@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 from plugin.core.errors import PluginError
-from plugin.kubeapi import ApiClient, ApiException, CoreV1
+from plugin.kubeapi import ApiClient, ApiException, CoreV1, selected_items, spec_selector
 
 __all__ = ["ApiCluster", "Cluster", "GoneError", "KubeError"]
 
@@ -75,14 +75,14 @@ class ApiCluster:
             raise KubeError(f"{what}: {err}") from err
 
     async def node_pods(self, node: str) -> list[Body]:
+        fields = {"nodeName": node}
         resp = await self._call(
             "list pods",
             self._core.list_pod_for_all_namespaces,
-            field_selector=f"spec.nodeName={node}",
+            field_selector=spec_selector(fields),
             _preload_content=False,
         )
-        items: list[Body] = json.loads(resp.data).get("items") or []
-        return [p for p in items if (p.get("spec") or {}).get("nodeName") == node]
+        return selected_items(resp, fields)
 
     async def patch_pod_annotations(
         self, namespace: str, name: str, annotations: Mapping[str, str | None]

@@ -15,8 +15,10 @@ only they define is asked for; the modules used here are the real client's, impo
 """
 
 import importlib.util
+import json
 import sys
 import threading
+from collections.abc import Mapping
 from types import ModuleType
 from typing import Any, Final
 
@@ -28,6 +30,8 @@ __all__ = [
     "ResourceV1",
     "defer_init",
     "new_api_client",
+    "selected_items",
+    "spec_selector",
 ]
 
 _INIT_LOCK: Final = threading.Lock()
@@ -167,3 +171,15 @@ class ResourceV1(_RawApi):
     def read_namespaced_resource_claim(self, name: str, namespace: str, **kwargs: Any) -> Any:
         path = "/apis/resource.k8s.io/v1/namespaces/{namespace}/resourceclaims/{name}"
         return self._call("GET", path, {"namespace": namespace, "name": name}, **kwargs)
+
+
+def spec_selector(fields: Mapping[str, str]) -> str:
+    """The field selector for objects whose ``spec`` holds ``fields`` (``spec.nodeName=n,spec.driver=d``)."""
+    return ",".join(f"spec.{k}={v}" for k, v in fields.items())
+
+
+def selected_items(response: Any, fields: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The items of a raw list answer, asked with :func:`spec_selector`, whose ``spec`` holds ``fields``:
+    what the API server (or a proxy in front of it) answers to a selector is checked again, not trusted."""
+    items: list[dict[str, Any]] = json.loads(response.data).get("items") or []
+    return [i for i in items if all((i.get("spec") or {}).get(k) == v for k, v in fields.items())]

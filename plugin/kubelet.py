@@ -14,7 +14,7 @@ import logging
 import os
 from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 import grpc
 
@@ -24,7 +24,7 @@ from plugin.api.podresources.v1 import api_pb2_grpc as pr_grpc
 from plugin.core.admission import Held
 from plugin.dirwatch import wait_while
 
-__all__ = ["API_VERSION", "KUBELET_SOCKET", "PodResourcesClient", "Registrar"]
+__all__ = ["API_VERSION", "KUBELET_SOCKET", "PodResourcesClient", "Registrar", "Servicer"]
 
 log = logging.getLogger(__name__)
 API_VERSION: Final = "v1beta1"
@@ -38,8 +38,31 @@ def _inode(path: Path) -> int | None:
         return None
 
 
+class Servicer(Protocol):
+    """A resource's servicer as a registration needs it (a :class:`plugin.server.BoardServicer`)."""
+
+    @property
+    def pre_start_required(self) -> bool: ...
+    def add_to(self, server: grpc.aio.Server) -> None: ...
+
+
 class Registrar:
     """Keeps one resource registered with the kubelet for as long as :meth:`run` runs."""
+
+    @classmethod
+    def serving(
+        cls, servicer: Servicer, resource: str, *, plugin_dir: Path, socket_prefix: str, poll_s: float
+    ) -> "Registrar":
+        """``resource`` served by ``servicer`` on ``<socket_prefix><resource name>.sock``; Register carries
+        the servicer's own options (what its GetDevicePluginOptions says)."""
+        return cls(
+            plugin_dir=plugin_dir,
+            socket_name=f"{socket_prefix}{resource.partition('/')[2]}.sock",
+            resource=resource,
+            add_servicer=servicer.add_to,
+            poll_s=poll_s,
+            pre_start_required=servicer.pre_start_required,
+        )
 
     def __init__(
         self,

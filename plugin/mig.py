@@ -6,7 +6,7 @@ profile (``mixed``) or ``<domain>/gpu`` (``single``); each gets its own socket, 
 in :class:`plugin.server.DeviceBoard` (a MIG instance travels as a one-device
 :class:`plugin.core.slices.Slice` whose ID is the MIG UUID) and go out through
 :func:`plugin.server.device_list`, exactly as ``vcuda-core``'s; Allocate answers through
-:func:`plugin.server.plan_response`, as every servicer's do.
+:func:`plugin.server.allocate_response`, as every servicer's do.
 
 Health reuses :class:`plugin.health.HealthMonitor` over :class:`MigEventSource`, which names MIG instances
 instead of GPUs: an XID carrying GPU/compute instance ids marks only that instance, a whole-GPU XID or a
@@ -28,7 +28,7 @@ from plugin.api.deviceplugin.v1beta1 import api_pb2
 from plugin.cdi import read_mig_minors
 from plugin.core.allocate import DeviceListStrategy, PlanOptions
 from plugin.core.cdi import DEFAULT_CDI_VERSION, DriverFiles, with_common_edits
-from plugin.core.errors import AllocationError
+from plugin.core.errors import UnknownDeviceError
 from plugin.core.gpu import Gpu, GpuSource, NodeGpus, XidEvent
 from plugin.core.health import HealthPolicy
 from plugin.core.mig import MigDevice, MigStrategy, mig_devices, mig_resources, xid_targets
@@ -36,7 +36,7 @@ from plugin.core.mig_allocate import MIG_MINORS_PATH, cdi_spec, plan_mig_contain
 from plugin.core.slices import Slice, SliceId, plain_pick
 from plugin.health import HealthMonitor
 from plugin.kubelet import Registrar
-from plugin.server import BoardServicer, DeviceBoard, plan_response, preferred_response
+from plugin.server import BoardServicer, ContainerEdits, DeviceBoard, allocate_response, preferred_response
 from vcuda.model import GpuUuid
 from vcuda.names import Names
 
@@ -98,23 +98,22 @@ class MigServicer(BoardServicer):
     async def Allocate(  # noqa: N802 (gRPC method name)
         self, request: api_pb2.AllocateRequest, context: Ctx
     ) -> api_pb2.AllocateResponse:
-        responses = []
-        for req in request.container_requests:
-            unknown = [i for i in req.devices_ids if i not in self._devices]
-            if unknown:
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT, f"kube-vgpu: unknown MIG devices {unknown}"
-                )
-            devices = [self._devices[i] for i in req.devices_ids]
-            minors = self._minors() if self._options.list_strategy is DeviceListStrategy.DEVICE_SPECS else {}
-            try:
-                plan = plan_mig_container(devices, self._options, minors)
-            except AllocationError as err:
-                log.error("Allocate of MIG devices refused: %s", err)
-                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"kube-vgpu: {err}")
-            log.info("allocated MIG instances %s", ",".join(req.devices_ids))
-            responses.append(plan_response(plan))
-        return api_pb2.AllocateResponse(container_responses=responses)
+        return await allocate_response(
+            request,
+            self._plan,
+            context,
+            resource="MIG devices",
+            refused=grpc.StatusCode.FAILED_PRECONDITION,
+        )
+
+    async def _plan(self, ids: list[str]) -> ContainerEdits:
+        unknown = [i for i in ids if i not in self._devices]
+        if unknown:
+            raise UnknownDeviceError(f"unknown MIG devices {unknown}")
+        minors = self._minors() if self._options.list_strategy is DeviceListStrategy.DEVICE_SPECS else {}
+        plan = plan_mig_container([self._devices[i] for i in ids], self._options, minors)
+        log.info("allocated MIG instances %s", ",".join(ids))
+        return plan
 
 
 class MigEventSource:
@@ -186,13 +185,12 @@ class MigPlugins:
             self._options.plan,
             lambda: read_mig_minors(self._options.minors_path),
         )
-        return Registrar(
+        return Registrar.serving(
+            servicer,
+            resource,
             plugin_dir=self._options.plugin_dir,
-            socket_name=f"kube-vgpu-{resource.partition('/')[2]}.sock",
-            resource=resource,
-            add_servicer=servicer.add_to,
+            socket_prefix="kube-vgpu-",
             poll_s=self._options.poll_s,
-            pre_start_required=servicer.pre_start_required,  # Register says what GetDevicePluginOptions says
         )
 
     async def _health_changed(self, healthy: Mapping[GpuUuid, bool]) -> None:

@@ -22,7 +22,6 @@ import grpc
 
 from plugin.api.deviceplugin.v1beta1 import api_pb2
 from plugin.core.allocate import NODE_DIR_NAME, PlanOptions
-from plugin.core.errors import AllocationError
 from plugin.core.gpu import Gpu
 from plugin.core.gpumodes import (
     GpuPlan,
@@ -44,7 +43,7 @@ from plugin.core.slices import Slice, SliceId
 from plugin.kube import Cluster
 from plugin.kubelet import PodResourcesClient, Registrar
 from plugin.mps import Mounter, MpsGpu, MpsShm, MpsSupervisor, SystemMounter, default_shm_size, quit_daemons
-from plugin.server import BoardServicer, DeviceBoard, plan_response, preferred_response
+from plugin.server import BoardServicer, ContainerEdits, DeviceBoard, allocate_response, preferred_response
 from plugin.statedir import StateDir
 from vcuda.model import GpuLink, GpuMode, GpuUuid
 from vcuda.shimfile import NODE_TENANTS_DIR, ShimConfig
@@ -117,24 +116,18 @@ class NvidiaServicer(BoardServicer):
     async def Allocate(  # noqa: N802 (gRPC method name)
         self, request: api_pb2.AllocateRequest, context: Ctx
     ) -> api_pb2.AllocateResponse:
-        responses = []
-        for req in request.container_requests:
-            try:
-                plan = plan_nvidia_container(
-                    list(req.devices_ids),
-                    gpus=self._gpus,
-                    plans=self._plans,
-                    options=self._options.plan,
-                    share=self._options.share,
-                )
-            except AllocationError as err:
-                log.error("Allocate of %s refused: %s", self._resource, err)
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"kube-vgpu: {err}")
-            if plan.config is not None:
-                await asyncio.to_thread(self._write_replica, plan.dir_name, plan.config, req.devices_ids)
-            log.info("allocated %s %s", self._resource, ",".join(req.devices_ids))
-            responses.append(plan_response(plan))
-        return api_pb2.AllocateResponse(container_responses=responses)
+        return await allocate_response(
+            request, self._plan, context, resource=self._resource, refused=grpc.StatusCode.INVALID_ARGUMENT
+        )
+
+    async def _plan(self, ids: list[str]) -> ContainerEdits:
+        plan = plan_nvidia_container(
+            ids, gpus=self._gpus, plans=self._plans, options=self._options.plan, share=self._options.share
+        )
+        if plan.config is not None:
+            await asyncio.to_thread(self._write_replica, plan.dir_name, plan.config, ids)
+        log.info("allocated %s %s", self._resource, ",".join(ids))
+        return plan
 
     def _write_replica(self, dir_name: str, config: ShimConfig, ids: Sequence[str]) -> None:
         """The replica set's shim files, after removing what earlier holders of any of ``ids`` left: their
@@ -217,13 +210,12 @@ class NvidiaPlugins:
         servicer = NvidiaServicer(
             resource, self.boards[resource], by_uuid, self._gpus, links, self._options, state
         )
-        return Registrar(
+        return Registrar.serving(  # no pod attribution to verify (nor has NVIDIA's): no PreStartContainer
+            servicer,
+            resource,
             plugin_dir=self._options.plugin_dir,
-            socket_name=f"kube-vgpu-nv-{resource.partition('/')[2]}.sock",
-            resource=resource,
-            add_servicer=servicer.add_to,
+            socket_prefix="kube-vgpu-nv-",
             poll_s=self._options.poll_s,
-            pre_start_required=servicer.pre_start_required,  # no pod attribution to verify (nor has NVIDIA's)
         )
 
     async def publish(self, healthy: Mapping[GpuUuid, bool]) -> None:

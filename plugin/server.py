@@ -15,7 +15,7 @@ import grpc
 from plugin.allocator import Allocator
 from plugin.api.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
 from plugin.core.allocate import DeviceNode, Mount
-from plugin.core.errors import AllocationError, AttributionMismatchError
+from plugin.core.errors import AllocationError, AttributionMismatchError, UnknownDeviceError
 from plugin.core.slices import Slice, plain_pick
 from plugin.kube import KubeError
 
@@ -26,6 +26,8 @@ __all__ = [
     "ContainerEdits",
     "DeviceBoard",
     "DevicePluginServicer",
+    "PlanContainer",
+    "allocate_response",
     "device_list",
     "plan_response",
     "preferred_response",
@@ -116,6 +118,33 @@ def plan_response(plan: ContainerEdits) -> api_pb2.ContainerAllocateResponse:
     )
 
 
+PlanContainer = Callable[[list[str]], Awaitable[ContainerEdits]]
+"""One container's device IDs -> its edits; raises AllocationError or KubeError to refuse the call."""
+
+
+async def allocate_response(
+    request: api_pb2.AllocateRequest,
+    plan: PlanContainer,
+    context: Ctx,
+    *,
+    resource: str,
+    refused: grpc.StatusCode,
+) -> api_pb2.AllocateResponse:
+    """Each container's plan in order, whichever servicer plans it; the first refusal fails the whole call
+    (the kubelet fails the pod's admission): ``refused`` is the servicer's status code for a refusal,
+    INVALID_ARGUMENT the code for IDs the resource does not serve."""
+    responses = []
+    for req in request.container_requests:
+        try:
+            edits = await plan(list(req.devices_ids))
+        except (AllocationError, KubeError) as err:
+            log.error("Allocate of %s refused: %s", resource, err)
+            code = grpc.StatusCode.INVALID_ARGUMENT if isinstance(err, UnknownDeviceError) else refused
+            await context.abort(code, f"kube-vgpu: {err}")
+        responses.append(plan_response(edits))
+    return api_pb2.AllocateResponse(container_responses=responses)
+
+
 Prefer = Callable[[list[str], list[str], int], Awaitable[list[str]]]
 """(available, must include, size) -> the IDs to suggest; raises AllocationError or KubeError."""
 
@@ -193,15 +222,13 @@ class DevicePluginServicer(BoardServicer):
     async def Allocate(  # noqa: N802 (gRPC method name)
         self, request: api_pb2.AllocateRequest, context: Ctx
     ) -> api_pb2.AllocateResponse:
-        responses = []
-        for req in request.container_requests:
-            try:
-                plan = await self._allocator.allocate(list(req.devices_ids))
-            except (AllocationError, KubeError) as err:
-                log.error("Allocate refused: %s", err)
-                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"kube-vgpu: {err}")
-            responses.append(plan_response(plan))
-        return api_pb2.AllocateResponse(container_responses=responses)
+        return await allocate_response(
+            request,
+            self._allocator.allocate,
+            context,
+            resource="vcuda-core",
+            refused=grpc.StatusCode.FAILED_PRECONDITION,
+        )
 
     async def PreStartContainer(  # noqa: N802 (gRPC method name)
         self, request: api_pb2.PreStartContainerRequest, context: Ctx

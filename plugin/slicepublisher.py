@@ -29,6 +29,7 @@ from kubernetes.client import ApiClient, ResourceV1Api, V1ResourceSlice
 from kubernetes.client.exceptions import ApiException
 
 from plugin.core.errors import PluginError
+from plugin.kubeapi import selected_items, spec_selector
 
 __all__ = ["PoolKeeper", "SliceError", "SlicePublisher", "read_pcie_roots", "slice_object"]
 
@@ -141,18 +142,14 @@ class SlicePublisher:
 
     async def list_own(self) -> list[Body]:
         """This node's slices of this driver (and nothing else, whatever the server answers)."""
+        fields = {"nodeName": self._node, "driver": self._driver}
         response = await self._call(
             "list",
             self._api.list_resource_slice,
-            field_selector=f"spec.nodeName={self._node},spec.driver={self._driver}",
+            field_selector=spec_selector(fields),
             _preload_content=False,
         )
-        items: list[Body] = json.loads(response.data).get("items") or []
-        return [s for s in items if self._own(s)]
-
-    def _own(self, item: Mapping[str, Any]) -> bool:
-        spec = item.get("spec") or {}
-        return spec.get("nodeName") == self._node and spec.get("driver") == self._driver
+        return selected_items(response, fields)
 
     def _model(self, body: Body) -> V1ResourceSlice:
         model = V1ResourceSlice.from_dict(body)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from plugin.core.allocate import CONFIG_FILE_NAME, NODE_DIR_NAME
+from plugin.core.allocate import CONFIG_FILE_NAME, CONTAINERS_DIR, NODE_DIR_NAME
 from plugin.core.attribution import ContainerKey, PodRef
 from plugin.core.nvallocate import REPLICAS_DIR
 from plugin.core.reclaim import ContainerDir
@@ -93,7 +93,7 @@ class StateDir:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.containers = root / "containers"
+        self.containers = root / CONTAINERS_DIR
         self._configs: dict[str, tuple[tuple[int, int, int], ShimConfig | None]] = {}
         """Decoded configs by directory name, with the (inode, mtime, size) they were read at: placements are
         rewritten on every allocation, and decoding every container's config each time is O(containers)."""

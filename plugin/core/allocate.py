@@ -19,6 +19,7 @@ from vcuda.units import CORE_PER_GPU, mib_to_bytes
 
 __all__ = [
     "CONFIG_FILE_NAME",
+    "CONTAINERS_DIR",
     "CONTROL_DEVICES",
     "ContainerPlan",
     "DeviceIdStrategy",
@@ -34,6 +35,8 @@ __all__ = [
 ]
 
 CONFIG_FILE_NAME = "vcuda.config"
+CONTAINERS_DIR = "containers"
+"""<state>/containers/<dir name>: one vcuda-core container's config and usage directory."""
 # <state>/node: the containers' record files and the plugin's placement lists, mounted read-only at
 # vcuda.names.CONTAINER_NODE_DIR; each container's own tenants/<dir name> is mounted writable over it.
 NODE_DIR_NAME = "node"
@@ -134,7 +137,7 @@ def plan_container(cand: Candidate, gpus: Mapping[str, Gpu], options: PlanOption
         dir_name=dir_name,
         config=config,
         envs=envs,
-        mounts=(*_shim_mounts(dir_name, options), *_driver_mounts(options)),
+        mounts=(*shim_mounts(dir_name, options), *_driver_mounts(options)),
         devices=_device_nodes(assigned, options),
         cdi_devices=_cdi_devices(assigned, options),
     )
@@ -149,15 +152,12 @@ def _visibility_env(assigned: Sequence[Gpu], options: PlanOptions) -> dict[str, 
     return {"NVIDIA_VISIBLE_DEVICES": ",".join(g.uuid for g in assigned)}
 
 
-def shim_mounts(dir_name: str, options: PlanOptions) -> tuple[Mount, ...]:
-    """The shim, ``ld.so.preload``, the config, the usage and node directories of state dir ``dir_name``
-    (the device-plugin answer and the DRA driver's CDI spec mount the same)."""
-    return _shim_mounts(dir_name, options)
-
-
-def _shim_mounts(dir_name: str, options: PlanOptions) -> tuple[Mount, ...]:
+def shim_mounts(dir_name: str, options: PlanOptions, under: str = CONTAINERS_DIR) -> tuple[Mount, ...]:
+    """The shim, ``ld.so.preload``, the config, the usage and node directories of state dir
+    ``<state>/<under>/<dir_name>`` (vcuda-core's answer, the DRA driver's CDI spec and NVIDIA's shared
+    replicas mount the same)."""
     state = PurePosixPath(options.state_dir)
-    container_dir = state / "containers" / dir_name
+    container_dir = state / under / dir_name
     shim_rel = PurePosixPath(names.CONTAINER_SHIM_PATH).relative_to("/usr/local/kube-vgpu")
     own_records = state / NODE_DIR_NAME / NODE_TENANTS_DIR / dir_name
     return (

@@ -37,6 +37,10 @@ __all__ = [
     "DeviceResult",
     "FrontEnd",
     "cdi_kind",
+    "claim_cdi_name",
+    "claim_container",
+    "claim_of_cdi_device",
+    "claim_of_container",
     "device_name",
     "dra_inventory",
     "driver_name",
@@ -75,6 +79,36 @@ def driver_name(domain: str) -> str:
 def cdi_kind(domain: str) -> str:
     """CDI ``vendor/class`` of the per-claim spec files: ``kube-vgpu.<domain>/claim``."""
     return f"{DRIVER_PREFIX}.{domain}/{CDI_CLASS}"
+
+
+def claim_cdi_name(uid: str, device: str) -> str:
+    """The CDI device name of claim ``uid``'s device (qualified: ``<cdi_kind>=<uid>-<device>``)."""
+    return f"{uid}-{device}"
+
+
+_CLAIM_CDI: Final = re.compile(
+    rf"{re.escape(DRIVER_PREFIX)}\.[a-z0-9.-]+/{CDI_CLASS}=({_UID.pattern})-(?:gpu|mig)-[a-z0-9-]+"
+)
+
+
+def claim_of_cdi_device(qualified: str) -> str | None:
+    """The claim UID in one of our qualified CDI device names (:func:`cdi_kind`, :func:`claim_cdi_name`,
+    :func:`device_name`); None for another driver's or kind's device, or a name we never make."""
+    match = _CLAIM_CDI.fullmatch(qualified)
+    return None if match is None else match.group(1)
+
+
+_CLAIM_CONTAINER: Final = "dra-"
+
+
+def claim_container(uid: str) -> str:
+    """The container name in claim ``uid``'s shim config; its state directory is ``<owner uid>_dra-<uid>``."""
+    return f"{_CLAIM_CONTAINER}{uid}"
+
+
+def claim_of_container(name: str) -> str | None:
+    """The claim UID of a shim config's container name made by :func:`claim_container`, else None."""
+    return name.removeprefix(_CLAIM_CONTAINER) if name.startswith(_CLAIM_CONTAINER) else None
 
 
 def pool_name(node: str) -> str:

@@ -27,7 +27,14 @@ from typing import Any
 
 from plugin.core.allocate import Mount, PlanOptions, shim_mounts
 from plugin.core.cdi import DriverFiles, common_edits
-from plugin.core.dra import ClaimAllocation, ClaimError, ClaimRef, DeviceResult
+from plugin.core.dra import (
+    ClaimAllocation,
+    ClaimError,
+    ClaimRef,
+    DeviceResult,
+    claim_cdi_name,
+    claim_container,
+)
 from plugin.core.errors import AllocationError
 from plugin.core.gpu import Gpu
 from plugin.core.mig import MigDevice
@@ -88,7 +95,7 @@ def plan_claim(
         by_device.setdefault(r.device, []).append(r)
     if len(by_device) > MAX_GPUS:
         raise ClaimError(f"claim {ref}: {len(by_device)} GPUs, at most {MAX_GPUS} per claim")
-    cdi_names = {d: f"{ref.uid}-{d}" for d in sorted(by_device)}
+    cdi_names = {d: claim_cdi_name(ref.uid, d) for d in sorted(by_device)}
     shared = {d: g for d in sorted(by_device) if isinstance(g := gpus[d], Gpu)}
     migs = {d: m for d in sorted(by_device) if isinstance(m := gpus[d], MigDevice)}
     if shared and migs:
@@ -98,7 +105,7 @@ def plan_claim(
         )
     limits = tuple(_limit(ref, g, by_device[d]) for d, g in shared.items())
     nodes = tuple((cdi_names[d], _mig_nodes(ref, d, m, by_device[d], minors or {})) for d, m in migs.items())
-    container = f"dra-{ref.uid}"
+    container = claim_container(ref.uid)
     config = ShimConfig(alloc.owner_uid, ref.namespace, alloc.owner_name, container, limits)
     devices = tuple(
         PreparedDevice(

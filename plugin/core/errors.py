@@ -11,6 +11,7 @@ __all__ = [
     "ConfigError",
     "MigLayoutChangedError",
     "PluginError",
+    "UnknownDeviceError",
     "shown",
 ]
 
@@ -23,6 +24,10 @@ class PluginError(Exception):
 
 class AllocationError(PluginError):
     """An ``Allocate`` call cannot be served without risking wrong limits (the kubelet fails admission)."""
+
+
+class UnknownDeviceError(AllocationError):
+    """An ``Allocate`` names device IDs the resource does not serve: the request is wrong, not the node."""
 
 
 class AttributionMismatchError(PluginError):

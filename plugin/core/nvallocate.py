@@ -25,14 +25,14 @@ from plugin.core.allocate import (
     DeviceNode,
     Mount,
     PlanOptions,
+    shim_mounts,
 )
 from plugin.core.errors import AllocationError
 from plugin.core.gpu import Gpu
 from plugin.core.gpumodes import GpuPlan
 from plugin.core.nvflags import AllocationPolicy
-from vcuda import names
 from vcuda.model import GpuLink, GpuMode, GpuUuid
-from vcuda.shimfile import NODE_TENANTS_DIR, GpuLimit, ShimConfig
+from vcuda.shimfile import GpuLimit, ShimConfig
 from vcuda.units import CORE_PER_GPU, mib_to_bytes
 
 __all__ = [
@@ -245,21 +245,7 @@ def _isolation(
         limits.append(GpuLimit(GpuUuid(uuid), mib_to_bytes(memory), cores, cores))
     key = dir_name.rpartition("_")[0]
     config = ShimConfig(key, "", key, REPLICA_CONTAINER, tuple(limits))
-    state = PurePosixPath(options.state_dir)
-    folder = state / REPLICAS_DIR / dir_name
-    shim_rel = PurePosixPath(names.CONTAINER_SHIM_PATH).relative_to("/usr/local/kube-vgpu")
-    mounts = (
-        Mount(names.CONTAINER_SHIM_PATH, str(PurePosixPath(options.shim_dir) / shim_rel)),
-        Mount(names.LD_SO_PRELOAD_PATH, str(state / "ld.so.preload")),
-        Mount(names.CONTAINER_CONFIG_PATH, str(folder / "vcuda.config")),
-        Mount(names.CONTAINER_USAGE_DIR, str(folder / "usage"), read_only=False),
-        Mount(names.CONTAINER_NODE_DIR, str(state / "node")),
-        Mount(
-            f"{names.CONTAINER_NODE_DIR}/{NODE_TENANTS_DIR}/{dir_name}",
-            str(state / "node" / NODE_TENANTS_DIR / dir_name),
-            read_only=False,
-        ),
-    )
+    mounts = shim_mounts(dir_name, options, under=REPLICAS_DIR)
     return dir_name, config, mounts
 
 

@@ -29,7 +29,7 @@ from typing import Any, Final
 from plugin.cdi import read_mig_minors
 from plugin.core.allocate import CONFIG_FILE_NAME, PlanOptions
 from plugin.core.cdi import DriverFiles
-from plugin.core.dra import ClaimError, ClaimRef, read_allocation
+from plugin.core.dra import ClaimError, ClaimRef, claim_container, read_allocation
 from plugin.core.dra_plan import PreparedDevice, check_room, claim_spec, plan_claim
 from plugin.core.gpu import Gpu
 from plugin.core.mig import MigDevice
@@ -233,7 +233,7 @@ class ClaimPreparer:
 
     def _dirs_of(self, uid: str) -> list[str]:
         """State directories named for claim ``uid`` (``<owner>_dra-<uid>``)."""
-        return sorted(p.name for p in self._state.containers.glob(f"*_dra-{uid}") if p.is_dir())
+        return sorted(p.name for p in self._state.containers.glob(f"*_{claim_container(uid)}") if p.is_dir())
 
     def _spec_path(self, uid: str) -> Path:
         return self.info.cdi_dir / f"{self.info.cdi_kind.replace('/', '-')}_{uid}.json"

@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from plugin.core.dra import claim_of_container
 from plugin.metrics.cgroups import CgroupRef
 from plugin.metrics.procfs import NamespacedPid
 from plugin.metrics.sources import ContainerName, ProcessSample
@@ -190,8 +191,7 @@ def _candidates(
 
 def dra_claim_uid(container: ContainerState) -> str | None:
     """The claim UID of a DRA claim's state directory (config container ``dra-<uid>``), else None."""
-    name = container.config.container
-    return name.removeprefix("dra-") if name.startswith("dra-") else None
+    return claim_of_container(container.config.container)
 
 
 def _named_owner(

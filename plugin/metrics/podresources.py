@@ -6,11 +6,10 @@ fresher view of which containers exist.
 
 DRA containers: the kubelet lists, per container, the claims it uses (``dynamic_resources``) with the CDI
 devices the driver prepared for them. kube-vgpu's are named ``kube-vgpu.<domain>/claim=<claim-uid>-<device>``
-(the node side, ``plugin.core.dra_plan``), so the claim's UID, which names the claim's state directory
+(:func:`plugin.core.dra.claim_cdi_name`), so the claim's UID, which names the claim's state directory
 (``<pod-uid>_dra-<claim-uid>``), is read from them; other drivers' devices are ignored.
 """
 
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -19,14 +18,12 @@ from typing import Any, Final
 import grpc
 
 from plugin.api.podresources.v1 import api_pb2, api_pb2_grpc
+from plugin.core.dra import claim_of_cdi_device
 from plugin.metrics.sources import ContainerName, SourceError
 
 __all__ = ["DEFAULT_SOCKET", "KubeletPodResources", "claims_from_response", "live_from_response"]
 
 DEFAULT_SOCKET: Final = "/var/lib/kubelet/pod-resources/kubelet.sock"
-_OUR_CDI: Final = re.compile(
-    r"kube-vgpu\.[a-z0-9.-]+/claim=([A-Za-z0-9][A-Za-z0-9-]{0,58})-(?:gpu|mig)-[a-z0-9-]+"
-)
 
 
 def live_from_response(pod_resources: Iterable[Any]) -> frozenset[ContainerName]:
@@ -40,11 +37,11 @@ def claims_from_response(pod_resources: Iterable[Any]) -> dict[ContainerName, fr
     for p in pod_resources:
         for c in p.containers:
             uids = {
-                m.group(1)
+                uid
                 for d in c.dynamic_resources
                 for r in d.claim_resources
                 for cdi in r.cdi_devices
-                if (m := _OUR_CDI.fullmatch(cdi.name)) is not None
+                if (uid := claim_of_cdi_device(cdi.name)) is not None
             }
             if uids:
                 out[ContainerName(p.namespace, p.name, c.name)] = frozenset(uids)

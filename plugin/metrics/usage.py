@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from plugin.core.allocate import CONFIG_FILE_NAME, CONTAINERS_DIR
 from vcuda.errors import ContractError
 from vcuda.layout import Struct
 from vcuda.names import USAGE_FILE_NAME
@@ -47,7 +48,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-CONFIG_FILE_NAME: Final = "vcuda.config"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +62,7 @@ class ContainerFiles:
 def container_files(state_dir: Path) -> list[ContainerFiles]:
     """``<state>/containers/<pod-uid>_<container>/{vcuda.config, usage/usage.bin}``, sorted by directory."""
     try:
-        entries = sorted((e.name, e.path) for e in os.scandir(state_dir / "containers") if e.is_dir())
+        entries = sorted((e.name, e.path) for e in os.scandir(state_dir / CONTAINERS_DIR) if e.is_dir())
     except FileNotFoundError:
         return []
     return [

@@ -19,6 +19,7 @@ import pytest
 from kubernetes import client
 
 from plugin.agent import Agent
+from plugin.api.dra.v1 import api_pb2 as v1
 from plugin.core.dra import ClaimRef
 from plugin.dra.claims import ApiClaims
 from plugin.dra.node import CHECKPOINT_PATH
@@ -229,6 +230,26 @@ async def test_a_kubelet_speaking_only_v1beta1_gets_the_same_devices(dra: DraEnv
     assert device.device == dev(GPUS[1])
     assert device.cdi_ids
     assert device.share_id is None
+
+
+async def test_a_v1beta1_answer_carries_no_field_v1beta1_does_not_know(dra: DraEnv) -> None:
+    """v1beta1 is served by converting to v1 and back: a claim's share ID (v1 only) must not ride along."""
+    await dra.kubelet.stop()
+    dra.kubelet = FakeDraKubelet(
+        dra.settings.dra_registry_dir, dra.cluster.api_client(), versions=["v1beta1.DRAPlugin"]
+    )
+    await dra.kubelet.start()
+    await dra.kubelet.wait_registered(DRIVER)
+    dra.claim_with_owner(
+        "share", "pod-uid-1", results=[result(dev(GPUS[1]), memory=GIB, cores=10, share_id="s-1")]
+    )
+    await dra.kubelet.prepare_pod(pod("p", "pod-uid-1", "share"))
+
+    reply = await dra.kubelet.call_prepare(DRIVER, list(dra.kubelet.claims.values()))
+    as_v1 = v1.NodePrepareResourcesResponse.FromString(reply.SerializeToString())
+    (entry,) = as_v1.claims.values()
+    assert [d.device_name for d in entry.devices] == [dev(GPUS[1])]
+    assert not any(d.HasField("share_id") for d in entry.devices)
 
 
 async def test_hostile_claims_fail_alone_and_the_good_one_is_prepared(dra: DraEnv) -> None:

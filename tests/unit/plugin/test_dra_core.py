@@ -3,7 +3,8 @@
 Cases: a share, a whole GPU, every core taken, two results on one GPU, two GPUs, other drivers' results,
 ``coreLimit`` from class and claim configs (claim wins, per request, sub-requests), the owner pod; hostile
 claims (table): not allocated, replaced, another node's pool, unknown device, MIG GPU, capacities out of
-range or malformed, parameters malformed, wrong shapes; property: any JSON is a ClaimError or a plan.
+range or malformed, parameters malformed, wrong shapes; property: any JSON is a ClaimError or a plan; the
+names a claim's devices and config get read back as its UID (property), names never made read as none.
 """
 
 import json
@@ -15,7 +16,19 @@ from hypothesis import strategies as st
 
 from plugin.core.allocate import PlanOptions
 from plugin.core.cdi import DriverFiles
-from plugin.core.dra import ClaimError, ClaimRef, cdi_kind, dra_inventory, node_devices, read_allocation
+from plugin.core.dra import (
+    ClaimError,
+    ClaimRef,
+    cdi_kind,
+    claim_cdi_name,
+    claim_container,
+    claim_of_cdi_device,
+    claim_of_container,
+    device_name,
+    dra_inventory,
+    node_devices,
+    read_allocation,
+)
 from plugin.core.dra_params import GpuShareParameters, ParametersError, parse_parameters
 from plugin.core.dra_plan import ClaimPlan, claim_spec, plan_claim
 from plugin.core.gpu import Gpu
@@ -408,3 +421,25 @@ def test_a_claim_on_a_gpu_out_of_service_is_refused_clearly() -> None:
     )
     with pytest.raises(ClaimError, match=f"GPU {G1.uuid} .* is unhealthy"):
         plan_claim(alloc, node_devices(GPUS), pool=NODE, kind=KIND, unhealthy={G1.uuid})
+
+
+@given(uid=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9-]{0,58}", fullmatch=True), gpu=st.sampled_from(GPUS))
+def test_the_names_a_claim_is_planned_under_read_back_as_its_uid(uid: str, gpu: Gpu) -> None:
+    """The metrics exporter finds a claim's UID in the names the driver gave its devices and its config."""
+    qualified = f"{KIND}={claim_cdi_name(uid, device_name(gpu))}"
+    assert claim_of_cdi_device(qualified) == uid
+    assert claim_of_container(claim_container(uid)) == uid
+
+
+@pytest.mark.parametrize(
+    "qualified",
+    [
+        pytest.param("gpu.nvidia.com/claim=u-gpu-x", id="another driver"),
+        pytest.param(f"{KIND.rpartition('/')[0]}/gpu=u-gpu-x", id="another kind"),
+        pytest.param(f"{KIND}=../../etc-gpu-x", id="a path in the UID"),
+        pytest.param(f"{KIND}=u-cpu-x", id="not a GPU or MIG device"),
+    ],
+)
+def test_names_the_driver_never_makes_read_as_no_claim(qualified: str) -> None:
+    assert claim_of_cdi_device(qualified) is None
+    assert claim_of_container("main") is None

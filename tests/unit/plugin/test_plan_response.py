@@ -1,17 +1,23 @@
 """One builder turns every servicer's plan (vcuda shares, MIG instances, NVIDIA's modes) into the kubelet's
 ``ContainerAllocateResponse``: each of the four parts arrives whole, whichever plan carried it. The servicers
-share their board-backed skeleton (``plugin.server.BoardServicer``) and differ in the options they announce."""
+share their board-backed skeleton (``plugin.server.BoardServicer``) and differ in the options they announce;
+one Allocate loop (``plugin.server.allocate_response``) plans each container in order and fails the whole call
+on the first refusal, with the servicer's code (INVALID_ARGUMENT for IDs the resource does not serve)."""
 
+from typing import Any
+
+import grpc
 import pytest
 
 from plugin.api.deviceplugin.v1beta1 import api_pb2
 from plugin.core.allocate import ContainerPlan, DeviceNode, Mount, PlanOptions
-from plugin.core.errors import AllocationError
+from plugin.core.errors import AllocationError, UnknownDeviceError
 from plugin.core.mig_allocate import MigPlan
 from plugin.core.nvallocate import NvidiaPlan
+from plugin.kube import KubeError
 from plugin.mig import MigServicer
 from plugin.nvidia import NvidiaOptions, NvidiaServicer
-from plugin.server import DeviceBoard, DevicePluginServicer, plan_response
+from plugin.server import DeviceBoard, DevicePluginServicer, allocate_response, plan_response
 from vcuda.model import GpuUuid
 from vcuda.shimfile import GpuLimit, ShimConfig
 
@@ -96,3 +102,70 @@ async def test_a_failed_preference_leaves_a_plain_pick_that_names_each_device_on
     )
     reply = await servicer.GetPreferredAllocation(request, None)  # type: ignore[arg-type]
     assert list(reply.container_responses[0].deviceIDs) == ["GPU-a::0", "GPU-a::1"]
+
+
+FAILED, INVALID = grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT
+
+
+class _AbortedError(Exception):
+    pass
+
+
+class _Context:
+    """What ``allocate_response`` uses of a gRPC context: ``abort`` ends the call (grpc raises, too)."""
+
+    def __init__(self) -> None:
+        self.aborted: tuple[grpc.StatusCode, str] | None = None
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.aborted = (code, details)
+        raise _AbortedError
+
+    def as_grpc(self) -> Any:
+        return self
+
+
+def _allocate(*containers: list[str]) -> api_pb2.AllocateRequest:
+    return api_pb2.AllocateRequest(
+        container_requests=[api_pb2.ContainerAllocateRequest(devices_ids=ids) for ids in containers]
+    )
+
+
+async def test_allocate_answers_each_container_in_order() -> None:
+    async def plan(ids: list[str]) -> MigPlan:
+        return MigPlan({"IDS": ",".join(ids)}, (), (), ())
+
+    reply = await allocate_response(
+        _allocate(["a"], ["b", "c"]), plan, _Context().as_grpc(), resource="r", refused=FAILED
+    )
+    assert [dict(c.envs) for c in reply.container_responses] == [{"IDS": "a"}, {"IDS": "b,c"}]
+
+
+@pytest.mark.parametrize(
+    ("error", "refused", "code"),
+    [
+        (AllocationError("no room"), FAILED, FAILED),
+        (AllocationError("no room"), INVALID, INVALID),
+        (KubeError("API server away"), FAILED, FAILED),
+        (UnknownDeviceError("unknown x"), FAILED, INVALID),
+    ],
+    ids=["refused", "refused as a bad request", "API server error", "IDs not served"],
+)
+async def test_the_first_refused_container_fails_the_call_with_the_servicers_code(
+    error: Exception, refused: grpc.StatusCode, code: grpc.StatusCode
+) -> None:
+    planned: list[list[str]] = []
+
+    async def plan(ids: list[str]) -> MigPlan:
+        planned.append(ids)
+        if ids == ["bad"]:
+            raise error
+        return MigPlan({}, (), (), ())
+
+    context = _Context()
+    with pytest.raises(_AbortedError):
+        await allocate_response(
+            _allocate(["a"], ["bad"], ["c"]), plan, context.as_grpc(), resource="r", refused=refused
+        )
+    assert context.aborted == (code, f"kube-vgpu: {error}")
+    assert planned == [["a"], ["bad"]]
