@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from tests.fakes.kubelet import Admitted
 from tests.fixtures.plugin_env import NODE, PluginEnv, eventually, make_settings
 from vcuda import names as vnames
 from vcuda.annotations import decode_inventory
-from vcuda.model import GpuLink, GpuMode, GpuUuid, PcieLevel
+from vcuda.model import GpuLink, GpuMode, GpuUuid, NodeInventory, PcieLevel
 from vcuda.shimfile import decode_config, decode_placement
 
 GPU = "nvidia.com/gpu"
@@ -56,8 +57,31 @@ async def nvidia_env(
     return env
 
 
-def inventory(env: PluginEnv) -> Any:
-    return decode_inventory(env.node()["metadata"]["annotations"][NAMES.inventory])
+async def inventory(env: PluginEnv, ready: Callable[[NodeInventory], bool] = lambda _: True) -> NodeInventory:
+    """The inventory annotation once the agent has written it and ``ready`` holds (it writes in its own time:
+    the device lists a test waits for may reach the kubelet first)."""
+
+    def written() -> NodeInventory | None:
+        raw = (env.node()["metadata"].get("annotations") or {}).get(NAMES.inventory)
+        return None if raw is None else decode_inventory(raw)
+
+    await eventually(lambda: (inv := written()) is not None and ready(inv))
+    found = written()
+    assert found is not None
+    return found
+
+
+async def events(env: PluginEnv, count: int) -> list[dict[str, Any]]:
+    """The namespace's events once ``count`` are recorded (the agent posts them in its own time)."""
+
+    def recorded() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = json.loads(
+            env.core.list_namespaced_event("default", _preload_content=False).data
+        )["items"]
+        return items
+
+    await eventually(lambda: len(recorded()) >= count)
+    return recorded()
 
 
 async def test_whole_gpus_are_served_as_nvidia_gpu_with_uuid_ids_and_leave_the_vcuda_inventory(
@@ -71,8 +95,7 @@ async def test_whole_gpus_are_served_as_nvidia_gpu_with_uuid_ids_and_leave_the_v
     assert got.response is not None
     assert got.response.envs["NVIDIA_VISIBLE_DEVICES"] == ",".join(got.ids)
     assert not any(m.container_path == vnames.LD_SO_PRELOAD_PATH for m in got.response.mounts)
-    await eventually(lambda: NAMES.inventory in (env.node()["metadata"].get("annotations") or {}))
-    inv = inventory(env)
+    inv = await inventory(env)
     assert inv.gpus == ()
     assert {(o.mode, o.resource, o.replicas) for o in inv.other} == {(GpuMode.WHOLE, GPU, 1)}
     await eventually(lambda: env.node()["status"]["capacity"].get(NAMES.memory) == "0")
@@ -141,7 +164,7 @@ async def test_isolated_time_slicing_gives_each_replica_the_shim_with_a_quarter_
     labels = env.node()["metadata"]["labels"]
     assert labels["nvidia.com/gpu.sharing-strategy"] == "time-slicing"
     assert labels["nvidia.com/gpu.product"].endswith("-SHARED")
-    assert {o.uuid for o in inventory(env).other} == set(UUIDS[:2])
+    assert {o.uuid for o in (await inventory(env, lambda i: len(i.other) == 2)).other} == set(UUIDS[:2])
 
 
 async def test_a_renamed_resource_refuses_two_replicas_when_fail_requests_greater_than_one(
@@ -269,9 +292,9 @@ async def test_a_mode_switch_is_refused_while_a_container_holds_the_gpu(
         assert {d.ID for d in devices} == set(UUIDS[2:])
         core = await env.kubelet.devices_until(NAMES.core, lambda d: len(d) == 200)
         assert {d.ID.partition("::")[0] for d in core} == {UUIDS[0], UUIDS[1]}
-        events = json.loads(env.core.list_namespaced_event("default", _preload_content=False).data)["items"]
-        assert [e["reason"] for e in events] == ["VGPUModeSwitchRefused"]
-        assert "GPU 0" in events[0]["message"]
+        recorded = await events(env, 1)
+        assert [e["reason"] for e in recorded] == ["VGPUModeSwitchRefused"]
+        assert "GPU 0" in recorded[0]["message"]
         assert json.loads((root / "state" / MODES_FILE).read_text())["gpus"][0]["mode"] == "vcuda"
     finally:
         await env.stop()
@@ -305,12 +328,13 @@ async def test_an_unreadable_mode_record_withholds_a_gpu_a_container_holds_in_an
         assert {d.ID for d in devices} == set(UUIDS[2:])  # GPU 0 in no resource
         core = await env.kubelet.devices_until(NAMES.core, lambda d: len(d) == 100)
         assert {d.ID.partition("::")[0] for d in core} == {UUIDS[1]}
-        assert UUIDS[0] not in {g.uuid for g in inventory(env).gpus}  # no vcuda shares placed on it
-        [withheld] = [g for g in inventory(env).other if g.uuid == UUIDS[0]]
+        inv = await inventory(env, lambda i: UUIDS[0] in {o.uuid for o in i.other})
+        assert UUIDS[0] not in {g.uuid for g in inv.gpus}  # no vcuda shares placed on it
+        [withheld] = [g for g in inv.other if g.uuid == UUIDS[0]]
         assert not withheld.healthy  # nor a whole GPU
-        events = json.loads(env.core.list_namespaced_event("default", _preload_content=False).data)["items"]
-        assert [e["reason"] for e in events] == ["VGPUModeSwitchRefused"]
-        assert "GPU 0" in events[0]["message"]
+        recorded = await events(env, 1)
+        assert [e["reason"] for e in recorded] == ["VGPUModeSwitchRefused"]
+        assert "GPU 0" in recorded[0]["message"]
         assert (root / "state" / MODES_FILE).read_text() == corrupt  # the next start withholds it again
     finally:
         await env.stop()
