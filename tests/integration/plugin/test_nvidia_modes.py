@@ -292,9 +292,9 @@ async def test_a_mode_switch_is_refused_while_a_container_holds_the_gpu(
         assert {d.ID for d in devices} == set(UUIDS[2:])
         core = await env.kubelet.devices_until(NAMES.core, lambda d: len(d) == 200)
         assert {d.ID.partition("::")[0] for d in core} == {UUIDS[0], UUIDS[1]}
-        recorded = await events(env, 1)
-        assert [e["reason"] for e in recorded] == ["VGPUModeSwitchRefused"]
-        assert "GPU 0" in recorded[0]["message"]
+        posted = await events(env, 1)
+        assert [e["reason"] for e in posted] == ["VGPUModeSwitchRefused"]
+        assert "GPU 0" in posted[0]["message"]
         assert json.loads((root / "state" / MODES_FILE).read_text())["gpus"][0]["mode"] == "vcuda"
     finally:
         await env.stop()
