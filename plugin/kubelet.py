@@ -43,6 +43,8 @@ class Servicer(Protocol):
 
     @property
     def pre_start_required(self) -> bool: ...
+    @property
+    def preferred_allocation(self) -> bool: ...
     def add_to(self, server: grpc.aio.Server) -> None: ...
 
 
@@ -62,6 +64,7 @@ class Registrar:
             add_servicer=servicer.add_to,
             poll_s=poll_s,
             pre_start_required=servicer.pre_start_required,
+            preferred_allocation=servicer.preferred_allocation,
         )
 
     def __init__(
@@ -76,6 +79,7 @@ class Registrar:
         register_timeout_s: float = 5.0,
         on_registered: Callable[[], None] | None = None,
         pre_start_required: bool = True,
+        preferred_allocation: bool = True,
     ) -> None:
         self._dir = plugin_dir
         self._socket = plugin_dir / socket_name
@@ -85,7 +89,10 @@ class Registrar:
         self._recheck_s = recheck_s
         self._timeout_s = register_timeout_s
         self._on_registered = on_registered
-        self._pre_start = pre_start_required  # Register carries the same options as GetDevicePluginOptions
+        # Register carries the same options as GetDevicePluginOptions
+        self._options = api_pb2.DevicePluginOptions(
+            pre_start_required=pre_start_required, get_preferred_allocation_available=preferred_allocation
+        )
         self.registrations = 0
         self.registered = asyncio.Event()
 
@@ -131,11 +138,8 @@ class Registrar:
             delay = min(delay * 2, 2.0)
 
     async def _register_once(self, kubelet: Path) -> None:
-        options = api_pb2.DevicePluginOptions(
-            pre_start_required=self._pre_start, get_preferred_allocation_available=True
-        )
         request = api_pb2.RegisterRequest(
-            version=API_VERSION, endpoint=self._socket.name, resource_name=self._resource, options=options
+            version=API_VERSION, endpoint=self._socket.name, resource_name=self._resource, options=self._options
         )
         async with grpc.aio.insecure_channel(f"unix://{kubelet}") as channel:
             stub = api_pb2_grpc.RegistrationStub(channel)  # type: ignore[no-untyped-call]

@@ -63,6 +63,8 @@ class PluginEndpoint:
     updates: asyncio.Queue[list[api_pb2.Device]] = field(default_factory=asyncio.Queue)
     devices: list[api_pb2.Device] = field(default_factory=list)
     reader: asyncio.Task[None] | None = None
+    registered_options: api_pb2.DevicePluginOptions | None = None
+    """What ``Register`` carried (the kubelet uses ``GetDevicePluginOptions``'s answer; the two must agree)."""
 
 
 @dataclass
@@ -176,6 +178,7 @@ class FakeKubelet:
         if old is not None and old.reader is not None:
             old.reader.cancel()
         ep = PluginEndpoint(request.resource_name, request.endpoint, options, channel, stub)
+        ep.registered_options = request.options
         ep.reader = asyncio.get_running_loop().create_task(self._read(ep))
         self.endpoints[request.resource_name] = ep
         self.registered.put_nowait(request.resource_name)

@@ -43,6 +43,8 @@ async def test_mig_instances_are_served_apart_from_vcuda_sharing(fake_nvml, env_
         "nvidia.com/mig-3g.20gb",
         NAMES.core,
     ]
+    for ep in env.kubelet.endpoints.values():  # Register says what GetDevicePluginOptions says
+        assert ep.registered_options == ep.options, ep.resource
     assert meta["labels"]["nvidia.com/mig.capable"] == "true"
     assert meta["labels"]["nvidia.com/mig.strategy"] == "mixed"
     assert [g["uuid"] for g in inventory["gpus"]] == [node.uuid(3)]  # MIG GPUs are never shared
