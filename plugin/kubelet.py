@@ -139,7 +139,10 @@ class Registrar:
 
     async def _register_once(self, kubelet: Path) -> None:
         request = api_pb2.RegisterRequest(
-            version=API_VERSION, endpoint=self._socket.name, resource_name=self._resource, options=self._options
+            version=API_VERSION,
+            endpoint=self._socket.name,
+            resource_name=self._resource,
+            options=self._options,
         )
         async with grpc.aio.insecure_channel(f"unix://{kubelet}") as channel:
             stub = api_pb2_grpc.RegistrationStub(channel)  # type: ignore[no-untyped-call]
