@@ -40,7 +40,7 @@ from plugin.core.watchdog import (
 )
 from plugin.kube import Cluster, KubeError
 from plugin.kubeapi import ApiClient, CoreV1
-from plugin.metrics.attribution import container_ids_from_pods, owners, runs_under_shim
+from plugin.metrics.attribution import Evidence, container_ids_from_pods, owners, runs_under_shim
 from plugin.metrics.cgroups import CgroupRef
 from plugin.metrics.procfs import NamespacedPid, maps_file, read_cgroup, read_namespaced_pid
 from plugin.metrics.sources import ViolationTally
@@ -183,14 +183,7 @@ class Watchdog:
         samples = self._samples()
         pids = {p.host_pid for p in samples}
         cgroups = {pid: read_cgroup(self._root, pid) for pid in pids}
-        placed = owners(
-            pids,
-            state.containers,
-            cgroups=cgroups,
-            container_ids={},
-            namespaced_pid=self._namespaced,
-            shared=shared,
-        )
+        placed = owners(pids, state.containers, Evidence(cgroups, {}, self._namespaced, shared=shared))
         by_name = {c.name: c for c in state.containers}
         processes = tuple(
             self._observed(p, by_name.get(placed.get(p.host_pid, "")), cgroups.get(p.host_pid))

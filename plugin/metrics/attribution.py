@@ -28,6 +28,7 @@ from vcuda.model import GpuUuid
 
 __all__ = [
     "Attribution",
+    "Evidence",
     "ProcessTotals",
     "attribute",
     "container_ids_from_pods",
@@ -55,6 +56,20 @@ class Attribution:
     unattributed: Mapping[GpuUuid, int]
 
 
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What ties a host PID to a container besides the shims' slots (the exporter and the watchdog read it
+    each round): its cgroup (pod UID, container ID), the pods' status container IDs, its PID inside its
+    namespace; for DRA, the claims each live container uses (PodResources) and the claim directories each pod
+    uses (``shared``: pod UID -> directory names, whatever pod they name)."""
+
+    cgroups: Mapping[int, CgroupRef | None]
+    container_ids: Mapping[str, str]
+    namespaced_pid: Callable[[int], NamespacedPid | None]
+    claims: Mapping[ContainerName, frozenset[str]] | None = None
+    shared: Mapping[str, Collection[str]] | None = None
+
+
 def dedupe_samples(samples: Iterable[ProcessSample]) -> list[ProcessSample]:
     """One sample per (GPU, PID): the largest memory and utilisation seen for it."""
     best: dict[tuple[GpuUuid, int], ProcessSample] = {}
@@ -74,13 +89,9 @@ def dedupe_samples(samples: Iterable[ProcessSample]) -> list[ProcessSample]:
 def attribute(
     samples: Sequence[ProcessSample],
     containers: Sequence[ContainerState],
+    evidence: Evidence,
     *,
-    cgroups: Mapping[int, CgroupRef | None],
-    container_ids: Mapping[str, str],
-    namespaced_pid: Callable[[int], NamespacedPid | None],
     live: Collection[str] | None = None,
-    claims: Mapping[ContainerName, frozenset[str]] | None = None,
-    shared: Mapping[str, Collection[str]] | None = None,
 ) -> Attribution:
     """Sum deduplicated samples per (container, GPU); count the PIDs no live kube-vgpu container owns.
 
@@ -88,15 +99,7 @@ def attribute(
     so that a dead sibling's PID is not pinned on the pod's one remaining container; ``live`` (state directory
     names) then decides which owners are reported.
     """
-    placed = owners(
-        {s.host_pid for s in samples},
-        containers,
-        cgroups=cgroups,
-        container_ids=container_ids,
-        namespaced_pid=namespaced_pid,
-        claims=claims,
-        shared=shared,
-    )
+    placed = owners({s.host_pid for s in samples}, containers, evidence)
     if live is not None:
         placed = {pid: owner for pid, owner in placed.items() if owner in live}
     by_container: dict[tuple[str, GpuUuid], ProcessTotals] = {}
@@ -126,24 +129,15 @@ def runs_under_shim(
     )
 
 
-def owners(
-    pids: Iterable[int],
-    containers: Sequence[ContainerState],
-    *,
-    cgroups: Mapping[int, CgroupRef | None],
-    container_ids: Mapping[str, str],
-    namespaced_pid: Callable[[int], NamespacedPid | None],
-    claims: Mapping[ContainerName, frozenset[str]] | None = None,
-    shared: Mapping[str, Collection[str]] | None = None,
-) -> dict[int, str]:
+def owners(pids: Iterable[int], containers: Sequence[ContainerState], evidence: Evidence) -> dict[int, str]:
     """Host PID -> state directory name of the owning container, for the PIDs that can be placed (the
     exporter's :func:`attribute` and the watchdog use the same rules).
 
     Evidence first (pod status container IDs, shim slots); then a container ID placed by evidence places
     its other PIDs; last, a pod's only GPU container takes a PID unless evidence tied it to another ID.
-    ``shared``: pod UID -> names of the DRA claim directories the pod uses (whatever pod they name).
     """
-    by_pod = _candidates(containers, shared or {})
+    cgroups, container_ids, nspid = evidence.cgroups, evidence.container_ids, evidence.namespaced_pid
+    by_pod = _candidates(containers, evidence.shared or {})
     found: dict[int, str] = {}
     placed_ids: dict[str, str] = {}
     undecided: list[tuple[int, CgroupRef]] = []
@@ -154,10 +148,10 @@ def owners(
         candidates = by_pod[ref.pod_uid]
         if ref.container_id is not None and ref.container_id in container_ids:
             owner = _named_owner(
-                pid, container_ids[ref.container_id], candidates, claims or {}, namespaced_pid
+                pid, container_ids[ref.container_id], candidates, evidence.claims or {}, nspid
             )
         else:
-            owner = _match_slots(pid, candidates, namespaced_pid)
+            owner = _match_slots(pid, candidates, nspid)
             if owner is None:
                 undecided.append((pid, ref))
                 continue

@@ -35,7 +35,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from plugin.metrics.attribution import Attribution, attribute, dra_claim_uid
+from plugin.metrics.attribution import Attribution, Evidence, attribute, dra_claim_uid
 from plugin.metrics.families import GpuLabels, ScrapeView, node_families
 from plugin.metrics.procfs import read_cgroup, read_namespaced_pid
 from plugin.metrics.sources import (
@@ -150,16 +150,14 @@ class NodeCollector:
         for g in gpus:
             self._gpu_labels[g.uuid] = GpuLabels(str(g.index), g.model)
         pids = {s.host_pid for s in samples}
-        attribution = attribute(
-            samples,
-            containers,
+        evidence = Evidence(
             cgroups={pid: read_cgroup(self._root, pid) for pid in pids},
             container_ids=self._container_ids() if self._container_ids else {},
             namespaced_pid=lambda pid: read_namespaced_pid(self._root, pid),
-            live=live,
             claims=self._claims,
             shared=self._shared_claims() if self._shared_claims else None,
         )
+        attribution = attribute(samples, containers, evidence, live=live)
         return gpus, attribution
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from plugin.metrics.attribution import attribute, container_ids_from_pods, dedupe_samples
+from plugin.metrics.attribution import Evidence, attribute, container_ids_from_pods, dedupe_samples
 from plugin.metrics.cgroups import CgroupRef
 from plugin.metrics.procfs import NamespacedPid
 from plugin.metrics.sources import ContainerName, ProcessSample
@@ -31,9 +31,11 @@ def owners(samples: Any, containers: Any, cgroups: Any, container_ids: Any = Non
     result = attribute(
         samples,
         containers,
-        cgroups=cgroups,
-        container_ids=container_ids or {},
-        namespaced_pid=lambda pid: (nspids or {}).get(pid),
+        Evidence(
+            cgroups=cgroups,
+            container_ids=container_ids or {},
+            namespaced_pid=lambda pid: (nspids or {}).get(pid),
+        ),
     )
     return {k[0]: sorted(v.pids) for k, v in result.by_container.items()}, dict(result.unattributed)
 
@@ -110,9 +112,11 @@ def test_duplicate_samples_of_one_pid_count_once():
     result = attribute(
         samples,
         [state(1, "a")],
-        cgroups={5: CgroupRef(uid(1), None), 6: CgroupRef(uid(1), None)},
-        container_ids={},
-        namespaced_pid=lambda pid: None,
+        Evidence(
+            cgroups={5: CgroupRef(uid(1), None), 6: CgroupRef(uid(1), None)},
+            container_ids={},
+            namespaced_pid=lambda pid: None,
+        ),
     )
     totals = result.by_container[(f"{uid(1)}_a", G)]
     assert (totals.memory_used_bytes, round(totals.utilization, 6), totals.pids) == (3 * GIB, 0.5, {5, 6})
@@ -152,9 +156,15 @@ def test_a_dra_containers_pids_go_to_the_claim_it_uses():
     cgroups = {50: CgroupRef(uid(1), cid(1)), 60: CgroupRef(uid(1), cid(2))}
     claims = {ContainerName("ns", "pod-1", "cuda"): frozenset({"u1"})}
     result = attribute(
-        [sample(50), sample(60)], [claim], cgroups=cgroups, container_ids={cid(1): "cuda", cid(2): "log"},
-        namespaced_pid=lambda pid: None, claims=claims,
-    )  # fmt: skip
+        [sample(50), sample(60)],
+        [claim],
+        Evidence(
+            cgroups=cgroups,
+            container_ids={cid(1): "cuda", cid(2): "log"},
+            namespaced_pid=lambda pid: None,
+            claims=claims,
+        ),
+    )
     assert {k[0]: sorted(v.pids) for k, v in result.by_container.items()} == {f"{uid(1)}_dra-u1": [50]}
     assert dict(result.unattributed) == {G: 1}
 
@@ -163,9 +173,15 @@ def test_a_container_using_two_claims_is_placed_by_the_shims_slots():
     first, second = state(1, "dra-u1"), state(1, "dra-u2", (7, 50, 100))
     claims = {ContainerName("ns", "pod-1", "cuda"): frozenset({"u1", "u2"})}
     result = attribute(
-        [sample(50)], [first, second], cgroups={50: CgroupRef(uid(1), cid(1))},
-        container_ids={cid(1): "cuda"}, namespaced_pid=lambda pid: None, claims=claims,
-    )  # fmt: skip
+        [sample(50)],
+        [first, second],
+        Evidence(
+            cgroups={50: CgroupRef(uid(1), cid(1))},
+            container_ids={cid(1): "cuda"},
+            namespaced_pid=lambda pid: None,
+            claims=claims,
+        ),
+    )
     assert {k[0] for k in result.by_container} == {f"{uid(1)}_dra-u2"}
 
 
@@ -194,9 +210,10 @@ def _shared_claim() -> ContainerState:
 def test_a_claims_directory_takes_the_processes_of_the_pods_that_use_it(shared: Any, expected: Any) -> None:
     cgroups = {10: CgroupRef(uid(1), cid(1)), 20: CgroupRef(uid(2), cid(2)), 30: CgroupRef(uid(3), cid(3))}
     result = attribute(
-        [sample(10), sample(20), sample(30)], [_shared_claim()], cgroups=cgroups, container_ids={},
-        namespaced_pid=lambda pid: None, shared=shared,
-    )  # fmt: skip
+        [sample(10), sample(20), sample(30)],
+        [_shared_claim()],
+        Evidence(cgroups=cgroups, container_ids={}, namespaced_pid=lambda pid: None, shared=shared),
+    )
     assert (
         {k[0]: sorted(v.pids) for k, v in result.by_container.items()},
         dict(result.unattributed),
@@ -210,8 +227,14 @@ def test_a_pod_with_its_own_claim_and_a_shared_one_is_placed_by_the_shims_slots(
     config = ShimConfig(uid(9), "ns", "the-claim", f"dra-{uid(9)}", (GpuLimit(G, GIB, 10, 10),))
     shared = ContainerState(f"{uid(9)}_dra-{uid(9)}", config, (ProcessSlot(3, 10, 100, (ZERO,)),))
     result = attribute(
-        [sample(10), sample(11)], [own, shared], cgroups={10: CgroupRef(uid(1), cid(1)), 11: CgroupRef(uid(1), cid(2))},
-        container_ids={}, namespaced_pid=lambda pid: None, shared={uid(1): [shared.name, own.name]},
-    )  # fmt: skip
+        [sample(10), sample(11)],
+        [own, shared],
+        Evidence(
+            cgroups={10: CgroupRef(uid(1), cid(1)), 11: CgroupRef(uid(1), cid(2))},
+            container_ids={},
+            namespaced_pid=lambda pid: None,
+            shared={uid(1): [shared.name, own.name]},
+        ),
+    )
     assert {k[0]: sorted(v.pids) for k, v in result.by_container.items()} == {shared.name: [10]}
     assert dict(result.unattributed) == {G: 1}
