@@ -23,10 +23,10 @@ import pytest
 from plugin.core.gpu import XidEvent
 from plugin.nvml import Nvml, NvmlError
 from tests.builders.plugin import KEY, NAMES
-from tests.fakenvml.harness import FakeNvml, fake_nvml_fixture  # noqa: F401 (fixture)
+from tests.fakes.kmock import KmockCluster
 from tests.fakes.kubelet import FakeKubelet
+from tests.fakes.nvml.harness import FakeNvml, fake_nvml_fixture  # noqa: F401 (fixture)
 from tests.fixtures.plugin_env import NODE
-from tests.kmock_cluster import KmockCluster
 from tests.sim.node import free_port
 from tests.sim.processes import Child, console_script, write_kubeconfig
 

@@ -272,8 +272,8 @@ def test_pod_security_labels_for_the_release_namespace(helm_home):  # noqa: F811
 def _keys_made_by_the_chart_job(objs: list[Obj], tmp_path: Path) -> tuple[Path, Path]:
     """Runs the chart's keygen Job (its rendered args, the real entry point) against kmock; the private key
     file and a directory of the public-keys ConfigMap's files, as the extender and the plugin mount them."""
+    from tests.fakes.kmock import KmockCluster
     from tests.keygen_job import kubeconfig_for, run_keygen_job
-    from tests.kmock_cluster import KmockCluster
 
     with KmockCluster() as cluster:
         assert run_keygen_job(objs, kubeconfig_for(cluster.url, tmp_path / "kubeconfig"), tmp_path) == 0

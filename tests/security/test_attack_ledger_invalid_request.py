@@ -16,6 +16,7 @@ annotations are what fails, and every GPU of its node whole when even the contai
 import pytest
 
 from tests.fakes.extender import NAMES, assignment_of, gpu_node, ledger_of, pod_obj
+from tests.fakes.kmock import KmockCluster
 from tests.integration.extender.test_kmock_bind import (
     Extender,
     create_pod,
@@ -23,7 +24,6 @@ from tests.integration.extender.test_kmock_bind import (
     read_pod,
     wait_until,
 )
-from tests.kmock_cluster import KmockCluster
 
 WHOLE = (100, 0)
 BROKEN = {

@@ -16,6 +16,7 @@ import pytest
 
 from plugin.core.pods import pending_pod
 from tests.fakes.extender import NAMES, gpu_node, ledger_of, pod_obj
+from tests.fakes.kmock import KmockCluster
 from tests.integration.extender.test_kmock_bind import (
     Extender,
     create_pod,
@@ -23,7 +24,6 @@ from tests.integration.extender.test_kmock_bind import (
     read_pod,
     wait_until,
 )
-from tests.kmock_cluster import KmockCluster
 from tests.signing_keys import KEYRING
 from vcuda.annotations import decode_assignment_unverified, decode_inventory, decode_status
 from vcuda.errors import ContractError

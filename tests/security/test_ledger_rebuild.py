@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.extender import NAMES, assignment_of, gpu_node, ledger_of, pod_obj
+from tests.fakes.kmock import KmockCluster
 from tests.integration.extender.test_kmock_bind import (
     Extender,
     create_pod,
@@ -23,7 +24,6 @@ from tests.integration.extender.test_kmock_bind import (
     read_pod,
     wait_until,
 )
-from tests.kmock_cluster import KmockCluster
 from tests.signing_keys import OTHER_SIGNER, sign_for
 from vcuda.annotations import decode_assignment_unverified
 

@@ -1,4 +1,4 @@
-"""The Kubernetes adapter against kmock as the API server (``tests/kmock_cluster.py``, a simulated API server:
+"""The Kubernetes adapter against kmock as the API server (``tests/fakes/kmock.py``, a simulated API server:
 merge patches, no admission, no real scheduler or kubelet).
 
 Cases: the watches list nodes and pods into the state (readiness follows); a bind through the real client
@@ -25,7 +25,7 @@ from extender.metrics import ExtenderMetrics
 from extender.scheduling import Scheduler
 from tests.builders.vcuda import uuid
 from tests.fakes.extender import KEY, NAMES, SIGNER, assignment_of, gpu_node, ledger_of, pod_obj
-from tests.kmock_cluster import KmockCluster
+from tests.fakes.kmock import KmockCluster
 from vcuda.model import Policy
 
 WAIT_S = 10.0

@@ -1,5 +1,5 @@
 # mypy: disable-error-code="no-untyped-call"
-"""The kmock subclass closes kmock 0.8's gaps (tests/kmock_cluster.py): ids on create, resourceVersion bumps, selectors,
+"""The kmock subclass closes kmock 0.8's gaps (tests/fakes/kmock.py): ids on create, resourceVersion bumps, selectors,
 the binding subresource (seen by watchers), node status patches."""
 
 import json
@@ -7,7 +7,7 @@ import json
 import pytest
 from kubernetes import watch
 
-from tests.kmock_cluster import KmockCluster, matches_selectors
+from tests.fakes.kmock import KmockCluster, matches_selectors
 
 POD = {"metadata": {"name": "p", "labels": {"app": "x", "tier": "gpu"}}, "spec": {"nodeName": "n1"}}
 
