@@ -91,7 +91,7 @@ def extender_idle_requests_per_min() -> float:
 
 
 async def _plugin_idle(root: Path) -> float:
-    from tests.integration.test_nvml_health import real_plugin
+    from tests.fixtures.plugin_process import real_plugin
 
     with KmockCluster() as api:
         server = api.emulator

@@ -33,7 +33,7 @@ from tests.fakes.gpu_source import FakeGpuSource
 from tests.fakes.kmock import KmockCluster
 from tests.fakes.kubelet import FakeKubelet
 from tests.fixtures.plugin_env import NODE, _reset_cluster, make_settings
-from tests.integration.test_nvml_health import real_plugin
+from tests.fixtures.plugin_process import real_plugin
 from vcuda.model import GpuUuid
 
 PODS = 50

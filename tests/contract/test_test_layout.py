@@ -1,5 +1,6 @@
 """The test tree keeps its homes (docs/testing.md, "Where test helpers live"): no module imports a conftest,
-a unit-tier module imports no other test module but the shared homes, and the fakes live in tests/fakes.
+a unit-tier module imports no other test module but the shared homes, no tier imports another tier's modules,
+and the fakes live in tests/fakes.
 
 Read from the source with ``ast`` (nothing is imported), so a violation fails here with its file and line.
 """
@@ -48,6 +49,21 @@ def test_unit_tier_modules_import_only_the_shared_homes():
 
     found = offending(sorted((TESTS / "unit").rglob("*.py")), refused)
     assert found == [], "move what a unit test shares into tests/builders, tests/fakes or tests/fixtures"
+
+
+TIERS = ("unit", "contract", "integration", "security", "e2e", "k8s", "gpu")
+
+
+def test_no_module_imports_another_tiers_modules():
+    """What two tiers share lives in tests/builders, tests/fakes or tests/fixtures (bench counts as a tier)."""
+    found = [
+        f"{path.relative_to(TESTS.parent)}:{line}: {module}"
+        for folder in (*TIERS, "bench")
+        for path in sorted((TESTS / folder).rglob("*.py"))
+        for line, module in imported(path)
+        if module.startswith(tuple(f"tests.{tier}" for tier in TIERS if tier != folder))
+    ]
+    assert found == []
 
 
 def test_fakes_of_real_components_live_in_tests_fakes():

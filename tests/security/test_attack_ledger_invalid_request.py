@@ -17,7 +17,7 @@ import pytest
 
 from tests.fakes.extender import NAMES, assignment_of, gpu_node, ledger_of, pod_obj
 from tests.fakes.kmock import KmockCluster
-from tests.integration.extender.test_kmock_bind import (
+from tests.fixtures.extender_kmock import (
     Extender,
     create_pod,
     has_inventory,
