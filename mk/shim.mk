@@ -36,12 +36,12 @@ $(SHIM_DIR)/asan/libvcuda.so: $(SHIM_SRC) $(SHIM_HDR) mk/shim.mk | $(VENV)/.inst
 	  -I"$(SHIM_CUDA_INC)" -Ivcuda/shim -shared -Wl,-soname,libvcuda.so -Wl,-Bsymbolic -o $@ $(SHIM_SRC) -ldl
 
 # The fakes are built -Wl,-Bsymbolic like the real driver (docs/shim.md), else interception tests prove nothing.
-$(SHIM_FAKE_CUDA): tests/shim/fake_cuda.c mk/shim.mk | $(VENV)/.installed
+$(SHIM_FAKE_CUDA): tests/fakes/driver/fake_cuda.c mk/shim.mk | $(VENV)/.installed
 	@mkdir -p $(@D)
 	gcc $(SHIM_CFLAGS) -fPIC -fvisibility=hidden -I"$(SHIM_CUDA_INC)" -shared -Wl,-Bsymbolic \
 	  -Wl,-soname,libcuda.so.1 -o $@ $<
 
-$(SHIM_FAKE_NVML): tests/shim/fake_nvml.c mk/shim.mk
+$(SHIM_FAKE_NVML): tests/fakes/driver/fake_nvml.c mk/shim.mk
 	@mkdir -p $(@D)
 	gcc $(SHIM_CFLAGS) -fPIC -fvisibility=hidden -shared -Wl,-Bsymbolic -Wl,-soname,libnvidia-ml.so.1 -o $@ $<
 

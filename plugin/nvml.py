@@ -8,7 +8,7 @@ Every method blocks (NVML is a C library): call them from a worker thread in asy
 :meth:`Nvml.xid_events`, whose stream blocks in NVML's event wait in a thread of its own.
 
 The pynvml module is a constructor argument (default: ``pynvml``) so that one process can drive several fake
-nodes (``tests/fakenvml/harness.py``); only this module imports pynvml.
+nodes (``tests/fakes/nvml/harness.py``); only this module imports pynvml.
 """
 
 from __future__ import annotations

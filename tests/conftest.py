@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 # Shared fixtures live in modules registered here, never in a conftest that other modules import.
-pytest_plugins = ["tests.fixtures.plugin_env"]
+pytest_plugins = ["tests.fixtures.plugin_env", "tests.fixtures.chart"]
 
 settings.register_profile(
     "ci", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True

@@ -1,7 +1,7 @@
 """API-server load of idle clusters: requests per minute that kube-vgpu itself sends when nothing changes.
 
 - ``extender_api_requests_per_min_idle_1000n``: the extender's list-and-watch (:class:`extender.kube.Watcher`,
-  its default timings) against the simulated API server (``tests/kmock_cluster.py``) holding 1,000 GPU nodes
+  its default timings) against the simulated API server (``tests/fakes/kmock.py``) holding 1,000 GPU nodes
   and 4,000 pods, after the first lists: an hour of server time, lived ``TIME_SCALE`` times faster (the
   server ends watches after the ``timeoutSeconds`` asked, sends a bookmark a minute, compacts its history
   every 5 minutes (up to the version of the compaction before, as etcd's API server does), and another kind (a stand-in for the kubelets' Leases) is written all along, so that only
@@ -25,7 +25,7 @@ from typing import Any
 from extender.clusterstate import ClusterState
 from extender.kube import Watcher, WatchTimings
 from tests.fakes.extender import KEY, NAMES, gpu_node, pod_obj
-from tests.kmock_cluster import KmockCluster
+from tests.fakes.kmock import KmockCluster
 
 NODES = 1000
 PODS_PER_NODE = 4
@@ -91,7 +91,7 @@ def extender_idle_requests_per_min() -> float:
 
 
 async def _plugin_idle(root: Path) -> float:
-    from tests.integration.test_nvml_health import real_plugin
+    from tests.fixtures.plugin_process import real_plugin
 
     with KmockCluster() as api:
         server = api.emulator

@@ -28,8 +28,8 @@ from tests.builders.dra import DRIVER, GIB, claim, dev, result
 from tests.builders.plugin import VERIFIER
 from tests.fakes.dra_kubelet import ClaimInfo, FakeDraKubelet
 from tests.fakes.gpu_source import FakeGpuSource
+from tests.fakes.kmock import KmockCluster
 from tests.fixtures.plugin_env import make_settings
-from tests.kmock_cluster import KmockCluster
 
 CLAIMS = 80
 

@@ -5,7 +5,7 @@
   whose memory changes every round (no answer can be reused across pods); prioritize follows each filter for
   the same pod. Latency is the client's round trip, request encoding excluded.
 - ``extender_pods_per_s_1000n``: the whole filter + prioritize + bind cycle, one pod after another, with 1,000
-  GPU nodes in kmock (``tests/kmock_cluster.py``), run in its own process so its work is not the extender's;
+  GPU nodes in kmock (``tests/fakes/kmock.py``), run in its own process so its work is not the extender's;
   bind creates the Binding (carrying the signed assignment) through the official client, and the extender's
   watches see the results. The figure is pods per second of the extender's CPU time (this process's CPU minus
   the driver thread's): the rate one core spent on the extender sustains.
@@ -146,7 +146,7 @@ def latency_5000() -> list[tuple[str, float, str]]:
 
 _KMOCK_CHILD = """
 import sys
-from tests.kmock_cluster import KmockCluster
+from tests.fakes.kmock import KmockCluster
 with KmockCluster() as api:
     print(api.url, flush=True)
     sys.stdin.read()

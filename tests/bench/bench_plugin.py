@@ -30,10 +30,10 @@ from plugin.server import device_list
 from plugin.wiring import Timings, build_agent
 from tests.builders.plugin import NAMES, VERIFIER, assignment, pod_body
 from tests.fakes.gpu_source import FakeGpuSource
+from tests.fakes.kmock import KmockCluster
 from tests.fakes.kubelet import FakeKubelet
 from tests.fixtures.plugin_env import NODE, _reset_cluster, make_settings
-from tests.integration.test_nvml_health import real_plugin
-from tests.kmock_cluster import KmockCluster
+from tests.fixtures.plugin_process import real_plugin
 from vcuda.model import GpuUuid
 
 PODS = 50

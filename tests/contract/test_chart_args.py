@@ -21,7 +21,8 @@ import pytest
 
 from extender.settings import load_settings as load_extender_settings
 from plugin.settings import load_settings as load_plugin_settings
-from tests.contract.test_deploy_chart import HELM, VALUE_SETS, find, render
+from tests.contract.test_deploy_chart import VALUE_SETS
+from tests.fixtures.chart import HELM, find, render
 
 pytestmark = pytest.mark.skipif(not HELM.exists(), reason=f"helm not installed at {HELM}: run `make build`")
 

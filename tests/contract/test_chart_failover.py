@@ -10,10 +10,10 @@ from pathlib import Path
 
 import yaml
 
-from tests.contract.test_deploy_chart import CHART, find, helm, helm_home, render  # noqa: F401 - fixture
+from tests.fixtures.chart import CHART, find, helm, render
 
 
-def test_two_scheduler_replicas_elect_a_leader_by_default(helm_home: Path) -> None:  # noqa: F811
+def test_two_scheduler_replicas_elect_a_leader_by_default(helm_home: Path) -> None:
     objects = render(helm_home, [])
     deployment = find(objects, "Deployment", "-scheduler")
     assert deployment["spec"]["replicas"] == 2
@@ -25,7 +25,7 @@ def test_two_scheduler_replicas_elect_a_leader_by_default(helm_home: Path) -> No
     assert find(objects, "PodDisruptionBudget", "-scheduler")["spec"]["maxUnavailable"] == 1
 
 
-def test_several_replicas_without_leader_election_are_refused(helm_home: Path) -> None:  # noqa: F811
+def test_several_replicas_without_leader_election_are_refused(helm_home: Path) -> None:
     done = helm(
         "template", "kube-vgpu", str(CHART), "--kube-version", "v1.31.0",
         "--set", "scheduler.replicas=2", "--set", "scheduler.leaderElect=false",

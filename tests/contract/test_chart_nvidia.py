@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from plugin.settings import load_nvidia_config
-from tests.contract.test_deploy_chart import CHART, HELM, find, helm, render
+from tests.fixtures.chart import CHART, HELM, find, helm, render
 
 pytestmark = pytest.mark.skipif(not HELM.exists(), reason=f"helm not installed at {HELM}: run `make build`")
 

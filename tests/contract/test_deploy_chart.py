@@ -31,10 +31,8 @@ from kubernetes_validate import utils as kv
 
 from extender.settings import load_settings as load_extender_settings
 from plugin.settings import load_settings as load_plugin_settings
+from tests.fixtures.chart import CHART, HELM, ROOT, Obj, find, helm, render
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "deploy" / "helm" / "kube-vgpu"
-HELM = ROOT / "build" / "helm" / "bin" / "helm"
 KUBERNETES_VERSIONS = ("1.29.0", "1.31.0", "1.33.0")
 CRD_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): ("selector", "endpoints"),
@@ -46,7 +44,6 @@ CRD_KINDS = {
 
 pytestmark = pytest.mark.skipif(not HELM.exists(), reason=f"helm not installed at {HELM}: run `make build`")
 
-Obj = dict[str, Any]
 
 VALUE_SETS: dict[str, list[str]] = {
     "defaults": [],
@@ -97,59 +94,6 @@ VALUE_SETS: dict[str, list[str]] = {
         "extender.httpTimeout=1m30s",
     ],
 }
-
-
-def helm(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {
-        "HOME": str(home),
-        "XDG_CACHE_HOME": str(home),
-        "XDG_CONFIG_HOME": str(home),
-        "PATH": "/usr/bin:/bin",
-    }
-    return subprocess.run(
-        [str(HELM), *args], capture_output=True, text=True, env=env, timeout=60, check=False
-    )
-
-
-_RENDERED: dict[tuple[str, ...], str] = {}
-
-
-def render(home: Path, sets: list[str], kube_version: str = "1.31.0") -> list[Obj]:
-    """The chart's objects; each (values, version) is rendered once per test session (helm is the slow part)."""
-    key = (kube_version, *sets)
-    if key not in _RENDERED:
-        _RENDERED[key] = _render_text(home, sets, kube_version)
-    return [doc for doc in yaml.safe_load_all(_RENDERED[key]) if doc]
-
-
-def _render_text(home: Path, sets: list[str], kube_version: str) -> str:
-    args = [
-        "template",
-        "kube-vgpu",
-        str(CHART),
-        "--namespace",
-        "kube-system",
-        "--kube-version",
-        f"v{kube_version}",
-    ]
-    for item in sets:
-        args += ["--set", item]
-    done = helm(*args, home=home)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def find(objects: list[Obj], kind: str, name_suffix: str = "") -> Obj:
-    found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"].endswith(name_suffix)]
-    assert len(found) == 1, (
-        f"expected one {kind} *{name_suffix}, found {[o['metadata']['name'] for o in found]}"
-    )
-    return found[0]
-
-
-@pytest.fixture(scope="module")
-def helm_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("helm-home")
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,8 @@ from plugin.core.resourceslice import SliceOptions, driver_name, pool_specs
 from plugin.slicepublisher import slice_object
 from tests.builders.mig import a100
 from tests.builders.plugin import h200x8
-from tests.contract.test_deploy_chart import HELM, PLUGIN_RULES, _expand, _rules, helm, render
+from tests.contract.test_deploy_chart import PLUGIN_RULES, _expand, _rules
+from tests.fixtures.chart import HELM, helm, render
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "deploy" / "examples" / "dra"

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.contract.test_deploy_chart import CHART, HELM, VALUE_SETS, find, helm, helm_home, render  # noqa: F401
+from tests.contract.test_deploy_chart import VALUE_SETS
+from tests.fixtures.chart import CHART, HELM, find, helm, render
 
 pytestmark = pytest.mark.skipif(not HELM.exists(), reason=f"helm not installed at {HELM}: run `make build`")
 
@@ -17,7 +18,7 @@ HOOK = "pre-install,pre-upgrade"
 
 
 @pytest.mark.parametrize("name", list(VALUE_SETS), ids=list(VALUE_SETS))
-def test_two_renders_are_byte_identical_and_hold_no_key_material(helm_home: Path, name: str) -> None:  # noqa: F811
+def test_two_renders_are_byte_identical_and_hold_no_key_material(helm_home: Path, name: str) -> None:
     sets = [f"--set={v}" for v in VALUE_SETS[name]]
     first, second = (
         helm("template", "kube-vgpu", str(CHART), *sets, home=helm_home).stdout for _ in range(2)
@@ -30,7 +31,7 @@ def test_two_renders_are_byte_identical_and_hold_no_key_material(helm_home: Path
     ]
 
 
-def test_the_key_job_and_its_rbac_are_hooks_that_run_before_anything_mounts_the_keys(helm_home: Path) -> None:  # noqa: F811
+def test_the_key_job_and_its_rbac_are_hooks_that_run_before_anything_mounts_the_keys(helm_home: Path) -> None:
     objects = render(helm_home, [])
     hooks = [o for o in objects if o["metadata"]["name"] == "kube-vgpu-assignment-keygen"]
     assert sorted(o["kind"] for o in hooks) == ["Job", "Role", "RoleBinding", "ServiceAccount"]
@@ -60,7 +61,7 @@ def test_the_key_job_and_its_rbac_are_hooks_that_run_before_anything_mounts_the_
     assert not [o for o in objects if o["metadata"]["name"].endswith("-assignment-public-keys")]
 
 
-def test_the_key_job_may_read_only_its_secret_and_write_only_its_configmap(helm_home: Path) -> None:  # noqa: F811
+def test_the_key_job_may_read_only_its_secret_and_write_only_its_configmap(helm_home: Path) -> None:
     role = find(render(helm_home, []), "Role", "-assignment-keygen")
     assert role["rules"] == [
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},  # RBAC cannot name a create
@@ -80,7 +81,7 @@ def test_the_key_job_may_read_only_its_secret_and_write_only_its_configmap(helm_
     ]
 
 
-def test_extra_public_keys_reach_the_job_through_a_hook_configmap(helm_home: Path) -> None:  # noqa: F811
+def test_extra_public_keys_reach_the_job_through_a_hook_configmap(helm_home: Path) -> None:
     objects = render(helm_home, ["assignmentKey.extraPublicKeys.previous=OLD"])
     extra = find(objects, "ConfigMap", "-assignment-keygen-extra")
     assert extra["data"] == {"previous.pem": "OLD\n"}
@@ -90,7 +91,7 @@ def test_extra_public_keys_reach_the_job_through_a_hook_configmap(helm_home: Pat
     assert pod["volumes"] == [{"name": "extra-public-keys", "configMap": {"name": extra["metadata"]["name"]}}]
 
 
-def test_an_existing_secret_needs_no_job_and_its_public_keys_come_from_values(helm_home: Path) -> None:  # noqa: F811
+def test_an_existing_secret_needs_no_job_and_its_public_keys_come_from_values(helm_home: Path) -> None:
     objects = render(
         helm_home, ["assignmentKey.existingSecret=mine", "assignmentKey.extraPublicKeys.mine=PEM"]
     )
@@ -100,7 +101,7 @@ def test_an_existing_secret_needs_no_job_and_its_public_keys_come_from_values(he
     assert not [o for o in both if "assignment" in o["metadata"]["name"]]
 
 
-def test_existing_public_keys_leave_the_job_only_the_secret(helm_home: Path) -> None:  # noqa: F811
+def test_existing_public_keys_leave_the_job_only_the_secret(helm_home: Path) -> None:
     objects = render(helm_home, ["assignmentKey.existingPublicKeys=theirs"])
     args = find(objects, "Job", "-assignment-keygen")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert not [a for a in args if a.startswith(("--public-configmap", "--extra-public-keys"))]

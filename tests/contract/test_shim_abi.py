@@ -4,7 +4,7 @@
 those. These tests read the ELF files with pyelftools: no symbol version above the baseline, the right
 machine, only libc/libdl/libpthread needed, no lock-based atomics, and the same exported hooks as the gcc
 builds (``build/shim/libvcuda.so`` and the TEST build that the other shim tests load). The x86_64 one also
-runs over the fake driver with its config and usage file at the container paths (tests/gpu/container.py),
+runs over the fake driver with its config and usage file at the container paths (tests/shim/container.py),
 so the artifact that ships is exercised, not only inspected.
 """
 
@@ -22,7 +22,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.gnuversions import GNUVerNeedSection
 from elftools.elf.sections import SymbolTableSection
 
-from tests.gpu import container
+from tests.shim import container
 from tests.shim.harness import (
     BUILD,
     CUDA_ERROR_OUT_OF_MEMORY,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakenvml.harness import LIBRARY
+from tests.fakes.nvml.harness import LIBRARY
 from tests.sim.cluster import ClusterSpec, SimCluster
 from tests.sim.node import NodeSpec
 

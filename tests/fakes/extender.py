@@ -1,11 +1,21 @@
 """Fakes and builders for the extender's tests: Kubernetes JSON for nodes and pods, and ``FakeCluster``, an
 in-memory implementation of ``extender.kube.Cluster`` that plays the API server and (optionally) the watch.
 
-``FakeCluster`` is a fake, not kmock: a binding sets ``spec.nodeName``, merges the Binding's annotations into
-the stored pod dict and bumps its ``resourceVersion`` (as the API server does), and with ``state`` given every
-change is fed to the state as the watch would deliver it. As unkind as the API server's ``BindingREST``: a
-Binding whose ``metadata.uid`` or ``metadata.resourceVersion`` differs from the stored pod's is a conflict, and
-so is a Binding for a pod that is already bound.
+``FakeCluster`` is a fake, not kmock (no socket, no process: safe in the unit tier): a binding sets
+``spec.nodeName``, merges the Binding's annotations into the stored pod dict and bumps its ``resourceVersion``
+(as the API server does), and with ``state`` given every change is fed to the state as the watch would deliver
+it. Real behaviours it reproduces, the unkind ones included:
+
+- as the API server's ``BindingREST``: a Binding whose ``metadata.uid`` or ``metadata.resourceVersion``
+  differs from the stored pod's is a 409 conflict, and so is a Binding for a pod that is already bound;
+- a binding refused outright (``fail_bind``), or applied with its answer lost (``lose_bind_answer``: the
+  client sees an error although the pod is bound, as after a timeout);
+- concurrent binds really run together (``bind_gate``), and every call yields to the event loop once;
+- ``FakeNamespaces``: a Namespace that does not exist is a 404, not empty labels; ``down`` is an unreachable
+  API server; ``gate`` a slow one.
+
+Not reproduced (kmock in ``tests/fakes/kmock.py`` has them): HTTP, watches that end or answer 410 Gone, 409 on
+other writes; the state is fed synchronously, in order, with nothing dropped.
 """
 
 import asyncio

@@ -3,6 +3,9 @@
 Reproduces: a fixed inventory as discovery reports it; a GPU that stops answering (put its UUID in
 ``unreachable``: ``is_reachable`` says False, as for a GPU lost from the bus); XID events injected at any time
 arrive on the endless event stream, as NVML's event set delivers them.
+
+Not reproduced (the C fake NVML in ``tests/fakes/nvml`` has them, through real pynvml): NVML's error codes,
+MIG, processes and utilisation, the event set's timeouts.
 """
 
 import asyncio

@@ -25,9 +25,19 @@ It follows contracts §1.4 and §2:
   ``--force``): it frees the IDs its checkpoint gives to pods no longer active only in
   ``UpdateAllocatedDevices``, which does nothing until every pod source has been seen (``sourcesReady``,
   ``pkg/kubelet/cm/devicemanager/manager.go``; found by tests/k8s, docs/testing.md); :meth:`release_stranded`
-  is that first clean-up.
+  is that first clean-up;
+- :attr:`FakeKubelet.pod_resources_limit` rate-limits ``List`` as the real server's interceptor does
+  (``pkg/kubelet/apis/podresources/grpc/ratelimit.go``): :class:`RateLimit` is its token bucket (100 QPS, burst
+  10); a call finding no token is answered ``RESOURCE_EXHAUSTED`` "rejected by rate limit". Off unless a test
+  sets it, so that tests admitting many pods at once do not depend on the machine's speed.
 
-It is a fake: no cgroups, no containers, no checkpoint, no topology manager.
+Hostile, as the real one, in short: ``Allocate`` names no pod (one call per container, the plugin must
+attribute it); ``PreStartContainer`` comes before every start a test plays, restarts included; init
+containers' devices go to later containers first; a restart deletes the plugin's socket and forgets the
+registration; a pod can vanish from ``List`` while its devices stay allocated; ``List`` can be rate-limited.
+
+It is a fake: no cgroups, no containers, no checkpoint, no topology manager; of PodResources only ``List``
+is served (``Get`` and ``GetAllocatableResources`` answer UNIMPLEMENTED).
 """
 
 import asyncio
@@ -35,7 +45,7 @@ import contextlib
 import os
 import random
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,12 +109,41 @@ class _Registration(api_pb2_grpc.RegistrationServicer):
         return api_pb2.Empty()
 
 
+@dataclass
+class RateLimit:
+    """The kubelet's PodResources limiter (``pkg/kubelet/apis/podresources/grpc/ratelimit.go``): a token bucket
+    of ``burst`` tokens refilled at ``qps`` per second (``golang.org/x/time/rate``); a call finding no token is
+    answered ``RESOURCE_EXHAUSTED`` "rejected by rate limit". The real kubelet: 100 QPS, burst 10."""
+
+    qps: float = 100.0
+    burst: int = 10
+    clock: Callable[[], float] = time.monotonic
+    tokens: float = field(init=False)
+    _at: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tokens, self._at = float(self.burst), self.clock()
+
+    def allow(self) -> bool:
+        now = self.clock()
+        self.tokens = min(float(self.burst), self.tokens + (now - self._at) * self.qps)
+        self._at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 class _PodResources(pr_grpc.PodResourcesListerServicer):
     def __init__(self, kubelet: "FakeKubelet") -> None:
         self._kubelet = kubelet
 
     async def List(self, request, context):  # noqa: N802
         self._kubelet.list_calls += 1
+        limit = self._kubelet.pod_resources_limit
+        if limit is not None and not limit.allow():
+            self._kubelet.list_refused += 1
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "rejected by rate limit")
         return self._kubelet.pod_resources()
 
 
@@ -121,6 +160,8 @@ class FakeKubelet:
         self.unlisted: set[tuple[str, str, str]] = set()  # regular init containers: not in PodResources
         self.reuse_seed = 0
         self.list_calls = 0
+        self.pod_resources_limit: RateLimit | None = None  # RateLimit(): the real kubelet's 100 QPS, burst 10
+        self.list_refused = 0
         self._server: grpc.aio.Server | None = None
         self._pr_server: grpc.aio.Server | None = None
 

@@ -1,7 +1,21 @@
 """Fakes for exporter tests: a fake node filesystem (state directory + ``/proc`` tree), a fake NVML telemetry,
 a fake kubelet PodResources source, and cgroup-file builders for every supported layout.
 
-Nothing here touches the real ``/proc``: everything is written under a ``tmp_path`` root.
+Nothing here touches the real ``/proc``: everything is written under a ``tmp_path`` root (no socket, no
+process: safe in the unit tier). Real behaviours it reproduces, the unkind ones included:
+
+- ``/proc/<pid>/cgroup`` in each layout a node may have: cgroup v2 and v1, the systemd and cgroupfs drivers,
+  containerd, CRI-O and Docker scope names, every QoS class, and a host process outside any pod;
+- ``/proc/<pid>/status`` with ``NSpid`` (a container's process has one pid on the host and another in its pid
+  namespace) and ``/proc/<pid>/stat`` with a process name holding spaces and parentheses (``(python
+  (worker))``: a naive split of the line reads the wrong field) and the start time that tells a reused pid
+  from the process that had it before;
+- the shim's files as the shim writes them (``vcuda.config``, the usage file with live slots spread among free
+  ones, each with its pid, host pid and start time);
+- ``FakeTelemetry`` / ``FakePodResources``: NVML or the kubelet failing on every call (``failing``).
+
+Not reproduced: files changing while they are read, processes that exit between listing and reading
+(tests/security writes the hostile files: symlinks, FIFOs, huge or truncated files).
 """
 
 from collections.abc import Sequence

@@ -2,7 +2,7 @@
 
 The shim under test is the shipped build for this machine (`build/shim/<arch>-glibc2.17/libvcuda.so`, from
 `make build`, mk/shim-cross.mk) when it is newer than every shim source and this process may give programs
-the container paths that build reads (tests/gpu/container.py: a mount namespace, needs root). Otherwise the
+the container paths that build reads (tests/shim/container.py: a mount namespace, needs root). Otherwise the
 TEST flavour (-DVCUDA_TEST_BUILD, which takes those paths from VCUDA_* variables) is built here with gcc.
 Every case gets a fresh node directory, as the plugin mounts it. Every wait is bounded.
 """
@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.gpu import container
 from tests.gpu.shares import Burn, parse_burn
+from tests.shim import container
 from vcuda import names
 from vcuda.model import GpuUuid
 from vcuda.shimfile import (

@@ -6,7 +6,7 @@ from typing import Any
 
 from kube_vgpu_kubectl.cli import KubeClusterReader, parse_args, run
 from tests.builders.dra_claims import allocated, share
-from tests.kmock_cluster import KmockCluster
+from tests.fakes.kmock import KmockCluster
 
 
 def test_claims_through_the_official_client_from_the_simulated_api_server() -> None:

@@ -1,5 +1,5 @@
 """kubectl-vgpu's KubeClusterReader through the official client against the simulated API server
-(tests/kmock_cluster.py, a kmock emulator): the same tables as the fake-API tests, from real HTTP lists."""
+(tests/fakes/kmock.py, a kmock emulator): the same tables as the fake-API tests, from real HTTP lists."""
 
 import json
 
@@ -8,12 +8,12 @@ import pytest
 from kube_vgpu_kubectl.cli import KubeClusterReader, parse_args, run
 from tests.builders.kubectl import NODES, PODS
 
-kmock_cluster = pytest.importorskip("tests.kmock_cluster")
+fake_kmock = pytest.importorskip("tests.fakes.kmock")
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    with kmock_cluster.KmockCluster() as running:
+    with fake_kmock.KmockCluster() as running:
         core = running.core()
         for node in NODES:
             core.create_node(node)

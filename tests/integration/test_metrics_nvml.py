@@ -1,4 +1,4 @@
-"""The exporter over real pynvml and the FAKE NVML (tests/fakenvml): processes the fake reports by host PID
+"""The exporter over real pynvml and the FAKE NVML (tests/fakes/nvml): processes the fake reports by host PID
 are attributed through a fake /proc tree (cgroup v2 and v1) to containers in a fake state directory."""
 
 import pytest
@@ -6,7 +6,6 @@ import pytest
 from plugin.metrics.exporter import NodeCollector
 from plugin.metrics.nvml_telemetry import NvmlTelemetry
 from plugin.nvml import Nvml
-from tests.fakenvml.harness import FakeProcess, fake_nvml_fixture  # noqa: F401 (fixture)
 from tests.fakes.node import (
     GIB,
     HOST_PROCESS,
@@ -18,6 +17,7 @@ from tests.fakes.node import (
     v1_cgroupfs,
     v2_systemd,
 )
+from tests.fakes.nvml.harness import FakeProcess, fake_nvml_fixture  # noqa: F401 (fixture)
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import asyncio
 import pytest
 
 from tests.builders.plugin import KEY, NAMES
-from tests.fakenvml.harness import FakeNvml, FakeProcess
 from tests.fakes.kubelet import FakeKubelet
+from tests.fakes.nvml.harness import FakeNvml, FakeProcess
 from tests.fixtures.plugin_env import NODE
 from tests.integration.plugin.test_node_exporter import scrape, scrape_until
 from tests.sim.node import free_port

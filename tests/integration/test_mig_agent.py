@@ -11,7 +11,7 @@ import json
 from plugin.core.errors import MigLayoutChangedError
 from plugin.nvml import Nvml
 from tests.builders.plugin import NAMES
-from tests.fakenvml.harness import fake_nvml_fixture  # noqa: F401 (fixture)
+from tests.fakes.nvml.harness import fake_nvml_fixture  # noqa: F401 (fixture)
 from tests.fixtures.plugin_env import eventually
 from vcuda.model import GpuUuid
 

@@ -12,7 +12,7 @@ from plugin.core.mig import MigConfigError, MigStrategy, mig_devices, mig_resour
 from plugin.core.mig_partition import PartitionSettings
 from plugin.mig_partition import apply_partition
 from plugin.nvml import Nvml
-from tests.fakenvml.harness import FakeProcess, fake_nvml_fixture  # noqa: F401 (fixture)
+from tests.fakes.nvml.harness import FakeProcess, fake_nvml_fixture  # noqa: F401 (fixture)
 from vcuda.names import Names
 
 

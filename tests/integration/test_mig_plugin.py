@@ -21,8 +21,8 @@ from plugin.core.allocate import CONTROL_DEVICES, DeviceListStrategy, PlanOption
 from plugin.core.mig import MigConfigError, MigStrategy
 from plugin.mig import MigOptions, MigPlugins
 from plugin.nvml import Nvml
-from tests.fakenvml.harness import fake_nvml_fixture, node_description  # noqa: F401 (fixture)
 from tests.fakes.kubelet import FakeKubelet
+from tests.fakes.nvml.harness import fake_nvml_fixture, node_description  # noqa: F401 (fixture)
 from vcuda.names import Names
 
 MIG_3G = "nvidia.com/mig-3g.20gb"

@@ -12,7 +12,7 @@ import pytest
 
 from plugin.core.gpu import GpuSource, NodeGpus
 from plugin.nvml import Nvml
-from tests.fakenvml.harness import NODES, fake_nvml_fixture, node_description  # noqa: F401 (fixture)
+from tests.fakes.nvml.harness import NODES, fake_nvml_fixture, node_description  # noqa: F401 (fixture)
 from vcuda.model import PcieLevel
 
 

@@ -14,7 +14,7 @@ import pynvml
 import pytest
 
 from plugin.nvml import Nvml
-from tests.fakenvml.harness import (  # noqa: F401 (fake_nvml_fixture: fixture)
+from tests.fakes.nvml.harness import (  # noqa: F401 (fake_nvml_fixture: fixture)
     NODES,
     NODES_DIR,
     FakeNvml,

@@ -6,29 +6,24 @@ a lost GPU is unreachable and comes back after recovery; an unknown UUID is unre
 Every wait is bounded by ``asyncio.wait_for``.
 
 The fake's ``nvmlEventSetWait_v2`` blocks as the driver's does (no CPU until its timeout; an XID wakes it).
-The REAL plugin process (:func:`real_plugin`, also used by ``make bench`` for the idle cost) over the fake
+The REAL plugin process (:func:`tests.fixtures.plugin_process.real_plugin`, also used by ``make bench`` for the idle cost) over the fake
 NVML and the fake kubelet: an XID or a lost GPU reaches the kubelet's ``ListAndWatch`` within 1 s.
 """
 
 import asyncio
-import contextlib
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from plugin.core.gpu import XidEvent
 from plugin.nvml import Nvml, NvmlError
-from tests.builders.plugin import KEY, NAMES
-from tests.fakenvml.harness import FakeNvml, fake_nvml_fixture  # noqa: F401 (fixture)
-from tests.fakes.kubelet import FakeKubelet
-from tests.fixtures.plugin_env import NODE
-from tests.kmock_cluster import KmockCluster
-from tests.sim.node import free_port
-from tests.sim.processes import Child, console_script, write_kubeconfig
+from tests.builders.plugin import NAMES
+from tests.fakes.kmock import KmockCluster
+from tests.fakes.nvml.harness import FakeNvml, fake_nvml_fixture  # noqa: F401 (fixture)
+from tests.fixtures.plugin_process import real_plugin
 
 WAIT_S = 5.0
 
@@ -47,54 +42,6 @@ def open_nvml():
     yield open_
     for nvml in opened:
         nvml.close()
-
-
-@dataclass
-class RunningPlugin:
-    child: Child
-    kubelet: FakeKubelet
-    node: FakeNvml
-
-    @property
-    def pid(self) -> int:
-        assert self.child.process is not None
-        return self.child.process.pid
-
-
-@contextlib.asynccontextmanager
-async def real_plugin(box: Path, cluster: KmockCluster, hardware: str) -> AsyncIterator[RunningPlugin]:
-    """``kube-vgpu-plugin`` with its default timings (metrics and probes on) over the fake NVML node
-    ``hardware``, registered with a fake kubelet; kmock is the API server. Stopped on exit."""
-    cluster.core().create_node({"metadata": {"name": NODE}}, _preload_content=False)
-    node = FakeNvml.write(box / "nvml", hardware)
-    kubelet = FakeKubelet(box / "dp", box / "pr" / "kubelet.sock")
-    await kubelet.start()
-    (box / "key").write_bytes(KEY)
-    argv = [
-        *console_script("kube-vgpu-plugin"),
-        f"--node-name={NODE}",
-        f"--device-plugin-dir={kubelet.plugin_dir}",
-        f"--pod-resources-socket={kubelet.pod_resources_socket}",
-        f"--assignment-key-file={box / 'key'}",
-        f"--state-dir={box / 'state'}",
-        f"--shim-dir={box / 'shim'}",
-        f"--cdi-dir={box / 'cdi'}",
-        f"--metrics-port={free_port()}",
-        f"--health-port={free_port()}",
-    ]
-    env = {**node.env(), "KUBECONFIG": str(write_kubeconfig(box / "kubeconfig", cluster.url))}
-    child = Child("plugin", argv, env, box / "plugin.log")
-    await child.start()
-    try:
-        await kubelet.wait_registered(NAMES.core, timeout=30)
-        await kubelet.devices_until(NAMES.core, lambda d: len(d) == 100 * len(node.uuids), timeout=10)
-        yield RunningPlugin(child, kubelet, node)
-    except Exception:
-        print(child.log_tail())
-        raise
-    finally:
-        await child.stop()
-        await kubelet.stop()
 
 
 @pytest.fixture

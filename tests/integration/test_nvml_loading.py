@@ -29,10 +29,10 @@ import yaml
 from plugin.core.ldcache import LdCacheError, parse_ld_cache
 from plugin.nvml_loader import NVML_LIBRARY, find_library, locate_driver_root
 from tests.builders.plugin import KEY, NAMES
-from tests.fakenvml.harness import FakeNvml, _ensure_built
+from tests.fakes.kmock import KmockCluster
 from tests.fakes.kubelet import FakeKubelet
+from tests.fakes.nvml.harness import FakeNvml, _ensure_built
 from tests.fixtures.plugin_env import NODE
-from tests.kmock_cluster import KmockCluster
 from tests.sim.node import free_port
 from tests.sim.processes import Child, console_script, write_kubeconfig
 

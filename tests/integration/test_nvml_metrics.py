@@ -9,7 +9,7 @@ import time
 import pytest
 
 from plugin.nvml import GpuUsage, Nvml, ProcessUsage
-from tests.fakenvml.harness import FakeProcess, fake_nvml_fixture  # noqa: F401 (fixture)
+from tests.fakes.nvml.harness import FakeProcess, fake_nvml_fixture  # noqa: F401 (fixture)
 
 MIB = 1 << 20
 

@@ -9,7 +9,7 @@ instances surviving a new NVML session.
 import pytest
 
 from plugin.nvml import MigProfile, Nvml, NvmlError
-from tests.fakenvml.harness import FakeProcess, fake_nvml_fixture  # noqa: F401 (fixture)
+from tests.fakes.nvml.harness import FakeProcess, fake_nvml_fixture  # noqa: F401 (fixture)
 
 NVML_ERROR_IN_USE = 19
 NVML_ERROR_INSUFFICIENT_RESOURCES = 23

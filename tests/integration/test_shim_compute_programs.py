@@ -1,6 +1,6 @@
-"""Compute limit under real-program patterns, end to end over the FAKE driver (tests/shim/fake_cuda.c).
+"""Compute limit under real-program patterns, end to end over the FAKE driver (tests/fakes/driver/fake_cuda.c).
 
-The fake reproduces the driver rules that broke the previous controller (the behaviours listed at the top of tests/shim/fake_cuda.c): several contexts per
+The fake reproduces the driver rules that broke the previous controller (the behaviours listed at the top of tests/fakes/driver/fake_cuda.c): several contexts per
 device (cuCtxCreate, primary reset) whose events die with them; stream capture with the real error codes
 (an event query from a thread in, or next to, a global-mode capture fails and invalidates the capture); one
 GPU shared by every process (FAKE_CUDA_TIMELINE) and divided between those with work queued, as time-slicing

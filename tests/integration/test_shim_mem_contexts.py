@@ -2,7 +2,7 @@
 
 The FAKE driver keeps several contexts per device (primary and cuCtxCreate), each owning its allocations,
 which die with cuCtxDestroy, cuDevicePrimaryCtxReset (cudaDeviceReset) or the last primary release; streams
-remember their context; cuMemRelease of a mapped handle frees nothing until the last cuMemUnmap (the behaviours listed at the top of tests/shim/fake_cuda.c).
+remember their context; cuMemRelease of a mapped handle frees nothing until the last cuMemUnmap (the behaviours listed at the top of tests/fakes/driver/fake_cuda.c).
 """
 
 import pytest

@@ -1,6 +1,6 @@
 """Hooks are chosen by symbol NAME, never by comparing pointers, and never handed out for missing symbols.
 
-The FAKE driver behaves as the real one does (the behaviours listed at the top of tests/shim/fake_cuda.c): cuGetProcAddress returns internal trampolines
+The FAKE driver behaves as the real one does (the behaviours listed at the top of tests/fakes/driver/fake_cuda.c): cuGetProcAddress returns internal trampolines
 whose addresses differ from the exported symbols, the v1 cuMemAlloc is still exported, and
 cuLaunchCooperativeKernelMultiDevice (gone in CUDA 13) is missing. The old shim passed trampolines through
 unhooked (no limit at all on the runtime paths) and handed out hooks for missing symbols.

@@ -1,4 +1,4 @@
-"""The extender's list-and-watch against the simulated API server (``tests/kmock_cluster.py``), which ends
+"""The extender's list-and-watch against the simulated API server (``tests/fakes/kmock.py``), which ends
 watches after ``timeoutSeconds``, sends bookmarks, answers 410 Gone for versions older than its history and
 counts every request.
 
@@ -22,7 +22,7 @@ import pytest
 from extender.clusterstate import ClusterState
 from extender.kube import Backoff, Watcher, WatchTimings
 from tests.fakes.extender import KEY, NAMES, gpu_node
-from tests.kmock_cluster import KmockCluster
+from tests.fakes.kmock import KmockCluster
 
 WAIT_S = 10.0
 FAST = WatchTimings(backoff=Backoff(initial_s=0.02, max_s=0.2))

@@ -1,5 +1,5 @@
 """The plugin's Node publisher (``plugin.node.NodePublisher``) watches its Node instead of re-reading it on a
-timer, against the simulated API server (``tests/kmock_cluster.py``: watch timeouts, bookmarks, 410 Gone,
+timer, against the simulated API server (``tests/fakes/kmock.py``: watch timeouts, bookmarks, 410 Gone,
 request counts).
 
 Cases: a Node whose ``vcuda-memory`` the kubelet reset is repaired from the watch event, with the timer an
@@ -20,7 +20,7 @@ from plugin.core.inventory import node_view
 from plugin.kube import ApiCluster
 from plugin.node import NodePublisher
 from tests.builders.plugin import NAMES, h100x8
-from tests.kmock_cluster import KmockCluster
+from tests.fakes.kmock import KmockCluster
 
 NODE = "node-1"
 WAIT_S = 10.0

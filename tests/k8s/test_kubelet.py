@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from tests.fakenvml.harness import LIBRARY
+from tests.fakes.nvml.harness import LIBRARY
 from tests.k8s.cluster import NAMES, K8sCluster
 from tests.k8s.controlplane import BIN_DIR, NODE_COMPONENTS, binaries_missing
 from tests.k8s.kubelet import KubeletNode, kubelet_unavailable

@@ -23,7 +23,7 @@ from celpy.adapter import json_to_cel
 
 from extender.signing import load_signer
 from plugin.signing import load_keyring
-from tests.contract.test_deploy_chart import HELM, ROOT, find, helm_home, render  # noqa: F401 - fixture
+from tests.fixtures.chart import HELM, ROOT, find, render
 
 pytestmark = pytest.mark.skipif(not HELM.exists(), reason=f"helm not installed at {HELM}: run `make build`")
 
@@ -41,7 +41,7 @@ _ENV = celpy.Environment()
 
 
 @pytest.fixture(scope="module")
-def objects(helm_home: Path) -> list[Obj]:  # noqa: F811
+def objects(helm_home: Path) -> list[Obj]:
     return render(helm_home, [])
 
 
@@ -163,7 +163,7 @@ def test_a_plugin_writes_only_its_own_node_and_its_pods(objects, request_, obj, 
     assert admitted(spec, request_, obj, obj) is allowed
 
 
-def test_policies_are_bound_to_deny_and_skipped_before_1_30(objects, helm_home):  # noqa: F811
+def test_policies_are_bound_to_deny_and_skipped_before_1_30(objects, helm_home):
     bindings = {
         b["spec"]["policyName"]: b for b in objects if b["kind"] == "ValidatingAdmissionPolicyBinding"
     }
@@ -174,7 +174,7 @@ def test_policies_are_bound_to_deny_and_skipped_before_1_30(objects, helm_home):
     assert not [o for o in old if o["kind"].startswith("ValidatingAdmissionPolicy")]
 
 
-def test_a_custom_domain_moves_the_protected_keys(helm_home):  # noqa: F811
+def test_a_custom_domain_moves_the_protected_keys(helm_home):
     objs = render(helm_home, ["resourceDomain=gpu.example.com"])
     internal = policy(objs, "-internal-annotations")["spec"]["variables"][0]["expression"]
     assert "'gpu.example.com/vgpu-assignment'" in internal
@@ -226,7 +226,7 @@ def test_the_extender_is_granted_exactly_what_its_code_calls_plus_watches(object
 
 
 @pytest.mark.parametrize("mode", ["second", "extender"])
-def test_the_extender_runs_under_its_own_service_account(helm_home, mode):  # noqa: F811
+def test_the_extender_runs_under_its_own_service_account(helm_home, mode):
     objs = render(helm_home, [f"scheduler.mode={mode}", "extender.service.type=NodePort"])
     binding = find(objs, "ClusterRoleBinding", "kube-vgpu-extender")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kube-vgpu-extender", "namespace": NS}]
@@ -258,7 +258,7 @@ def test_the_extender_runs_under_its_own_service_account(helm_home, mode):  # no
     )
 
 
-def test_pod_security_labels_for_the_release_namespace(helm_home):  # noqa: F811
+def test_pod_security_labels_for_the_release_namespace(helm_home):
     objs = render(helm_home, ["podSecurity.manageNamespace=true"])
     labels = find(objs, "Namespace")["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
@@ -272,8 +272,8 @@ def test_pod_security_labels_for_the_release_namespace(helm_home):  # noqa: F811
 def _keys_made_by_the_chart_job(objs: list[Obj], tmp_path: Path) -> tuple[Path, Path]:
     """Runs the chart's keygen Job (its rendered args, the real entry point) against kmock; the private key
     file and a directory of the public-keys ConfigMap's files, as the extender and the plugin mount them."""
+    from tests.fakes.kmock import KmockCluster
     from tests.keygen_job import kubeconfig_for, run_keygen_job
-    from tests.kmock_cluster import KmockCluster
 
     with KmockCluster() as cluster:
         assert run_keygen_job(objs, kubeconfig_for(cluster.url, tmp_path / "kubeconfig"), tmp_path) == 0
@@ -297,7 +297,7 @@ def test_the_generated_key_pair_signs_and_verifies_through_both_loaders(objects,
     assert keyring.verify(signer.key_id, b"payload", signer.sign(b"payload"))
 
 
-def test_a_rotation_window_ships_both_public_keys(helm_home, tmp_path):  # noqa: F811
+def test_a_rotation_window_ships_both_public_keys(helm_home, tmp_path):
     from tests.signing_keys import OTHER_SIGNER, public_pem
 
     old = tmp_path / "old.pem"
@@ -330,7 +330,7 @@ OWN_SLICE_CASES = [
 
 @pytest.mark.parametrize(("request_", "new", "old", "allowed"), [c[1:] for c in OWN_SLICE_CASES],
                          ids=[c[0] for c in OWN_SLICE_CASES])  # fmt: skip
-def test_with_dra_a_plugin_writes_only_its_own_nodes_resource_slices(helm_home, request_, new, old, allowed):  # noqa: F811
+def test_with_dra_a_plugin_writes_only_its_own_nodes_resource_slices(helm_home, request_, new, old, allowed):
     objects = render(helm_home, ["dra.enabled=true"], "1.36.0")
     spec = find(objects, "ValidatingAdmissionPolicy", "-plugin-own-slices")["spec"]
     assert admitted(spec, request_, new, old) is allowed
@@ -377,7 +377,7 @@ def test_the_translating_webhook_sees_labelled_namespaces_only(objects):
     assert _translating(objects)["clientConfig"]["service"]["path"] == "/mutate"
 
 
-def test_without_translation_the_extender_reads_no_namespace(helm_home):  # noqa: F811
+def test_without_translation_the_extender_reads_no_namespace(helm_home):
     objs = render(helm_home, ["webhook.translation=false"])
     assert ("namespaces", "get") not in granted(find(objs, "ClusterRole", "-extender"))
     mutating = find(objs, "MutatingWebhookConfiguration")

@@ -30,7 +30,7 @@ from extender.api import AdmissionRequest
 from extender.app import create_webhook_app
 from extender.webhook import TRANSLATION_REASONS, mutate, validate
 from tests.fakes.extender import NAMES, FakeNamespaces, make_deps
-from tests.integration.extender.server import serving
+from tests.fixtures.extender_server import serving
 from vcuda.request import REASONS, parse_pod_request
 
 GPU = "nvidia.com/gpu"

@@ -16,7 +16,7 @@ import pytest
 
 from extender.app import create_app, create_webhook_app
 from tests.fakes.extender import NAMES, gpu_node, make_deps, pod_obj
-from tests.integration.extender.server import serving
+from tests.fixtures.extender_server import serving
 from vcuda.request import MAX_GPU_CONTAINERS
 
 

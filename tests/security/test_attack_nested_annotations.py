@@ -16,14 +16,14 @@ import pytest
 
 from plugin.core.pods import pending_pod
 from tests.fakes.extender import NAMES, gpu_node, ledger_of, pod_obj
-from tests.integration.extender.test_kmock_bind import (
+from tests.fakes.kmock import KmockCluster
+from tests.fixtures.extender_kmock import (
     Extender,
     create_pod,
     has_inventory,
     read_pod,
     wait_until,
 )
-from tests.kmock_cluster import KmockCluster
 from tests.signing_keys import KEYRING
 from vcuda.annotations import decode_assignment_unverified, decode_inventory, decode_status
 from vcuda.errors import ContractError

@@ -18,9 +18,9 @@ import pytest
 
 from plugin.core.watchdog import Reason
 from plugin.metrics.sources import ViolationTally
-from tests.fakenvml.harness import FakeProcess, fake_nvml_fixture  # noqa: F401 (fixture)
+from tests.fakes.kmock import KmockCluster
 from tests.fakes.node import GIB, FakeNodeFs, FakeSlot
-from tests.kmock_cluster import KmockCluster
+from tests.fakes.nvml.harness import FakeProcess, fake_nvml_fixture  # noqa: F401 (fixture)
 from tests.security.test_watchdog import Node, container
 from vcuda.names import CONTAINER_SHIM_PATH
 

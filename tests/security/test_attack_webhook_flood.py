@@ -22,7 +22,7 @@ import pytest
 import extender.app as app_module
 from extender.app import MAX_REVIEW_BYTES, REVIEWS_AT_ONCE, create_app, create_webhook_app
 from tests.fakes.extender import gpu_node, make_deps, pod_obj
-from tests.integration.extender.server import serving
+from tests.fixtures.extender_server import serving
 
 FILTER = {"Pod": pod_obj("p", (30, 4096)), "NodeNames": ["n1"]}
 

@@ -18,7 +18,7 @@ import httpx
 
 from extender.app import create_app, create_webhook_app
 from tests.fakes.extender import NAMES, gpu_node, make_deps, pod_obj
-from tests.integration.extender.server import serving
+from tests.fixtures.extender_server import serving
 
 WRONG: tuple[Any, ...] = (None, True, 1.5, "x", [1], {"a": 1})
 

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from extender.listeners import listeners
 from extender.settings import Settings
 from tests.fakes.extender import NAMES, gpu_node, make_deps, pod_obj
-from tests.integration.extender.certs import Ca
+from tests.fixtures.certs import Ca
 from tests.ports import free_port
 
 BOUND_S = 2.0

@@ -27,8 +27,8 @@ from extender.__main__ import main
 from extender.listeners import Listener, is_loopback, listeners
 from extender.settings import Settings, SettingsError
 from tests.fakes.extender import gpu_node, make_deps, pod_obj
-from tests.integration.extender.certs import Ca
-from tests.integration.extender.server import serving_listeners
+from tests.fixtures.certs import Ca
+from tests.fixtures.extender_server import serving_listeners
 from tests.ports import free_port
 
 FILTER = {"Pod": pod_obj("p", (30, 4096)), "Nodes": None, "NodeNames": ["n1"]}

@@ -34,7 +34,7 @@ from tests.fakes.extender import (
     make_deps,
     pod_obj,
 )
-from tests.integration.extender.server import serving_listeners
+from tests.fixtures.extender_server import serving_listeners
 from tests.ports import free_port
 
 BOUND_S = 2.0

@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 
 from tests.fakes.extender import NAMES, assignment_of, gpu_node, ledger_of, pod_obj
-from tests.integration.extender.test_kmock_bind import (
+from tests.fakes.kmock import KmockCluster
+from tests.fixtures.extender_kmock import (
     Extender,
     create_pod,
     has_inventory,
     read_pod,
     wait_until,
 )
-from tests.kmock_cluster import KmockCluster
 from tests.signing_keys import OTHER_SIGNER, sign_for
 from vcuda.annotations import decode_assignment_unverified
 

@@ -20,7 +20,7 @@ import pytest
 
 from extender.app import create_app
 from tests.fakes.extender import NAMES, assignment_of, gpu_node, ledger_of, make_deps, pod_obj
-from tests.integration.extender.server import serving
+from tests.fixtures.extender_server import serving
 from tests.signing_keys import KEYRING, OTHER_SIGNER, SIGNER, sign_for
 from vcuda.annotations import AssignmentRefusedError, decode_assignment
 from vcuda.model import ContainerAssignment, GpuShare, GpuUuid, NodeName, PodAssignment

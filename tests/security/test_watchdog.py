@@ -24,7 +24,7 @@ from plugin.metrics.exporter import NodeCollector
 from plugin.metrics.sources import ViolationTally
 from plugin.nvml import Nvml
 from plugin.watchdog import ApiEvictor, Watchdog, WatchdogOptions
-from tests.fakenvml.harness import FakeNvml, FakeProcess, fake_nvml_fixture  # noqa: F401 (fixture)
+from tests.fakes.kmock import KmockCluster
 from tests.fakes.node import (
     GIB,
     HOST_PROCESS,
@@ -36,7 +36,7 @@ from tests.fakes.node import (
     usage_bytes,
     v2_systemd,
 )
-from tests.kmock_cluster import KmockCluster
+from tests.fakes.nvml.harness import FakeNvml, FakeProcess, fake_nvml_fixture  # noqa: F401 (fixture)
 from vcuda.model import GpuUuid
 
 NODE = "gpu-node-1"

@@ -10,7 +10,7 @@ host processes, reported with empty labels and no event.
 import asyncio
 
 from plugin.nvml import Nvml
-from tests.fakenvml.harness import FakeProcess, fake_nvml_fixture  # noqa: F401 (fixture)
+from tests.fakes.nvml.harness import FakeProcess, fake_nvml_fixture  # noqa: F401 (fixture)
 from tests.fixtures.plugin_env import eventually
 
 GONE_PID = 5_000_000  # above the largest pid_max (4194304): never a live process

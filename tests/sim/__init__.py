@@ -8,5 +8,5 @@ What is real and what is simulated (also in ``docs/simulation.md``):
 * simulated: the API server (kmock, an in-memory object store over HTTP, see :mod:`tests.sim.apiserver`),
   kube-scheduler (:mod:`tests.sim.scheduler`, the extender protocol as kube-scheduler speaks it, with a
   reduced built-in filter), the kubelet (:mod:`tests.sim.kubelet`, device-manager behaviour only: no
-  containers are run), and the GPUs (the fake ``libnvidia-ml.so.1`` from ``tests/fakenvml``).
+  containers are run), and the GPUs (the fake ``libnvidia-ml.so.1`` from ``tests/fakes/nvml``).
 """

@@ -1,6 +1,6 @@
 """The SIMULATED API server: kmock's in-memory Kubernetes emulator served over HTTP on 127.0.0.1.
 
-The emulator class comes from ``tests/kmock_cluster.py`` (uids, resourceVersions, selectors, watch, the binding
+The emulator class comes from ``tests/fakes/kmock.py`` (uids, resourceVersions, selectors, watch, the binding
 subresource; see that module for what is faked). Its watches behave as the real API server's: they resume
 from a ``resourceVersion``, answer 410 Gone for versions older than the history kept (``compact()``), send
 bookmarks when asked, end after ``timeoutSeconds`` (or 30-60 min) and on ``drop_watches()``; every request
@@ -22,7 +22,7 @@ from typing import Any
 
 import kmock
 
-from tests.kmock_cluster import CORE_RESOURCES, declare_resources
+from tests.fakes.kmock import CORE_RESOURCES, declare_resources
 
 __all__ = ["CORE_RESOURCES", "SimApiServer", "emulator_class"]
 
@@ -38,8 +38,8 @@ class _ForgetServedRequests:
 
 
 def emulator_class() -> type[Any]:
-    """The project's emulator (``tests.kmock_cluster``) with the request history trimmed."""
-    module = importlib.import_module("tests.kmock_cluster")
+    """The project's emulator (``tests.fakes.kmock``) with the request history trimmed."""
+    module = importlib.import_module("tests.fakes.kmock")
     base = next(
         value
         for value in vars(module).values()

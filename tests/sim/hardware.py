@@ -2,14 +2,14 @@
 
 Every node gets its own description file with its own GPU UUIDs (derived from the node name, so runs are
 repeatable), and its own control file for injections (XIDs, lost GPUs) through
-:class:`tests.fakenvml.harness.FakeNvml`.
+:class:`tests.fakes.nvml.harness.FakeNvml`.
 """
 
 import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.fakenvml.harness import FakeNvml, node_description
+from tests.fakes.nvml.harness import FakeNvml, node_description
 
 __all__ = ["write_node_hardware"]
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.fakenvml.harness import FakeNvml
+from tests.fakes.nvml.harness import FakeNvml
 from tests.ports import free_port
 from tests.sim.hardware import write_node_hardware
 from tests.sim.kubeapi import ApiError, KubeApi
@@ -28,7 +28,7 @@ DEFAULT_KUBELET = KubeletSettings()
 @dataclass(frozen=True, slots=True)
 class NodeSpec:
     name: str
-    hardware: str  # a node description of tests/fakenvml/nodes, e.g. "h100x8"
+    hardware: str  # a node description of tests/fakes/nvml/nodes, e.g. "h100x8"
     labels: dict[str, str] = field(default_factory=dict)
     metrics: bool = True
     front_end: str = "device-plugin"  # or "dra"

@@ -104,7 +104,7 @@ static int vc_v2_since(const char *base) {
 
 /* The hook standing for what the driver answers to (symbol, version, flags), chosen by NAME: the driver may
  * return an internal entry point (a trampoline) rather than the exported symbol, so pointers prove nothing
- * (docs/shim.md; tests/shim/fake_cuda.c does the same). NULL when no hook has that entry point's ABI (e.g. a v1 entry point before CUDA 3.2). */
+ * (docs/shim.md; tests/fakes/driver/fake_cuda.c does the same). NULL when no hook has that entry point's ABI (e.g. a v1 entry point before CUDA 3.2). */
 static vc_hook_t *vc_hook_for(const char *sym, int version, cuuint64_t flags) {
     char name[128];
     vc_hook_t *h;

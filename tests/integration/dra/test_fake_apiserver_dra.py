@@ -1,5 +1,5 @@
 # mypy: disable-error-code="no-untyped-call"
-"""The fake API server (tests/kmock_cluster.py) serves ``resource.k8s.io/v1`` as the real one behaves, through
+"""The fake API server (tests/fakes/kmock.py) serves ``resource.k8s.io/v1`` as the real one behaves, through
 the official client: empty lists before any object, a generated name from ``generateName``, a new
 resourceVersion on every write, 409 on an update with a stale resourceVersion and on a delete whose
 precondition fails, field selectors on ``spec.nodeName``, and a watch that reports creates, updates and
@@ -14,7 +14,7 @@ from kubernetes import watch
 from kubernetes.client import ResourceV1Api
 from kubernetes.client.exceptions import ApiException
 
-from tests.kmock_cluster import KmockCluster
+from tests.fakes.kmock import KmockCluster
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """The ResourceSlice publisher through the real ``kubernetes`` client against the fake API server
-(``tests/kmock_cluster.py``: resourceVersions, 409 on a stale update or delete precondition, generateName).
+(``tests/fakes/kmock.py``: resourceVersions, 409 on a stale update or delete precondition, generateName).
 
 Cases: the first sync creates the pool at generation 1; an unchanged pool is not written again; a change
 rewrites every slice of the pool at the next generation; a pool that shrinks deletes its surplus slice; stale
@@ -21,7 +21,7 @@ from plugin.core.resourceslice import SliceOptions, pool_specs
 from plugin.slicepublisher import SliceError, SlicePublisher, slice_object
 from tests.builders.mig import a100
 from tests.builders.plugin import gpus, h200x8
-from tests.kmock_cluster import KmockCluster
+from tests.fakes.kmock import KmockCluster
 
 DRIVER = "kube-vgpu.nvidia.com"
 NODE = "node-1"

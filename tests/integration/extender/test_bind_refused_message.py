@@ -17,9 +17,9 @@ import pytest
 
 from extender.app import Deps, create_app
 from tests.fakes.extender import pod_obj
-from tests.integration.extender.server import serving
-from tests.integration.extender.test_kmock_bind import Extender, api, create_pod, has_inventory, wait_until
-from tests.kmock_cluster import KmockCluster
+from tests.fakes.kmock import KmockCluster
+from tests.fixtures.extender_kmock import Extender, api, create_pod, has_inventory, wait_until
+from tests.fixtures.extender_server import serving
 
 __all__ = ["api"]  # the fixture, imported
 

@@ -15,7 +15,7 @@ import httpx
 
 from extender.app import create_app
 from tests.fakes.extender import assignment_of, gpu_node, ledger_of, make_deps, pod_obj
-from tests.integration.extender.server import serving
+from tests.fixtures.extender_server import serving
 
 NODES = [f"n{i:02d}" for i in range(20)]
 GPU_MIB = 10000

@@ -19,7 +19,7 @@ import pytest
 from extender.app import create_app
 from tests.builders.vcuda import nvswitch_node
 from tests.fakes.extender import NAMES, assignment_of, ledger_of, make_deps, node_obj, pod_obj
-from tests.integration.extender.server import serving
+from tests.fixtures.extender_server import serving
 from vcuda.annotations import encode_inventory
 from vcuda.model import GpuInfo, GpuMode, NodeInventory, OtherModeGpu
 

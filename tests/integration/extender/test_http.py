@@ -15,7 +15,7 @@ import pytest
 
 from extender.app import create_app, create_metrics_app
 from tests.fakes.extender import NAMES, gpu_node, ledger_of, make_deps, pod_obj
-from tests.integration.extender.server import serving
+from tests.fixtures.extender_server import serving
 
 GOLDEN = Path(__file__).parents[2] / "contract" / "golden" / "extender"
 PREFIX = "/scheduler"

@@ -14,8 +14,8 @@ from extender.__main__ import main
 from extender.keygen import KeygenError, ensure_keys, public_pem
 from extender.signing import load_signer
 from plugin.signing import load_keyring
+from tests.fakes.kmock import KmockCluster
 from tests.keygen_job import kubeconfig_for
-from tests.kmock_cluster import KmockCluster
 from tests.signing_keys import OTHER_SIGNER
 from tests.signing_keys import public_pem as signer_public_pem
 

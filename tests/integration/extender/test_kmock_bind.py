@@ -1,4 +1,4 @@
-"""The Kubernetes adapter against kmock as the API server (``tests/kmock_cluster.py``, a simulated API server:
+"""The Kubernetes adapter against kmock as the API server (``tests/fakes/kmock.py``, a simulated API server:
 merge patches, no admission, no real scheduler or kubelet).
 
 Cases: the watches list nodes and pods into the state (readiness follows); a bind through the real client
@@ -9,88 +9,22 @@ fresh extender rebuilds the same load from the API server alone; a hand-written 
 claims a GPU; binds reuse the client's pooled connections (their raw answers are read and given back).
 """
 
-import itertools
-import json
-import threading
-import time
-from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from extender.clusterstate import ClusterState
 from extender.core.ledger import PodKey
-from extender.kube import KubeCluster, Watcher
-from extender.metrics import ExtenderMetrics
-from extender.scheduling import Scheduler
+from extender.kube import KubeCluster
 from tests.builders.vcuda import uuid
-from tests.fakes.extender import KEY, NAMES, SIGNER, assignment_of, gpu_node, ledger_of, pod_obj
-from tests.kmock_cluster import KmockCluster
-from vcuda.model import Policy
+from tests.fakes.extender import NAMES, assignment_of, ledger_of, pod_obj
+from tests.fakes.kmock import KmockCluster
+from tests.fixtures.extender_kmock import Extender, api, create_pod, has_inventory, read_pod, wait_until
 
-WAIT_S = 10.0
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Bounded wait for the watch to deliver (the state offers no change signal to block on)."""
-    deadline = time.monotonic() + WAIT_S
-    pause = threading.Event()
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        pause.wait(0.01)
-
-
-def has_inventory(state: ClusterState, name: str) -> bool:
-    ledger = state.ledger(name)
-    return ledger is not None and ledger.inventory is not None
+__all__ = ["api"]  # the fixture, imported
 
 
 def is_bound(state: ClusterState, pod: str) -> bool:
     holding = state.holding(PodKey(pod))
     return holding is not None and holding.bound
-
-
-class Extender:
-    """An extender (state, watches, scheduler) on the real client, pointed at kmock."""
-
-    def __init__(self, api: KmockCluster) -> None:
-        self.api = api
-        self.metrics = ExtenderMetrics()
-        self.state = ClusterState(NAMES, KEY, grace_s=60, clock=time.monotonic, events=self.metrics)
-        client = self.client = api.api_client()
-        self.scheduler = Scheduler(
-            self.state,
-            KubeCluster(client),
-            signer=SIGNER,
-            gpu_policy=Policy.SPREAD,
-            node_policy=Policy.BINPACK,
-            scheduler_names=("default-scheduler",),
-            recorder=self.metrics,
-        )
-        self.watcher = Watcher(client, self.state, retry_s=0.05)
-
-    def __enter__(self) -> "Extender":
-        self.watcher.start()
-        assert self.state.synced.wait(WAIT_S), "the first lists never completed"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.watcher.stop()
-        _poke_watchers(self.api)
-
-
-_pokes = itertools.count()
-
-
-def _poke_watchers(api: KmockCluster) -> None:
-    """kmock's watch handlers notice a closed client only when they next write, and kmock's shutdown waits for
-    them: one node and one pod event let the closed watches end."""
-    core, n = api.core(), next(_pokes)
-    core.patch_node("n1", {"metadata": {"labels": {"poke": str(n)}}}, _preload_content=False)
-    core.create_namespaced_pod(
-        "default", {"metadata": {"name": f"poke-{n}"}, "spec": {"containers": []}}, _preload_content=False
-    )
 
 
 class BoundMeanwhile(KubeCluster):
@@ -106,28 +40,6 @@ class BoundMeanwhile(KubeCluster):
             self.raced = True
             self.api.bind(namespace, name, "n2")
         return pod
-
-
-def read_pod(api: KmockCluster, name: str) -> dict[str, Any]:
-    pod: dict[str, Any] = json.loads(
-        api.core().read_namespaced_pod(name, "default", _preload_content=False).data
-    )
-    return pod
-
-
-def create_pod(api: KmockCluster, pod: dict[str, Any]) -> dict[str, Any]:
-    pod["metadata"].pop("uid", None)
-    api.core().create_namespaced_pod("default", pod, _preload_content=False)
-    return read_pod(api, pod["metadata"]["name"])
-
-
-@pytest.fixture
-def api():
-    with KmockCluster() as cluster:
-        core = cluster.core()
-        for node in (gpu_node("n1", gpus=2), gpu_node("n2", gpus=2)):
-            core.create_node(node, _preload_content=False)
-        yield cluster
 
 
 async def test_bind_writes_the_assignment_and_creates_the_binding(api):

@@ -1,5 +1,5 @@
 """Leader election (``extender/leader.py``) through the real ``kubernetes`` client against kmock's Leases
-(``tests/kmock_cluster.py``: create answers 409 on an existing name, replace answers 409 on a stale
+(``tests/fakes/kmock.py``: create answers 409 on an existing name, replace answers 409 on a stale
 ``resourceVersion``, as the real API server does). Time is a fake monotonic clock; the Lease is real.
 
 Cases: the first replica creates the Lease and a second stands by; a standby takes a Lease only once it
@@ -19,7 +19,7 @@ import pytest
 
 from extender.leader import Elector, KubeLeases, Leadership, LeaseConflictError, LeaseTimings
 from tests.fakes.extender import FakeClock
-from tests.kmock_cluster import KmockCluster
+from tests.fakes.kmock import KmockCluster
 
 NAMESPACE, NAME = "kube-system", "kube-vgpu-extender"
 TIMINGS = LeaseTimings(lease_s=15.0, renew_s=10.0, retry_s=2.0)

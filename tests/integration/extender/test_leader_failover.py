@@ -1,4 +1,4 @@
-"""Two REAL ``kube-vgpu-extender`` processes with ``--leader-elect`` against kmock (``tests/kmock_cluster.py``),
+"""Two REAL ``kube-vgpu-extender`` processes with ``--leader-elect`` against kmock (``tests/fakes/kmock.py``),
 as the chart runs them in default-scheduler mode: two replicas behind one Service.
 
 The test plays the two parts that are not kube-vgpu's: the Service (it sends each call to a replica whose
@@ -24,7 +24,7 @@ import aiohttp
 import pytest
 
 from tests.fakes.extender import assignment_of, gpu_node, pod_obj
-from tests.kmock_cluster import KmockCluster
+from tests.fakes.kmock import KmockCluster
 from tests.ports import free_port
 from tests.signing_keys import write_private_key
 from tests.sim.processes import Child, console_script, write_kubeconfig

@@ -15,7 +15,7 @@ import pytest
 
 from extender.app import create_metrics_app
 from tests.fakes.extender import gpu_node, make_deps
-from tests.integration.extender.server import serving
+from tests.fixtures.extender_server import serving
 
 
 @pytest.fixture

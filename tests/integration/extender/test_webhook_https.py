@@ -16,7 +16,7 @@ import pytest
 
 from extender.app import create_webhook_app
 from tests.fakes.extender import make_deps, pod_obj
-from tests.integration.extender.server import serving
+from tests.fixtures.extender_server import serving
 
 TLS = Path(__file__).parent / "tls"
 

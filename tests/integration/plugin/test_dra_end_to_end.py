@@ -32,8 +32,8 @@ from tests.builders.dra_claims import CLASSES
 from tests.builders.plugin import NAMES, VERIFIER, h100x8
 from tests.fakes.dra_kubelet import FakeDraKubelet
 from tests.fakes.gpu_source import FakeGpuSource
+from tests.fakes.kmock import KmockCluster
 from tests.fixtures.plugin_env import NODE, STOP_S, eventually, make_settings
-from tests.kmock_cluster import KmockCluster
 from tests.sim.dra_allocator import Unallocatable, allocate
 from tests.sim.dra_invariants import dra_overcommit
 from vcuda.shimfile import GpuLimit, decode_config

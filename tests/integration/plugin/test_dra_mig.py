@@ -34,10 +34,10 @@ from plugin.wiring import Timings, build_agent
 from tests.builders.dra import DRIVER, GIB, claim, pod_owner, result
 from tests.builders.dra_claims import CLASSES
 from tests.builders.plugin import VERIFIER
-from tests.fakenvml.harness import FakeNvml, fake_nvml_fixture  # noqa: F401 (fixture)
 from tests.fakes.dra_kubelet import ClaimInfo, FakeDraKubelet
+from tests.fakes.kmock import KmockCluster
+from tests.fakes.nvml.harness import FakeNvml, fake_nvml_fixture  # noqa: F401 (fixture)
 from tests.fixtures.plugin_env import NODE, STOP_S, eventually, make_settings
-from tests.kmock_cluster import KmockCluster
 from tests.sim.dra_allocator import Unallocatable, allocate
 from vcuda import names as vnames
 

@@ -29,8 +29,8 @@ from tests.builders.dra import DRIVER, GIB, claim, config, dev, parameters, resu
 from tests.builders.plugin import NAMES, VERIFIER, h100x8
 from tests.fakes.dra_kubelet import ClaimInfo, FakeDraKubelet, PrepareError
 from tests.fakes.gpu_source import FakeGpuSource
+from tests.fakes.kmock import KmockCluster
 from tests.fixtures.plugin_env import NODE, STOP_S, eventually, make_settings
-from tests.kmock_cluster import KmockCluster
 from vcuda import names as vnames
 from vcuda.annotations import decode_inventory
 from vcuda.model import GpuMode

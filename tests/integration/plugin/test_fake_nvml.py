@@ -1,13 +1,13 @@
 # mypy: disable-error-code="no-untyped-call"
 """The plugin over the real pynvml code path: ``plugin.nvml.Nvml`` on the FAKE ``libnvidia-ml.so.1``
-(tests/fakenvml), with the FakeKubelet and kmock: discovery reaches ListAndWatch and the Node, and an
+(tests/fakes/nvml), with the FakeKubelet and kmock: discovery reaches ListAndWatch and the Node, and an
 XID injected into the fake library reaches ListAndWatch within 1 s."""
 
 import time
 
 from plugin.nvml import Nvml
 from tests.builders.plugin import NAMES
-from tests.fakenvml.harness import fake_nvml_fixture  # noqa: F401 (registers the fixture "fake_nvml")
+from tests.fakes.nvml.harness import fake_nvml_fixture  # noqa: F401 (registers the fixture "fake_nvml")
 from tests.fixtures.plugin_env import eventually
 from vcuda.annotations import decode_inventory
 

@@ -14,9 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from plugin.__main__ import node_exporter
 from plugin.metrics.sources import XidTally
 from tests.builders.plugin import KEY, NAMES, a10x4
-from tests.fakenvml.harness import FakeNvml
 from tests.fakes.gpu_source import FakeGpuSource
 from tests.fakes.kubelet import FakeKubelet
+from tests.fakes.nvml.harness import FakeNvml
 from tests.fixtures.plugin_env import NODE, make_settings
 from tests.sim.node import free_port
 from tests.sim.processes import Child, console_script, write_kubeconfig

@@ -16,7 +16,7 @@ from extender.clusterstate import ClusterState
 from extender.core.ledger import NodeLedger, PodKey
 from extender.core.load import GpuLoad
 from extender.metrics import ExtenderMetrics
-from extender.signing import Ed25519Signer
+from tests.builders.extender import assignment, bound_pod
 from tests.builders.vcuda import uuid
 from tests.fakes.extender import (
     NAMES,
@@ -27,28 +27,12 @@ from tests.fakes.extender import (
     node_obj,
     pod_obj,
 )
-from tests.signing_keys import OTHER_SIGNER, SIGNER
-from vcuda.annotations import PodStatus, encode_assignment, encode_status
-from vcuda.model import ContainerAssignment, GpuShare, NodeName, Phase, PodAssignment
-from vcuda.signing import pod_binding
+from tests.signing_keys import OTHER_SIGNER
+from vcuda.annotations import PodStatus, encode_status
+from vcuda.model import ContainerAssignment, GpuShare, NodeName, Phase
 
 UNPLACED_N1 = {uuid("n1", i): GpuLoad(30, 4096) for i in range(8)}
 """A (30 cores, 4096 MiB) pod whose GPU is not known, charged on every GPU of n1."""
-
-
-def assignment(
-    node: str = "n1", gpu: int = 0, cores: int = 30, mib: int = 4096, signer: Ed25519Signer = SIGNER, **pod_kw
-) -> str:
-    """Signed for the pod ``bound_pod(**pod_kw)`` would build (same name, UID, request)."""
-    a = PodAssignment(
-        NodeName(node), (ContainerAssignment("c0", (GpuShare(uuid(node, gpu), cores, mib),), cores),)
-    )
-    return encode_assignment(a, pod_binding(bound_pod("", **pod_kw), NAMES), signer)
-
-
-def bound_pod(text: str, node: str = "n1", **kwargs):
-    annotations = {NAMES.assignment: text} if text else {}
-    return pod_obj("p", (30, 4096), uid="u1", node=node, annotations=annotations, **kwargs)
 
 
 def node(state: ClusterState, name: str) -> NodeLedger:

@@ -22,9 +22,9 @@ import pytest
 from extender.clusterstate import ClusterState
 from extender.core.ledger import PodKey
 from extender.core.load import GpuLoad
+from tests.builders.extender import assignment, bound_pod
 from tests.builders.vcuda import uuid
 from tests.fakes.extender import NAMES, FakeClock, gpu_node, ledger_of, make_deps, pod_obj
-from tests.unit.extender.test_clusterstate import assignment, bound_pod
 
 HOLD_S = 30.0
 HELD = {uuid("n1", 0): GpuLoad(30, 4096)}

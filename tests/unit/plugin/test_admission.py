@@ -10,7 +10,7 @@ import pytest
 from plugin.core.admission import Held, admitting, holder, record_for, with_records, withheld_reason
 from plugin.core.attribution import ContainerKey, candidates
 from plugin.core.verify import confirmed_containers, pod_phase, swap_owners
-from tests.unit.plugin.test_attribution import A, B, ids, pod
+from tests.builders.attribution import A, B, ids, pod
 from vcuda.model import Phase
 
 

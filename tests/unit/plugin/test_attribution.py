@@ -9,50 +9,17 @@ import pytest
 
 from plugin.core.attribution import (
     ContainerKey,
-    PendingPod,
-    PodRef,
     attribute,
     candidates,
     interchangeable,
     prefer,
 )
 from plugin.core.errors import AllocationError, AttributionMismatchError
-from plugin.core.slices import slice_id
 from plugin.core.verify import Outcome, verify
+from tests.builders.attribution import A, B, ids, pod
 from vcuda.model import (
     Constraints,
-    ContainerAssignment,
-    ContainerRequest,
-    GpuShare,
-    GpuUuid,
-    NodeName,
-    PodAssignment,
-    PodRequest,
 )
-
-A, B = GpuUuid("GPU-a"), GpuUuid("GPU-b")
-
-
-def pod(name, created, containers, *, allocated=(), constraints=None):
-    """containers: (name, cores, mib, [(uuid, cores)])"""
-    request = PodRequest(
-        tuple(ContainerRequest(n, c, m) for n, c, m, _ in containers), constraints or Constraints()
-    )
-    shares = tuple(
-        ContainerAssignment(n, tuple(GpuShare(u, k, m) for u, k in gpus), min(100, c))
-        for n, c, m, gpus in containers
-    )
-    return PendingPod(
-        PodRef("default", name, f"uid-{name}"),
-        created,
-        request,
-        PodAssignment(NodeName("n"), shares),
-        frozenset(allocated),
-    )
-
-
-def ids(uuid, *numbers):
-    return [slice_id(uuid, n) for n in numbers]
 
 
 def test_oldest_pod_ranks_first():

@@ -10,8 +10,8 @@ from plugin.core.health import HealthPolicy, apply_probe, apply_xid, healthy_map
 from plugin.core.inventory import node_view
 from plugin.core.reclaim import ContainerDir, LiveSet, to_remove
 from plugin.core.slices import gpu_split, parse_slice_id, slices
+from tests.builders.attribution import pod
 from tests.builders.plugin import NAMES, h200x8
-from tests.unit.plugin.test_attribution import pod
 from vcuda.model import GpuUuid
 from vcuda.units import MIB
 

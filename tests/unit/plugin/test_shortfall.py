@@ -5,7 +5,7 @@ cannot steer: e.g. a restarted kubelet still counting a deleted pod's slices).""
 import pytest
 
 from plugin.core.attribution import candidates, shortfall
-from tests.unit.plugin.test_attribution import A, B, ids, pod
+from tests.builders.attribution import A, B, ids, pod
 
 WHOLE_A = pod("whole", "1", [("c", 100, 1, [(A, 100)])])
 SPLIT = pod("split", "2", [("c", 100, 1, [(A, 50), (B, 50)])])

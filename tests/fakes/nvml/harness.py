@@ -1,13 +1,13 @@
 """Drive the FAKE ``libnvidia-ml.so.1`` from tests: real pynvml over a fake node, changed at run time.
 
-The fake (C, ``tests/fakenvml/src``, built by ``make`` into ``build/fakenvml/libnvidia-ml.so.1``) reads a node
-description (JSON, ``tests/fakenvml/nodes/*.json``, format in ``tests/fakenvml/README.md``) from the path in
+The fake (C, ``tests/fakes/nvml/src``, built by ``make`` into ``build/fakes/nvml/libnvidia-ml.so.1``) reads a node
+description (JSON, ``tests/fakes/nvml/nodes/*.json``, format in ``tests/fakes/nvml/README.md``) from the path in
 ``FAKE_NVML_CONFIG`` at ``nvmlInit``, and applies JSON lines appended to its control file
 (``<config>.ctl``) before every NVML call. This module writes both.
 
 In a test (one node per test; the fixture points this process's pynvml at it)::
 
-    from tests.fakenvml.harness import fake_nvml_fixture  # noqa: F401  (registers the fixture "fake_nvml")
+    from tests.fakes.nvml.harness import fake_nvml_fixture  # noqa: F401  (registers the fixture "fake_nvml")
 
     def test_xid_79_marks_the_gpu_unhealthy(fake_nvml):
         node = fake_nvml("h100x8")                 # writes the config into tmp_path, activates it
@@ -68,8 +68,8 @@ __all__ = [
     "node_description",
 ]
 
-REPO = Path(__file__).resolve().parents[2]
-LIBRARY = REPO / "build" / "fakenvml" / "libnvidia-ml.so.1"
+REPO = Path(__file__).resolve().parents[3]
+LIBRARY = REPO / "build" / "fakes" / "nvml" / "libnvidia-ml.so.1"
 NODES_DIR = Path(__file__).resolve().parent / "nodes"
 NODES = ("h100x8", "h200x8", "a10x4", "a100x4-mig")
 
@@ -103,7 +103,7 @@ def load_fake_library() -> Any:
 
 
 def node_description(node: str) -> dict[str, Any]:
-    """The shipped description ``tests/fakenvml/nodes/<node>.json`` as a dict (a fresh copy)."""
+    """The shipped description ``tests/fakes/nvml/nodes/<node>.json`` as a dict (a fresh copy)."""
     loaded: dict[str, Any] = json.loads((NODES_DIR / f"{node}.json").read_text())
     return loaded
 
@@ -204,7 +204,7 @@ class FakeNvml:
     # ---- run-time changes ----
 
     def control(self, line: Mapping[str, Any]) -> None:
-        """Appends one control line (see ``tests/fakenvml/src/control.c`` for every op)."""
+        """Appends one control line (see ``tests/fakes/nvml/src/control.c`` for every op)."""
         with self.control_path.open("a") as f:
             f.write(json.dumps(line) + "\n")
 
@@ -260,7 +260,7 @@ def fake_nvml_fixture(tmp_path: Path) -> Callable[..., FakeNvml]:
     def make(node: str | Mapping[str, Any] = "h100x8") -> FakeNvml:
         nonlocal count
         count += 1
-        fake = FakeNvml.write(tmp_path / f"fakenvml-{count}", node)
+        fake = FakeNvml.write(tmp_path / f"fake-nvml-{count}", node)
         fake.activate()
         return fake
 

@@ -9,7 +9,10 @@ kube-vgpu needs:
   selectors (``k=v``/``k==v``/``k!=v`` over dotted paths such as ``spec.nodeName`` or ``metadata.name``);
 - ``POST .../pods/<name>/binding``: sets ``spec.nodeName`` and copies the Binding's ``metadata.annotations`` onto
   the pod in one write, through the same store, so watchers see one MODIFIED; a Binding whose ``metadata.uid``
-  is not the pod's is refused with 409, as the API server's UID precondition does;
+  or ``metadata.resourceVersion`` is not the pod's, or for a pod already bound, is refused with 409, as the API
+  server's preconditions do;
+- a merge patch carrying ``metadata.resourceVersion`` takes it as a precondition: a stale one is a 409 and
+  changes nothing; ``DELETE`` with ``preconditions`` (uid, resourceVersion) the object fails is a 409;
 - ``PUT`` (replace, which kmock 0.8 does not route at all): the whole object, with optimistic concurrency as
   the real API server does it: a body whose ``metadata.resourceVersion`` is not the stored one is refused with
   409 Conflict ("the object has been modified"), one without a resourceVersion replaces unconditionally; a
@@ -34,6 +37,13 @@ does not:
   watch at once (a restart, a load balancer's idle cut). :attr:`~SimulatedApiServer.time_scale` divides
   all of these durations, so that a benchmark lives an hour of watch traffic in seconds;
 - a DELETED event carries a new resourceVersion, as deletions bump it.
+
+Hostile, as the real one, in short: concurrent writers are kept apart by 409 Conflict (stale PUT, patch,
+Binding or DELETE precondition); a watch from a compacted version gets 410 Gone; watches end on their timeout,
+or all at once (:meth:`~SimulatedApiServer.drop_watches`); watches can be refused
+(:attr:`~SimulatedApiServer.refuse_watches`); lists can be slow (:attr:`~SimulatedApiServer.list_delay_s`).
+Not reproduced: 429 Too Many Requests with ``Retry-After`` (no priority and fairness), paged lists and expired
+``continue`` tokens.
 
 What stays fake, on purpose: patches are plain recursive JSON merges (no strategic merge: lists are replaced),
 there is no admission, no validation, no defaulting, no garbage collection, no real scheduler or kubelet.
@@ -320,6 +330,9 @@ class SimulatedApiServer(kmock.KubernetesEmulator):
                     meta.setdefault("namespace", request.namespace)
                 meta["resourceVersion"] = str(next(_versions))
             elif request.action == kmock.action.UPDATE:
+                refused = self._stale_patch(request, str(meta.get("resourceVersion") or ""))
+                if refused is not None:
+                    return refused
                 meta["resourceVersion"] = str(next(_versions))
         try:
             response: aiohttp.web.StreamResponse = await super()._handle(request)
@@ -342,6 +355,13 @@ class SimulatedApiServer(kmock.KubernetesEmulator):
                 return aiohttp.web.json_response(
                     _status(409, "Conflict", "Precondition failed: UID in precondition"), status=409
                 )
+            sent, stored = (
+                str(meta.get("resourceVersion") or ""),
+                str((pod.get("metadata") or {}).get("resourceVersion")),
+            )
+            if sent and sent != stored:
+                message = f"Precondition failed: ResourceVersion in precondition: {sent}, ResourceVersion in object meta: {stored}"
+                return aiohttp.web.json_response(_status(409, "Conflict", message), status=409)
             if (pod.get("spec") or {}).get("nodeName"):
                 return aiohttp.web.json_response(_status(409, "Conflict", "pod is already bound"), status=409)
             # As the API server's BindingREST: the Binding's annotations land on the pod in the same write.
@@ -372,6 +392,17 @@ class SimulatedApiServer(kmock.KubernetesEmulator):
                 return aiohttp.web.json_response(_status(409, "Conflict", message), status=409)
         return None
 
+    def _stale_patch(self, request: Any, sent: str) -> aiohttp.web.StreamResponse | None:
+        """A merge patch carrying ``metadata.resourceVersion`` makes it a precondition, as on the real server: a
+        stale one is a 409 and nothing changes (what keeps two concurrent read-modify-patch writers apart)."""
+        key = (request.resource, request.namespace, request.name)
+        if not sent or key not in self._objects or self._objects[key].deleted:
+            return None
+        stored = str((self._objects[key].raw.get("metadata") or {}).get("resourceVersion"))
+        if sent == stored:
+            return None
+        return aiohttp.web.json_response(_status(409, "Conflict", _modified(request)), status=409)
+
     async def _replace(self, request: Any) -> aiohttp.web.StreamResponse:
         """PUT: replace the whole object; a stale ``metadata.resourceVersion`` is a 409, as on the real server."""
         key = (request.resource, request.namespace, request.name)
@@ -385,11 +416,7 @@ class SimulatedApiServer(kmock.KubernetesEmulator):
             stored = self._objects[key].raw.get("metadata") or {}
             sent = str(meta.get("resourceVersion") or "")
             if sent and sent != str(stored.get("resourceVersion")):
-                message = (
-                    f'Operation cannot be fulfilled on {request.resource.plural} "{request.name}": the object '
-                    "has been modified; please apply your changes to the latest version and try again"
-                )
-                return aiohttp.web.json_response(_status(409, "Conflict", message), status=409)
+                return aiohttp.web.json_response(_status(409, "Conflict", _modified(request)), status=409)
             for kept in ("uid", "creationTimestamp", "namespace", "name"):
                 if kept in stored:
                     meta[kept] = stored[kept]
@@ -501,6 +528,13 @@ def _bookmark(request: Any, version: int) -> dict[str, Any]:
     kind = "Node" if request.resource.plural == "nodes" else request.resource.plural.rstrip("s").capitalize()
     meta = {"resourceVersion": str(version)}
     return {"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": "v1", "metadata": meta}}
+
+
+def _modified(request: Any) -> str:
+    return (
+        f'Operation cannot be fulfilled on {request.resource.plural} "{request.name}": the object '
+        "has been modified; please apply your changes to the latest version and try again"
+    )
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 /* A tiny JSON reader for the fake NVML's node descriptions and control lines (a test fake, not a library). */
-#ifndef FAKENVML_JSON_H
-#define FAKENVML_JSON_H
+#ifndef FAKE_NVML_JSON_H
+#define FAKE_NVML_JSON_H
 
 typedef enum { JSON_NULL, JSON_BOOL, JSON_NUMBER, JSON_STRING, JSON_ARRAY, JSON_OBJECT } json_type;
 

@@ -5,8 +5,8 @@
  * run time by lines appended to the control file (see control.c), and by the MIG calls. Every exported
  * function takes the one lock through FAKE_API, applies pending control lines, then runs its body.
  */
-#ifndef FAKENVML_FAKE_H
-#define FAKENVML_FAKE_H
+#ifndef FAKE_NVML_FAKE_H
+#define FAKE_NVML_FAKE_H
 
 #define NVML_NO_UNVERSIONED_FUNC_DEFS
 #include <nvml.h>
