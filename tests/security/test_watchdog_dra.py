@@ -26,9 +26,9 @@ from plugin.metrics.nvml_telemetry import NvmlTelemetry
 from plugin.metrics.sources import ContainerName, ViolationTally
 from plugin.nvml import Nvml
 from plugin.watchdog import ApiEvictor, Watchdog, WatchdogOptions
-from tests.fakenvml.harness import FakeNvml, FakeProcess, fake_nvml_fixture  # noqa: F401 (fixture)
+from tests.fakes.kmock import KmockCluster
 from tests.fakes.node import GIB, FakeContainer, FakeNodeFs, FakePodResources, FakeSlot, cid, uid, v2_systemd
-from tests.kmock_cluster import KmockCluster
+from tests.fakes.nvml.harness import FakeNvml, FakeProcess, fake_nvml_fixture  # noqa: F401 (fixture)
 from tests.security.test_watchdog import MIB, NODE, NS, Node
 
 CLAIM_UID = "c1a10000-1111-2222-3333-444444444444"

@@ -22,9 +22,9 @@ import pytest
 
 from plugin.core.allocate import CONFIG_FILE_NAME
 from tests.builders.dra import DRIVER, GIB, claim, dev, pod_owner, result
+from tests.fakes.kmock import KmockCluster
 from tests.fixtures.plugin_env import NODE
 from tests.integration.plugin.test_dra_plugin import GPUS, DraEnv, pod
-from tests.kmock_cluster import KmockCluster
 from vcuda.shimfile import decode_config
 
 NS = "default"
