@@ -195,9 +195,8 @@ class PodResourcesCache:
             return listing
 
     def _ask(self) -> Listing:
-        with contextlib.suppress(RuntimeError):  # RuntimeError: no loop runs in this thread, as expected
-            if asyncio.get_running_loop() is self._loop:  # waiting here would block the loop it waits for
-                raise SourceError("PodResources read from its own event loop's thread")
+        if _loop_of_this_thread() is self._loop:  # waiting here would block the very loop it waits for
+            raise SourceError("PodResources read from its own event loop's thread")
         call = _on_loop(self._list)
         try:
             future = asyncio.run_coroutine_threadsafe(call, self._loop)
@@ -215,6 +214,13 @@ class PodResourcesCache:
             raise SourceError("kubelet PodResources List failed: cancelled") from err
         except grpc.aio.AioRpcError as err:
             raise SourceError(f"kubelet PodResources List failed: {err.code()} {err.details()}") from err
+
+
+def _loop_of_this_thread() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # none runs here: the scrape thread, as expected
+        return None
 
 
 async def _on_loop(list_pods: ListPodResources) -> Listing:
