@@ -25,13 +25,12 @@ from plugin.core.gpu import Gpu, GpuSource, NodeGpus
 from plugin.core.mig_partition import PartitionSettings
 from plugin.kube import ApiCluster
 from plugin.kubeapi import ApiClient, CoreV1, new_api_client
-from plugin.kubelet import PodResourcesClient
 from plugin.metrics.exporter import NodeCollector, serve
-from plugin.metrics.podresources import KubeletPodResources
-from plugin.metrics.sources import ViolationTally, XidTally
+from plugin.metrics.sources import PodResourcesSource, ViolationTally, XidTally
 from plugin.node import NodePublisher
 from plugin.nvidia import quit_recorded_mps
 from plugin.nvml_loader import NVML_LIBRARY, find_library, locate_driver_root
+from plugin.podresources import ListPodResources, PodResourcesCache, PodResourcesClient
 from plugin.probes import serve_probes
 from plugin.settings import Settings, has_label_entries, load_settings
 from plugin.signing import Keyring, SigningKeyError, load_keyring
@@ -101,7 +100,9 @@ def _gpu_source(settings: Settings) -> GpuSource:
         return _NoGpus()
 
 
-async def _partition_mig(settings: Settings, source: GpuSource, names: Names) -> None:
+async def _partition_mig(
+    settings: Settings, source: GpuSource, names: Names, pod_resources: ListPodResources
+) -> None:
     """MIG partitioning (ENABLE_MIG, docs/mig.md) before discovery feeds the agent; MigConfigError stops."""
     from plugin.mig_partition import partition_at_start
     from plugin.nvml import Nvml
@@ -110,7 +111,7 @@ async def _partition_mig(settings: Settings, source: GpuSource, names: Names) ->
         wanted = PartitionSettings(
             True, settings.mig_profile, settings.mig_instance_count, settings.skip_configured
         )
-        await partition_at_start(source, wanted, settings.pod_resources_socket, names)
+        await partition_at_start(source, wanted, pod_resources, names)
 
 
 def tally_health(tally: XidTally) -> Callable[[Mapping[GpuUuid, bool]], None]:
@@ -129,18 +130,20 @@ def node_exporter(
     source: GpuSource,
     gpus: Sequence[Gpu],
     tally: XidTally,
+    pod_resources: PodResourcesSource | None,
     violations: ViolationTally | None = None,
     shared_claims: Callable[[], Mapping[str, Collection[str]]] | None = None,
 ) -> Iterator[int]:
     """The Prometheus node exporter (docs/metrics.md) on ``--metrics-port`` while the block runs; yields
-    the port (0: disabled). The agent feeds ``tally`` (``on_xid=tally.record``, ``tally_health``)."""
+    the port (0: disabled). The agent feeds ``tally`` (``on_xid=tally.record``, ``tally_health``);
+    ``pod_resources`` is the agent's PodResources client seen from the scrape thread (a
+    :class:`PodResourcesCache`; None: every container with a state directory is reported)."""
     if settings.metrics_port == 0:
         yield 0
         return
     from plugin.metrics.nvml_telemetry import NvmlTelemetry
     from plugin.nvml import Nvml
 
-    pod_resources = KubeletPodResources(str(settings.pod_resources_socket))
     collector = NodeCollector(
         node=settings.node_name,
         state_dir=settings.state_dir,
@@ -157,7 +160,6 @@ def node_exporter(
     finally:
         server.shutdown()
         server.server_close()
-        pod_resources.close()
 
 
 def _evictor(settings: Settings, api: ApiClient) -> "PodEvictor | None":
@@ -206,17 +208,17 @@ async def _run(settings: Settings, keys: Verifier | None) -> None:
         ).uninstall()
         await quit_recorded_mps(settings.state_dir, settings.mps_control, settings.mps_dir)
         return
-    pod_resources = PodResourcesClient(settings.pod_resources_socket, names.core)
+    pod_resources = PodResourcesClient(settings.pod_resources_socket)  # every reader asks this one
     settings = _driver_root(settings)
     source = _gpu_source(settings)
-    await _partition_mig(settings, source, names)
+    await _partition_mig(settings, source, names, pod_resources.list)
     tally = XidTally()
     assert keys is not None, "main() reads the keys unless uninstalling"
     agent = build_agent(
         settings,
         source=source,
         cluster=cluster,
-        pod_resources=pod_resources.held,
+        pod_resources=pod_resources.list,
         verifier=keys,
         on_xid=tally.record,
         on_health=tally_health(tally),
@@ -225,8 +227,9 @@ async def _run(settings: Settings, keys: Verifier | None) -> None:
         slices=_slices(settings, api),
     )
     shared = agent.watchdog.shared_claims if agent.watchdog is not None else None
+    scraped = PodResourcesCache(pod_resources.list, asyncio.get_running_loop())  # asked on this loop
     try:
-        with node_exporter(settings, source, agent.node_gpus.gpus, tally, agent.violations, shared):
+        with node_exporter(settings, source, agent.node_gpus.gpus, tally, scraped, agent.violations, shared):
             async with _probes(settings, agent):
                 await agent.run()
     finally:

@@ -4,7 +4,7 @@ With ``--front-end=dra`` the agent runs the DRA driver (:mod:`plugin.dra`) inste
 (``vcuda-core``, MIG) and their reclaimer, and publishes its GPUs under the inventory's ``other``.
 
 The agent only runs its parts: :func:`plugin.wiring.build_agent` discovers the GPUs and builds them from the
-settings and already-made adapters (a :class:`GpuSource`, a :class:`Cluster`, the PodResources client), so
+settings and already-made adapters (a :class:`GpuSource`, a :class:`Cluster`, the PodResources ``List``), so
 that tests run the very same object against fakes; :mod:`plugin.__main__` passes the real adapters.
 """
 
@@ -32,6 +32,7 @@ from plugin.metrics.sources import ViolationTally
 from plugin.mig import MigPlugins
 from plugin.node import NodePublisher
 from plugin.nvidia import NvidiaPlugins, resolve_modes
+from plugin.podresources import ListPodResources
 from plugin.reclaim import Reclaimer
 from plugin.server import DeviceBoard
 from plugin.settings import Settings
@@ -72,6 +73,7 @@ class Agent:
     names: Names
     source: GpuSource  # discovered again to notice a changed MIG layout
     cluster: Cluster
+    pod_resources: ListPodResources  # the kubelet's PodResources List (plugin.podresources)
     node_gpus: NodeGpus
     state: StateDir
     cdi_files: DriverFiles  # the driver's files for the GPUs' CDI spec (CDI device lists only)
@@ -143,7 +145,7 @@ class Agent:
         served = await resolve_modes(
             self.modes.plan,
             state_root=s.state_dir,
-            pod_resources=s.pod_resources_socket,
+            pod_resources=self.pod_resources,
             core=self.names.core,
             cluster=self.cluster,
             node=s.node_name,

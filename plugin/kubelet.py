@@ -1,4 +1,5 @@
-"""Kubelet plumbing: serve the device plugin on its socket, register, re-register, and ask PodResources.
+"""Kubelet plumbing: serve the device plugin on its socket, register, and re-register (PodResources is
+:mod:`plugin.podresources`).
 
 :class:`Registrar` is one supervised task (not a restart loop of the process): start the gRPC server on
 ``<device-plugin-dir>/<socket>``, call ``Register`` (the server already serves, as the kubelet requires), then
@@ -9,22 +10,18 @@ lost; where inotify is unavailable it polls every ``poll_s`` (0.2 s by default, 
 """
 
 import asyncio
-import contextlib
 import logging
 import os
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final, Protocol
 
 import grpc
 
 from plugin.api.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
-from plugin.api.podresources.v1 import api_pb2 as pr_pb2
-from plugin.api.podresources.v1 import api_pb2_grpc as pr_grpc
-from plugin.core.admission import Held
 from plugin.dirwatch import wait_while
 
-__all__ = ["API_VERSION", "KUBELET_SOCKET", "PodResourcesClient", "Registrar", "Servicer"]
+__all__ = ["API_VERSION", "KUBELET_SOCKET", "Registrar", "Servicer"]
 
 log = logging.getLogger(__name__)
 API_VERSION: Final = "v1beta1"
@@ -157,60 +154,3 @@ class Registrar:
             return _inode(self._socket) is not None and _inode(kubelet) == kubelet_inode
 
         await wait_while(standing, self._dir, self._poll_s, self._recheck_s)
-
-
-class PodResourcesClient:
-    """``v1.PodResourcesLister/List`` over the kubelet's PodResources socket; one call per use, no polling.
-    The plugin's one PodResources client on its event loop: the allocator asks :meth:`held` (its own
-    ``resource``), MIG partitioning :meth:`held_ids` (any resources)."""
-
-    def __init__(self, socket: Path, resource: str, timeout_s: float = 5.0) -> None:
-        self._socket = socket
-        self._resource = resource
-        self._timeout_s = timeout_s
-        self._channel: grpc.aio.Channel | None = None
-
-    async def held(self) -> list[Held]:
-        """Every listed container with the IDs it holds of this client's resource."""
-        reply = await self._list()
-        return [
-            Held(pod.namespace, pod.name, c.name, _device_ids(c, (self._resource,)))
-            for pod in reply.pod_resources
-            for c in pod.containers
-        ]
-
-    async def held_ids(self, resources: Collection[str]) -> frozenset[str]:
-        """Every device ID a listed container holds under any of ``resources``, from one ``List``."""
-        reply = await self._list()
-        return frozenset(
-            i for pod in reply.pod_resources for c in pod.containers for i in _device_ids(c, resources)
-        )
-
-    async def held_by_resource(self) -> dict[str, frozenset[str]]:
-        """Every resource any listed container holds devices of -> those device IDs, from one ``List``."""
-        reply = await self._list()
-        out: dict[str, set[str]] = {}
-        for pod in reply.pod_resources:
-            for c in pod.containers:
-                for d in c.devices:
-                    out.setdefault(d.resource_name, set()).update(d.device_ids)
-        return {r: frozenset(ids) for r, ids in out.items()}
-
-    async def _list(self) -> pr_pb2.ListPodResourcesResponse:
-        if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(f"unix://{self._socket}")
-        stub = pr_grpc.PodResourcesListerStub(self._channel)  # type: ignore[no-untyped-call]
-        reply: pr_pb2.ListPodResourcesResponse = await stub.List(
-            pr_pb2.ListPodResourcesRequest(), timeout=self._timeout_s
-        )
-        return reply
-
-    async def close(self) -> None:
-        if self._channel is not None:
-            with contextlib.suppress(Exception):
-                await self._channel.close(None)
-            self._channel = None
-
-
-def _device_ids(container: pr_pb2.ContainerResources, resources: Collection[str]) -> frozenset[str]:
-    return frozenset(i for d in container.devices if d.resource_name in resources for i in d.device_ids)

@@ -10,17 +10,14 @@ forced.
 import asyncio
 import logging
 from collections.abc import Sequence, Set
-from pathlib import Path
 from typing import Protocol
-
-import grpc
 
 from plugin.core.gpu import Gpu, MigInstance, NodeGpus
 from plugin.core.mig import mig_devices, profile_resource
 from plugin.core.mig_partition import GpuPartition, PartitionSettings, plan_partition
 from plugin.core.slices import SEPARATOR
-from plugin.kubelet import PodResourcesClient
 from plugin.nvml import MigProfile, NvmlError, ProcessUsage
+from plugin.podresources import ListPodResources, listing_or_none
 from vcuda.model import GpuUuid
 from vcuda.names import Names
 
@@ -131,7 +128,7 @@ def apply_partition(
 
 
 async def partition_at_start(
-    nvml: MigControl, settings: PartitionSettings, pod_resources_socket: Path, names: Names
+    nvml: MigControl, settings: PartitionSettings, pod_resources: ListPodResources, names: Names
 ) -> Sequence[GpuPartition]:
     """Start-up partitioning: what pods hold (vcuda-core, ``<domain>/gpu`` and every current ``mig-*``
     resource) from PodResources, then :func:`apply_partition` in a worker thread. A no-op when disabled."""
@@ -141,18 +138,12 @@ async def partition_at_start(
     resources = {names.core, f"{names.domain}/gpu"} | {
         f"{names.domain}/{profile_resource(d.profile)}" for d in devices
     }
-    held = await held_device_ids(pod_resources_socket, resources, names)
+    held = await held_device_ids(pod_resources, resources)
     return await asyncio.to_thread(apply_partition, nvml, settings, held)
 
 
-async def held_device_ids(socket: Path, resources: Set[str], names: Names) -> frozenset[str] | None:
+async def held_device_ids(pod_resources: ListPodResources, resources: Set[str]) -> frozenset[str] | None:
     """Device IDs pods hold under any of ``resources``, from one PodResources ``List``; ``None`` when the
     kubelet does not answer (then nothing held may be destroyed)."""
-    client = PodResourcesClient(socket, names.core)
-    try:
-        return await client.held_ids(resources)
-    except grpc.aio.AioRpcError as err:
-        log.warning("cannot read PodResources at %s: %s", socket, err.details())
-        return None
-    finally:
-        await client.close()
+    listing = await listing_or_none(pod_resources)
+    return None if listing is None else listing.held_ids(resources)

@@ -41,8 +41,9 @@ from plugin.core.nvallocate import (
 )
 from plugin.core.slices import Slice, SliceId
 from plugin.kube import Cluster
-from plugin.kubelet import PodResourcesClient, Registrar
+from plugin.kubelet import Registrar
 from plugin.mps import Mounter, MpsGpu, MpsShm, MpsSupervisor, SystemMounter, default_shm_size, quit_daemons
+from plugin.podresources import ListPodResources, listing_or_none
 from plugin.server import BoardServicer, ContainerEdits, DeviceBoard, allocate_response, preferred_response
 from plugin.statedir import StateDir
 from vcuda.model import GpuLink, GpuMode, GpuUuid
@@ -250,33 +251,6 @@ def _half_memory() -> str:
 MODES_FILE = "modes.json"
 
 
-async def _held_gpus(socket: Path, resources: Sequence[str]) -> frozenset[str] | None:
-    """GPUs any container holds a device of, under any of ``resources`` (PodResources); None: unreadable."""
-    held: set[str] = set()
-    for resource in resources:
-        client = PodResourcesClient(socket, resource)
-        try:
-            held |= {gpu_of_device(i) for c in await client.held() for i in c.device_ids}
-        except grpc.aio.AioRpcError as err:
-            log.warning("cannot read PodResources at %s: %s", socket, err.details())
-            return None
-        finally:
-            await client.close()
-    return frozenset(held)
-
-
-async def _held_by_resource(socket: Path) -> dict[str, frozenset[str]] | None:
-    """Every device ID any container holds, by resource (PodResources); None: unreadable."""
-    client = PodResourcesClient(socket, "")
-    try:
-        return await client.held_by_resource()
-    except grpc.aio.AioRpcError as err:
-        log.warning("cannot read PodResources at %s: %s", socket, err.details())
-        return None
-    finally:
-        await client.close()
-
-
 async def _refuse(refused: Sequence[str], cluster: Cluster, node: str) -> None:
     for sentence in refused:
         log.error("GPU mode switch refused: %s", sentence)
@@ -285,7 +259,13 @@ async def _refuse(refused: Sequence[str], cluster: Cluster, node: str) -> None:
 
 
 async def resolve_modes(
-    wanted: ModePlan, *, state_root: Path, pod_resources: Path, core: str, cluster: Cluster, node: str
+    wanted: ModePlan,
+    *,
+    state_root: Path,
+    pod_resources: ListPodResources,
+    core: str,
+    cluster: Cluster,
+    node: str,
 ) -> ModePlan:
     """The plan to serve: ``wanted``, but a GPU whose mode would change while a container holds it keeps its
     previous mode (logged, and a Warning event on the Node) until a later start finds it free. The served
@@ -305,7 +285,9 @@ async def resolve_modes(
             record,
             err,
         )
-        effective, refused = withhold_unknown(wanted, await _held_by_resource(pod_resources), core)
+        listing = await listing_or_none(pod_resources)
+        held_by = None if listing is None else listing.held_by_resource()
+        effective, refused = withhold_unknown(wanted, held_by, core)
         await _refuse(refused, cluster, node)
         if not refused:  # kept unreadable while a GPU is withheld: the next start withholds it again
             _write_record(record, effective)
@@ -313,8 +295,12 @@ async def resolve_modes(
     held: frozenset[str] = frozenset()
     if any(previous.get(p.uuid) not in (None, p) for p in wanted.gpus):
         resources = sorted({core, *(p.resource for p in previous.values() if p.resource)})
-        found = await _held_gpus(pod_resources, resources)
-        held = frozenset(previous) if found is None else found
+        listing = await listing_or_none(pod_resources)
+        held = (
+            frozenset(previous)
+            if listing is None
+            else frozenset(gpu_of_device(i) for i in listing.held_ids(resources))
+        )
     effective, refused = hold_switches(previous, wanted, held)
     await _refuse(refused, cluster, node)
     _write_record(record, effective)

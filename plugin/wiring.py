@@ -16,6 +16,7 @@ import grpc
 from plugin.agent import CORE_SOCKET, Agent, ServedModes
 from plugin.allocator import Allocator, PodResourcesSource
 from plugin.cdi import find_driver_files
+from plugin.core.admission import Held
 from plugin.core.allocate import DeviceListStrategy, PlanOptions
 from plugin.core.cdi import DriverFiles
 from plugin.core.dra import FrontEnd, node_devices
@@ -34,6 +35,7 @@ from plugin.mig import MigOptions, MigPlugins, mig_capable
 from plugin.node import NodePublisher
 from plugin.nvidia import NvidiaOptions, NvidiaPlugins
 from plugin.nvml_loader import DriverRoot
+from plugin.podresources import ListPodResources
 from plugin.reclaim import Reclaimer
 from plugin.server import DeviceBoard, DevicePluginServicer
 from plugin.settings import Settings, load_nvidia_config
@@ -74,7 +76,16 @@ class _Ground:
     cdi_files: DriverFiles
     timings: Timings
     cluster: Cluster
-    pod_resources: PodResourcesSource
+    pod_resources: ListPodResources
+
+    def held(self) -> PodResourcesSource:
+        """The allocator's view of PodResources: every listed container with its ``vcuda-core`` IDs."""
+        core, list_pods = self.names.core, self.pod_resources
+
+        async def held() -> list[Held]:
+            return (await list_pods()).held(core)
+
+        return held
 
     @property
     def resync_s(self) -> float:
@@ -100,7 +111,7 @@ def build_agent(
     *,
     source: GpuSource,
     cluster: Cluster,
-    pod_resources: PodResourcesSource,
+    pod_resources: ListPodResources,
     verifier: Verifier,
     timings: Timings = Timings(),
     on_xid: Callable[[XidEvent], None] | None = None,
@@ -148,6 +159,7 @@ def build_agent(
         names=ground.names,
         source=source,
         cluster=cluster,
+        pod_resources=pod_resources,
         node_gpus=node_gpus,
         state=ground.state,
         cdi_files=ground.cdi_files,
@@ -181,7 +193,7 @@ def _allocator(ground: _Ground, verifier: Verifier, modes: ServedModes) -> Alloc
         node=ground.settings.node_name,
         verifier=verifier,
         cluster=ground.cluster,
-        pod_resources=ground.pod_resources,
+        pod_resources=ground.held(),
         state=ground.state,
         gpus=lambda: {g.uuid: g for g in gpus if g.uuid in modes.plan.vcuda()},
         options=ground.plan,
@@ -194,7 +206,7 @@ def _reclaimer(ground: _Ground, allocator: Allocator) -> Reclaimer:
         state=ground.state,
         cluster=ground.cluster,
         node=s.node_name,
-        pod_resources=ground.pod_resources,
+        pod_resources=ground.held(),
         allocator=allocator,
         interval_s=s.reclaim_interval_seconds,
         grace_s=s.reclaim_grace_seconds,

@@ -8,7 +8,7 @@ Wiring (in ``plugin/__main__.py``; every source but the state directory is optio
         state_dir=Path(settings.state_dir),                  # vcuda.names.HOST_STATE_DIR
         root=Path("/"),                                      # hostPID: /proc shows the node's processes
         telemetry=NvmlTelemetry(nvml, gpus=node_gpus.gpus),  # plugin.metrics.nvml_telemetry
-        pod_resources=KubeletPodResources(),                 # plugin.metrics.podresources
+        pod_resources=PodResourcesCache(client.list, loop),  # plugin.podresources, the agent's client
         health=tally,
         container_ids=lambda: container_ids_from_pods(pods_on_this_node()),  # optional
         violations=agent.violations,                         # plugin.watchdog's counter, optional

@@ -1,9 +1,9 @@
 """What the exporter reads, as Protocols and plain values, so tests can hand it fakes.
 
 Implementations live elsewhere: :mod:`plugin.metrics.nvml_telemetry` over ``plugin.nvml`` for
-:class:`GpuTelemetry`, :mod:`plugin.metrics.podresources` over the kubelet gRPC API for
-:class:`PodResourcesSource`, and :class:`XidTally` (fed by the plugin's health monitor) for
-:class:`HealthView`.
+:class:`GpuTelemetry`, :class:`plugin.podresources.PodResourcesCache` over the plugin's one kubelet
+PodResources client for :class:`PodResourcesSource`, and :class:`XidTally` (fed by the plugin's health
+monitor) for :class:`HealthView`.
 """
 
 import threading

@@ -22,6 +22,7 @@ from kubernetes import client
 
 from plugin.dra.claims import ApiClaims
 from plugin.kube import ApiCluster
+from plugin.podresources import Listing
 from plugin.wiring import Timings, build_agent
 from tests.bench.bench_plugin import _node
 from tests.builders.dra import DRIVER, GIB, claim, dev, result
@@ -38,8 +39,8 @@ def _p99(values: list[float]) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[98]
 
 
-async def _no_pod_resources() -> list[Any]:
-    return []
+async def _no_pod_resources() -> Listing:
+    return Listing(())
 
 
 async def _latencies(cluster: KmockCluster, root: Path) -> tuple[list[float], list[float]]:

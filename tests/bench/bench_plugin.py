@@ -25,7 +25,7 @@ from pathlib import Path
 from plugin.core.gpu import Gpu, NodeGpus
 from plugin.core.slices import slices
 from plugin.kube import ApiCluster
-from plugin.kubelet import PodResourcesClient
+from plugin.podresources import PodResourcesClient
 from plugin.server import device_list
 from plugin.wiring import Timings, build_agent
 from tests.builders.plugin import NAMES, VERIFIER, assignment, pod_body
@@ -76,12 +76,12 @@ async def _allocate_latencies(cluster: KmockCluster, root: Path) -> tuple[list[f
     settings = make_settings(root)
     kubelet = FakeKubelet(settings.device_plugin_dir, settings.pod_resources_socket)
     await kubelet.start()
-    pod_resources = PodResourcesClient(settings.pod_resources_socket, NAMES.core)
+    pod_resources = PodResourcesClient(settings.pod_resources_socket)
     agent = build_agent(
         settings,
         source=FakeGpuSource(node),
         cluster=ApiCluster(cluster.api_client()),
-        pod_resources=pod_resources.held,
+        pod_resources=pod_resources.list,
         verifier=VERIFIER,
         timings=Timings(kubelet_poll_s=0.05),
     )

@@ -136,7 +136,7 @@ def _scrape(port: int) -> str:
 
 def test_plugin_metrics_carry_build_info(tmp_path):
     settings = make_settings(tmp_path, metrics_port=free_port())
-    with node_exporter(settings, FakeGpuSource(a10x4()), a10x4().gpus, XidTally()) as port:
+    with node_exporter(settings, FakeGpuSource(a10x4()), a10x4().gpus, XidTally(), None) as port:
         text = _scrape(port)
     labels = _build_info(text)
     assert (labels["binary"], labels["version"]) == ("plugin", metadata.version("kube-vgpu"))

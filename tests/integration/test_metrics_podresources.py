@@ -1,14 +1,18 @@
-"""KubeletPodResources against a fake kubelet PodResourcesLister served by real gRPC on a tmp_path Unix
-socket: the live set, the TTL cache (one List per TTL, under the kubelet's rate limit), and errors."""
+"""The exporter's PodResources view (plugin.podresources.PodResourcesCache over the agent's client, asked from
+another thread as the scrape thread asks it) against a fake kubelet PodResourcesLister served by real gRPC on a
+tmp_path Unix socket: the live set, the TTL cache (one List per TTL, under the kubelet's rate limit), and
+errors."""
 
+import asyncio
 from concurrent import futures
+from pathlib import Path
 
 import grpc
 import pytest
 
 from plugin.api.podresources.v1 import api_pb2, api_pb2_grpc
-from plugin.metrics.podresources import KubeletPodResources
 from plugin.metrics.sources import ContainerName, SourceError
+from plugin.podresources import PodResourcesCache, PodResourcesClient
 
 
 class FakeKubeletPodResources(api_pb2_grpc.PodResourcesListerServicer):
@@ -44,24 +48,27 @@ def kubelet(tmp_path):
     server.stop(grace=None)
 
 
-def test_live_containers_are_listed_and_cached_for_the_ttl(kubelet):
+async def test_live_containers_are_listed_and_cached_for_the_ttl(kubelet):
     fake, socket = kubelet
     fake.pods = [pod("team-a", "train", "trainer", "logger")]
     now = [0.0]
-    source = KubeletPodResources(socket, ttl_s=10, timeout_s=5, clock=lambda: now[0])
+    client = PodResourcesClient(Path(socket), timeout_s=5)
+    source = PodResourcesCache(client.list, asyncio.get_running_loop(), ttl_s=10, clock=lambda: now[0])
     expected = {ContainerName("team-a", "train", "trainer"), ContainerName("team-a", "train", "logger")}
-    assert source.live_containers() == expected
+    assert await asyncio.to_thread(source.live_containers) == expected
     fake.pods = []
     now[0] = 9.5
-    assert source.live_containers() == expected
+    assert await asyncio.to_thread(source.live_containers) == expected
+    assert await asyncio.to_thread(source.container_claims) == {}  # from the same cached List
     now[0] = 10.0
-    assert source.live_containers() == frozenset()
+    assert await asyncio.to_thread(source.live_containers) == frozenset()
     assert fake.calls == 2
-    source.close()
+    await client.close()
 
 
-def test_unreachable_kubelet_is_a_source_error(tmp_path):
-    source = KubeletPodResources(str(tmp_path / "absent.sock"), timeout_s=0.5)
+async def test_unreachable_kubelet_is_a_source_error(tmp_path):
+    client = PodResourcesClient(tmp_path / "absent.sock", timeout_s=0.5)
+    source = PodResourcesCache(client.list, asyncio.get_running_loop())
     with pytest.raises(SourceError, match="PodResources List failed"):
-        source.live_containers()
-    source.close()
+        await asyncio.to_thread(source.live_containers)
+    await client.close()

@@ -25,6 +25,7 @@ from kubernetes import client
 from plugin.core.dra import device_name, driver_name
 from plugin.dra.claims import ApiClaims
 from plugin.kube import ApiCluster
+from plugin.podresources import Listing
 from plugin.slicepublisher import SlicePublisher
 from plugin.wiring import Timings, build_agent
 from tests.builders.dra import pod_owner
@@ -44,7 +45,7 @@ EXAMPLES = Path(__file__).resolve().parents[3] / "deploy" / "examples" / "dra"
 Obj = dict[str, Any]
 
 
-async def _no_pod_resources() -> list[Any]:
+async def _no_pod_resources() -> Listing:
     raise AssertionError("a DRA node never asks PodResources")
 
 

@@ -29,6 +29,7 @@ from plugin.core.mig import mig_devices
 from plugin.dra.claims import ApiClaims
 from plugin.kube import ApiCluster
 from plugin.nvml import Nvml
+from plugin.podresources import Listing
 from plugin.slicepublisher import SlicePublisher
 from plugin.wiring import Timings, build_agent
 from tests.builders.dra import DRIVER, GIB, claim, pod_owner, result
@@ -45,7 +46,7 @@ Obj = dict[str, Any]
 EXAMPLE = Path(__file__).resolve().parents[3] / "deploy" / "examples" / "dra" / "mig-instance.yaml"
 
 
-async def _no_pod_resources() -> list[Any]:
+async def _no_pod_resources() -> Listing:
     raise AssertionError("a DRA node never asks PodResources")
 
 

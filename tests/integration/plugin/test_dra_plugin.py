@@ -24,6 +24,7 @@ from plugin.core.dra import ClaimRef
 from plugin.dra.claims import ApiClaims
 from plugin.dra.node import CHECKPOINT_PATH
 from plugin.kube import ApiCluster
+from plugin.podresources import Listing
 from plugin.wiring import Timings, build_agent
 from tests.builders.dra import DRIVER, GIB, claim, config, dev, parameters, result
 from tests.builders.plugin import NAMES, VERIFIER, h100x8
@@ -119,7 +120,7 @@ class DraEnv:
         return {p.name.removesuffix(".json"): json.loads(p.read_text()) for p in folder.glob("*.json")}
 
 
-async def _no_pod_resources() -> list[Any]:
+async def _no_pod_resources() -> Listing:
     raise AssertionError("a DRA node never asks PodResources")
 
 

@@ -133,5 +133,5 @@ async def test_an_xid_reaches_the_xid_counter_and_the_health_gauge(plugin_proces
 
 def test_metrics_port_zero_serves_nothing(short_dir):
     settings = make_settings(short_dir, metrics_port=0)
-    with node_exporter(settings, FakeGpuSource(a10x4()), a10x4().gpus, XidTally()) as port:
+    with node_exporter(settings, FakeGpuSource(a10x4()), a10x4().gpus, XidTally(), None) as port:
         assert port == 0
