@@ -4,27 +4,14 @@ tmp_path Unix socket: the live set, the TTL cache (one List per TTL, under the k
 errors."""
 
 import asyncio
-from concurrent import futures
 from pathlib import Path
 
-import grpc
 import pytest
 
-from plugin.api.podresources.v1 import api_pb2, api_pb2_grpc
+from plugin.api.podresources.v1 import api_pb2
 from plugin.metrics.sources import ContainerName, SourceError
 from plugin.podresources import PodResourcesCache, PodResourcesClient
-
-
-class FakeKubeletPodResources(api_pb2_grpc.PodResourcesListerServicer):
-    """A fake kubelet: List answers the pods in ``self.pods``; counts calls."""
-
-    def __init__(self) -> None:
-        self.pods: list[api_pb2.PodResources] = []
-        self.calls = 0
-
-    def List(self, request, context):  # noqa: N802
-        self.calls += 1
-        return api_pb2.ListPodResourcesResponse(pod_resources=self.pods)
+from tests.fakes.podresources import serving
 
 
 def pod(ns: str, name: str, *containers: str) -> api_pb2.PodResources:
@@ -37,15 +24,10 @@ def pod(ns: str, name: str, *containers: str) -> api_pb2.PodResources:
 
 
 @pytest.fixture
-def kubelet(tmp_path):
-    fake = FakeKubeletPodResources()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    api_pb2_grpc.add_PodResourcesListerServicer_to_server(fake, server)  # type: ignore[no-untyped-call]
+async def kubelet(tmp_path):
     socket = tmp_path / "kubelet.sock"
-    server.add_insecure_port(f"unix://{socket}")
-    server.start()
-    yield fake, str(socket)
-    server.stop(grace=None)
+    async with serving(socket) as fake:
+        yield fake, str(socket)
 
 
 async def test_live_containers_are_listed_and_cached_for_the_ttl(kubelet):

@@ -14,28 +14,16 @@ from pathlib import Path
 import grpc
 import pytest
 
-from plugin.api.podresources.v1 import api_pb2, api_pb2_grpc
+from plugin.api.podresources.v1 import api_pb2
 from plugin.core.admission import Held
 from plugin.metrics.sources import ContainerName
 from plugin.mig_partition import held_device_ids
 from plugin.podresources import PodResourcesCache, PodResourcesClient
+from tests.fakes.podresources import serving
 from vcuda.names import Names
 
 NAMES = Names()
 CORE, GPU, MIG = NAMES.core, f"{NAMES.domain}/gpu", f"{NAMES.domain}/mig-1g.10gb"
-
-
-class FakeKubeletPodResources(api_pb2_grpc.PodResourcesListerServicer):
-    """A fake kubelet: ``List`` answers ``pods`` and counts its calls. Lists devices of every resource, as the
-    real ``List`` does (it never filters by resource)."""
-
-    def __init__(self, pods: list[api_pb2.PodResources]) -> None:
-        self.pods = pods
-        self.calls = 0
-
-    async def List(self, request, context):  # noqa: N802
-        self.calls += 1
-        return api_pb2.ListPodResourcesResponse(pod_resources=self.pods)
 
 
 def container(name: str, **devices: list[str]) -> api_pb2.ContainerResources:
@@ -61,14 +49,9 @@ PODS = [
 
 @pytest.fixture
 async def kubelet(tmp_path: Path):
-    fake = FakeKubeletPodResources(PODS)
-    server = grpc.aio.server()
-    api_pb2_grpc.add_PodResourcesListerServicer_to_server(fake, server)  # type: ignore[no-untyped-call]
     socket = tmp_path / "pod-resources.sock"
-    server.add_insecure_port(f"unix://{socket}")
-    await server.start()
-    yield fake, socket
-    await server.stop(grace=None)
+    async with serving(socket, PODS) as fake:
+        yield fake, socket
 
 
 async def test_held_lists_every_container_with_the_ids_of_its_own_resource_only(kubelet):
