@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import logging
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -140,6 +141,7 @@ class Nvml:
         self._nv: Any = library if library is not None else pynvml
         self._poll_ms = event_poll_ms
         self._library_path = library_path
+        self._streams: weakref.WeakSet[XidEventStream] = weakref.WeakSet()
 
     # ---- session ----
 
@@ -151,6 +153,12 @@ class Nvml:
             self._nv.nvmlInit()
 
     def close(self) -> None:
+        """Ends this session's XID streams, waits for their threads to free their event sets, then
+        ``nvmlShutdown``: a set freed after the shutdown is a stale handle, and the driver hands a freed
+        address to the next set created (another session's), which the late free would then destroy."""
+        for stream in list(self._streams):
+            stream.close()
+            stream.join(timeout_s=2 * self._poll_ms / 1000 + 1)
         with self._errors("shutdown"):
             self._nv.nvmlShutdown()
 
@@ -294,7 +302,9 @@ class Nvml:
         A GPU lost at this moment is not watched: open a new stream once it is reachable again.
         """
         with self._errors("register XID events"):
-            return XidEventStream(self._nv, self._physical_handles(), self._poll_ms)
+            stream = XidEventStream(self._nv, self._physical_handles(), self._poll_ms)
+        self._streams.add(stream)
+        return stream
 
     # ---- readings for the metrics exporter ----
 
@@ -518,6 +528,7 @@ class XidEventStream:
         self._queue: asyncio.Queue[XidEvent | BaseException | None] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._freed = asyncio.Event()  # set by the thread once it freed the set and ended
+        self._thread: threading.Thread | None = None
         self._closed = False
         self._set = nv.nvmlEventSetCreate()
         self._uuid_by_handle: dict[int | None, GpuUuid] = {}
@@ -535,7 +546,10 @@ class XidEventStream:
     async def __anext__(self) -> XidEvent:
         if self._loop is None and not self._closed:
             self._loop = asyncio.get_running_loop()
-            threading.Thread(target=self._run, args=(self._loop,), name="nvml-xid-wait", daemon=True).start()
+            self._thread = threading.Thread(
+                target=self._run, args=(self._loop,), name="nvml-xid-wait", daemon=True
+            )
+            self._thread.start()
         if self._closed:
             raise StopAsyncIteration
         item = await self._queue.get()
@@ -609,6 +623,13 @@ class XidEventStream:
                 self._lock.release()
         if self._loop is not None:
             self._post(self._loop, None)  # wakes a reader blocked in __anext__
+
+    def join(self, timeout_s: float) -> None:
+        """After :meth:`close`: waits (at most ``timeout_s``) until the thread freed the set and ended."""
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                log.warning("the NVML XID thread did not end within %.1f s", timeout_s)
 
     async def aclose(self) -> None:
         """:meth:`close`, then waits (at most one ``wait_ms``) until the thread freed the set and ended."""

@@ -1,7 +1,8 @@
 """Health through real pynvml over the FAKE NVML: XID events and lost GPUs.
 
 Case matrix: XID on a whole GPU, on a MIG device (by its UUID, or by the GPU's UUID with instance ids), several
-XIDs in order, only events after the stream was opened, a wait cancelled mid-way keeps its event, close;
+XIDs in order, only events after the stream was opened, a wait cancelled mid-way keeps its event, close; a
+stream's late free never reaches the next session's set;
 a lost GPU is unreachable and comes back after recovery; an unknown UUID is unreachable.
 Every wait is bounded by ``asyncio.wait_for``.
 
@@ -102,6 +103,38 @@ async def test_xids_arrive_in_injection_order(fake_nvml, open_nvml):
     got = [await next_event(stream) for _ in range(3)]
     assert [(e.uuid, e.xid) for e in got] == [(node.uuid(0), 13), (node.uuid(3), 48), (node.uuid(0), 79)]
     await stream.aclose()
+
+
+async def test_closing_nvml_waits_for_a_streams_thread_so_its_late_free_spares_the_next_sessions_set(
+    fake_nvml,
+):
+    """A stream closed without ``aclose`` while its thread waits frees its set when the wait returns. The
+    driver hands a freed set's address to the next set created: were that free to land after ``nvmlShutdown``
+    and the next session's ``nvmlInit``, it would destroy the next session's set. ``Nvml.close`` ends its
+    streams' threads first."""
+    fake_nvml("a10x4")
+    first = Nvml(event_poll_ms=400)
+    first.open()
+    old = first.xid_events()
+    reader = asyncio.create_task(anext(old))  # starts the waiting thread
+    for _ in range(500):  # until the thread is inside nvmlEventSetWait_v2 (it holds the set's lock there)
+        if old._lock.locked():
+            break
+        await asyncio.sleep(0.01)
+    old.close()  # the wait in flight keeps the set: the thread frees it
+    first.close()
+    reader.cancel()
+    node = fake_nvml("a10x4")  # the next session, on a new node: its set takes the freed address
+    second = Nvml(event_poll_ms=50)
+    second.open()
+    try:
+        stream = second.xid_events()
+        await asyncio.sleep(0.6)  # past the first thread's wait: a late free would land by now
+        node.inject_xid(node.uuid(0), 79)
+        assert await next_event(stream) == XidEvent(uuid=node.uuid(0), xid=79)
+        await stream.aclose()
+    finally:
+        second.close()
 
 
 async def test_xids_from_before_the_stream_was_opened_are_not_seen(fake_nvml, open_nvml):
