@@ -28,7 +28,7 @@ from plugin.api.deviceplugin.v1beta1 import api_pb2
 from plugin.cdi import read_mig_minors
 from plugin.core.allocate import DeviceListStrategy, PlanOptions
 from plugin.core.cdi import DEFAULT_CDI_VERSION, DriverFiles, with_common_edits
-from plugin.core.errors import UnknownDeviceError
+from plugin.core.errors import InvalidDeviceIdsError
 from plugin.core.gpu import Gpu, GpuSource, NodeGpus, XidEvent
 from plugin.core.health import HealthPolicy
 from plugin.core.mig import MigDevice, MigStrategy, mig_devices, mig_resources, xid_targets
@@ -109,7 +109,9 @@ class MigServicer(BoardServicer):
     async def _plan(self, ids: list[str]) -> ContainerEdits:
         unknown = [i for i in ids if i not in self._devices]
         if unknown:
-            raise UnknownDeviceError(f"unknown MIG devices {unknown}")
+            raise InvalidDeviceIdsError(f"unknown MIG devices {unknown}")
+        if len(set(ids)) != len(ids):  # the kubelet never asks so; NVIDIA's plugin refuses it too
+            raise InvalidDeviceIdsError(f"a MIG device is listed more than once in {ids}")
         minors = self._minors() if self._options.list_strategy is DeviceListStrategy.DEVICE_SPECS else {}
         plan = plan_mig_container([self._devices[i] for i in ids], self._options, minors)
         log.info("allocated MIG instances %s", ",".join(ids))

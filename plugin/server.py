@@ -15,7 +15,7 @@ import grpc
 from plugin.allocator import Allocator
 from plugin.api.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
 from plugin.core.allocate import DeviceNode, Mount
-from plugin.core.errors import AllocationError, AttributionMismatchError, UnknownDeviceError
+from plugin.core.errors import AllocationError, AttributionMismatchError, InvalidDeviceIdsError
 from plugin.core.slices import Slice, plain_pick
 from plugin.kube import KubeError
 
@@ -139,7 +139,7 @@ async def allocate_response(
             edits = await plan(list(req.devices_ids))
         except (AllocationError, KubeError) as err:
             log.error("Allocate of %s refused: %s", resource, err)
-            code = grpc.StatusCode.INVALID_ARGUMENT if isinstance(err, UnknownDeviceError) else refused
+            code = grpc.StatusCode.INVALID_ARGUMENT if isinstance(err, InvalidDeviceIdsError) else refused
             await context.abort(code, f"kube-vgpu: {err}")
         responses.append(plan_response(edits))
     return api_pb2.AllocateResponse(container_responses=responses)

@@ -11,7 +11,7 @@ __all__ = [
     "ConfigError",
     "MigLayoutChangedError",
     "PluginError",
-    "UnknownDeviceError",
+    "InvalidDeviceIdsError",
     "shown",
 ]
 
@@ -26,8 +26,9 @@ class AllocationError(PluginError):
     """An ``Allocate`` call cannot be served without risking wrong limits (the kubelet fails admission)."""
 
 
-class UnknownDeviceError(AllocationError):
-    """An ``Allocate`` names device IDs the resource does not serve: the request is wrong, not the node."""
+class InvalidDeviceIdsError(AllocationError):
+    """An ``Allocate`` names device IDs the resource does not serve, or one twice: the request is wrong,
+    not the node."""
 
 
 class AttributionMismatchError(PluginError):

@@ -215,3 +215,21 @@ async def test_allocate_refuses_an_id_it_does_not_serve(serve):
         await ep.stub.Allocate(request, timeout=5)
 
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_allocate_refuses_an_id_listed_twice(serve):
+    """A device counted twice would hand the container one instance as two; NVIDIA's plugin refuses it too."""
+    from plugin.api.deviceplugin.v1beta1 import api_pb2
+
+    env = await serve(MigStrategy.MIXED)
+    ep = await env.kubelet.wait_registered(MIG_3G)
+    device = (await env.kubelet.devices_until(MIG_3G, lambda d: len(d) > 0))[0].ID
+    request = api_pb2.AllocateRequest(
+        container_requests=[api_pb2.ContainerAllocateRequest(devices_ids=[device, device])]
+    )
+
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await ep.stub.Allocate(request, timeout=5)
+
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "more than once" in (raised.value.details() or "")

@@ -11,7 +11,7 @@ import pytest
 
 from plugin.api.deviceplugin.v1beta1 import api_pb2
 from plugin.core.allocate import ContainerPlan, DeviceNode, Mount, PlanOptions
-from plugin.core.errors import AllocationError, UnknownDeviceError
+from plugin.core.errors import AllocationError, InvalidDeviceIdsError
 from plugin.core.mig_allocate import MigPlan
 from plugin.core.nvallocate import NvidiaPlan
 from plugin.kube import KubeError
@@ -147,7 +147,7 @@ async def test_allocate_answers_each_container_in_order() -> None:
         (AllocationError("no room"), FAILED, FAILED),
         (AllocationError("no room"), INVALID, INVALID),
         (KubeError("API server away"), FAILED, FAILED),
-        (UnknownDeviceError("unknown x"), FAILED, INVALID),
+        (InvalidDeviceIdsError("unknown x"), FAILED, INVALID),
     ],
     ids=["refused", "refused as a bad request", "API server error", "IDs not served"],
 )
