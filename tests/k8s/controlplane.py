@@ -115,6 +115,16 @@ class ControlPlane:
         """A kube-scheduler with ``config`` (its ``clientConnection.kubeconfig`` is set to ``kubeconfig``),
         serving its health endpoints on a loopback port."""
         config = {**config, "clientConnection": {"kubeconfig": str(kubeconfig)}}
+        election = config.get("leaderElection")
+        if isinstance(election, dict) and election.get("leaderElect"):
+            # kube-scheduler exits when it cannot renew its Lease within renewDeadline (10 s by default): a
+            # loaded test machine (etcd's fsyncs, two cores) misses it now and then, and every later test finds
+            # no scheduler. The Lease is still taken and held with the chart's RBAC, only renewed more leniently.
+            config["leaderElection"] = {
+                "leaseDuration": "60s",
+                "renewDeadline": "50s",
+                "retryPeriod": "2s",
+            } | election
         path = self.workdir / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))
         port = free_port()
