@@ -77,6 +77,11 @@ class Running:
         self._thread.join(30)
 
     def post(self, listener: str, path: str, body: bytes) -> tuple[int, float]:
+        status, elapsed, _ = self.exchange(listener, path, body)
+        return status, elapsed
+
+    def exchange(self, listener: str, path: str, body: bytes) -> tuple[int, float, bytes]:
+        """POST ``body``; the status, the seconds it took and the answer's body."""
         conn: http.client.HTTPConnection
         if listener == "webhook":
             assert self.settings.webhook_port is not None
@@ -88,10 +93,11 @@ class Running:
         start = time.perf_counter()
         try:
             conn.request("POST", path, body, {"Content-Type": "application/json"})
-            status = conn.getresponse().status
+            response = conn.getresponse()
+            answer = response.read()
         finally:
             conn.close()
-        return status, time.perf_counter() - start
+        return response.status, time.perf_counter() - start, answer
 
 
 @pytest.fixture(scope="module")
@@ -247,3 +253,57 @@ def test_any_admission_review_gets_a_200_or_a_400_in_time(running, path, body):
 )
 def test_any_bytes_get_a_200_or_a_400_in_time(running, path, body):
     check(running, "scheduling", path, body)
+
+
+def _nested(depth: int) -> object:
+    value: object = "lol"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+HOSTILE_VALUES = {
+    "nested 500 deep": _nested(500),
+    "a mapping of 20,000 keys": {str(i): i for i in range(20_000)},
+    "a 4,000-digit int": 10**3999,
+    "a 200 KB string": "x" * 200_000,
+    "a JSON text nested 500 deep": "[" * 500 + "]" * 500,
+    "a JSON text with NaN and 1e999": '{"v": NaN, "phase": 1e999, "gpus": [{"uuid": null}]}',
+    "a JSON text with a 4,000-digit version": '{"v": ' + "9" * 4000 + "}",
+    "a JSON text of an unknown phase, 200 KB": json.dumps({"v": 1, "phase": "p" * 200_000, "allocated": []}),
+}
+HOSTILE_PLACES = {
+    "vcuda-core limit": lambda pod, v: pod["spec"]["containers"][0]["resources"]["limits"].update({NAMES.core: v}),
+    "nvidia.com/gpu limit": lambda pod, v: pod["spec"]["containers"][0]["resources"]["limits"].update(
+        {"nvidia.com/gpu": v}
+    ),
+    "container name": lambda pod, v: pod["spec"]["containers"][0].update(name=v),
+    **{
+        f"annotation {key}": (lambda k: lambda pod, v: pod["metadata"].update(annotations={k: v}))(key)
+        for key in (NAMES.core_limit, NAMES.gpu_policy, NAMES.node_policy, NAMES.include_models,
+                    NAMES.exclude_uuids, NAMES.assignment, NAMES.status)
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("place", sorted(HOSTILE_PLACES))
+@pytest.mark.parametrize("value", sorted(HOSTILE_VALUES))
+def test_a_hostile_value_anywhere_a_message_shows_it_gets_a_short_answer(
+    running: Running, value: str, place: str
+) -> None:
+    """Every value an error message names goes through one bounded ``shown``: deep, wide, huge or not-a-number
+    values (and annotation texts holding them) get a 200 or a 400, in time, whose answer never echoes them."""
+    pod = pod_obj("gpu", (30, 4096), uid="u-gpu")
+    HOSTILE_PLACES[place](pod, HOSTILE_VALUES[value])
+    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+              "request": {"uid": "r1", "operation": "CREATE", "object": pod}}  # fmt: skip
+    for listener, path, doc in [
+        ("scheduling", "/scheduler/filter", {"Pod": pod, "NodeNames": ["n1", "n2", "ghost"]}),
+        ("scheduling", "/scheduler/prioritize", {"Pod": pod, "NodeNames": ["n1", "n2"]}),
+        ("webhook", "/mutate", review),
+        ("webhook", "/validate", review),
+    ]:
+        status, elapsed, answer = running.exchange(listener, path, _dump(doc))
+        assert status in (200, 400), (path, status, answer[:300])
+        assert elapsed < BOUND_S, (path, elapsed)
+        assert len(answer) < 4096, (path, answer[:300])

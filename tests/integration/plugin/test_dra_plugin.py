@@ -253,6 +253,51 @@ async def test_a_v1beta1_answer_carries_no_field_v1beta1_does_not_know(dra: DraE
     assert not any(d.HasField("share_id") for d in entry.devices)
 
 
+async def test_a_v1beta1_kubelet_gets_the_v1_answer_for_every_claim_good_hostile_or_unknown(
+    dra: DraEnv,
+) -> None:
+    """v1beta1 goes through v1 and back: each claim's entry (devices with their request names, pool and CDI
+    IDs; an error; an unknown UID's error) reaches a v1beta1-only kubelet as v1 answered it, less share_id."""
+    good = dra.claim_with_owner(
+        "good", "u1", results=[result(dev(GPUS[0]), memory=GIB, cores=20, share_id="s-1")]
+    )
+    two = dra.claim_with_owner(
+        "two",
+        "u2",
+        results=[
+            result(dev(GPUS[1]), request="a", memory=GIB, cores=10),
+            result(dev(GPUS[2]), request="b", memory=GIB, cores=10),
+        ],
+    )
+    bad = dra.claim_with_owner("no-such-gpu", "u3", results=[result("gpu-0", memory=GIB, cores=20)])
+    gone = ClaimInfo("default", "deleted", "0d0d0d0d-0000-0000-0000-000000000000", frozenset({DRIVER}))
+    batch = [ref_of(good), ref_of(two), ref_of(bad), gone]
+    as_v1 = await dra.kubelet.call_prepare(DRIVER, batch)
+    for entry in as_v1.claims.values():
+        for device in entry.devices:
+            device.ClearField("share_id")
+    await dra.kubelet.stop()
+    dra.kubelet = FakeDraKubelet(
+        dra.settings.dra_registry_dir, dra.cluster.api_client(), versions=["v1beta1.DRAPlugin"]
+    )
+    await dra.kubelet.start()
+    await dra.kubelet.wait_registered(DRIVER)
+
+    as_v1beta1 = await dra.kubelet.call_prepare(DRIVER, batch)
+
+    assert v1.NodePrepareResourcesResponse.FromString(as_v1beta1.SerializeToString()) == as_v1
+    assert sorted(as_v1beta1.claims) == sorted(c.uid for c in batch)
+    assert [list(d.request_names) for d in as_v1beta1.claims[two["metadata"]["uid"]].devices] == [
+        ["a"],
+        ["b"],
+    ]
+    assert as_v1beta1.claims[bad["metadata"]["uid"]].error
+    assert "404" in as_v1beta1.claims[gone.uid].error
+    unprepared = await dra.kubelet.call_unprepare(DRIVER, batch)
+    assert {u: r.error for u, r in unprepared.claims.items()} == dict.fromkeys((c.uid for c in batch), "")
+    assert dra.spec_files() == []
+
+
 async def test_hostile_claims_fail_alone_and_the_good_one_is_prepared(dra: DraEnv) -> None:
     good = dra.claim_with_owner("good", "u1", results=[result(dev(GPUS[0]), memory=GIB, cores=20)])
     bad = [
