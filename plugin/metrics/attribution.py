@@ -147,9 +147,7 @@ def owners(pids: Iterable[int], containers: Sequence[ContainerState], evidence: 
             continue
         candidates = by_pod[ref.pod_uid]
         if ref.container_id is not None and ref.container_id in container_ids:
-            owner = _named_owner(
-                pid, container_ids[ref.container_id], candidates, evidence.claims or {}, nspid
-            )
+            owner = _named_owner(pid, container_ids[ref.container_id], candidates, evidence)
         else:
             owner = _match_slots(pid, candidates, nspid)
             if owner is None:
@@ -188,33 +186,20 @@ def dra_claim_uid(container: ContainerState) -> str | None:
     return claim_of_container(container.config.container)
 
 
-def _named_owner(
-    pid: int,
-    name: str,
-    candidates: Sequence[ContainerState],
-    claims: Mapping[ContainerName, frozenset[str]],
-    namespaced_pid: Callable[[int], NamespacedPid | None],
-) -> str | None:
-    """The directory of container ``name`` itself, else of the DRA claim it uses."""
+def _named_owner(pid: int, name: str, candidates: Sequence[ContainerState], evidence: Evidence) -> str | None:
+    """The directory of container ``name`` itself, else of the DRA claim it uses (the shim's slots decide
+    among several)."""
     owner = next((c.name for c in candidates if c.config.container == name), None)
-    return owner if owner is not None else _claim_owner(pid, name, candidates, claims, namespaced_pid)
-
-
-def _claim_owner(
-    pid: int,
-    name: str,
-    candidates: Sequence[ContainerState],
-    claims: Mapping[ContainerName, frozenset[str]],
-    namespaced_pid: Callable[[int], NamespacedPid | None],
-) -> str | None:
-    """The pod's claim directory that container ``name`` uses (the shim's slots decide among several)."""
+    if owner is not None:
+        return owner
     namespaces = {c.config.namespace for c in candidates}
+    claims = evidence.claims or {}
     used = {uid for key, uids in claims.items() if key.container == name and key.namespace in namespaces
             for uid in uids}  # fmt: skip
     mine = [c for c in candidates if dra_claim_uid(c) in used]
     if len(mine) <= 1:
         return mine[0].name if mine else None
-    return _match_slots(pid, mine, namespaced_pid)
+    return _match_slots(pid, mine, evidence.namespaced_pid)
 
 
 def _fallback_owner(
