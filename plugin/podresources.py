@@ -139,12 +139,13 @@ class PodResourcesClient:
         self._socket = socket
         self._timeout_s = timeout_s
         self._channel: grpc.aio.Channel | None = None
+        self._stub: Any = None
 
     async def list(self) -> Listing:
         if self._channel is None:
             self._channel = grpc.aio.insecure_channel(f"unix://{self._socket}")
-        stub = api_pb2_grpc.PodResourcesListerStub(self._channel)  # type: ignore[no-untyped-call]
-        reply: api_pb2.ListPodResourcesResponse = await stub.List(
+            self._stub = api_pb2_grpc.PodResourcesListerStub(self._channel)  # type: ignore[no-untyped-call]
+        reply: api_pb2.ListPodResourcesResponse = await self._stub.List(
             api_pb2.ListPodResourcesRequest(), timeout=self._timeout_s
         )
         return Listing.of(reply.pod_resources)
@@ -153,7 +154,7 @@ class PodResourcesClient:
         if self._channel is not None:
             with contextlib.suppress(Exception):
                 await self._channel.close(None)
-            self._channel = None
+            self._channel = self._stub = None
 
 
 class PodResourcesCache:
